@@ -1,0 +1,154 @@
+/* cmd_conform.c — `mistral4 conform`: runs a backend against golden Hugging Face activations and
+ * prints, for every component, how far it is from HF and where error starts. */
+#include <dirent.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "conform.h"
+
+#define CMD "conform"
+
+static void print_help(void) {
+    printf(
+        "Usage: mistral4 conform --case DIR [options]\n"
+        "       mistral4 conform --model DIR --golden FILE.h5 [options]\n"
+        "\n"
+        "Checks an implementation of Mistral 4 against golden activations produced by Hugging Face\n"
+        "transformers (golden/README.md). Every component of the registry that the golden file\n"
+        "holds is run teacher-forced (its inputs are HF's own, so an error cannot hide behind an\n"
+        "earlier one), then the whole model end to end. Each row reports max abs error, relative\n"
+        "L2 error, cosine similarity, the share of the error budget used, and the wall time of the\n"
+        "backend call; router rows also compare the top-k expert sets. The first failing row in\n"
+        "model order is named as the first divergence.\n"
+        "\n"
+        "Options:\n"
+        "  --case DIR        a golden case folder: DIR/model/ (checkpoint) and DIR/<name>.h5\n"
+        "  --model DIR       the checkpoint the golden file was made with (config.json + safetensors)\n"
+        "  --golden FILE     the golden HDF5 file\n"
+        "  --backend NAME    implementation to check (default: ref; built here: %s)\n"
+        "  --only GLOB       only components whose name matches GLOB (e.g. 'text.layers.1.*')\n"
+        "  --bf16            use the bf16 error budgets (relative L2 2e-2) instead of float32's\n"
+        "  --report FILE     also write a JSON report (schema mistral4-conform/1)\n"
+        "  --junit FILE      also write a JUnit XML report (one testcase per component)\n"
+        "  --quiet           print only the summary lines\n"
+        "  --progress        print each component on stderr as it finishes (default on a terminal)\n"
+        "  -h, --help        show this help\n"
+        "\n"
+        "Budgets (docs/ARCHITECTURE.md): float32 relative L2 <= 1e-5 per component, <= 1e-4 for the\n"
+        "end-to-end logits; router top-k sets identical; NaN never passes.\n"
+        "The MLA softmax scale rule (base or mscale2) is read from the golden file (MODEL.md §0.1).\n"
+        "\n"
+        "Examples:\n"
+        "  mistral4 conform --case golden/cases/text_tiny\n"
+        "  mistral4 conform --case golden/cases/long_positions --only 'text.layers.*.self_attn*'\n"
+        "  mistral4 conform --case golden/cases/fp8 --report fp8.json --junit fp8.xml\n"
+        "\n"
+        "Exit status: 0 every row passed (rows the backend does not implement are reported, not\n"
+        "failed), 1 a row failed or errored or the inputs could not be read, 2 usage error.\n",
+        "ref");
+}
+
+/* Finds DIR/<name>.h5 and DIR/model for --case. */
+static int resolve_case(const char *dir, char *model, size_t model_size, char *golden, size_t golden_size) {
+    snprintf(model, model_size, "%s/model", dir);
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    struct dirent *e;
+    int found = 0;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n > 3 && strcmp(e->d_name + n - 3, ".h5") == 0) {
+            snprintf(golden, golden_size, "%s/%s", dir, e->d_name);
+            found++;
+        }
+    }
+    closedir(d);
+    return found == 1 ? 0 : -1;
+}
+
+static void print_progress(const m4_result *r, size_t done, void *user) {
+    fprintf(stderr, "[%4zu] %-48s %-8s %.2e\n", done, r->name, m4_result_status_name(r->status), r->cmp.rel_l2);
+}
+
+int cmd_conform(int argc, char **argv) {
+    const char *case_dir = NULL, *model = NULL, *golden = NULL, *backend_name = "ref", *only = NULL;
+    const char *report_path = NULL, *junit_path = NULL;
+    bool bf16 = false, quiet = false, progress = isatty(2);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_value = i + 1 < argc;
+#define VALUE(opt, var)                                                                            \
+    if (strcmp(a, opt) == 0) {                                                                     \
+        if (!has_value) return cli_usage_error(CMD, "%s needs a value", opt);                     \
+        var = argv[++i];                                                                           \
+        continue;                                                                                  \
+    }
+        if (cli_is_help(a)) {
+            print_help();
+            return CLI_OK;
+        }
+        VALUE("--case", case_dir)
+        VALUE("--model", model)
+        VALUE("--golden", golden)
+        VALUE("--backend", backend_name)
+        VALUE("--only", only)
+        VALUE("--report", report_path)
+        VALUE("--junit", junit_path)
+#undef VALUE
+        if (strcmp(a, "--bf16") == 0) bf16 = true;
+        else if (strcmp(a, "--quiet") == 0) quiet = true, progress = false;
+        else if (strcmp(a, "--progress") == 0) progress = true;
+        else return cli_usage_error(CMD, "unknown option '%s'", a);
+    }
+    char model_buf[1024], golden_buf[1024];
+    if (case_dir) {
+        if (model || golden) return cli_usage_error(CMD, "--case replaces --model and --golden");
+        if (resolve_case(case_dir, model_buf, sizeof model_buf, golden_buf, sizeof golden_buf) != 0) {
+            cli_error(CMD, "%s: not a golden case folder (expected model/ and exactly one .h5 file)", case_dir);
+            return CLI_FAILED;
+        }
+        model = model_buf, golden = golden_buf;
+    }
+    if (!model || !golden) return cli_usage_error(CMD, "give --case DIR, or both --model and --golden");
+    const m4_backend *backend = m4_backend_find(backend_name);
+    if (!backend) return cli_usage_error(CMD, "unknown backend '%s' (built here: ref)", backend_name);
+
+    m4_conform_options opt = {.model_dir = model, .golden_path = golden, .backend = backend,
+                              .only = only, .bf16_budgets = bf16,
+                              .progress = progress ? print_progress : NULL};
+    m4_report report;
+    m4_error err = {{0}};
+    if (m4_conform_run(&opt, &report, &err) != 0) {
+        cli_error(CMD, "%s", err.msg);
+        m4_report_free(&report);
+        return CLI_FAILED;
+    }
+    if (report.n == 0) {
+        cli_error(CMD, "no component of %s matched%s%s", golden, only ? " --only " : "", only ? only : "");
+        m4_report_free(&report);
+        return CLI_FAILED;
+    }
+    if (quiet) {
+        printf("%s on %s: %d passed, %d failed, %d errors, %d not implemented%s%s\n", report.backend,
+               report.case_name, report.n_pass, report.n_fail, report.n_error, report.n_not_implemented,
+               report.first_divergence >= 0 ? "; first divergence: " : "",
+               report.first_divergence >= 0 ? report.results[report.first_divergence].name : "");
+    } else {
+        m4_report_print_table(&report, stdout);
+    }
+    int rc = report.n_fail || report.n_error ? CLI_FAILED : CLI_OK;
+    if (report_path && m4_report_write_json(&report, report_path, &err) != 0) {
+        cli_error(CMD, "%s", err.msg);
+        rc = CLI_FAILED;
+    }
+    if (junit_path && m4_report_write_junit(&report, junit_path, &err) != 0) {
+        cli_error(CMD, "%s", err.msg);
+        rc = CLI_FAILED;
+    }
+    m4_report_free(&report);
+    return rc;
+}

@@ -1,0 +1,67 @@
+/* backend.h — the one interface both implementations sit behind, at component granularity.
+ *
+ * Each entry takes the component's inputs (float32 host arrays, shapes in the comments) and writes
+ * its outputs; weights come from the m4_model the backend was opened on. An entry left NULL is a
+ * component the backend does not implement: the harness reports it as such and never falls back
+ * to another backend. Entries return 0, or -1 with `err` set. */
+#ifndef M4_BACKEND_H
+#define M4_BACKEND_H
+
+#include <stdint.h>
+
+#include "m4_error.h"
+#include "reference.h"
+#include "weights.h"
+
+typedef struct m4_backend m4_backend;
+
+struct m4_backend {
+    const char *name;        /* "ref", "cuda-fp32", "cuda-bf16" */
+    const char *description;
+
+    /* Per-model state (device copies of the weights, scratch). */
+    int (*open)(const m4_model *model, void **state, m4_error *err);
+    void (*close)(void *state);
+
+    /* text.embed_tokens: ids [N] → out [N, D] */
+    int (*embed_tokens)(void *state, const int64_t *ids, int64_t n, float *out, m4_error *err);
+    /* any RMSNorm of the text model: x [n, dim] → y, weight w, epsilon eps */
+    int (*rmsnorm)(void *state, const m4_weight *w, const float *x, int64_t n, int64_t dim,
+                   float eps, float *y, m4_error *err);
+    /* text.layers.{i}.self_attn: x [B, S, D] → out [B, S, D] (trace may be NULL) */
+    int (*self_attn)(void *state, int layer, const float *x, int64_t B, int64_t S,
+                     const int64_t *position_ids, const int64_t *attention_mask, float softmax_scale,
+                     float *out, m4_mla_trace *trace, m4_error *err);
+    /* text.layers.{i}.mlp.gate: x [N, D] → logits [N, E], ids [N, K], weights [N, K] */
+    int (*router)(void *state, int layer, const float *x, int64_t n, float *logits,
+                  int64_t *topk_ids, float *topk_weights, m4_error *err);
+    /* text.layers.{i}.mlp.experts: x [N, D] with the given routing → out [N, D] */
+    int (*experts)(void *state, int layer, const float *x, int64_t n, const int64_t *topk_ids,
+                   const float *topk_weights, float *out, m4_error *err);
+    /* text.layers.{i}.mlp.shared_experts: x [N, D] → out [N, D] */
+    int (*shared_experts)(void *state, int layer, const float *x, int64_t n, float *out,
+                          m4_error *err);
+    /* text.layers.{i}.mlp (MoE block or dense MLP): x [N, D] → out [N, D] */
+    int (*mlp)(void *state, int layer, const float *x, int64_t n, float *out, m4_error *err);
+    /* text.layers.{i}: h [B, S, D] → out [B, S, D] */
+    int (*decoder_layer)(void *state, int layer, const float *h, int64_t B, int64_t S,
+                         const int64_t *position_ids, const int64_t *attention_mask,
+                         float softmax_scale, float *out, m4_error *err);
+    /* text.lm_head: x [N, D] → logits [N, V] */
+    int (*lm_head)(void *state, const float *x, int64_t n, float *logits, m4_error *err);
+    /* model (text): ids [B, S] → logits [B, S, V] */
+    int (*forward)(void *state, const int64_t *ids, int64_t B, int64_t S, const int64_t *position_ids,
+                   const int64_t *attention_mask, m4_softmax_scale_rule rule, float *logits,
+                   m4_error *err);
+};
+
+/* The plain-C float32 reference. */
+extern const m4_backend m4_backend_reference;
+
+/* Looks a backend up by name ("ref"); NULL when unknown or not built (e.g. CUDA without nvcc). */
+const m4_backend *m4_backend_find(const char *name);
+
+/* Names of the backends built into this binary, NULL-terminated. */
+const char *const *m4_backend_names(void);
+
+#endif

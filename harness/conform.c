@@ -1,0 +1,590 @@
+/* conform.c — runs a backend's components against a golden file (teacher-forced: each
+ * component's inputs are HF's own, so an error cannot hide behind an earlier one) and end to end. */
+#include "conform.h"
+
+#include <fnmatch.h>
+#include <stddef.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "golden.h"
+#include "registry.h"
+
+const char *m4_result_status_name(m4_result_status s) {
+    switch (s) {
+    case M4_RESULT_PASS: return "PASS";
+    case M4_RESULT_FAIL: return "FAIL";
+    case M4_RESULT_ERROR: return "ERROR";
+    case M4_RESULT_NOT_IMPLEMENTED: return "NOT-IMPL";
+    }
+    return "?";
+}
+
+/* The attention of one layer, run once with its trace and shared by the stage rows. */
+typedef struct {
+    int layer;              /* -1 when empty */
+    int rc;
+    char error[1100];
+    double time_ms;
+    float *out;
+    m4_mla_trace trace;
+} attention_run;
+
+typedef struct {
+    const m4_conform_options *opt;
+    const m4_model *model;
+    const m4_golden *golden;
+    const m4_backend *backend;
+    void *state;
+    m4_report *report;
+    m4_softmax_scale_rule rule;
+    float softmax_scale;
+    m4_array ids, positions, mask; /* /inputs */
+    int64_t B, S;
+    bool multimodal_inputs;
+    attention_run attn;
+} run_ctx;
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static m4_result *new_result(run_ctx *c, const m4_component *comp, const char *name, m4_error *err) {
+    m4_report *r = c->report;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 64;
+        m4_result *grown = realloc(r->results, cap * sizeof *grown);
+        if (!grown) {
+            m4_fail(err, "out of memory");
+            return NULL;
+        }
+        r->results = grown;
+        r->cap = cap;
+    }
+    m4_result *res = &r->results[r->n++];
+    memset(res, 0, sizeof *res);
+    snprintf(res->name, sizeof res->name, "%s", name);
+    snprintf(res->hf_module, sizeof res->hf_module, "%s", comp->hf_module);
+    res->tolerance = c->opt->bf16_budgets ? comp->tolerance_bf16 : comp->tolerance_fp32;
+    res->topk_mismatches = -1;
+    return res;
+}
+
+/* Reads "<group>/<dataset>" or returns -1 with err set. */
+static int read_golden(run_ctx *c, const char *group, const char *dataset, bool as_int, m4_array *a,
+                       m4_error *err) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", group, dataset);
+    return m4_golden_read(c->golden, path, as_int, a, err);
+}
+
+static void compare(m4_result *res, const float *got, const m4_array *want) {
+    m4_array_shape_string(want, res->shape, sizeof res->shape);
+    res->cmp = m4_compare_f32(got, want->f32, want->numel, res->tolerance);
+    res->status = res->cmp.pass ? M4_RESULT_PASS : M4_RESULT_FAIL;
+    if (res->cmp.nonfinite_mismatch)
+        snprintf(res->message, sizeof res->message, "%lld NaN/Inf mismatches",
+                 (long long)res->cmp.nonfinite_mismatch);
+}
+
+static void record_error(m4_result *res, const char *what, const m4_error *e) {
+    res->status = M4_RESULT_ERROR;
+    snprintf(res->message, sizeof res->message, "%s: %s", what, e->msg);
+}
+
+static bool not_implemented(m4_result *res, const void *entry, const char *backend) {
+    if (entry) return false;
+    res->status = M4_RESULT_NOT_IMPLEMENTED;
+    snprintf(res->message, sizeof res->message, "backend \"%s\" has no implementation", backend);
+    return true;
+}
+
+static float *alloc_f32(int64_t n) { return malloc((size_t)(n > 0 ? n : 1) * sizeof(float)); }
+
+static void set_cost(run_ctx *c, m4_result *res, const m4_component *comp, int64_t tokens) {
+    m4_cost cost = comp->cost(&c->model->config, tokens, c->S, 4);
+    res->flops = cost.flops;
+    res->bytes = cost.bytes;
+}
+
+static const m4_weight *norm_weight(const m4_model *m, m4_component_kind kind, int layer) {
+    switch (kind) {
+    case M4_COMP_INPUT_NORM: return &m->weights.layers[layer].input_layernorm;
+    case M4_COMP_POST_NORM: return &m->weights.layers[layer].post_attention_layernorm;
+    default: return &m->weights.norm;
+    }
+}
+
+/* ---- one function per kind of component ------------------------------------------------------ */
+
+static void run_embed(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
+    m4_error e = {{0}};
+    m4_array in = {0}, want = {0};
+    if (not_implemented(res, (const void *)c->backend->embed_tokens, c->backend->name)) return;
+    if (read_golden(c, group, "in", true, &in, &e) || read_golden(c, group, "out", false, &want, &e)) {
+        record_error(res, "golden", &e);
+    } else {
+        float *got = alloc_f32(want.numel);
+        double t0 = now_ms();
+        int rc = c->backend->embed_tokens(c->state, in.i64, in.numel, got, &e);
+        res->time_ms = now_ms() - t0;
+        set_cost(c, res, comp, in.numel);
+        if (rc) record_error(res, "backend", &e);
+        else compare(res, got, &want);
+        free(got);
+    }
+    m4_array_free(&in), m4_array_free(&want);
+}
+
+static void run_norm(run_ctx *c, const m4_component *comp, const char *group, int layer, m4_result *res) {
+    m4_error e = {{0}};
+    m4_array in = {0}, want = {0};
+    if (not_implemented(res, (const void *)c->backend->rmsnorm, c->backend->name)) return;
+    if (read_golden(c, group, "in", false, &in, &e) || read_golden(c, group, "out", false, &want, &e)) {
+        record_error(res, "golden", &e);
+    } else {
+        int64_t D = c->model->config.text.hidden_size, n = in.numel / D;
+        float *got = alloc_f32(want.numel);
+        double t0 = now_ms();
+        int rc = c->backend->rmsnorm(c->state, norm_weight(c->model, comp->kind, layer), in.f32, n, D,
+                                     (float)c->model->config.text.rms_norm_eps, got, &e);
+        res->time_ms = now_ms() - t0;
+        set_cost(c, res, comp, n);
+        if (rc) record_error(res, "backend", &e);
+        else compare(res, got, &want);
+        free(got);
+    }
+    m4_array_free(&in), m4_array_free(&want);
+}
+
+/* The rotary table is host-side math shared by every backend: checked once per layer group. */
+static void run_rope(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
+    m4_error e = {{0}};
+    m4_array want_cos = {0}, want_sin = {0};
+    const m4_text_config *t = &c->model->config.text;
+    int64_t dr = t->qk_rope_head_dim, half = dr / 2, n = c->positions.numel;
+    if (read_golden(c, group, "cos", false, &want_cos, &e) || read_golden(c, group, "sin", false, &want_sin, &e)) {
+        record_error(res, "golden", &e);
+        goto done;
+    }
+    float inv_freq[512], attention_factor;
+    if (half > 512 || m4_ref_rope_inv_freq(t, inv_freq, &attention_factor, &e) != 0) {
+        record_error(res, "rope", &e);
+        goto done;
+    }
+    /* HF's table is cat(θ, θ): [.., dr]; ours is the first half. */
+    int64_t width = want_cos.numel / n;
+    float *cos_half = alloc_f32(n * half), *sin_half = alloc_f32(n * half);
+    float *cos_full = alloc_f32(want_cos.numel), *sin_full = alloc_f32(want_cos.numel);
+    double t0 = now_ms();
+    m4_ref_rope_cos_sin(inv_freq, half, attention_factor, c->positions.i64, n, cos_half, sin_half);
+    res->time_ms = now_ms() - t0;
+    for (int64_t p = 0; p < n; p++)
+        for (int64_t j = 0; j < width; j++) {
+            cos_full[p * width + j] = cos_half[p * half + j % half];
+            sin_full[p * width + j] = sin_half[p * half + j % half];
+        }
+    set_cost(c, res, comp, n);
+    compare(res, cos_full, &want_cos);
+    m4_comparison s = m4_compare_f32(sin_full, want_sin.f32, want_sin.numel, res->tolerance);
+    if (!s.pass || s.rel_l2 > res->cmp.rel_l2) res->cmp = s; /* report the worse of cos and sin */
+    if (!s.pass) res->status = M4_RESULT_FAIL;
+    free(cos_half), free(sin_half), free(cos_full), free(sin_full);
+done:
+    m4_array_free(&want_cos), m4_array_free(&want_sin);
+}
+
+static void free_attention(attention_run *a) {
+    free(a->out);
+    free(a->trace.q), free(a->trace.kv_a), free(a->trace.c_kv), free(a->trace.q_rot);
+    free(a->trace.k_rot), free(a->trace.llama4_scale), free(a->trace.attn_weights);
+    free(a->trace.attn_output);
+    memset(a, 0, sizeof *a);
+    a->layer = -1;
+}
+
+/* Runs layer `layer`'s attention once on the golden input, keeping its trace. */
+static void ensure_attention(run_ctx *c, int layer, const char *group, const m4_component *comp) {
+    attention_run *a = &c->attn;
+    if (a->layer == layer) return;
+    free_attention(a);
+    a->layer = layer;
+    m4_error e = {{0}};
+    m4_array in = {0};
+    if (!c->backend->self_attn) {
+        a->rc = -1;
+        snprintf(a->error, sizeof a->error, "not implemented");
+        return;
+    }
+    if (read_golden(c, group, "in", false, &in, &e)) {
+        a->rc = -1;
+        snprintf(a->error, sizeof a->error, "golden: %s", e.msg);
+        return;
+    }
+    const m4_text_config *t = &c->model->config.text;
+    int64_t B = c->B, S = c->S, N = B * S, H = t->num_attention_heads;
+    a->out = alloc_f32(N * t->hidden_size);
+    a->trace = (m4_mla_trace){
+        .q = alloc_f32(N * H * t->qk_head_dim),
+        .kv_a = alloc_f32(N * (t->kv_lora_rank + t->qk_rope_head_dim)),
+        .c_kv = alloc_f32(N * t->kv_lora_rank),
+        .q_rot = alloc_f32(N * H * t->qk_head_dim),
+        .k_rot = alloc_f32(N * H * t->qk_head_dim),
+        .llama4_scale = alloc_f32(N),
+        .attn_weights = alloc_f32(B * H * S * S),
+        .attn_output = alloc_f32(N * H * t->v_head_dim),
+    };
+    double t0 = now_ms();
+    a->rc = c->backend->self_attn(c->state, layer, in.f32, B, S, c->positions.i64, c->mask.i64,
+                                  c->softmax_scale, a->out, &a->trace, &e);
+    a->time_ms = now_ms() - t0;
+    if (a->rc) snprintf(a->error, sizeof a->error, "backend: %s", e.msg);
+    m4_array_free(&in);
+}
+
+static const float *trace_field(const m4_mla_trace *t, const char *dataset) {
+    static const struct { const char *name; size_t offset; } fields[] = {
+        {"q", offsetof(m4_mla_trace, q)}, {"kv_a", offsetof(m4_mla_trace, kv_a)},
+        {"c_kv", offsetof(m4_mla_trace, c_kv)}, {"q_rot", offsetof(m4_mla_trace, q_rot)},
+        {"k_rot", offsetof(m4_mla_trace, k_rot)}, {"llama4_scale", offsetof(m4_mla_trace, llama4_scale)},
+        {"attn_weights", offsetof(m4_mla_trace, attn_weights)},
+        {"attn_output", offsetof(m4_mla_trace, attn_output)},
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
+        if (strcmp(fields[i].name, dataset) == 0) return *(float *const *)((const char *)t + fields[i].offset);
+    return NULL;
+}
+
+static void run_attention_row(run_ctx *c, const m4_component *comp, const char *group, int layer,
+                              m4_result *res) {
+    m4_error e = {{0}};
+    m4_array want = {0};
+    if (not_implemented(res, (const void *)c->backend->self_attn, c->backend->name)) return;
+    ensure_attention(c, layer, group, comp);
+    attention_run *a = &c->attn;
+    if (a->rc) {
+        res->status = M4_RESULT_ERROR;
+        snprintf(res->message, sizeof res->message, "%s", a->error);
+        return;
+    }
+    const float *got = comp->kind == M4_COMP_SELF_ATTN ? a->out : trace_field(&a->trace, comp->dataset);
+    if (read_golden(c, group, comp->dataset, false, &want, &e)) {
+        record_error(res, "golden", &e);
+        return;
+    }
+    if (comp->kind == M4_COMP_SELF_ATTN) {
+        res->time_ms = a->time_ms;
+        set_cost(c, res, comp, c->B * c->S);
+    } else {
+        snprintf(res->message, sizeof res->message, "stage of the self_attn call");
+    }
+    compare(res, got, &want);
+    m4_array_free(&want);
+}
+
+/* Sorts each token's (id, weight) pairs by id so two routers' outputs compare position-wise. */
+static void sort_routing(int64_t *ids, float *weights, int64_t n, int64_t k) {
+    for (int64_t t = 0; t < n; t++) {
+        int64_t *I = ids + t * k;
+        float *W = weights + t * k;
+        for (int64_t a = 1; a < k; a++)
+            for (int64_t b = a; b > 0 && I[b - 1] > I[b]; b--) {
+                int64_t ti = I[b]; I[b] = I[b - 1]; I[b - 1] = ti;
+                float tw = W[b]; W[b] = W[b - 1]; W[b - 1] = tw;
+            }
+    }
+}
+
+static void run_router(run_ctx *c, const m4_component *comp, const char *group, int layer, m4_result *res) {
+    m4_error e = {{0}};
+    m4_array in = {0}, logits = {0}, ids = {0}, weights = {0};
+    if (not_implemented(res, (const void *)c->backend->router, c->backend->name)) return;
+    if (read_golden(c, group, "in", false, &in, &e) || read_golden(c, group, "logits", false, &logits, &e) ||
+        read_golden(c, group, "topk_ids", true, &ids, &e) ||
+        read_golden(c, group, "topk_weights", false, &weights, &e)) {
+        record_error(res, "golden", &e);
+        goto done;
+    }
+    const m4_text_config *t = &c->model->config.text;
+    int64_t n = in.numel / t->hidden_size, K = t->num_experts_per_tok;
+    float *got_logits = alloc_f32(n * t->n_routed_experts), *got_w = alloc_f32(n * K);
+    int64_t *got_ids = malloc((size_t)(n * K) * sizeof *got_ids);
+    double t0 = now_ms();
+    int rc = c->backend->router(c->state, layer, in.f32, n, got_logits, got_ids, got_w, &e);
+    res->time_ms = now_ms() - t0;
+    set_cost(c, res, comp, n);
+    if (rc) {
+        record_error(res, "backend", &e);
+    } else {
+        compare(res, got_logits, &logits);
+        res->topk_mismatches = m4_topk_set_mismatches(got_ids, ids.i64, n, K);
+        sort_routing(got_ids, got_w, n, K);
+        sort_routing(ids.i64, weights.f32, n, K);
+        m4_comparison w = m4_compare_f32(got_w, weights.f32, n * K, res->tolerance);
+        if (res->topk_mismatches || !w.pass) res->status = M4_RESULT_FAIL;
+        snprintf(res->message, sizeof res->message, "top-%lld sets differ on %lld of %lld tokens; "
+                 "weights rel L2 %.2e", (long long)K, (long long)res->topk_mismatches, (long long)n, w.rel_l2);
+    }
+    free(got_logits), free(got_w), free(got_ids);
+done:
+    m4_array_free(&in), m4_array_free(&logits), m4_array_free(&ids), m4_array_free(&weights);
+}
+
+static void run_experts(run_ctx *c, const m4_component *comp, const char *group, int layer, m4_result *res) {
+    m4_error e = {{0}};
+    m4_array in = {0}, ids = {0}, weights = {0}, want = {0};
+    if (not_implemented(res, (const void *)c->backend->experts, c->backend->name)) return;
+    if (read_golden(c, group, "in", false, &in, &e) || read_golden(c, group, "topk_ids", true, &ids, &e) ||
+        read_golden(c, group, "topk_weights", false, &weights, &e) ||
+        read_golden(c, group, "out", false, &want, &e)) {
+        record_error(res, "golden", &e);
+    } else {
+        int64_t n = in.numel / c->model->config.text.hidden_size;
+        float *got = alloc_f32(want.numel);
+        double t0 = now_ms();
+        int rc = c->backend->experts(c->state, layer, in.f32, n, ids.i64, weights.f32, got, &e);
+        res->time_ms = now_ms() - t0;
+        set_cost(c, res, comp, n);
+        if (rc) record_error(res, "backend", &e);
+        else compare(res, got, &want);
+        snprintf(res->message + strlen(res->message), sizeof res->message - strlen(res->message),
+                 "%sHF's routing", res->message[0] ? "; " : "");
+        free(got);
+    }
+    m4_array_free(&in), m4_array_free(&ids), m4_array_free(&weights), m4_array_free(&want);
+}
+
+/* Components of signature x [n, D] → out [n, D] for one layer. */
+typedef int (*token_fn)(void *state, int layer, const float *x, int64_t n, float *out, m4_error *err);
+
+static void run_token_fn(run_ctx *c, const m4_component *comp, const char *group, int layer,
+                         token_fn fn, m4_result *res) {
+    m4_error e = {{0}};
+    m4_array in = {0}, want = {0};
+    if (not_implemented(res, (const void *)fn, c->backend->name)) return;
+    if (read_golden(c, group, "in", false, &in, &e) || read_golden(c, group, "out", false, &want, &e)) {
+        record_error(res, "golden", &e);
+    } else {
+        int64_t n = in.numel / c->model->config.text.hidden_size;
+        float *got = alloc_f32(want.numel);
+        double t0 = now_ms();
+        int rc = fn(c->state, layer, in.f32, n, got, &e);
+        res->time_ms = now_ms() - t0;
+        set_cost(c, res, comp, n);
+        if (rc) record_error(res, "backend", &e);
+        else compare(res, got, &want);
+        free(got);
+    }
+    m4_array_free(&in), m4_array_free(&want);
+}
+
+static void run_decoder_layer(run_ctx *c, const m4_component *comp, const char *group, int layer,
+                              m4_result *res) {
+    m4_error e = {{0}};
+    m4_array in = {0}, want = {0};
+    if (not_implemented(res, (const void *)c->backend->decoder_layer, c->backend->name)) return;
+    if (read_golden(c, group, "in", false, &in, &e) || read_golden(c, group, "out", false, &want, &e)) {
+        record_error(res, "golden", &e);
+    } else {
+        float *got = alloc_f32(want.numel);
+        double t0 = now_ms();
+        int rc = c->backend->decoder_layer(c->state, layer, in.f32, c->B, c->S, c->positions.i64,
+                                           c->mask.i64, c->softmax_scale, got, &e);
+        res->time_ms = now_ms() - t0;
+        set_cost(c, res, comp, c->B * c->S);
+        if (rc) record_error(res, "backend", &e);
+        else compare(res, got, &want);
+        free(got);
+    }
+    m4_array_free(&in), m4_array_free(&want);
+}
+
+static void run_lm_head(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
+    m4_error e = {{0}};
+    m4_array in = {0}, want = {0};
+    if (not_implemented(res, (const void *)c->backend->lm_head, c->backend->name)) return;
+    if (read_golden(c, group, "in", false, &in, &e) || read_golden(c, group, "out", false, &want, &e)) {
+        record_error(res, "golden", &e);
+    } else {
+        int64_t n = in.numel / c->model->config.text.hidden_size;
+        float *got = alloc_f32(want.numel);
+        double t0 = now_ms();
+        int rc = c->backend->lm_head(c->state, in.f32, n, got, &e);
+        res->time_ms = now_ms() - t0;
+        set_cost(c, res, comp, n);
+        if (rc) record_error(res, "backend", &e);
+        else compare(res, got, &want);
+        free(got);
+    }
+    m4_array_free(&in), m4_array_free(&want);
+}
+
+static void run_model(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
+    m4_error e = {{0}};
+    m4_array want = {0};
+    if (c->multimodal_inputs) {
+        res->status = M4_RESULT_NOT_IMPLEMENTED;
+        snprintf(res->message, sizeof res->message, "end to end with images needs the vision path (issue #5)");
+        return;
+    }
+    if (not_implemented(res, (const void *)c->backend->forward, c->backend->name)) return;
+    if (read_golden(c, group, comp->dataset, false, &want, &e)) {
+        record_error(res, "golden", &e);
+        return;
+    }
+    float *got = alloc_f32(want.numel);
+    double t0 = now_ms();
+    int rc = c->backend->forward(c->state, c->ids.i64, c->B, c->S, c->positions.i64, c->mask.i64,
+                                 c->rule, got, &e);
+    res->time_ms = now_ms() - t0;
+    set_cost(c, res, comp, c->B * c->S);
+    if (rc) record_error(res, "backend", &e);
+    else compare(res, got, &want);
+    free(got);
+    m4_array_free(&want);
+}
+
+/* ---- the run ----------------------------------------------------------------------------------- */
+
+static bool selected(const run_ctx *c, const char *name) {
+    return !c->opt->only || fnmatch(c->opt->only, name, 0) == 0;
+}
+
+/* Runs registry row `comp` for one instance (layer = -1 for non-layer rows). */
+static int run_row(run_ctx *c, const m4_component *comp, int layer, m4_error *err) {
+    char name[128], group[128];
+    m4_component_instance(comp->name, layer, name, sizeof name);
+    m4_component_instance(comp->group, layer, group, sizeof group);
+    char dataset[256];
+    snprintf(dataset, sizeof dataset, "%s/%s", group, comp->dataset);
+    if (!selected(c, name) || !m4_golden_has(c->golden, dataset)) return 0; /* not in this case */
+    m4_result *res = new_result(c, comp, name, err);
+    if (!res) return -1;
+    const m4_backend *b = c->backend;
+    switch (comp->kind) {
+    case M4_COMP_EMBED: run_embed(c, comp, group, res); break;
+    case M4_COMP_INPUT_NORM:
+    case M4_COMP_POST_NORM:
+    case M4_COMP_FINAL_NORM: run_norm(c, comp, group, layer, res); break;
+    case M4_COMP_ROPE: run_rope(c, comp, group, res); break;
+    case M4_COMP_ATTN_STAGE:
+    case M4_COMP_SELF_ATTN: run_attention_row(c, comp, group, layer, res); break;
+    case M4_COMP_ROUTER: run_router(c, comp, group, layer, res); break;
+    case M4_COMP_EXPERTS: run_experts(c, comp, group, layer, res); break;
+    case M4_COMP_SHARED_EXPERTS: run_token_fn(c, comp, group, layer, b->shared_experts, res); break;
+    case M4_COMP_MLP: run_token_fn(c, comp, group, layer, b->mlp, res); break;
+    case M4_COMP_DECODER_LAYER: run_decoder_layer(c, comp, group, layer, res); break;
+    case M4_COMP_LM_HEAD: run_lm_head(c, comp, group, res); break;
+    case M4_COMP_MODEL: run_model(c, comp, group, res); break;
+    }
+    m4_report *r = c->report;
+    switch (res->status) {
+    case M4_RESULT_PASS: r->n_pass++; break;
+    case M4_RESULT_FAIL: r->n_fail++; break;
+    case M4_RESULT_ERROR: r->n_error++; break;
+    case M4_RESULT_NOT_IMPLEMENTED: r->n_not_implemented++; break;
+    }
+    if (r->first_divergence < 0 && (res->status == M4_RESULT_FAIL || res->status == M4_RESULT_ERROR))
+        r->first_divergence = (int)(r->n - 1);
+    r->total_ms += res->time_ms;
+    if (c->opt->progress) c->opt->progress(res, r->n, c->opt->progress_user);
+    return 0;
+}
+
+static int read_inputs(run_ctx *c, m4_error *err) {
+    if (m4_golden_read(c->golden, "inputs/input_ids", true, &c->ids, err)) return -1;
+    if (c->ids.ndim != 2) return m4_fail(err, "%s: inputs/input_ids must be [B, S]", m4_golden_path(c->golden));
+    c->B = c->ids.dims[0];
+    c->S = c->ids.dims[1];
+    if (m4_golden_read(c->golden, "inputs/position_ids", true, &c->positions, err)) return -1;
+    if (c->positions.numel == c->S && c->B > 1) { /* [1, S] broadcast over the batch */
+        int64_t *full = malloc((size_t)(c->B * c->S) * sizeof *full);
+        if (!full) return m4_fail(err, "out of memory");
+        for (int64_t b = 0; b < c->B; b++) memcpy(full + b * c->S, c->positions.i64, (size_t)c->S * sizeof *full);
+        free(c->positions.i64);
+        c->positions.i64 = full;
+        c->positions.numel = c->B * c->S;
+    }
+    if (c->positions.numel != c->B * c->S)
+        return m4_fail(err, "%s: inputs/position_ids does not match input_ids", m4_golden_path(c->golden));
+    if (m4_golden_has(c->golden, "inputs/attention_mask") &&
+        m4_golden_read(c->golden, "inputs/attention_mask", true, &c->mask, err))
+        return -1;
+    c->multimodal_inputs = m4_golden_has(c->golden, "inputs/pixel_values");
+    return 0;
+}
+
+static int read_provenance(run_ctx *c, m4_error *err) {
+    m4_report *r = c->report;
+    char scale[64];
+    if (m4_golden_attr(c->golden, "case", r->case_name, sizeof r->case_name, err) ||
+        m4_golden_attr(c->golden, "mla_softmax_scale_rule", r->scale_rule, sizeof r->scale_rule, err) ||
+        m4_golden_attr(c->golden, "mla_softmax_scale", scale, sizeof scale, err) ||
+        m4_golden_attr(c->golden, "transformers_version", r->transformers_version,
+                       sizeof r->transformers_version, err) ||
+        m4_golden_attr(c->golden, "torch_version", r->torch_version, sizeof r->torch_version, err))
+        return -1;
+    if (strcmp(r->scale_rule, "base") == 0) c->rule = M4_SOFTMAX_SCALE_BASE;
+    else if (strcmp(r->scale_rule, "mscale2") == 0) c->rule = M4_SOFTMAX_SCALE_MSCALE2;
+    else return m4_fail(err, "%s: unknown mla_softmax_scale_rule \"%s\"", r->golden_path, r->scale_rule);
+    c->softmax_scale = m4_ref_mla_softmax_scale(&c->model->config.text, c->rule);
+    double recorded = strtod(scale, NULL);
+    if (fabs(recorded - c->softmax_scale) > 1e-6 * fabs(recorded))
+        return m4_fail(err, "%s: the golden's MLA softmax scale %s differs from rule \"%s\" on this "
+                            "config (%.9g): golden and checkpoint do not belong together",
+                       r->golden_path, scale, r->scale_rule, c->softmax_scale);
+    return 0;
+}
+
+int m4_conform_run(const m4_conform_options *opt, m4_report *report, m4_error *err) {
+    memset(report, 0, sizeof *report);
+    report->first_divergence = -1;
+    snprintf(report->golden_path, sizeof report->golden_path, "%s", opt->golden_path);
+    snprintf(report->model_path, sizeof report->model_path, "%s", opt->model_dir ? opt->model_dir : "");
+    snprintf(report->backend, sizeof report->backend, "%s", opt->backend->name);
+    run_ctx c = {.opt = opt, .backend = opt->backend, .report = report, .attn = {.layer = -1}};
+    m4_model owned = {0};
+    m4_golden *golden = NULL;
+    int rc = -1;
+    if (m4_golden_open(opt->golden_path, &golden, err)) return -1;
+    c.golden = golden;
+    if (opt->model) {
+        c.model = opt->model;
+    } else if (m4_model_open(opt->model_dir, &owned, err) == 0) {
+        c.model = &owned;
+    } else {
+        goto done;
+    }
+    if (read_provenance(&c, err) || read_inputs(&c, err)) goto done;
+    if (opt->backend->open(c.model, &c.state, err)) goto done;
+    rc = 0;
+    int layers = (int)c.model->config.text.num_hidden_layers;
+    for (size_t i = 0; rc == 0 && i < m4_component_count;) {
+        if (!strstr(m4_components[i].name, "{i}")) {
+            rc = run_row(&c, &m4_components[i], -1, err);
+            i++;
+            continue;
+        }
+        size_t end = i; /* the block of per-layer rows, run layer by layer */
+        while (end < m4_component_count && strstr(m4_components[end].name, "{i}")) end++;
+        for (int layer = 0; rc == 0 && layer < layers; layer++)
+            for (size_t j = i; rc == 0 && j < end; j++) rc = run_row(&c, &m4_components[j], layer, err);
+        i = end;
+    }
+    opt->backend->close(c.state);
+done:
+    free_attention(&c.attn);
+    m4_array_free(&c.ids), m4_array_free(&c.positions), m4_array_free(&c.mask);
+    if (c.model == &owned) m4_model_close(&owned);
+    m4_golden_close(golden);
+    return rc;
+}
+
+void m4_report_free(m4_report *report) {
+    free(report->results);
+    memset(report, 0, sizeof *report);
+}

@@ -1,0 +1,162 @@
+#include "golden.h"
+
+#include <hdf5.h>
+#include <hdf5_hl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct m4_golden {
+    hid_t file;
+    char path[1024];
+};
+
+/* HDF5 prints its own error stack by default; the harness reports errors itself. */
+static void silence_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+int m4_golden_open(const char *path, m4_golden **out, m4_error *err) {
+    *out = NULL;
+    silence_hdf5();
+    if (H5Fis_hdf5(path) <= 0) return m4_fail(err, "%s: missing or not an HDF5 file", path);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0) return m4_fail(err, "%s: cannot open as HDF5", path);
+    m4_golden *g = calloc(1, sizeof *g);
+    if (!g) {
+        H5Fclose(file);
+        return m4_fail(err, "%s: out of memory", path);
+    }
+    g->file = file;
+    snprintf(g->path, sizeof g->path, "%s", path);
+    *out = g;
+    return 0;
+}
+
+void m4_golden_close(m4_golden *g) {
+    if (!g) return;
+    H5Fclose(g->file);
+    free(g);
+}
+
+const char *m4_golden_path(const m4_golden *g) { return g->path; }
+
+int m4_golden_attr(const m4_golden *g, const char *name, char *buf, size_t size, m4_error *err) {
+    if (H5Aexists(g->file, name) <= 0)
+        return m4_fail(err, "%s: root attribute \"%s\" is missing", g->path, name);
+    hid_t attr = H5Aopen(g->file, name, H5P_DEFAULT);
+    hid_t type = H5Aget_type(attr);
+    int rc = 0;
+    if (H5Tget_class(type) != H5T_STRING) {
+        rc = m4_fail(err, "%s: root attribute \"%s\" is not a string", g->path, name);
+    } else if (H5Tis_variable_str(type) > 0) {
+        char *value = NULL;
+        hid_t mem = H5Tget_native_type(type, H5T_DIR_ASCEND);
+        if (H5Aread(attr, mem, &value) < 0 || !value) {
+            rc = m4_fail(err, "%s: cannot read root attribute \"%s\"", g->path, name);
+        } else {
+            snprintf(buf, size, "%s", value);
+            H5free_memory(value);
+        }
+        H5Tclose(mem);
+    } else {
+        size_t len = H5Tget_size(type);
+        char *value = calloc(len + 1, 1);
+        if (!value || H5Aread(attr, type, value) < 0)
+            rc = m4_fail(err, "%s: cannot read root attribute \"%s\"", g->path, name);
+        else
+            snprintf(buf, size, "%s", value);
+        free(value);
+    }
+    H5Tclose(type);
+    H5Aclose(attr);
+    return rc;
+}
+
+bool m4_golden_has(const m4_golden *g, const char *path) {
+    /* H5Lexists must be asked one path component at a time. */
+    char partial[512];
+    size_t len = strlen(path);
+    if (len >= sizeof partial) return false;
+    for (size_t i = 0; i <= len; i++) {
+        if (path[i] == '/' || path[i] == 0) {
+            memcpy(partial, path, i);
+            partial[i] = 0;
+            if (i && H5Lexists(g->file, partial, H5P_DEFAULT) <= 0) return false;
+        }
+    }
+    return true;
+}
+
+int m4_golden_read(const m4_golden *g, const char *path, bool as_int, m4_array *out, m4_error *err) {
+    memset(out, 0, sizeof *out);
+    if (!m4_golden_has(g, path)) return m4_fail(err, "%s: dataset \"%s\" is missing", g->path, path);
+    hid_t ds = H5Dopen2(g->file, path, H5P_DEFAULT);
+    if (ds < 0) return m4_fail(err, "%s: \"%s\" is not a dataset", g->path, path);
+    hid_t space = H5Dget_space(ds);
+    int ndim = H5Sget_simple_extent_ndims(space);
+    int rc = 0;
+    hsize_t dims[M4_GOLDEN_MAX_DIMS];
+    if (ndim < 0 || ndim > M4_GOLDEN_MAX_DIMS) {
+        rc = m4_fail(err, "%s: dataset \"%s\" has an unsupported rank", g->path, path);
+        goto done;
+    }
+    H5Sget_simple_extent_dims(space, dims, NULL);
+    out->ndim = ndim;
+    out->numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        out->dims[d] = (int64_t)dims[d];
+        out->numel *= (int64_t)dims[d];
+    }
+    size_t bytes = (size_t)(out->numel ? out->numel : 1) * (as_int ? sizeof(int64_t) : sizeof(float));
+    void *data = malloc(bytes);
+    if (!data) {
+        rc = m4_fail(err, "%s: out of memory reading \"%s\"", g->path, path);
+        goto done;
+    }
+    /* HDF5 converts the stored type (float64, int32, …) to the memory type. */
+    if (H5Dread(ds, as_int ? H5T_NATIVE_INT64 : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
+        free(data);
+        rc = m4_fail(err, "%s: cannot read dataset \"%s\" as %s", g->path, path, as_int ? "int64" : "float32");
+        goto done;
+    }
+    if (as_int) out->i64 = data;
+    else out->f32 = data;
+done:
+    H5Sclose(space);
+    H5Dclose(ds);
+    return rc;
+}
+
+void m4_array_free(m4_array *a) {
+    free(a->f32);
+    free(a->i64);
+    memset(a, 0, sizeof *a);
+}
+
+typedef struct {
+    void (*fn)(const char *, void *);
+    void *user;
+} group_visit;
+
+static herr_t visit_group(hid_t loc, const char *name, const H5L_info_t *info, void *data) {
+    (void)info;
+    group_visit *v = data;
+    H5O_info_t oinfo;
+    if (H5Oget_info_by_name2(loc, name, &oinfo, H5O_INFO_BASIC, H5P_DEFAULT) >= 0 && oinfo.type == H5O_TYPE_GROUP)
+        v->fn(name, v->user);
+    return 0;
+}
+
+int m4_golden_groups(const m4_golden *g, void (*fn)(const char *name, void *user), void *user,
+                     m4_error *err) {
+    group_visit v = {fn, user};
+    if (H5Literate(g->file, H5_INDEX_NAME, H5_ITER_INC, NULL, visit_group, &v) < 0)
+        return m4_fail(err, "%s: cannot list groups", g->path);
+    return 0;
+}
+
+void m4_array_shape_string(const m4_array *a, char *buf, size_t size) {
+    size_t len = (size_t)snprintf(buf, size, "[");
+    for (int d = 0; d < a->ndim && len < size; d++)
+        len += (size_t)snprintf(buf + len, size - len, "%s%lld", d ? ", " : "", (long long)a->dims[d]);
+    if (len < size) snprintf(buf + len, size - len, "]");
+}

@@ -1,0 +1,49 @@
+/* golden.h — read-only access to a golden HDF5 file (golden/README.md has the layout): root
+ * string attributes (provenance), and datasets addressed as "<component>/<name>", e.g.
+ * "text.layers.0.self_attn/q_rot", read into float32 or int64. */
+#ifndef M4_GOLDEN_H
+#define M4_GOLDEN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "m4_error.h"
+
+#define M4_GOLDEN_MAX_DIMS 8
+
+typedef struct m4_golden m4_golden;
+
+/* A dataset read into memory: float32 data or int64 data (one of them), row-major. */
+typedef struct {
+    int ndim;
+    int64_t dims[M4_GOLDEN_MAX_DIMS];
+    int64_t numel;
+    float *f32;
+    int64_t *i64;
+} m4_array;
+
+int m4_golden_open(const char *path, m4_golden **out, m4_error *err);
+void m4_golden_close(m4_golden *g);
+const char *m4_golden_path(const m4_golden *g);
+
+/* A root attribute as a string (fixed- or variable-length). Fails when absent. */
+int m4_golden_attr(const m4_golden *g, const char *name, char *buf, size_t size, m4_error *err);
+
+/* true when the object (group or dataset) exists, e.g. "text.layers.3" or "model/logits". */
+bool m4_golden_has(const m4_golden *g, const char *path);
+
+/* Reads a dataset converted to float32 (as_int = false) or int64 (as_int = true). */
+int m4_golden_read(const m4_golden *g, const char *path, bool as_int, m4_array *out, m4_error *err);
+
+void m4_array_free(m4_array *a);
+
+/* Calls fn(name, user) for every root-level group name (the component instances), in creation
+ * or name order. */
+int m4_golden_groups(const m4_golden *g, void (*fn)(const char *name, void *user), void *user,
+                     m4_error *err);
+
+/* "[2, 9, 64]" */
+void m4_array_shape_string(const m4_array *a, char *buf, size_t size);
+
+#endif

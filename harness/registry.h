@@ -1,0 +1,52 @@
+/* registry.h — the component registry: one row per component, iterated by the conformance
+ * runner, the CMocka conformance tests, the benchmarks and the profiler alike. Adding a component
+ * is one row here plus its implementations (ggml's test-backend-ops is the model). */
+#ifndef M4_REGISTRY_H
+#define M4_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+typedef enum {
+    M4_COMP_EMBED,          /* text.embed_tokens */
+    M4_COMP_INPUT_NORM,     /* text.layers.{i}.input_layernorm */
+    M4_COMP_ROPE,           /* text.layers.{i}.self_attn.rope */
+    M4_COMP_ATTN_STAGE,     /* an intermediate of self_attn (q_rot, llama4_scale, …) */
+    M4_COMP_SELF_ATTN,      /* text.layers.{i}.self_attn */
+    M4_COMP_POST_NORM,      /* text.layers.{i}.post_attention_layernorm */
+    M4_COMP_ROUTER,         /* text.layers.{i}.mlp.gate */
+    M4_COMP_EXPERTS,        /* text.layers.{i}.mlp.experts */
+    M4_COMP_SHARED_EXPERTS, /* text.layers.{i}.mlp.shared_experts */
+    M4_COMP_MLP,            /* text.layers.{i}.mlp */
+    M4_COMP_DECODER_LAYER,  /* text.layers.{i} */
+    M4_COMP_FINAL_NORM,     /* text.norm */
+    M4_COMP_LM_HEAD,        /* text.lm_head */
+    M4_COMP_MODEL           /* model: end to end */
+} m4_component_kind;
+
+/* Work of one call, for the profiler's GB/s and FLOP/s: n tokens of B·S = n, context T. */
+typedef struct {
+    double flops;
+    double bytes;           /* weights read (at their stored width) + activations in and out */
+} m4_cost;
+
+typedef struct {
+    const char *name;       /* the one dotted name; {i} = text layer index */
+    const char *hf_module;  /* the Hugging Face class that computes it */
+    m4_component_kind kind;
+    const char *group;      /* golden group holding its datasets ({i} substituted) */
+    const char *dataset;    /* golden dataset it is compared against */
+    double tolerance_fp32;  /* relative L2 budget, float32 implementations */
+    double tolerance_bf16;  /* relative L2 budget, the bf16 fast path */
+    m4_cost (*cost)(const m4_config *cfg, int64_t tokens, int64_t context, int weight_bytes);
+} m4_component;
+
+extern const m4_component m4_components[];
+extern const size_t m4_component_count;
+
+/* Substitutes {i} in a pattern. */
+void m4_component_instance(const char *pattern, int layer, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,150 @@
+/* report.c — the conformance report as a terminal table, JSON and JUnit XML. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "conform.h"
+
+static void print_rule(FILE *out, int width) {
+    for (int i = 0; i < width; i++) fputc('-', out);
+    fputc('\n', out);
+}
+
+void m4_report_print_table(const m4_report *r, FILE *out) {
+    int name_width = 24;
+    for (size_t i = 0; i < r->n; i++) {
+        int len = (int)strlen(r->results[i].name);
+        if (len > name_width) name_width = len;
+    }
+    int width = name_width + 94;
+    fprintf(out, "%-*s  %-16s %10s %10s %10s %8s %10s  %s\n", name_width, "component", "shape",
+            "max abs", "rel L2", "cosine", "budget%", "time ms", "result");
+    print_rule(out, width);
+    for (size_t i = 0; i < r->n; i++) {
+        const m4_result *x = &r->results[i];
+        if (x->status == M4_RESULT_PASS || x->status == M4_RESULT_FAIL)
+            fprintf(out, "%-*s  %-16s %10.2e %10.2e %10.7f %8.1f %10.3f  %s", name_width, x->name,
+                    x->shape, x->cmp.max_abs, x->cmp.rel_l2, x->cmp.cosine, x->cmp.budget_pct,
+                    x->time_ms, m4_result_status_name(x->status));
+        else
+            fprintf(out, "%-*s  %-16s %10s %10s %10s %8s %10s  %s", name_width, x->name, "-", "-",
+                    "-", "-", "-", "-", m4_result_status_name(x->status));
+        if (x->status != M4_RESULT_PASS && x->message[0]) fprintf(out, "  (%s)", x->message);
+        else if (x->topk_mismatches == 0) fprintf(out, "  (top-k sets identical)");
+        if ((int)i == r->first_divergence) fprintf(out, "  <- first divergence");
+        fputc('\n', out);
+    }
+    print_rule(out, width);
+    fprintf(out, "%s on %s [%s, transformers %s, softmax scale %s]: %d passed, %d failed, %d errors, "
+                 "%d not implemented; %.1f ms in components\n",
+            r->backend, r->case_name, r->golden_path, r->transformers_version, r->scale_rule, r->n_pass,
+            r->n_fail, r->n_error, r->n_not_implemented, r->total_ms);
+    if (r->first_divergence >= 0)
+        fprintf(out, "first divergence: %s\n", r->results[r->first_divergence].name);
+}
+
+/* JSON numbers cannot be NaN/Inf: such metrics become null. */
+static json_t *number(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+int m4_report_write_json(const m4_report *r, const char *path, m4_error *err) {
+    json_t *root = json_object(), *rows = json_array();
+    json_object_set_new(root, "schema", json_string("mistral4-conform/1"));
+    json_object_set_new(root, "backend", json_string(r->backend));
+    json_object_set_new(root, "case", json_string(r->case_name));
+    json_object_set_new(root, "golden", json_string(r->golden_path));
+    json_object_set_new(root, "model", json_string(r->model_path));
+    json_object_set_new(root, "transformers_version", json_string(r->transformers_version));
+    json_object_set_new(root, "torch_version", json_string(r->torch_version));
+    json_object_set_new(root, "softmax_scale_rule", json_string(r->scale_rule));
+    json_t *summary = json_pack("{s:i, s:i, s:i, s:i, s:o, s:o}", "passed", r->n_pass, "failed",
+                                r->n_fail, "errors", r->n_error, "not_implemented",
+                                r->n_not_implemented, "time_ms", number(r->total_ms),
+                                "first_divergence",
+                                r->first_divergence >= 0 ? json_string(r->results[r->first_divergence].name)
+                                                         : json_null());
+    json_object_set_new(root, "summary", summary);
+    for (size_t i = 0; i < r->n; i++) {
+        const m4_result *x = &r->results[i];
+        json_t *row = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:I, s:o, s:o, s:o, s:o}",
+                                "component", x->name, "hf_module", x->hf_module, "shape", x->shape,
+                                "status", m4_result_status_name(x->status),
+                                "max_abs", number(x->cmp.max_abs), "rel_l2", number(x->cmp.rel_l2),
+                                "cosine", number(x->cmp.cosine), "tolerance", number(x->tolerance),
+                                "nonfinite_mismatch", (json_int_t)x->cmp.nonfinite_mismatch,
+                                "budget_pct", number(x->cmp.budget_pct), "time_ms", number(x->time_ms),
+                                "flops", number(x->flops), "bytes", number(x->bytes));
+        if (x->topk_mismatches >= 0)
+            json_object_set_new(row, "topk_set_mismatches", json_integer(x->topk_mismatches));
+        if (x->message[0]) json_object_set_new(row, "message", json_string(x->message));
+        json_array_append_new(rows, row);
+    }
+    json_object_set_new(root, "results", rows);
+    /* Write to a temporary file and rename, so a reader never sees half a report. */
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int rc = json_dump_file(root, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (rc != 0 || rename(tmp, path) != 0) {
+        remove(tmp);
+        return m4_fail(err, "%s: cannot write the JSON report", path);
+    }
+    return 0;
+}
+
+static void xml_escaped(FILE *f, const char *s) {
+    for (; *s; s++) {
+        switch (*s) {
+        case '&': fputs("&amp;", f); break;
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '"': fputs("&quot;", f); break;
+        default:
+            if ((unsigned char)*s >= 0x20 || *s == '\n' || *s == '\t') fputc(*s, f);
+        }
+    }
+}
+
+int m4_report_write_junit(const m4_report *r, const char *path, m4_error *err) {
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return m4_fail(err, "%s: cannot create the JUnit report", path);
+    fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    fprintf(f, "<testsuites name=\"mistral4 conform\" tests=\"%zu\" failures=\"%d\" errors=\"%d\" "
+               "skipped=\"%d\" time=\"%.6f\">\n", r->n, r->n_fail, r->n_error, r->n_not_implemented,
+            r->total_ms / 1e3);
+    fprintf(f, "  <testsuite name=\"");
+    xml_escaped(f, r->backend);
+    fprintf(f, ".");
+    xml_escaped(f, r->case_name);
+    fprintf(f, "\" tests=\"%zu\" failures=\"%d\" errors=\"%d\" skipped=\"%d\" time=\"%.6f\">\n", r->n,
+            r->n_fail, r->n_error, r->n_not_implemented, r->total_ms / 1e3);
+    for (size_t i = 0; i < r->n; i++) {
+        const m4_result *x = &r->results[i];
+        fprintf(f, "    <testcase classname=\"");
+        xml_escaped(f, r->case_name);
+        fprintf(f, "\" name=\"");
+        xml_escaped(f, x->name);
+        fprintf(f, "\" time=\"%.6f\">", x->time_ms / 1e3);
+        char detail[1600];
+        snprintf(detail, sizeof detail, "shape %s: max abs %.3e, rel L2 %.3e (budget %.1e, %.1f%%), cosine %.7f. %s",
+                 x->shape, x->cmp.max_abs, x->cmp.rel_l2, x->tolerance, x->cmp.budget_pct, x->cmp.cosine,
+                 x->message);
+        const char *tag = x->status == M4_RESULT_FAIL ? "failure"
+                          : x->status == M4_RESULT_ERROR ? "error"
+                          : x->status == M4_RESULT_NOT_IMPLEMENTED ? "skipped" : NULL;
+        if (tag) {
+            fprintf(f, "<%s message=\"", tag);
+            xml_escaped(f, x->status == M4_RESULT_NOT_IMPLEMENTED ? x->message : detail);
+            fprintf(f, "\"/>");
+        }
+        fprintf(f, "</testcase>\n");
+    }
+    fprintf(f, "  </testsuite>\n</testsuites>\n");
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        remove(tmp);
+        return m4_fail(err, "%s: cannot write the JUnit report", path);
+    }
+    return 0;
+}

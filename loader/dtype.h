@@ -1,0 +1,67 @@
+/* dtype.h — the element types a safetensors checkpoint can hold, and their conversion to float32. */
+#ifndef M4_DTYPE_H
+#define M4_DTYPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    M4_DTYPE_F32,
+    M4_DTYPE_BF16,
+    M4_DTYPE_F16,
+    M4_DTYPE_F8_E4M3,
+    M4_DTYPE_I64,
+    M4_DTYPE_I32,
+    M4_DTYPE_COUNT
+} m4_dtype;
+
+/* Bytes per element. */
+size_t m4_dtype_size(m4_dtype t);
+
+/* The safetensors spelling ("F32", "BF16", "F16", "F8_E4M3", "I64", "I32"). */
+const char *m4_dtype_name(m4_dtype t);
+
+/* Parses a safetensors dtype string; returns 0 and sets *out, or -1 when unknown. */
+int m4_dtype_parse(const char *name, m4_dtype *out);
+
+/* true for the floating types a weight can be stored in. */
+int m4_dtype_is_float(m4_dtype t);
+
+static inline float m4_bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v = {.u = (uint32_t)h << 16};
+    return v.f;
+}
+
+static inline float m4_bits_to_f32(uint32_t u) {
+    union { uint32_t u; float f; } v = {.u = u};
+    return v.f;
+}
+
+/* IEEE half: bias 15. Branch-free so that loops over a row vectorise. */
+static inline float m4_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t mag = h & 0x7FFFu;
+    float normal = m4_bits_to_f32((mag << 13) + (112u << 23));      /* rebias 15 → 127 */
+    float inf_nan = m4_bits_to_f32((0xFFu << 23) | ((mag & 0x3FFu) << 13));
+    float subnormal = (float)(mag & 0x3FFu) * 0x1p-24f;
+    float v = mag >= 0x7C00u ? inf_nan : mag >= 0x400u ? normal : subnormal;
+    union { float f; uint32_t u; } r = {.f = v};
+    return m4_bits_to_f32(r.u | sign);
+}
+
+/* OCP FP8 E4M3 ("e4m3fn"): bias 7, no infinities, S.1111.111 is NaN, max finite ±448. */
+static inline float m4_f8e4m3_to_f32(uint8_t b) {
+    uint32_t sign = (uint32_t)(b & 0x80u) << 24;
+    uint32_t mag = b & 0x7Fu;
+    float normal = m4_bits_to_f32((mag << 20) + (120u << 23));      /* rebias 7 → 127 */
+    float subnormal = (float)(mag & 7u) * 0x1p-9f;
+    float v = mag == 0x7Fu ? m4_bits_to_f32(0x7FC00000u) : mag >= 8u ? normal : subnormal;
+    union { float f; uint32_t u; } r = {.f = v};
+    return m4_bits_to_f32(r.u | sign);
+}
+
+/* dst[i] = float32(src[i]) · scale for n elements of type t (integers are converted too).
+ * The product is done in float32, as MODEL.md §7 trap 9 requires for FP8 dequantisation. */
+void m4_convert_to_f32(m4_dtype t, const void *src, size_t n, float scale, float *dst);
+
+#endif

@@ -1,0 +1,403 @@
+/* `mistral4 inspect`'s accounting (cli/inspect.c) checked as numbers, not text: the published
+ * parameter count of Mistral-Small-4-119B-2603 (MODEL.md §5.4) and its split by part, the active
+ * parameters per text token, the per-token FLOPs and bytes, and the opening of a checkpoint
+ * (dtypes read from disk, legacy tensor names, absent optional FP8 companions).
+ *
+ * test_tiny_checkpoint also leaves a small checkpoint in the build tree
+ * (tests/inspect-tiny-checkpoint) for the command-line tests in cli_tests.cmake. */
+#include "testutil.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "inspect.h"
+#include "weights.h"
+
+#define FIXTURE "tests/fixtures/mistral-small-4-119b-2603.config.json"
+
+/* The published model, MODEL.md §5.2: per text layer. */
+#define LAYERS 36
+#define ATTN_PER_LAYER (1024LL * 4096 + 1024 + 4096LL * 1024 + 320LL * 4096 + 256 + 6144LL * 256 + 4096LL * 4096)
+#define KV_B_PER_LAYER (6144LL * 256)
+#define NORMS_PER_LAYER (2LL * 4096)
+#define ROUTER_PER_LAYER (128LL * 4096)
+#define SHARED_PER_LAYER (3LL * 2048 * 4096)
+#define ROUTED_PER_LAYER (128LL * 4096 * 4096 + 128LL * 4096 * 2048)
+#define EMBED (131072LL * 4096)
+/* 8 FP8 linears × (weight_scale_inv + activation_scale) + 2 expert stacks × ([E,1,1] + [E]) */
+#define SCALES_PER_LAYER (8LL * 2 + 2LL * (128 + 128))
+
+typedef struct {
+    m4_config cfg;
+    m4_tensor_spec *specs;
+    size_t n;
+} fixture;
+
+static int fixture_setup(void **state) {
+    fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    char *path = m4t_source_path(FIXTURE);
+    m4_error err = {{0}};
+    if (m4_config_load(path, &f->cfg, &err) != 0) fail_msg("%s", err.msg);
+    if (m4_weight_specs(&f->cfg, NULL, &f->specs, &f->n, &err) != 0) fail_msg("%s", err.msg);
+    free(path);
+    *state = f;
+    return 0;
+}
+
+static int fixture_teardown(void **state) {
+    fixture *f = *state;
+    free(f->specs);
+    free(f);
+    return 0;
+}
+
+static void test_published_params(void **state) {
+    const fixture *f = *state;
+    inspect_params p;
+    inspect_count_params(f->specs, f->n, &p);
+    assert_int_equal(p.total, 119401317952LL);
+    assert_int_equal(p.text, 118972826624LL);
+    assert_int_equal(p.vision, 403305472LL);
+    assert_int_equal(p.projector, 25166848LL);
+    assert_int_equal(p.fp8_scales, 19008LL);
+    assert_int_equal(p.text + p.vision + p.projector + p.fp8_scales, p.total);
+
+    assert_int_equal(p.by_part[M4_PART_EMBED], EMBED);
+    assert_int_equal(p.by_part[M4_PART_ATTENTION], LAYERS * ATTN_PER_LAYER);
+    assert_int_equal(p.by_part[M4_PART_NORM], LAYERS * NORMS_PER_LAYER + 4096);
+    assert_int_equal(p.by_part[M4_PART_ROUTER], LAYERS * ROUTER_PER_LAYER);
+    assert_int_equal(p.by_part[M4_PART_SHARED_EXPERT], LAYERS * SHARED_PER_LAYER);
+    assert_int_equal(p.by_part[M4_PART_ROUTED_EXPERTS], LAYERS * ROUTED_PER_LAYER);
+    assert_int_equal(p.by_part[M4_PART_DENSE_MLP], 0);
+    assert_int_equal(p.by_part[M4_PART_LM_HEAD], EMBED);
+    assert_int_equal(p.by_part[M4_PART_FP8_SCALES], LAYERS * SCALES_PER_LAYER);
+}
+
+static void test_published_active(void **state) {
+    const fixture *f = *state;
+    inspect_params p;
+    inspect_active a;
+    m4_error err = {{0}};
+    inspect_count_params(f->specs, f->n, &p);
+    if (inspect_active_params(&f->cfg, f->specs, f->n, &a, &err) != 0) fail_msg("%s", err.msg);
+
+    assert_int_equal(a.experts_per_token, 4);
+    assert_int_equal(a.routed_experts, 128);
+    assert_int_equal(a.routed_total, p.by_part[M4_PART_ROUTED_EXPERTS]);
+    assert_int_equal(a.by_part[M4_PART_EMBED], 4096); /* one row */
+    assert_int_equal(a.by_part[M4_PART_ATTENTION], p.by_part[M4_PART_ATTENTION]);
+    assert_int_equal(a.by_part[M4_PART_NORM], p.by_part[M4_PART_NORM]);
+    assert_int_equal(a.by_part[M4_PART_ROUTER], p.by_part[M4_PART_ROUTER]);
+    assert_int_equal(a.by_part[M4_PART_SHARED_EXPERT], p.by_part[M4_PART_SHARED_EXPERT]);
+    assert_int_equal(a.by_part[M4_PART_ROUTED_EXPERTS], p.by_part[M4_PART_ROUTED_EXPERTS] * 4 / 128);
+    assert_int_equal(a.by_part[M4_PART_ROUTED_EXPERTS], 3623878656LL);
+    assert_int_equal(a.by_part[M4_PART_LM_HEAD], EMBED);
+    /* all 8 per-tensor linears' scalars, 4/128 of the per-expert ones */
+    assert_int_equal(a.by_part[M4_PART_FP8_SCALES], LAYERS * (8 * 2 + 2 * (128 + 128) * 4 / 128));
+    assert_int_equal(a.by_part[M4_PART_VISION], 0);
+    assert_int_equal(a.by_part[M4_PART_PROJECTOR], 0);
+    assert_int_equal(a.vision_per_patch, 403305472LL);
+    assert_int_equal(a.projector_per_patch, 25166848LL);
+
+    int64_t sum = 0;
+    for (int part = 0; part < M4_PART_COUNT; part++) sum += a.by_part[part];
+    assert_int_equal(a.total, sum);
+    assert_int_equal(a.total, 6095722624LL);
+}
+
+static void test_published_per_token(void **state) {
+    const fixture *f = *state;
+    m4_dtype *dtypes = calloc(f->n, sizeof *dtypes);
+    assert_non_null(dtypes);
+    for (size_t i = 0; i < f->n; i++) dtypes[i] = inspect_inferred_dtype(&f->specs[i], M4_DTYPE_BF16);
+    inspect_cost c;
+    m4_error err = {{0}};
+    const int64_t T = 4096;
+    if (inspect_per_token(&f->cfg, f->specs, dtypes, f->n, T, M4_DTYPE_BF16, &c, &err) != 0) fail_msg("%s", err.msg);
+
+    const inspect_cost_row *r = c.rows;
+    assert_int_equal(r[INSPECT_COST_EMBED].flops, 0);
+    assert_int_equal(r[INSPECT_COST_EMBED].weight_bytes, 4096 * 2);
+    /* projections: every attention weight but kv_b, 2 FLOPs each, FP8 except the two norms */
+    int64_t proj = ATTN_PER_LAYER - KV_B_PER_LAYER, proj_norms = 1024 + 256;
+    assert_int_equal(r[INSPECT_COST_ATTN_PROJ].flops, LAYERS * 2 * proj);
+    assert_int_equal(r[INSPECT_COST_ATTN_PROJ].weight_bytes, LAYERS * ((proj - proj_norms) * 1 + proj_norms * 2));
+    /* HF re-expands the T cached latents: 2·T·Rkv·H·(dn+dv) per layer */
+    assert_int_equal(r[INSPECT_COST_ATTN_KV_B].flops, LAYERS * 2 * T * 256 * 32 * (64 + 128));
+    assert_int_equal(r[INSPECT_COST_ATTN_KV_B].weight_bytes, LAYERS * KV_B_PER_LAYER);
+    assert_int_equal(r[INSPECT_COST_ATTN_SCORES].flops, LAYERS * 2 * 32 * (128 + 128) * T);
+    assert_int_equal(r[INSPECT_COST_KV_CACHE].cache_bytes, LAYERS * T * (256 + 64) * 2);
+    assert_int_equal(r[INSPECT_COST_ROUTED].flops, 2 * 3623878656LL);
+    assert_int_equal(r[INSPECT_COST_ROUTED].weight_bytes, 3623878656LL); /* FP8: 1 byte */
+    assert_int_equal(r[INSPECT_COST_SHARED].weight_bytes, LAYERS * SHARED_PER_LAYER);
+    assert_int_equal(r[INSPECT_COST_ROUTER].weight_bytes, LAYERS * ROUTER_PER_LAYER * 2);
+    assert_int_equal(r[INSPECT_COST_LM_HEAD].flops, 2 * EMBED);
+    assert_int_equal(r[INSPECT_COST_LM_HEAD].weight_bytes, 2 * EMBED);
+    assert_int_equal(r[INSPECT_COST_DENSE_MLP].flops, 0);
+    assert_int_equal(r[INSPECT_COST_FP8_SCALES].weight_bytes, 4 * LAYERS * (8 * 2 + 2 * (128 + 128) * 4 / 128));
+
+    int64_t flops = 0, wbytes = 0, cbytes = 0;
+    for (int i = 0; i < INSPECT_COST_COUNT; i++) {
+        flops += r[i].flops, wbytes += r[i].weight_bytes, cbytes += r[i].cache_bytes;
+        assert_non_null(inspect_cost_name((inspect_cost_component)i));
+    }
+    assert_int_equal(c.total_flops, flops);
+    assert_int_equal(c.total_weight_bytes, wbytes);
+    assert_int_equal(c.total_cache_bytes, cbytes);
+    assert_int_equal(c.total_bytes, wbytes + cbytes);
+    assert_int_equal(c.attention_flops, r[INSPECT_COST_ATTN_PROJ].flops + r[INSPECT_COST_ATTN_KV_B].flops +
+                                            r[INSPECT_COST_ATTN_SCORES].flops);
+    /* absorbed: kv_b once (folded into q and o), scores over Rkv + dr, values over Rkv */
+    assert_int_equal(c.attention_flops_absorbed,
+                     LAYERS * (2 * proj + 2 * KV_B_PER_LAYER + 2 * 32 * T * (256 + 64) + 2 * 32 * T * 256));
+
+    /* the context only changes the attention rows */
+    inspect_cost c1;
+    if (inspect_per_token(&f->cfg, f->specs, dtypes, f->n, 1, M4_DTYPE_BF16, &c1, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(c1.rows[INSPECT_COST_ATTN_KV_B].flops, 2 * LAYERS * KV_B_PER_LAYER);
+    assert_int_equal(c1.rows[INSPECT_COST_ROUTED].flops, r[INSPECT_COST_ROUTED].flops);
+    assert_int_equal(inspect_per_token(&f->cfg, f->specs, dtypes, f->n, 0, M4_DTYPE_BF16, &c1, &err), -1);
+    free(dtypes);
+}
+
+static void test_softmax_scale(void **state) {
+    const fixture *f = *state;
+    inspect_softmax_scale s;
+    inspect_softmax(&f->cfg, &s);
+    assert_float_equal(s.base, 0.08838834764831845, 1e-15);
+    assert_true(s.has_mscale_rule);
+    assert_float_equal(s.mscale, 1.4852030263919618, 1e-12);
+    assert_float_equal(s.with_mscale, 0.19496949473302969, 1e-12);
+}
+
+static void test_dtype_names(void **state) {
+    (void)state;
+    m4_dtype t;
+    assert_int_equal(inspect_dtype_from_config_name("bfloat16", &t), 0);
+    assert_int_equal(t, M4_DTYPE_BF16);
+    assert_int_equal(inspect_dtype_from_config_name("torch.float16", &t), 0);
+    assert_int_equal(t, M4_DTYPE_F16);
+    assert_int_equal(inspect_dtype_from_config_name("float32", &t), 0);
+    assert_int_equal(t, M4_DTYPE_F32);
+    assert_int_equal(inspect_dtype_from_config_name("", &t), -1);
+    assert_int_equal(inspect_dtype_from_config_name("int4", &t), -1);
+    assert_int_equal(inspect_dtype_from_config_name(NULL, &t), -1);
+
+    m4_tensor_spec s = {.kind = M4_SPEC_WEIGHT, .fp8 = true};
+    assert_int_equal(inspect_inferred_dtype(&s, M4_DTYPE_BF16), M4_DTYPE_F8_E4M3);
+    s.fp8 = false;
+    assert_int_equal(inspect_inferred_dtype(&s, M4_DTYPE_BF16), M4_DTYPE_BF16);
+    s.kind = M4_SPEC_SCALE;
+    assert_int_equal(inspect_inferred_dtype(&s, M4_DTYPE_BF16), M4_DTYPE_F32);
+}
+
+/* ---- a tiny checkpoint on disk ---------------------------------------------------------------- */
+
+/* Multimodal, FP8, one dense layer then one MoE layer, two vision layers. */
+static const char *tiny_config =
+    "{\"architectures\": [\"Mistral3ForConditionalGeneration\"], \"model_type\": \"mistral3\",\n"
+    " \"dtype\": \"bfloat16\", \"image_token_index\": 10, \"multimodal_projector_bias\": false,\n"
+    " \"projector_hidden_act\": \"gelu\", \"spatial_merge_size\": 2, \"tie_word_embeddings\": false,\n"
+    " \"vision_feature_layer\": -1,\n"
+    " \"quantization_config\": {\"quant_method\": \"fp8\", \"activation_scheme\": \"static\",\n"
+    "   \"weight_block_size\": null,\n"
+    "   \"modules_to_not_convert\": [\"lm_head\", \"model.vision_tower\", \"model.multi_modal_projector\"]},\n"
+    " \"text_config\": {\"model_type\": \"mistral4\", \"vocab_size\": 64, \"hidden_size\": 32,\n"
+    "   \"intermediate_size\": 48, \"moe_intermediate_size\": 16, \"num_hidden_layers\": 3,\n"
+    "   \"num_attention_heads\": 2, \"num_key_value_heads\": 2, \"n_shared_experts\": 1,\n"
+    "   \"n_routed_experts\": 4, \"num_experts_per_tok\": 2, \"kv_lora_rank\": 16, \"q_lora_rank\": 24,\n"
+    "   \"qk_rope_head_dim\": 8, \"qk_nope_head_dim\": 8, \"v_head_dim\": 16, \"n_group\": 1,\n"
+    "   \"topk_group\": 1, \"first_k_dense_replace\": 1, \"norm_topk_prob\": true, \"hidden_act\": \"silu\",\n"
+    "   \"max_position_embeddings\": 4096, \"rms_norm_eps\": 1e-05, \"tie_word_embeddings\": false,\n"
+    "   \"rope_parameters\": {\"rope_type\": \"yarn\", \"rope_theta\": 10000.0, \"factor\": 4.0,\n"
+    "     \"original_max_position_embeddings\": 1024, \"beta_fast\": 32.0, \"beta_slow\": 1.0,\n"
+    "     \"mscale\": 1.0, \"mscale_all_dim\": 1.0, \"llama_4_scaling_beta\": 0.1}},\n"
+    " \"vision_config\": {\"model_type\": \"pixtral\", \"hidden_size\": 16, \"intermediate_size\": 32,\n"
+    "   \"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"head_dim\": 8, \"num_channels\": 3,\n"
+    "   \"image_size\": 56, \"patch_size\": 14, \"hidden_act\": \"silu\",\n"
+    "   \"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 10000.0}}}\n";
+
+/* The legacy VLM spelling of a canonical name (weights.h), so the test also covers that path. */
+static void legacy_name(const char *canonical, char *out, size_t size) {
+    static const char *map[][2] = {
+        {"model.language_model.", "language_model.model."},
+        {"lm_head.", "language_model.lm_head."},
+        {"model.vision_tower.", "vision_tower."},
+        {"model.multi_modal_projector.", "multi_modal_projector."},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        size_t n = strlen(map[i][0]);
+        if (strncmp(canonical, map[i][0], n) == 0) {
+            snprintf(out, size, "%s%s", map[i][1], canonical + n);
+            return;
+        }
+    }
+    snprintf(out, size, "%s", canonical);
+}
+
+static bool is_norm(const char *name) { return strstr(name, "norm.weight") != NULL; }
+
+/* Writes config.json + model.safetensors into dir: norms stored F32 (not the config's BF16),
+ * FP8 weights F8_E4M3 with their weight_scale_inv, activation scales left out. Returns the
+ * number of tensors written. */
+static size_t write_tiny_checkpoint(const char *dir, const m4_config *cfg) {
+    char *config_path = m4t_join(dir, "config.json");
+    m4t_write_text(config_path, tiny_config);
+    free(config_path);
+
+    m4_tensor_spec *specs;
+    size_t n, written = 0;
+    m4_error err = {{0}};
+    if (m4_weight_specs(cfg, NULL, &specs, &n, &err) != 0) fail_msg("%s", err.msg);
+    m4t_tensor *t = calloc(n, sizeof *t);
+    char(*names)[192] = calloc(n, sizeof *names);
+    assert_non_null(t);
+    assert_non_null(names);
+    for (size_t i = 0; i < n; i++) {
+        const m4_tensor_spec *s = &specs[i];
+        if (s->kind == M4_SPEC_ACT_SCALE) continue;
+        m4t_tensor *w = &t[written++];
+        legacy_name(s->name, names[i], sizeof names[i]);
+        w->name = names[i];
+        w->dtype = s->kind == M4_SPEC_SCALE || is_norm(s->name) ? "F32" : s->fp8 ? "F8_E4M3" : "BF16";
+        w->ndim = s->ndim;
+        memcpy(w->shape, s->shape, sizeof w->shape);
+        size_t elem = strcmp(w->dtype, "F32") == 0 ? 4 : strcmp(w->dtype, "BF16") == 0 ? 2 : 1;
+        w->nbytes = (size_t)inspect_numel(s) * elem;
+        float *data = calloc(w->nbytes ? w->nbytes : 1, 1);
+        assert_non_null(data);
+        if (s->kind == M4_SPEC_SCALE)
+            for (int64_t k = 0; k < inspect_numel(s); k++) data[k] = 1.0f;
+        w->data = data;
+    }
+    char *st_path = m4t_join(dir, "model.safetensors");
+    m4t_write_safetensors(st_path, t, written);
+    free(st_path);
+    for (size_t i = 0; i < written; i++) free((void *)t[i].data);
+    free(t);
+    free(names);
+    free(specs);
+    return written;
+}
+
+static void make_dir(const char *path) {
+    if (mkdir(path, 0777) != 0 && errno != EEXIST) fail_msg("cannot create %s: %s", path, strerror(errno));
+}
+
+static void test_tiny_checkpoint(void **state) {
+    (void)state;
+    m4_config cfg;
+    m4_error err = {{0}};
+    if (m4_config_parse(tiny_config, "tiny config", &cfg, &err) != 0) fail_msg("%s", err.msg);
+
+    /* Left in the build tree for cli_tests.cmake (fixture m4_inspect_tiny_checkpoint). */
+    char *tests_dir = m4t_join(M4_BINARY_DIR, "tests");
+    char *dir = m4t_join(tests_dir, "inspect-tiny-checkpoint");
+    make_dir(tests_dir);
+    make_dir(dir);
+    size_t written = write_tiny_checkpoint(dir, &cfg);
+
+    inspect_input ck, fromcfg;
+    if (inspect_open(dir, &ck, &err) != 0) fail_msg("%s", err.msg);
+    char *config_path = m4t_join(dir, "config.json");
+    if (inspect_open(config_path, &fromcfg, &err) != 0) fail_msg("%s", err.msg);
+
+    assert_true(ck.from_checkpoint);
+    assert_true(ck.model.legacy_names);
+    assert_int_equal(ck.n_shards, 1);
+    assert_int_equal(ck.n_disk_tensors, written);
+    assert_int_equal(ck.n, written);
+    assert_false(fromcfg.from_checkpoint);
+    assert_true(fromcfg.dense_dtype_known);
+    assert_int_equal(fromcfg.dense_dtype, M4_DTYPE_BF16);
+
+    /* Same tensors, minus the activation scales the checkpoint does not hold; dtypes from disk. */
+    size_t act_scales = 0;
+    for (size_t i = 0, j = 0; i < fromcfg.n; i++) {
+        const m4_tensor_spec *s = &fromcfg.specs[i];
+        if (s->kind == M4_SPEC_ACT_SCALE) {
+            act_scales++;
+            continue;
+        }
+        assert_true(j < ck.n);
+        assert_string_equal(ck.specs[j].name, s->name);
+        m4_dtype want = is_norm(s->name) ? M4_DTYPE_F32 : fromcfg.dtypes[i];
+        if (ck.dtypes[j] != want)
+            fail_msg("%s: dtype %s on disk, %s expected", s->name, m4_dtype_name(ck.dtypes[j]), m4_dtype_name(want));
+        if (is_norm(s->name)) assert_int_equal(fromcfg.dtypes[i], M4_DTYPE_BF16);
+        j++;
+    }
+    assert_int_equal(ck.n + act_scales, fromcfg.n);
+    assert_true(act_scales > 0);
+
+    inspect_params pc, pf;
+    inspect_count_params(ck.specs, ck.n, &pc);
+    inspect_count_params(fromcfg.specs, fromcfg.n, &pf);
+    assert_int_equal(pc.text, pf.text);
+    assert_int_equal(pc.vision, pf.vision);
+    assert_int_equal(pc.projector, pf.projector);
+    assert_true(pc.fp8_scales < pf.fp8_scales);
+    assert_true(pc.by_part[M4_PART_DENSE_MLP] > 0); /* layer 0 is dense */
+
+    /* one dense layer + two MoE layers with 2 of 4 experts active */
+    inspect_active a;
+    if (inspect_active_params(&ck.config, ck.specs, ck.n, &a, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(a.by_part[M4_PART_ROUTED_EXPERTS], pc.by_part[M4_PART_ROUTED_EXPERTS] / 2);
+    assert_int_equal(a.by_part[M4_PART_DENSE_MLP], pc.by_part[M4_PART_DENSE_MLP]);
+    assert_int_equal(a.by_part[M4_PART_EMBED], 32);
+
+    /* norms were stored F32: 4 bytes each in the per-token bytes */
+    inspect_cost c;
+    if (inspect_per_token(&ck.config, ck.specs, ck.dtypes, ck.n, 16, M4_DTYPE_BF16, &c, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(c.rows[INSPECT_COST_NORMS].weight_bytes, 4 * a.by_part[M4_PART_NORM]);
+
+    inspect_close(&ck);
+    inspect_close(&fromcfg);
+    free(config_path);
+    free(dir);
+    free(tests_dir);
+}
+
+static void test_open_errors(void **state) {
+    (void)state;
+    inspect_input in;
+    m4_error err = {{0}};
+    assert_int_equal(inspect_open("/nonexistent/mistral4-inspect-test", &in, &err), -1);
+    m4t_assert_contains(err.msg, "/nonexistent/mistral4-inspect-test");
+    inspect_close(&in);
+
+    char *dir = m4t_tempdir();
+    assert_int_equal(inspect_open(dir, &in, &err), -1);
+    m4t_assert_contains(err.msg, dir);
+    m4t_assert_contains(err.msg, "config.json");
+    inspect_close(&in);
+
+    char *bad = m4t_join(dir, "config.json");
+    m4t_write_text(bad, "{\"model_type\": ");
+    assert_int_equal(inspect_open(bad, &in, &err), -1);
+    m4t_assert_contains(err.msg, "config.json");
+    inspect_close(&in);
+
+    m4t_rmtree(dir);
+    free(bad);
+    free(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_published_params, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_published_active, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_published_per_token, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_softmax_scale, fixture_setup, fixture_teardown),
+        cmocka_unit_test(test_dtype_names),
+        cmocka_unit_test(test_tiny_checkpoint),
+        cmocka_unit_test(test_open_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
