@@ -17,12 +17,12 @@ Run it through scripts/make-golden, which creates the pinned venv
 import os
 
 # Must be set before transformers is imported: never fetch kernels or files from the hub.
-os.environ.setdefault("USE_HUB_KERNELS", "0")
+os.environ["USE_HUB_KERNELS"] = "0"  # forced: goldens never use hub kernels
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ["CUDA_VISIBLE_DEVICES"] = ""  # forced: goldens are CPU-only
 
 import argparse
 import contextlib
@@ -341,7 +341,7 @@ class Recorder:
                                                                                     "hidden_states")
         self.put(name, "in", _arg(args, kwargs, 0, first_in))
         self.put(name, "out", _first(out))
-        if isinstance(mod, hf_m4.Mistral4RMSNorm) or isinstance(mod, hf_px.PixtralRMSNorm):
+        if isinstance(mod, (hf_m4.Mistral4RMSNorm, hf_px.PixtralRMSNorm)):
             self.attr(name, "eps", repr(float(mod.variance_epsilon)))
         if type(mod).__name__ == "Mistral3PatchMerger":
             self.put(name, "image_sizes", torch.as_tensor(_arg(args, kwargs, 1, "image_sizes")))

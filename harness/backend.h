@@ -49,10 +49,10 @@ struct m4_backend {
                          float softmax_scale, float *out, m4_error *err);
     /* text.lm_head: x [N, D] → logits [N, V] */
     int (*lm_head)(void *state, const float *x, int64_t n, float *logits, m4_error *err);
-    /* model (text): ids [B, S] → logits [B, S, V] */
-    int (*forward)(void *state, const int64_t *ids, int64_t B, int64_t S, const int64_t *position_ids,
-                   const int64_t *attention_mask, m4_softmax_scale_rule rule, float *logits,
-                   m4_error *err);
+    /* model / text: ids [B, S] (or inputs_embeds [B, S, D] when non-NULL) → logits [B, S, V] */
+    int (*forward)(void *state, const int64_t *ids, const float *inputs_embeds, int64_t B, int64_t S,
+                   const int64_t *position_ids, const int64_t *attention_mask,
+                   m4_softmax_scale_rule rule, float *logits, m4_error *err);
 };
 
 /* The plain-C float32 reference. */

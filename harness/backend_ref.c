@@ -73,11 +73,11 @@ static int ref_lm_head(void *state, const float *x, int64_t n, float *logits, m4
     return 0;
 }
 
-static int ref_forward(void *state, const int64_t *ids, int64_t B, int64_t S,
-                       const int64_t *position_ids, const int64_t *attention_mask,
+static int ref_forward(void *state, const int64_t *ids, const float *inputs_embeds, int64_t B,
+                       int64_t S, const int64_t *position_ids, const int64_t *attention_mask,
                        m4_softmax_scale_rule rule, float *logits, m4_error *err) {
-    return m4_ref_text_forward(model_of(state), ids, NULL, B, S, position_ids, attention_mask, S,
-                               rule, logits, err);
+    return m4_ref_text_forward(model_of(state), ids, inputs_embeds, B, S, position_ids,
+                               attention_mask, S, rule, logits, err);
 }
 
 const m4_backend m4_backend_reference = {

@@ -423,29 +423,33 @@ static void run_lm_head(run_ctx *c, const m4_component *comp, const char *group,
     m4_array_free(&in), m4_array_free(&want);
 }
 
+/* End to end: `model` from ids (and pixels), `text` from HF's merged inputs_embeds, which
+ * checks the whole language model of a multimodal case apart from the vision path. */
 static void run_model(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
     m4_error e = {{0}};
-    m4_array want = {0};
-    if (c->multimodal_inputs) {
+    m4_array want = {0}, embeds = {0};
+    if (comp->kind == M4_COMP_MODEL && c->multimodal_inputs) {
         res->status = M4_RESULT_NOT_IMPLEMENTED;
         snprintf(res->message, sizeof res->message, "end to end with images needs the vision path (issue #5)");
         return;
     }
     if (not_implemented(res, (const void *)c->backend->forward, c->backend->name)) return;
-    if (read_golden(c, group, comp->dataset, false, &want, &e)) {
+    if (read_golden(c, group, comp->dataset, false, &want, &e) ||
+        (comp->kind == M4_COMP_TEXT_MODEL && read_golden(c, "multimodal.merge", "out", false, &embeds, &e))) {
         record_error(res, "golden", &e);
+        m4_array_free(&want);
         return;
     }
     float *got = alloc_f32(want.numel);
     double t0 = now_ms();
-    int rc = c->backend->forward(c->state, c->ids.i64, c->B, c->S, c->positions.i64, c->mask.i64,
-                                 c->rule, got, &e);
+    int rc = c->backend->forward(c->state, c->ids.i64, embeds.f32, c->B, c->S, c->positions.i64,
+                                 c->mask.i64, c->rule, got, &e);
     res->time_ms = now_ms() - t0;
     set_cost(c, res, comp, c->B * c->S);
     if (rc) record_error(res, "backend", &e);
     else compare(res, got, &want);
     free(got);
-    m4_array_free(&want);
+    m4_array_free(&want), m4_array_free(&embeds);
 }
 
 /* ---- the run ----------------------------------------------------------------------------------- */
@@ -462,6 +466,7 @@ static int run_row(run_ctx *c, const m4_component *comp, int layer, m4_error *er
     char dataset[256];
     snprintf(dataset, sizeof dataset, "%s/%s", group, comp->dataset);
     if (!selected(c, name) || !m4_golden_has(c->golden, dataset)) return 0; /* not in this case */
+    if (comp->kind == M4_COMP_TEXT_MODEL && !c->multimodal_inputs) return 0; /* = model */
     m4_result *res = new_result(c, comp, name, err);
     if (!res) return -1;
     const m4_backend *b = c->backend;
@@ -479,6 +484,7 @@ static int run_row(run_ctx *c, const m4_component *comp, int layer, m4_error *er
     case M4_COMP_MLP: run_token_fn(c, comp, group, layer, b->mlp, res); break;
     case M4_COMP_DECODER_LAYER: run_decoder_layer(c, comp, group, layer, res); break;
     case M4_COMP_LM_HEAD: run_lm_head(c, comp, group, res); break;
+    case M4_COMP_TEXT_MODEL:
     case M4_COMP_MODEL: run_model(c, comp, group, res); break;
     }
     m4_report *r = c->report;

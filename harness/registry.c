@@ -121,7 +121,8 @@ const m4_component m4_components[] = {
      2e-2, cost_layer},
     {"text.norm", "Mistral4RMSNorm", M4_COMP_FINAL_NORM, "text.norm", "out", 1e-5, 2e-2, cost_norm},
     {"text.lm_head", "nn.Linear", M4_COMP_LM_HEAD, "text.lm_head", "out", 1e-5, 2e-2, cost_lm_head},
-    {"model", "Mistral4ForCausalLM", M4_COMP_MODEL, "model", "logits", 1e-4, 5e-2, cost_model},
+    {"text", "Mistral4ForCausalLM", M4_COMP_TEXT_MODEL, "model", "logits", 1e-4, 5e-2, cost_model},
+    {"model", "Mistral3ForConditionalGeneration", M4_COMP_MODEL, "model", "logits", 1e-4, 5e-2, cost_model},
 };
 
 const size_t m4_component_count = sizeof m4_components / sizeof m4_components[0];

@@ -23,6 +23,7 @@ typedef enum {
     M4_COMP_DECODER_LAYER,  /* text.layers.{i} */
     M4_COMP_FINAL_NORM,     /* text.norm */
     M4_COMP_LM_HEAD,        /* text.lm_head */
+    M4_COMP_TEXT_MODEL,     /* text: the language model end to end from HF's inputs_embeds */
     M4_COMP_MODEL           /* model: end to end */
 } m4_component_kind;
 

@@ -149,3 +149,30 @@ if(TEST test_inspect)
     FIXTURES m4_inspect_tiny_checkpoint
     CHECKS "JSON_1=source.kind=checkpoint" "JSON_2=source.shards=1" "JSON_3=source.dtypes=on_disk")
 endif()
+
+# ---- conform ---------------------------------------------------------------------------------
+set(M4_TINY_CASE ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny)
+m4_cli_test(cli_conform_text_tiny EXPECT_RC 0 ARGS conform --case ${M4_TINY_CASE} --quiet
+  CHECKS "STDOUT_1=ref on text_tiny: [0-9]+ passed, 0 failed, 0 errors")
+m4_cli_test(cli_conform_table EXPECT_RC 0 ARGS conform --case ${M4_TINY_CASE} --only text.layers.0.mlp*
+  CHECKS "STDOUT_1=text.layers.0.mlp.gate +\\[20, 16\\].*PASS" "STDOUT_2=top-k sets identical")
+m4_cli_test(cli_conform_no_match EXPECT_RC 1 ARGS conform --case ${M4_TINY_CASE} --only nothing.matches
+  CHECKS "STDERR_1=no component")
+m4_cli_test(cli_conform_not_a_case EXPECT_RC 1 ARGS conform --case ${PROJECT_SOURCE_DIR}/tests
+  CHECKS "STDERR_1=not a golden case folder")
+m4_cli_test(cli_conform_missing_golden EXPECT_RC 1 ARGS conform --model ${M4_TINY_CASE}/model --golden /nonexistent.h5
+  CHECKS "STDERR_1=/nonexistent.h5: missing or not an HDF5 file")
+m4_cli_test(cli_conform_wrong_weights EXPECT_RC 1 ARGS conform --model ${PROJECT_SOURCE_DIR}/golden/cases/routing_variants/model --golden ${M4_TINY_CASE}/text_tiny.h5 --quiet
+  CHECKS "STDOUT_1=first divergence: text.embed_tokens")
+m4_cli_test(cli_conform_usage EXPECT_RC 2 ARGS conform --backend nope --case ${M4_TINY_CASE}
+  CHECKS "STDERR_1=unknown backend")
+m4_cli_test(cli_conform_help EXPECT_RC 0 ARGS conform --help CHECKS "STDOUT_1=teacher-forced")
+
+# The reports validate: JSON through python's parser, JUnit through xmllint (libxml2-utils).
+find_program(XMLLINT xmllint)
+find_package(Python3 COMPONENTS Interpreter)
+if(XMLLINT AND Python3_Interpreter_FOUND)
+  add_test(NAME cli_conform_reports_validate
+    COMMAND sh -c "set -e; d=$(mktemp -d); \"$<TARGET_FILE:mistral4>\" conform --case ${M4_TINY_CASE} --quiet --report $d/r.json --junit $d/r.xml; \"${Python3_EXECUTABLE}\" -m json.tool $d/r.json >/dev/null; \"${XMLLINT}\" --noout $d/r.xml; test \"$(\"${XMLLINT}\" --xpath 'count(//testcase)' $d/r.xml)\" -gt 30; rm -rf $d")
+  set_tests_properties(cli_conform_reports_validate PROPERTIES LABELS cpu TIMEOUT 60)
+endif()

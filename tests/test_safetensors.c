@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "safetensors.h"
 
@@ -288,6 +289,19 @@ static void sharded_by_folder_and_index(void **state) {
         assert_string_equal(m4_checkpoint_find(c, "experts.gate_up_proj")->file, s2);
         m4_checkpoint_close(c);
     }
+    /* Relative paths: the index in the current folder (its folder is then "."). */
+    char cwd[4096];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(f->dir), 0);
+    m4_checkpoint *rel = NULL;
+    m4_error err = {{0}};
+    int rc = m4_checkpoint_open("model.safetensors.index.json", &rel, &err);
+    assert_int_equal(chdir(cwd), 0);
+    if (rc != 0) fail_msg("relative index: %s", err.msg);
+    check_sample(rel, &d, NULL);
+    assert_string_equal(m4_checkpoint_find(rel, "pos")->file, "./model-00002-of-00002.safetensors");
+    m4_checkpoint_close(rel);
+
     /* A shard on its own is a valid single-file checkpoint too. */
     m4_checkpoint *c = open_ok(s2);
     assert_int_equal(m4_checkpoint_tensor_count(c), n - 3);

@@ -1,0 +1,193 @@
+/* The reference against every committed golden case through the harness (each component
+ * teacher-forced, and end to end), and the harness against deliberately broken math: it must
+ * catch the break and name the right component as the first divergence. */
+#include "testutil.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conform.h"
+
+typedef struct {
+    m4_model model;
+    char *model_dir, *golden;
+} golden_case;
+
+static void open_case(const char *name, golden_case *c) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "golden/cases/%s/model", name);
+    c->model_dir = m4t_source_path(rel);
+    snprintf(rel, sizeof rel, "golden/cases/%s/%s.h5", name, name);
+    c->golden = m4t_source_path(rel);
+    m4_error err;
+    if (m4_model_open(c->model_dir, &c->model, &err) != 0) fail_msg("%s", err.msg);
+}
+
+static void close_case(golden_case *c) {
+    m4_model_close(&c->model);
+    free(c->model_dir);
+    free(c->golden);
+}
+
+static void run(golden_case *c, const char *only, m4_report *report) {
+    m4_conform_options opt = {.model_dir = c->model_dir, .golden_path = c->golden,
+                              .backend = &m4_backend_reference, .only = only, .model = &c->model};
+    m4_error err;
+    if (m4_conform_run(&opt, report, &err) != 0) fail_msg("%s", err.msg);
+}
+
+/* Every row passes (the vision path is not implemented yet: only `model` of an image case may
+ * be NOT-IMPL), with the budgets of docs/ARCHITECTURE.md. */
+static void check_case_passes(const char *name, int min_rows) {
+    golden_case c;
+    open_case(name, &c);
+    m4_report r;
+    run(&c, NULL, &r);
+    for (size_t i = 0; i < r.n; i++) {
+        const m4_result *x = &r.results[i];
+        if (x->status == M4_RESULT_NOT_IMPLEMENTED && strcmp(x->name, "model") == 0) continue;
+        if (x->status != M4_RESULT_PASS)
+            fail_msg("%s: %s %s: rel L2 %.3e (budget %.1e) %s", name, x->name,
+                     m4_result_status_name(x->status), x->cmp.rel_l2, x->tolerance, x->message);
+        if (x->topk_mismatches > 0) fail_msg("%s: %s: router sets differ", name, x->name);
+    }
+    assert_int_equal(r.first_divergence, -1);
+    assert_true((int)r.n >= min_rows);
+    /* the end-to-end logits are among the rows */
+    const m4_result *e2e = NULL;
+    for (size_t i = 0; i < r.n; i++)
+        if (strcmp(r.results[i].name, "model") == 0 || strcmp(r.results[i].name, "text") == 0)
+            if (r.results[i].status == M4_RESULT_PASS) e2e = &r.results[i];
+    assert_non_null(e2e);
+    assert_true(e2e->cmp.rel_l2 <= 1e-4);
+    m4_report_free(&r);
+    close_case(&c);
+}
+
+static void text_tiny_passes(void **state) { check_case_passes("text_tiny", 38); }
+static void long_positions_passes(void **state) { check_case_passes("long_positions", 38); }
+static void routing_variants_passes(void **state) { check_case_passes("routing_variants", 38); }
+static void multimodal_text_passes(void **state) { check_case_passes("multimodal", 38); }
+static void fp8_passes(void **state) { check_case_passes("fp8", 38); }
+
+/* Runs a case with one parameter broken and returns the first divergence's name. */
+static void expect_first_divergence(const char *case_name, void (*breaker)(m4_config *),
+                                    const char *expected) {
+    golden_case c;
+    open_case(case_name, &c);
+    breaker(&c.model.config);
+    m4_report r;
+    run(&c, NULL, &r);
+    if (r.first_divergence < 0) fail_msg("%s: the broken parameter went unnoticed", case_name);
+    assert_string_equal(r.results[r.first_divergence].name, expected);
+    m4_report_free(&r);
+    close_case(&c);
+}
+
+static void swap_rope_pairing(m4_config *cfg) { cfg->text.rope_interleave = !cfg->text.rope_interleave; }
+static void drop_llama4_scale(m4_config *cfg) { cfg->text.rope.has_llama_4_scaling_beta = false; }
+static void flip_norm_topk(m4_config *cfg) { cfg->text.norm_topk_prob = !cfg->text.norm_topk_prob; }
+static void wrong_rms_eps(m4_config *cfg) { cfg->text.rms_norm_eps *= 1000; }
+
+static void broken_rope_pairing_is_named(void **state) {
+    expect_first_divergence("text_tiny", swap_rope_pairing, "text.layers.0.self_attn.q_rot");
+}
+
+static void dropped_llama4_scale_is_named(void **state) {
+    expect_first_divergence("long_positions", drop_llama4_scale, "text.layers.0.self_attn.llama4_scale");
+}
+
+/* MODEL.md §7 trap 4: below original_max_position_embeddings the scale is exactly 1, so the
+ * short case cannot see it — which is why the long_positions case exists. */
+static void dropped_llama4_scale_is_invisible_at_short_positions(void **state) {
+    golden_case c;
+    open_case("text_tiny", &c);
+    drop_llama4_scale(&c.model.config);
+    m4_report r;
+    run(&c, "text.layers.0.self_attn*", &r);
+    assert_int_equal(r.first_divergence, -1);
+    m4_report_free(&r);
+    close_case(&c);
+}
+
+static void broken_router_is_named(void **state) {
+    /* routing_variants: layer 0 is dense (first_k_dense_replace = 1), so the first router is 1's */
+    expect_first_divergence("routing_variants", flip_norm_topk, "text.layers.1.mlp.gate");
+}
+
+static void broken_norm_eps_is_named(void **state) {
+    expect_first_divergence("text_tiny", wrong_rms_eps, "text.layers.0.input_layernorm");
+}
+
+/* The JSON report holds every row and the summary; the JUnit file is well-formed XML with one
+ * testcase per row (xmllint validates it in tests/cli_tests.cmake too). */
+static void reports_are_written_and_complete(void **state) {
+    golden_case c;
+    open_case("text_tiny", &c);
+    m4_report r;
+    run(&c, NULL, &r);
+    char *dir = m4t_tempdir(), *json_path = m4t_join(dir, "r.json"), *xml_path = m4t_join(dir, "r.xml");
+    m4_error err;
+    assert_int_equal(m4_report_write_json(&r, json_path, &err), 0);
+    assert_int_equal(m4_report_write_junit(&r, xml_path, &err), 0);
+    json_error_t jerr;
+    json_t *root = json_load_file(json_path, 0, &jerr);
+    assert_non_null(root);
+    assert_string_equal(json_string_value(json_object_get(root, "schema")), "mistral4-conform/1");
+    assert_int_equal(json_array_size(json_object_get(root, "results")), r.n);
+    json_t *summary = json_object_get(root, "summary");
+    assert_int_equal(json_integer_value(json_object_get(summary, "passed")), r.n_pass);
+    assert_true(json_is_null(json_object_get(summary, "first_divergence")));
+    json_decref(root);
+    FILE *f = fopen(xml_path, "r");
+    assert_non_null(f);
+    char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    size_t cases = 0;
+    for (const char *p = buf; (p = strstr(p, "<testcase ")); p++) cases++;
+    assert_int_equal(cases, r.n);
+    m4t_assert_contains(buf, "<testsuites name=\"mistral4 conform\"");
+    m4_report_free(&r);
+    m4t_rmtree(dir);
+    free(dir), free(json_path), free(xml_path);
+    close_case(&c);
+}
+
+/* A golden file made with other weights fails from its first component on: nothing passes
+ * silently because the shapes happen to agree. */
+static void mismatched_golden_fails_at_once(void **state) {
+    golden_case c;
+    open_case("routing_variants", &c);
+    char *other = m4t_source_path("golden/cases/text_tiny/text_tiny.h5");
+    m4_conform_options opt = {.golden_path = other, .backend = &m4_backend_reference, .model = &c.model};
+    m4_report r;
+    m4_error err = {{0}};
+    if (m4_conform_run(&opt, &r, &err) != 0) fail_msg("%s", err.msg);
+    assert_true(r.first_divergence >= 0);
+    assert_string_equal(r.results[r.first_divergence].name, "text.embed_tokens");
+    assert_true(r.n_fail + r.n_error > r.n_pass);
+    m4_report_free(&r);
+    free(other);
+    close_case(&c);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(text_tiny_passes),
+        cmocka_unit_test(long_positions_passes),
+        cmocka_unit_test(routing_variants_passes),
+        cmocka_unit_test(multimodal_text_passes),
+        cmocka_unit_test(fp8_passes),
+        cmocka_unit_test(broken_rope_pairing_is_named),
+        cmocka_unit_test(dropped_llama4_scale_is_named),
+        cmocka_unit_test(dropped_llama4_scale_is_invisible_at_short_positions),
+        cmocka_unit_test(broken_router_is_named),
+        cmocka_unit_test(broken_norm_eps_is_named),
+        cmocka_unit_test(reports_are_written_and_complete),
+        cmocka_unit_test(mismatched_golden_fails_at_once),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
