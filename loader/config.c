@@ -276,7 +276,6 @@ static int parse_text_rope(const where *w, const json_t *o, m4_text_config *t) {
         r->factor = 128.0;
         r->original_max_position_embeddings = 8192;
         r->has_original_max_position_embeddings = true;
-        r->effective_factor = (double)t->max_position_embeddings / 8192.0;
         r->has_mscale = r->has_mscale_all_dim = true;
         r->mscale = r->mscale_all_dim = 1.0;
         r->has_llama_4_scaling_beta = true;
@@ -333,10 +332,6 @@ static int parse_text_rope(const where *w, const json_t *o, m4_text_config *t) {
                                 &r->attention_factor) ||
             get_bool(&rw, dict, "truncate", true, false, &r->truncate))
             return -1;
-        r->effective_factor = r->has_original_max_position_embeddings
-                                  ? (double)t->max_position_embeddings /
-                                        (double)r->original_max_position_embeddings
-                                  : r->factor;
         /* HF's YaRN rotates int(head_dim · partial_rotary_factor) dims; MLA rotates qk_rope. */
         int64_t rotated = (int64_t)((double)qk_head_dim * r->partial_rotary_factor);
         if (rotated != t->qk_rope_head_dim)
@@ -346,7 +341,7 @@ static int parse_text_rope(const where *w, const json_t *o, m4_text_config *t) {
                            w->src, rw.at, r->partial_rotary_factor, (long long)rotated,
                            (long long)qk_head_dim, (long long)t->qk_rope_head_dim);
     } else {
-        r->factor = r->effective_factor = 1.0;
+        r->factor = 1.0;
     }
 
     if (r->has_llama_4_scaling_beta && !r->has_original_max_position_embeddings)

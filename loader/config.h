@@ -25,12 +25,11 @@ typedef enum { M4_ROUTER_SOFTMAX, M4_ROUTER_SIGMOID } m4_router_scoring;
 typedef struct {
     m4_rope_type type;
     double theta;
-    double factor;                          /* yarn, as written (the MLA softmax mscale uses this) */
+    double factor;                          /* yarn, as written: HF 5.24's inv_freq, attention_factor and
+                                             * MLA softmax mscale all use it (a factor that disagrees
+                                             * with max/original positions only draws a warning) */
     int64_t original_max_position_embeddings; /* yarn correction range + Llama-4 scale base */
     bool has_original_max_position_embeddings; /* false: absent, HF falls back to max_position_embeddings */
-    double effective_factor;                /* the factor HF's YaRN inv_freq/attention_factor code uses:
-                                             * max_position_embeddings / original_max_position_embeddings
-                                             * when the latter is written, else `factor` */
     double beta_fast, beta_slow;            /* yarn, defaults 32 and 1 */
     bool has_mscale, has_mscale_all_dim;    /* HF: `if mscale and mscale_all_dim` */
     double mscale, mscale_all_dim;

@@ -37,27 +37,36 @@ static inline float m4_bits_to_f32(uint32_t u) {
     return v.f;
 }
 
-/* IEEE half: bias 15. Branch-free so that loops over a row vectorise. */
+static inline uint32_t m4_f32_bits(float f) {
+    union { float f; uint32_t u; } v = {.f = f};
+    return v.u;
+}
+
+/* All-ones when cond is true, else 0: lets the conversions below select without branches, so
+ * that loops over a row vectorise (GCC will not if-convert the ternary form of these). */
+static inline uint32_t m4_mask(int cond) { return (uint32_t)0 - (uint32_t)(cond != 0); }
+
+/* IEEE half: bias 15. */
 static inline float m4_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t mag = h & 0x7FFFu;
-    float normal = m4_bits_to_f32((mag << 13) + (112u << 23));      /* rebias 15 → 127 */
-    float inf_nan = m4_bits_to_f32((0xFFu << 23) | ((mag & 0x3FFu) << 13));
-    float subnormal = (float)(mag & 0x3FFu) * 0x1p-24f;
-    float v = mag >= 0x7C00u ? inf_nan : mag >= 0x400u ? normal : subnormal;
-    union { float f; uint32_t u; } r = {.f = v};
-    return m4_bits_to_f32(r.u | sign);
+    uint32_t normal = (mag << 13) + (112u << 23);                    /* rebias 15 → 127 */
+    uint32_t inf_nan = (0xFFu << 23) | ((mag & 0x3FFu) << 13);
+    uint32_t subnormal = m4_f32_bits((float)(mag & 0x3FFu) * 0x1p-24f);
+    uint32_t is_special = m4_mask(mag >= 0x7C00u), is_normal = m4_mask(mag >= 0x400u);
+    uint32_t bits = (inf_nan & is_special) | (normal & is_normal & ~is_special) | (subnormal & ~is_normal);
+    return m4_bits_to_f32(bits | sign);
 }
 
 /* OCP FP8 E4M3 ("e4m3fn"): bias 7, no infinities, S.1111.111 is NaN, max finite ±448. */
 static inline float m4_f8e4m3_to_f32(uint8_t b) {
     uint32_t sign = (uint32_t)(b & 0x80u) << 24;
     uint32_t mag = b & 0x7Fu;
-    float normal = m4_bits_to_f32((mag << 20) + (120u << 23));      /* rebias 7 → 127 */
-    float subnormal = (float)(mag & 7u) * 0x1p-9f;
-    float v = mag == 0x7Fu ? m4_bits_to_f32(0x7FC00000u) : mag >= 8u ? normal : subnormal;
-    union { float f; uint32_t u; } r = {.f = v};
-    return m4_bits_to_f32(r.u | sign);
+    uint32_t normal = (mag << 20) + (120u << 23);                    /* rebias 7 → 127 */
+    uint32_t subnormal = m4_f32_bits((float)(mag & 7u) * 0x1p-9f);
+    uint32_t is_nan = m4_mask(mag == 0x7Fu), is_normal = m4_mask(mag >= 8u);
+    uint32_t bits = (0x7FC00000u & is_nan) | (normal & is_normal & ~is_nan) | (subnormal & ~is_normal);
+    return m4_bits_to_f32(bits | sign);
 }
 
 /* dst[i] = float32(src[i]) · scale for n elements of type t (integers are converted too).

@@ -150,7 +150,7 @@ int m4_ref_mla(const m4_text_config *cfg, const m4_text_layer_weights *w, const 
     /* 7–8. per (batch, head): z = (q·kᵀ)·scale + mask, P = softmax(z), o = P·v */
     float *probs = trace && trace->attn_weights ? trace->attn_weights : scores;
     const int keep_all_rows = trace && trace->attn_weights;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * H * S * S * (dq + dv) >= (1 << 18))
     for (int64_t bh = 0; bh < B * H; bh++) {
         const int64_t b = bh / H, h = bh % H;
         for (int64_t i = 0; i < S; i++) {

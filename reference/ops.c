@@ -14,15 +14,20 @@
 #define M4_LANES 16            /* independent partial sums per dot product */
 #define M4_LINEAR_CHUNK 512    /* weight elements dequantised at a time (2 KiB, stays in L1) */
 #define M4_LINEAR_TOKENS 8     /* tokens that share one pass over a weight row */
+#define M4_PARALLEL_MIN_MACS (1 << 18) /* below this a linear stays on one thread */
 _Static_assert(M4_LINEAR_CHUNK % M4_LANES == 0, "chunks must keep lanes aligned with columns");
 
 /* acc[j % M4_LANES] += w[j] · x[j] for j in [0, n); the caller keeps n a multiple of M4_LANES
  * except at the very end of a row, so lanes stay aligned with absolute column indices. */
-static void dot_accumulate(float acc[M4_LANES], const float *w, const float *x, int64_t n) {
+static void dot_accumulate(float *restrict acc, const float *restrict w, const float *restrict x,
+                           int64_t n) {
+    float a[M4_LANES];             /* a local copy, so the lanes live in registers */
+    for (int k = 0; k < M4_LANES; k++) a[k] = acc[k];
     int64_t j = 0;
     for (; j + M4_LANES <= n; j += M4_LANES)
-        for (int k = 0; k < M4_LANES; k++) acc[k] += w[j + k] * x[j + k];
-    for (int k = 0; j < n; j++, k++) acc[k] += w[j] * x[j];
+        for (int k = 0; k < M4_LANES; k++) a[k] += w[j + k] * x[j + k];
+    for (int k = 0; j < n; j++, k++) a[k] += w[j] * x[j];
+    for (int k = 0; k < M4_LANES; k++) acc[k] = a[k];
 }
 
 /* Pairwise sum of the lanes: ((l0+l8)+(l4+l12)) + … in a fixed tree. */
@@ -43,7 +48,7 @@ float m4_ref_dot(const float *a, const float *b, int64_t n) {
  * M4_LINEAR_TOKENS tokens share each pass over the row. */
 void m4_ref_linear(const float *x, int64_t n, const m4_weight *w, float *y) {
     const int64_t in = w->cols, out = w->rows;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (out * in * n >= M4_PARALLEL_MIN_MACS)
     for (int64_t o = 0; o < out; o++) {
         float wchunk[M4_LINEAR_CHUNK];                       /* this row, [c0, c0 + nc) */
         for (int64_t t0 = 0; t0 < n; t0 += M4_LINEAR_TOKENS) {

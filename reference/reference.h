@@ -104,8 +104,12 @@ typedef struct {
 } m4_mla_trace;
 
 /* Mistral4Attention.forward (eager, no cache): x [B, S, D] (already input_layernorm'ed) →
- * out [B, S, D]. position_ids [B, S] drive RoPE and the Llama-4 scale; attention_mask [B, S]
- * (1 = token, 0 = padding; NULL = all tokens) combines with the causal mask. */
+ * out [B, S, D]. position_ids [B, S] (NULL = arange(S) per row) drive RoPE and the Llama-4
+ * scale; attention_mask [B, S] (1 = token, 0 = padding; NULL = all tokens) combines with the
+ * causal mask (by index) as HF's eager mask does: a disallowed score gets finfo(float32).min
+ * added, so a fully masked query row (left padding) softmaxes to uniform weights, like HF.
+ * Not modelled: HF with attention_mask=None *and* no cache splits "packed" sequences at
+ * position-id jumps; pass an all-ones mask to HF to get what this computes. */
 int m4_ref_mla(const m4_text_config *cfg, const m4_text_layer_weights *w, const float *x, int64_t B,
                int64_t S, const int64_t *position_ids, const int64_t *attention_mask,
                float softmax_scale, float *out, m4_mla_trace *trace, m4_error *err);
@@ -118,8 +122,8 @@ int m4_ref_mla(const m4_text_config *cfg, const m4_text_layer_weights *w, const 
 int m4_ref_router(const m4_text_config *cfg, const m4_text_layer_weights *w, const float *x,
                   int64_t N, float *logits, int64_t *topk_ids, float *topk_weights, m4_error *err);
 
-/* text.layers.{i}.mlp.experts — Mistral4NaiveMoe (eager): out[N, D] = Σ over the token's K
- * experts, in ascending expert id, of weight · SwiGLU_e(x). */
+/* text.layers.{i}.mlp.experts — Mistral4Experts (eager): out[N, D] = Σ over the token's K
+ * experts, in ascending expert id, of weight · SwiGLU_e(x), accumulated onto zeros. */
 int m4_ref_experts(const m4_text_config *cfg, const m4_text_layer_weights *w, const float *x,
                    int64_t N, const int64_t *topk_ids, const float *topk_weights, float *out,
                    m4_error *err);
@@ -138,8 +142,9 @@ int m4_ref_decoder_layer(const m4_text_config *cfg, const m4_text_layer_weights 
                          const int64_t *attention_mask, float softmax_scale, m4_error *err);
 
 /* model (text) — Mistral4ForCausalLM.forward: ids [B, S] → logits [B, keep, V] for the last
- * `keep` positions of each row (keep = S for all). inputs_embeds, when non-NULL, replaces the
- * embedding lookup (the multimodal path). */
+ * `keep` positions of each row (keep = 0 or S: all, as HF's logits_to_keep = 0; keep > S is an
+ * error). inputs_embeds [B, S, D], when non-NULL, replaces the embedding lookup (the multimodal
+ * path; ids may then be NULL). position_ids NULL = arange(S) per row. */
 int m4_ref_text_forward(const m4_model *model, const int64_t *ids, const float *inputs_embeds,
                         int64_t B, int64_t S, const int64_t *position_ids,
                         const int64_t *attention_mask, int64_t keep,

@@ -87,7 +87,6 @@ static void test_published_config(void **state) {
     assert_int_equal(r->type, M4_ROPE_YARN);
     assert_close(r->theta, 10000.0);
     assert_close(r->factor, 128.0);
-    assert_close(r->effective_factor, 128.0);
     assert_true(r->has_original_max_position_embeddings);
     assert_int_equal(r->original_max_position_embeddings, 8192);
     assert_close(r->beta_fast, 32.0);
@@ -186,7 +185,6 @@ static void test_bare_mistral4_defaults(void **state) {
     assert_int_equal(r->type, M4_ROPE_YARN);
     assert_close(r->theta, 10000.0);
     assert_close(r->factor, 128.0);
-    assert_close(r->effective_factor, 128.0);
     assert_true(r->has_original_max_position_embeddings);
     assert_int_equal(r->original_max_position_embeddings, 8192);
     assert_close(r->beta_fast, 32.0);
@@ -214,7 +212,6 @@ static void test_derived_defaults(void **state) {
     assert_int_equal(cfg.text.qk_head_dim, 128);
     assert_close(cfg.text.rope.partial_rotary_factor, 0.25);
     assert_close(cfg.text.rope.factor, 128.0);
-    assert_close(cfg.text.rope.effective_factor, 8.0); /* 65536 / 8192 */
 }
 
 static void test_mistral3_vision_defaults(void **state) {
@@ -280,7 +277,6 @@ static void test_legacy_rope_scaling(void **state) {
     assert_int_equal(r->type, M4_ROPE_YARN);
     assert_close(r->theta, 50000.0);
     assert_close(r->factor, 4.0);
-    assert_close(r->effective_factor, 4.0);
     assert_true(r->has_original_max_position_embeddings);
     assert_int_equal(r->original_max_position_embeddings, 4096);
     assert_close(r->beta_fast, 16.0);
@@ -334,7 +330,6 @@ static void test_rope_type_spelled_type(void **state) {
     /* absent original_max_position_embeddings: HF's YaRN falls back to max_position_embeddings */
     assert_false(r->has_original_max_position_embeddings);
     assert_int_equal(r->original_max_position_embeddings, 1048576);
-    assert_close(r->effective_factor, 8.0);
     assert_false(r->has_mscale);
     assert_false(r->has_mscale_all_dim);
     assert_false(r->has_llama_4_scaling_beta);
@@ -356,7 +351,6 @@ static void test_yarn_optional_fields(void **state) {
              &cfg);
     const m4_rope_config *r = &cfg.text.rope;
     assert_close(r->factor, 40.0);
-    assert_close(r->effective_factor, 1048576.0 / 4096.0); /* HF's ratio, not `factor` */
     assert_close(r->beta_fast, 32.0);                     /* HF: `or 32` */
     assert_close(r->beta_slow, 1.0);
     assert_true(r->has_attention_factor);

@@ -56,7 +56,7 @@ static m4_text_config published_text_config(void) {
     t.routed_scaling_factor = 1.0, t.rms_norm_eps = 1e-6, t.rope_interleave = true;
     t.max_position_embeddings = 1048576;
     m4_rope_config *r = &t.rope;
-    r->type = M4_ROPE_YARN, r->theta = 10000.0, r->factor = 128.0, r->effective_factor = 128.0;
+    r->type = M4_ROPE_YARN, r->theta = 10000.0, r->factor = 128.0;
     r->original_max_position_embeddings = 8192, r->has_original_max_position_embeddings = true;
     r->beta_fast = 32.0, r->beta_slow = 1.0;
     r->has_mscale = r->has_mscale_all_dim = true, r->mscale = r->mscale_all_dim = 1.0;
