@@ -2,6 +2,7 @@
 #define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE, _SC_LEVEL3_CACHE_SIZE */
 #include "bench_common.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -38,7 +39,18 @@ void m4bench_set_threads(int threads) {
 #endif
 }
 
+/* sysfs first: glibc's sysconf may report the whole package's L3 (8 × 32 MiB on a VM of an
+ * EPYC host) rather than what this core shares. */
 size_t m4bench_llc_bytes(void) {
+    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r");
+    if (f) {
+        unsigned long long value = 0;
+        char unit = 0;
+        int got = fscanf(f, "%llu%c", &value, &unit);
+        fclose(f);
+        if (got >= 1 && value > 0)
+            return (size_t)value * (unit == 'K' ? 1024u : unit == 'M' ? 1024u * 1024u : 1u);
+    }
     long l3 = -1;
 #ifdef _SC_LEVEL3_CACHE_SIZE
     l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);

@@ -17,7 +17,7 @@ int m4bench_all_threads(void);
 /* Sets the thread count OpenMP parallel regions of the calling thread use (no-op without). */
 void m4bench_set_threads(int threads);
 
-/* Last-level (L3) cache size in bytes, 32 MiB when the system does not say. */
+/* Last-level (L3) cache size of cpu0 in bytes (sysfs, else sysconf), 32 MiB when unknown. */
 size_t m4bench_llc_bytes(void);
 
 /* splitmix64: a counter-based generator, so parallel fills are deterministic. */

@@ -9,6 +9,11 @@
  *                           stores, so there is no write-allocate read to count).
  *                           Publishes "cpu_copy/threads:N".
  *
+ *   memory/read_llc/threads:N  the same sum over half the last-level cache (16 MiB of a 32 MiB
+ *                           L3): what "streaming" reaches when the data is cache-resident — not a
+ *                           DRAM ceiling, but it tells which of the two a figure is near.
+ *                           Publishes "cpu_read_llc/threads:N".
+ *
  * N = 1 and N = every processor (OpenMP; each thread takes one contiguous slice). Under
  * --m4_smoke the buffers are 8 MiB (read) and 2 × 4 MiB (copy): cache-resident, so the
  * figures mean nothing — the smoke run only proves the harness works. Buffers live in a fixture
@@ -29,10 +34,13 @@
 #define SMOKE_COPY_BYTES ((size_t)4 << 20)
 #define LANES 16
 
+typedef enum { K_READ, K_COPY, K_READ_LLC, K_COUNT } kind;
+static const char *const kind_names[K_COUNT] = {"read", "copy", "read_llc"};
+
 typedef struct {
+    kind k;
     size_t bytes;        /* per buffer */
     uint64_t *src, *dst; /* dst: copy only */
-    int copy;
 } buffers;
 
 typedef struct {
@@ -41,19 +49,24 @@ typedef struct {
 } mem_case;
 
 /* The program's cases and fixtures (static storage: m4bench keeps pointers to them). */
-static buffers read_buf = {.copy = 0}, copy_buf = {.copy = 1};
-static mem_case cases[2][2];  /* [read, copy][1 thread, all] */
+static buffers bufs[K_COUNT] = {{.k = K_READ}, {.k = K_COPY}, {.k = K_READ_LLC}};
+static mem_case cases[K_COUNT][2];  /* [kind][1 thread, all] */
+
+static size_t buffer_bytes(kind k) {
+    if (m4bench_smoke()) return k == K_COPY ? SMOKE_COPY_BYTES : SMOKE_READ_BYTES;
+    return k == K_READ ? READ_BYTES : k == K_COPY ? COPY_BYTES : m4bench_llc_bytes() / 2;
+}
 
 static int buffers_setup(void *user, char *err, size_t errsize) {
     buffers *b = user;
-    b->bytes = m4bench_smoke() ? (b->copy ? SMOKE_COPY_BYTES : SMOKE_READ_BYTES)
-                               : (b->copy ? COPY_BYTES : READ_BYTES);
+    const int copy = b->k == K_COPY;
+    b->bytes = buffer_bytes(b->k);
     b->src = m4bench_alloc(b->bytes);
-    b->dst = b->copy ? m4bench_alloc(b->bytes) : NULL;
-    if (!b->src || (b->copy && !b->dst)) {
+    b->dst = copy ? m4bench_alloc(b->bytes) : NULL;
+    if (!b->src || (copy && !b->dst)) {
         m4bench_free(b->src), m4bench_free(b->dst);
         b->src = b->dst = NULL;
-        snprintf(err, errsize, "out of memory for %zu MiB", (b->copy ? 2 : 1) * b->bytes >> 20);
+        snprintf(err, errsize, "out of memory for %zu MiB", (copy ? 2 : 1) * b->bytes >> 20);
         return -1;
     }
     const int64_t words = (int64_t)(b->bytes / sizeof(uint64_t));
@@ -69,8 +82,11 @@ static void buffers_teardown(void *user) {
     b->src = b->dst = NULL;
 }
 
-static const m4bench_fixture read_fixture = {"memory read buffer", buffers_setup, buffers_teardown, &read_buf};
-static const m4bench_fixture copy_fixture = {"memory copy buffers", buffers_setup, buffers_teardown, &copy_buf};
+static const m4bench_fixture fixtures[K_COUNT] = {
+    {"memory read buffer", buffers_setup, buffers_teardown, &bufs[K_READ]},
+    {"memory copy buffers", buffers_setup, buffers_teardown, &bufs[K_COPY]},
+    {"memory cache-resident read buffer", buffers_setup, buffers_teardown, &bufs[K_READ_LLC]},
+};
 
 /* Σ a[i] over n words with LANES independent partial sums (vectorises; never add-latency bound). */
 static uint64_t sum_words(const uint64_t *a, size_t n) {
@@ -136,25 +152,23 @@ void m4bench_suite_memory(void) {
     char value[32];
     snprintf(value, sizeof value, "%d", all);
     m4bench_context("m4_openmp_threads", value);
-    for (int kind = 0; kind < 2; kind++) {
-        buffers *b = kind ? &copy_buf : &read_buf;
-        const size_t bytes = m4bench_smoke() ? (kind ? SMOKE_COPY_BYTES : SMOKE_READ_BYTES)
-                                             : (kind ? COPY_BYTES : READ_BYTES);
+    for (int k = 0; k < K_COUNT; k++) {
+        const size_t bytes = buffer_bytes((kind)k);
         for (int v = 0; v < (all > 1 ? 2 : 1); v++) {
-            mem_case *c = &cases[kind][v];
-            *c = (mem_case){b, thread_counts[v]};
+            mem_case *c = &cases[k][v];
+            *c = (mem_case){&bufs[k], thread_counts[v]};
             char name[64], ceiling[64], label[128];
-            snprintf(name, sizeof name, "memory/%s/threads:%d", kind ? "copy" : "read", c->threads);
-            snprintf(ceiling, sizeof ceiling, "cpu_%s/threads:%d", kind ? "copy" : "read", c->threads);
-            snprintf(label, sizeof label, kind ? "memcpy %zu MiB, bytes = read + write" :
-                                                 "uint64 sum of %zu MiB, 16 accumulators",
+            snprintf(name, sizeof name, "memory/%s/threads:%d", kind_names[k], c->threads);
+            snprintf(ceiling, sizeof ceiling, "cpu_%s/threads:%d", kind_names[k], c->threads);
+            snprintf(label, sizeof label, k == K_COPY ? "memcpy %zu MiB, bytes = read + write"
+                                                      : "uint64 sum of %zu MiB, 16 accumulators",
                      bytes >> 20);
             m4bench_register(&(m4bench_case){
                 .name = name,
-                .fixture = kind ? &copy_fixture : &read_fixture,
-                .run = kind ? run_copy : run_read,
+                .fixture = &fixtures[k],
+                .run = k == K_COPY ? run_copy : run_read,
                 .user = c,
-                .bytes = (double)(kind ? 2 * bytes : bytes),
+                .bytes = (double)(k == K_COPY ? 2 * bytes : bytes),
                 .label = label,
                 .measures_ceiling = ceiling,
             });

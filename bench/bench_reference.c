@@ -62,7 +62,6 @@
 #define FP8_SCALE (1.0f / 64)  /* per-tensor dequantisation scale: values ≈ ±[0.002, 0.03] */
 
 typedef enum { GROUP_ATTN, GROUP_ROUTER, GROUP_SHARED, GROUP_COUNT } weight_group;
-static const char *const group_names[GROUP_COUNT] = {"attention", "router", "shared expert"};
 
 /* One layer variant: its weights (non-expert groups in several copies), inputs and scratch. */
 typedef struct {
@@ -70,7 +69,7 @@ typedef struct {
     m4_dtype linear_dtype;     /* projections and experts */
     m4_config cfg;
     int config_ok;
-    char config_error[512];
+    char config_error[1600];
     float softmax_scale;
     uint8_t *group_mem[GROUP_COUNT];
     size_t group_bytes[GROUP_COUNT]; /* one copy */
@@ -256,18 +255,14 @@ static int variant_setup(void *user, char *err, size_t errsize) {
         return -1;
     }
 
-    /* the non-expert groups, copy by copy */
+    /* the non-expert groups, copy by copy; layers[l] points at copy l mod copies[g] */
     for (int g = 0; g < GROUP_COUNT; g++)
         for (int c = 0; c < v->copies[g]; c++) {
-            m4_text_layer_weights w;
-            memset(&w, 0, sizeof w);
-            carve_group(v, (weight_group)g, &w, v->group_mem[g] + (size_t)c * v->group_bytes[g]);
-            fill_group(&w, (weight_group)g, ((uint64_t)g << 56) ^ ((uint64_t)c << 48));
-            for (int l = c; l < v->n_layers; l += v->copies[g]) carve_group(v, (weight_group)g, &v->layers[l],
-                                                                            w.input_layernorm.data || w.router.data ||
-                                                                            w.shared_gate_proj.data
-                                                                                ? v->group_mem[g] + (size_t)c * v->group_bytes[g]
-                                                                                : NULL);
+            uint8_t *base = v->group_mem[g] + (size_t)c * v->group_bytes[g];
+            carve_group(v, (weight_group)g, &v->layers[c], base);
+            fill_group(&v->layers[c], (weight_group)g, ((uint64_t)g << 56) ^ ((uint64_t)c << 48));
+            for (int l = c + v->copies[g]; l < v->n_layers; l += v->copies[g])
+                carve_group(v, (weight_group)g, &v->layers[l], base);
         }
 
     /* the routed experts: one stack each, shared by every layer copy */
@@ -355,6 +350,19 @@ static int case_run(void *user, int64_t iteration, char *errbuf, size_t errsize)
     return 0;
 }
 
+/* After a timed run: flags a non-finite result in the label (random weights must stay tame). */
+static void case_teardown(void *user) {
+    const ref_case *c = user;
+    const layer_variant *v = c->v;
+    const float *y = c->kind == C_LAYER ? v->h : c->kind == C_ROUTER ? v->logits : v->out;
+    const int64_t n = c->kind == C_ROUTER ? v->cfg.text.n_routed_experts : v->cfg.text.hidden_size;
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(y[i])) {
+            m4bench_label("WARNING: non-finite output");
+            return;
+        }
+}
+
 /* The registry's cost of the first component of `kind`, at weight width wb. */
 static m4_cost registry_cost(const m4_config *cfg, m4_component_kind kind, int wb) {
     for (size_t i = 0; i < m4_component_count; i++)
@@ -392,6 +400,7 @@ void m4bench_suite_reference(void) {
     if (!path || !*path) path = M4BENCH_CONFIG;
     const int all = m4bench_all_threads();
     const int thread_counts[2] = {1, all};
+    m4bench_context("m4_reference_config", path);
 
     for (int vi = 0; vi < 2; vi++) {
         layer_variant *v = &variants[vi];
@@ -417,13 +426,15 @@ void m4bench_suite_reference(void) {
                 snprintf(ceiling, sizeof ceiling, "cpu_read/threads:%d", c->threads);
                 snprintf(label, sizeof label, "reference fp32; weights %s%s; T=1",
                          k == C_ROUTER ? "bf16" : v->variant,
-                         vi == 0 && (k == C_ATTN || k == C_LAYER) ? " (norms, router bf16)" : "");
+                         vi != 0 ? "" : k == C_ATTN ? " (q_a/kv_a norms bf16)"
+                                      : k == C_LAYER ? " (norms, router bf16)" : "");
                 m4_cost cost = v->config_ok ? case_cost(v, (case_kind)k) : (m4_cost){0, 0};
                 m4bench_register(&(m4bench_case){
                     .name = name,
                     .fixture = &fixtures[vi],
                     .setup = case_setup,
                     .run = case_run,
+                    .teardown = case_teardown,
                     .user = c,
                     .bytes = cost.bytes,
                     .flops = cost.flops,

@@ -37,5 +37,7 @@ const char *cli_version(void);
 /* ---- the commands (one file each: cmd_<name>.c) ---- */
 int cmd_inspect(int argc, char **argv);
 int cmd_conform(int argc, char **argv);
+int cmd_preprocess(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 #endif

@@ -11,6 +11,7 @@
 
 #include "m4_error.h"
 #include "reference.h"
+#include "vision.h"
 #include "weights.h"
 
 typedef struct m4_backend m4_backend;
@@ -25,7 +26,7 @@ struct m4_backend {
 
     /* text.embed_tokens: ids [N] → out [N, D] */
     int (*embed_tokens)(void *state, const int64_t *ids, int64_t n, float *out, m4_error *err);
-    /* any RMSNorm of the text model: x [n, dim] → y, weight w, epsilon eps */
+    /* any RMSNorm (text, vision, projector): x [n, dim] → y, weight w, epsilon eps */
     int (*rmsnorm)(void *state, const m4_weight *w, const float *x, int64_t n, int64_t dim,
                    float eps, float *y, m4_error *err);
     /* text.layers.{i}.self_attn: x [B, S, D] → out [B, S, D] (trace may be NULL) */
@@ -53,6 +54,45 @@ struct m4_backend {
     int (*forward)(void *state, const int64_t *ids, const float *inputs_embeds, int64_t B, int64_t S,
                    const int64_t *position_ids, const int64_t *attention_mask,
                    m4_softmax_scale_rule rule, float *logits, m4_error *err);
+
+    /* ---- the vision path (Mistral3ForConditionalGeneration). P patches of all images in one
+     * sequence, grids[n_images] each image's patch grid, M merged tokens (vision.h). ---- */
+
+    /* vision.patch_conv: pixels [N_img, C, H, W] → out [N_img, Dv, H/p, W/p] (padded batch) */
+    int (*patch_conv)(void *state, const m4_pixel_batch *px, float *out, m4_error *err);
+    /* vision.layers.{j}.attention: x [P, Dv] (normed) → out [P, Dv], block-diagonal over the
+     * images (trace may be NULL) */
+    int (*vision_attention)(void *state, int layer, const float *x, const m4_patch_grid *grids,
+                            int64_t n_images, float *out, m4_vision_attn_trace *trace, m4_error *err);
+    /* vision.layers.{j}.feed_forward: x [n, Dv] → out [n, Dv] */
+    int (*vision_feed_forward)(void *state, int layer, const float *x, int64_t n, float *out,
+                               m4_error *err);
+    /* vision.layers.{j}: h [P, Dv] → out [P, Dv] */
+    int (*vision_layer)(void *state, int layer, const float *h, const m4_patch_grid *grids,
+                        int64_t n_images, float *out, m4_error *err);
+    /* vision: pixels → the selected vision features [P, Dv] (hidden_states[vision_feature_layer]) */
+    int (*vision_tower)(void *state, const m4_pixel_batch *px, float *features, m4_error *err);
+    /* projector.patch_merger: x [P, Dv] → out [M, Dv] */
+    int (*patch_merger)(void *state, const float *x, const m4_patch_grid *grids, int64_t n_images,
+                        float *out, m4_error *err);
+    /* projector.linear_1 / linear_2 (any nn.Linear; bias NULL or unbound = none): x [n, in] → y [n, out] */
+    int (*linear)(void *state, const m4_weight *w, const m4_weight *bias, const float *x, int64_t n,
+                  float *y, m4_error *err);
+    /* projector.act: y[n] = ACT2FN[act](x[n]) */
+    int (*activation)(void *state, m4_activation act, const float *x, int64_t n, float *y,
+                      m4_error *err);
+    /* projector: x [P, Dv] → out [M, D] (norm, patch_merger, linear_1, act, linear_2) */
+    int (*projector)(void *state, const float *x, const m4_patch_grid *grids, int64_t n_images,
+                     float *out, m4_error *err);
+    /* multimodal.merge: embeds [n, D] with its [IMG] rows replaced, in order, by features
+     * [n_features, D] → out [n, D]; fails when the counts differ */
+    int (*merge_image_features)(void *state, const int64_t *ids, int64_t n, const float *embeds,
+                                const float *features, int64_t n_features, float *out, m4_error *err);
+    /* model with images: ids [B, S] + pixels → logits [B, S, V] */
+    int (*forward_multimodal)(void *state, const int64_t *ids, int64_t B, int64_t S,
+                              const m4_pixel_batch *px, const int64_t *position_ids,
+                              const int64_t *attention_mask, m4_softmax_scale_rule rule,
+                              float *logits, m4_error *err);
 };
 
 /* The plain-C float32 reference. */

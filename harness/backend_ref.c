@@ -80,6 +80,82 @@ static int ref_forward(void *state, const int64_t *ids, const float *inputs_embe
                                attention_mask, S, rule, logits, err);
 }
 
+/* ---- the vision path --------------------------------------------------------------------- */
+
+static int ref_patch_conv(void *state, const m4_pixel_batch *px, float *out, m4_error *err) {
+    const m4_model *m = model_of(state);
+    return m4_ref_patch_conv(&m->config.vision, &m->weights.patch_conv, px, out, err);
+}
+
+static int ref_vision_attention(void *state, int layer, const float *x, const m4_patch_grid *grids,
+                                int64_t n_images, float *out, m4_vision_attn_trace *trace,
+                                m4_error *err) {
+    const m4_model *m = model_of(state);
+    return m4_ref_vision_attention(&m->config.vision, &m->weights.vision_layers[layer], x, grids,
+                                   n_images, out, trace, err);
+}
+
+static int ref_vision_feed_forward(void *state, int layer, const float *x, int64_t n, float *out,
+                                   m4_error *err) {
+    const m4_model *m = model_of(state);
+    return m4_ref_vision_feed_forward(&m->config.vision, &m->weights.vision_layers[layer], x, n, out, err);
+}
+
+static int ref_vision_layer(void *state, int layer, const float *h, const m4_patch_grid *grids,
+                            int64_t n_images, float *out, m4_error *err) {
+    const m4_model *m = model_of(state);
+    int64_t P = 0;
+    for (int64_t n = 0; n < n_images; n++) P += grids[n].rows * grids[n].cols;
+    memcpy(out, h, (size_t)(P * m->config.vision.hidden_size) * sizeof *out);
+    return m4_ref_vision_layer(&m->config.vision, &m->weights.vision_layers[layer], out, grids,
+                               n_images, err);
+}
+
+static int ref_vision_tower(void *state, const m4_pixel_batch *px, float *features, m4_error *err) {
+    return m4_ref_vision_tower(model_of(state), px, features, err);
+}
+
+static int ref_patch_merger(void *state, const float *x, const m4_patch_grid *grids, int64_t n_images,
+                            float *out, m4_error *err) {
+    const m4_model *m = model_of(state);
+    return m4_ref_patch_merger(&m->config, &m->weights.patch_merger, x, grids, n_images, out, err);
+}
+
+static int ref_linear(void *state, const m4_weight *w, const m4_weight *bias, const float *x,
+                      int64_t n, float *y, m4_error *err) {
+    m4_ref_linear_bias(x, n, w, bias, y);
+    return 0;
+}
+
+static int ref_activation(void *state, m4_activation act, const float *x, int64_t n, float *y,
+                          m4_error *err) {
+    if (y != x) memcpy(y, x, (size_t)n * sizeof *y);
+    m4_ref_activation(y, n, act);
+    return 0;
+}
+
+static int ref_projector(void *state, const float *x, const m4_patch_grid *grids, int64_t n_images,
+                         float *out, m4_error *err) {
+    return m4_ref_projector(model_of(state), x, grids, n_images, out, err);
+}
+
+static int ref_merge_image_features(void *state, const int64_t *ids, int64_t n, const float *embeds,
+                                    const float *features, int64_t n_features, float *out,
+                                    m4_error *err) {
+    const m4_config *cfg = &model_of(state)->config;
+    const int64_t D = cfg->text.hidden_size;
+    memcpy(out, embeds, (size_t)(n * D) * sizeof *out);
+    return m4_ref_merge_image_features(ids, n, cfg->image_token_index, features, n_features, D, out, err);
+}
+
+static int ref_forward_multimodal(void *state, const int64_t *ids, int64_t B, int64_t S,
+                                  const m4_pixel_batch *px, const int64_t *position_ids,
+                                  const int64_t *attention_mask, m4_softmax_scale_rule rule,
+                                  float *logits, m4_error *err) {
+    return m4_ref_multimodal_forward(model_of(state), ids, B, S, px, position_ids, attention_mask, S,
+                                     rule, logits, err);
+}
+
 const m4_backend m4_backend_reference = {
     .name = "ref",
     .description = "plain-C float32 reference (reference/)",
@@ -95,4 +171,15 @@ const m4_backend m4_backend_reference = {
     .decoder_layer = ref_decoder_layer,
     .lm_head = ref_lm_head,
     .forward = ref_forward,
+    .patch_conv = ref_patch_conv,
+    .vision_attention = ref_vision_attention,
+    .vision_feed_forward = ref_vision_feed_forward,
+    .vision_layer = ref_vision_layer,
+    .vision_tower = ref_vision_tower,
+    .patch_merger = ref_patch_merger,
+    .linear = ref_linear,
+    .activation = ref_activation,
+    .projector = ref_projector,
+    .merge_image_features = ref_merge_image_features,
+    .forward_multimodal = ref_forward_multimodal,
 };

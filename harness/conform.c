@@ -32,6 +32,16 @@ typedef struct {
     m4_mla_trace trace;
 } attention_run;
 
+/* The vision attention of one layer, run once with its trace and shared by its stage rows. */
+typedef struct {
+    int layer;              /* -1 when empty */
+    int rc;
+    char error[1100];
+    double time_ms;
+    float *out;
+    m4_vision_attn_trace trace;
+} vision_attention_run;
+
 typedef struct {
     const m4_conform_options *opt;
     const m4_model *model;
@@ -45,6 +55,12 @@ typedef struct {
     int64_t B, S;
     bool multimodal_inputs;
     attention_run attn;
+    /* the images of a multimodal case (/inputs/pixel_values, /inputs/image_sizes) */
+    m4_array pixels, image_sizes;
+    m4_pixel_batch px;
+    m4_patch_grid *grids;   /* [px.n] */
+    int64_t patches;        /* P: all images' patches, one sequence */
+    vision_attention_run vattn;
 } run_ctx;
 
 static double now_ms(void) {
@@ -111,11 +127,34 @@ static void set_cost(run_ctx *c, m4_result *res, const m4_component *comp, int64
     res->bytes = cost.bytes;
 }
 
+/* The vision rows: tokens are patches (or merged tokens), the context is the patch sequence. */
+static void set_vision_cost(run_ctx *c, m4_result *res, const m4_component *comp, int64_t tokens) {
+    m4_cost cost = comp->cost(&c->model->config, tokens, c->patches, 4);
+    res->flops = cost.flops;
+    res->bytes = cost.bytes;
+}
+
 static const m4_weight *norm_weight(const m4_model *m, m4_component_kind kind, int layer) {
     switch (kind) {
     case M4_COMP_INPUT_NORM: return &m->weights.layers[layer].input_layernorm;
     case M4_COMP_POST_NORM: return &m->weights.layers[layer].post_attention_layernorm;
+    case M4_COMP_LN_PRE: return &m->weights.ln_pre;
+    case M4_COMP_VISION_ATTN_NORM: return &m->weights.vision_layers[layer].attention_norm;
+    case M4_COMP_VISION_FFN_NORM: return &m->weights.vision_layers[layer].ffn_norm;
+    case M4_COMP_PROJECTOR_NORM: return &m->weights.projector_norm;
     default: return &m->weights.norm;
+    }
+}
+
+/* Width and epsilon of a norm row: Pixtral's norms are 1e-5 hard-coded (PixtralRMSNorm(eps=1e-5));
+ * the projector norm uses the text rms_norm_eps over the vision width (MODEL.md §2.2). */
+static void norm_shape(const m4_config *cfg, m4_component_kind kind, int64_t *dim, float *eps) {
+    switch (kind) {
+    case M4_COMP_LN_PRE:
+    case M4_COMP_VISION_ATTN_NORM:
+    case M4_COMP_VISION_FFN_NORM: *dim = cfg->vision.hidden_size, *eps = 1e-5f; break;
+    case M4_COMP_PROJECTOR_NORM: *dim = cfg->vision.hidden_size, *eps = (float)cfg->text.rms_norm_eps; break;
+    default: *dim = cfg->text.hidden_size, *eps = (float)cfg->text.rms_norm_eps; break;
     }
 }
 
@@ -147,13 +186,17 @@ static void run_norm(run_ctx *c, const m4_component *comp, const char *group, in
     if (read_golden(c, group, "in", false, &in, &e) || read_golden(c, group, "out", false, &want, &e)) {
         record_error(res, "golden", &e);
     } else {
-        int64_t D = c->model->config.text.hidden_size, n = in.numel / D;
+        int64_t D;
+        float eps;
+        norm_shape(&c->model->config, comp->kind, &D, &eps);
+        int64_t n = in.numel / D;
         float *got = alloc_f32(want.numel);
         double t0 = now_ms();
         int rc = c->backend->rmsnorm(c->state, norm_weight(c->model, comp->kind, layer), in.f32, n, D,
-                                     (float)c->model->config.text.rms_norm_eps, got, &e);
+                                     eps, got, &e);
         res->time_ms = now_ms() - t0;
-        set_cost(c, res, comp, n);
+        if (m4_component_is_vision(comp)) set_vision_cost(c, res, comp, n);
+        else set_cost(c, res, comp, n);
         if (rc) record_error(res, "backend", &e);
         else compare(res, got, &want);
         free(got);
@@ -428,12 +471,12 @@ static void run_lm_head(run_ctx *c, const m4_component *comp, const char *group,
 static void run_model(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
     m4_error e = {{0}};
     m4_array want = {0}, embeds = {0};
-    if (comp->kind == M4_COMP_MODEL && c->multimodal_inputs) {
-        res->status = M4_RESULT_NOT_IMPLEMENTED;
-        snprintf(res->message, sizeof res->message, "end to end with images needs the vision path (issue #5)");
+    bool with_images = comp->kind == M4_COMP_MODEL && c->multimodal_inputs;
+    if (with_images) {
+        if (not_implemented(res, (const void *)c->backend->forward_multimodal, c->backend->name)) return;
+    } else if (not_implemented(res, (const void *)c->backend->forward, c->backend->name)) {
         return;
     }
-    if (not_implemented(res, (const void *)c->backend->forward, c->backend->name)) return;
     if (read_golden(c, group, comp->dataset, false, &want, &e) ||
         (comp->kind == M4_COMP_TEXT_MODEL && read_golden(c, "multimodal.merge", "out", false, &embeds, &e))) {
         record_error(res, "golden", &e);
@@ -442,14 +485,298 @@ static void run_model(run_ctx *c, const m4_component *comp, const char *group, m
     }
     float *got = alloc_f32(want.numel);
     double t0 = now_ms();
-    int rc = c->backend->forward(c->state, c->ids.i64, embeds.f32, c->B, c->S, c->positions.i64,
-                                 c->mask.i64, c->rule, got, &e);
+    int rc = with_images
+                 ? c->backend->forward_multimodal(c->state, c->ids.i64, c->B, c->S, &c->px, c->positions.i64,
+                                                  c->mask.i64, c->rule, got, &e)
+                 : c->backend->forward(c->state, c->ids.i64, embeds.f32, c->B, c->S, c->positions.i64,
+                                       c->mask.i64, c->rule, got, &e);
     res->time_ms = now_ms() - t0;
     set_cost(c, res, comp, c->B * c->S);
+    if (with_images) { /* plus the vision tower and the projector */
+        m4_cost vision = m4_vision_path_cost(&c->model->config, c->patches, 4);
+        res->flops += vision.flops;
+        res->bytes += vision.bytes;
+    }
     if (rc) record_error(res, "backend", &e);
     else compare(res, got, &want);
     free(got);
     m4_array_free(&want), m4_array_free(&embeds);
+}
+
+/* ---- the vision path -------------------------------------------------------------------------- */
+
+/* vision.patch_conv on the golden pixels (its `in`, the padded batch) with the case's image sizes. */
+static void run_patch_conv(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
+    m4_error e = {{0}};
+    m4_array in = {0}, want = {0};
+    if (not_implemented(res, (const void *)c->backend->patch_conv, c->backend->name)) return;
+    if (read_golden(c, group, "in", false, &in, &e) || read_golden(c, group, "out", false, &want, &e)) {
+        record_error(res, "golden", &e);
+    } else if (in.ndim != 4 || in.dims[0] != c->px.n ||
+               in.dims[1] != c->model->config.vision.num_channels) {
+        snprintf(res->message, sizeof res->message, "golden: %s/in is not [%lld, %lld, H, W]", group,
+                 (long long)c->px.n, (long long)c->model->config.vision.num_channels);
+        res->status = M4_RESULT_ERROR;
+    } else {
+        m4_pixel_batch px = {.pixel_values = in.f32, .image_sizes = c->px.image_sizes,
+                             .n = in.dims[0], .height = in.dims[2], .width = in.dims[3]};
+        float *got = alloc_f32(want.numel);
+        double t0 = now_ms();
+        int rc = c->backend->patch_conv(c->state, &px, got, &e);
+        res->time_ms = now_ms() - t0;
+        set_vision_cost(c, res, comp, want.numel / c->model->config.vision.hidden_size);
+        if (rc) record_error(res, "backend", &e);
+        else compare(res, got, &want);
+        free(got);
+    }
+    m4_array_free(&in), m4_array_free(&want);
+}
+
+/* The 2-D rotary table is host-side math shared by every backend: HF's cos/sin [P, hd] are
+ * cat(φ, φ) of ours [P, hd/2]. */
+static void run_vision_rope(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
+    m4_error e = {{0}};
+    m4_array want_cos = {0}, want_sin = {0};
+    const m4_vision_config *v = &c->model->config.vision;
+    const int64_t hd = v->head_dim, half = hd / 2, P = c->patches;
+    float *cos_half = alloc_f32(P * half), *sin_half = alloc_f32(P * half);
+    float *cos_full = alloc_f32(P * hd), *sin_full = alloc_f32(P * hd), *inv_freq = alloc_f32(half);
+    if (read_golden(c, group, "cos", false, &want_cos, &e) || read_golden(c, group, "sin", false, &want_sin, &e)) {
+        record_error(res, "golden", &e);
+        goto done;
+    }
+    if (want_cos.numel != P * hd || want_sin.numel != P * hd) {
+        res->status = M4_RESULT_ERROR;
+        snprintf(res->message, sizeof res->message, "golden: %s cos/sin are not [%lld, %lld]", group,
+                 (long long)P, (long long)hd);
+        goto done;
+    }
+    double t0 = now_ms();
+    if (m4_ref_vision_rope_inv_freq(v, inv_freq, &e)) {
+        record_error(res, "rope", &e);
+        goto done;
+    }
+    m4_ref_vision_rope_cos_sin(inv_freq, hd, c->grids, c->px.n, cos_half, sin_half);
+    res->time_ms = now_ms() - t0;
+    for (int64_t t = 0; t < P; t++)
+        for (int64_t j = 0; j < hd; j++) {
+            cos_full[t * hd + j] = cos_half[t * half + j % half];
+            sin_full[t * hd + j] = sin_half[t * half + j % half];
+        }
+    set_vision_cost(c, res, comp, P);
+    compare(res, cos_full, &want_cos);
+    m4_comparison s = m4_compare_f32(sin_full, want_sin.f32, want_sin.numel, res->tolerance);
+    if (!s.pass || s.rel_l2 > res->cmp.rel_l2) res->cmp = s; /* report the worse of cos and sin */
+    if (!s.pass) res->status = M4_RESULT_FAIL;
+done:
+    free(cos_half), free(sin_half), free(cos_full), free(sin_full), free(inv_freq);
+    m4_array_free(&want_cos), m4_array_free(&want_sin);
+}
+
+static void free_vision_attention(vision_attention_run *a) {
+    free(a->out);
+    free(a->trace.q_rot), free(a->trace.k_rot), free(a->trace.attn_weights);
+    memset(a, 0, sizeof *a);
+    a->layer = -1;
+}
+
+/* Runs vision layer `layer`'s attention once on the golden input, keeping its trace. */
+static void ensure_vision_attention(run_ctx *c, int layer, const char *group) {
+    vision_attention_run *a = &c->vattn;
+    if (a->layer == layer) return;
+    free_vision_attention(a);
+    a->layer = layer;
+    m4_error e = {{0}};
+    m4_array in = {0};
+    if (!c->backend->vision_attention) {
+        a->rc = -1;
+        snprintf(a->error, sizeof a->error, "not implemented");
+        return;
+    }
+    if (read_golden(c, group, "in", false, &in, &e)) {
+        a->rc = -1;
+        snprintf(a->error, sizeof a->error, "golden: %s", e.msg);
+        return;
+    }
+    const m4_vision_config *v = &c->model->config.vision;
+    const int64_t P = c->patches, hv = v->num_attention_heads;
+    if (in.numel != P * v->hidden_size) {
+        a->rc = -1;
+        snprintf(a->error, sizeof a->error, "golden: %s/in holds %lld values, the images give %lld "
+                 "patches of %lld", group, (long long)in.numel, (long long)P, (long long)v->hidden_size);
+        m4_array_free(&in);
+        return;
+    }
+    a->out = alloc_f32(P * v->hidden_size);
+    a->trace = (m4_vision_attn_trace){
+        .q_rot = alloc_f32(P * v->hidden_size),
+        .k_rot = alloc_f32(P * v->hidden_size),
+        .attn_weights = alloc_f32(hv * P * P),
+    };
+    double t0 = now_ms();
+    a->rc = c->backend->vision_attention(c->state, layer, in.f32, c->grids, c->px.n, a->out,
+                                         &a->trace, &e);
+    a->time_ms = now_ms() - t0;
+    if (a->rc) snprintf(a->error, sizeof a->error, "backend: %s", e.msg);
+    m4_array_free(&in);
+}
+
+static void run_vision_attention_row(run_ctx *c, const m4_component *comp, const char *group, int layer,
+                                     m4_result *res) {
+    m4_error e = {{0}};
+    m4_array want = {0};
+    if (not_implemented(res, (const void *)c->backend->vision_attention, c->backend->name)) return;
+    ensure_vision_attention(c, layer, group);
+    vision_attention_run *a = &c->vattn;
+    if (a->rc) {
+        res->status = M4_RESULT_ERROR;
+        snprintf(res->message, sizeof res->message, "%s", a->error);
+        return;
+    }
+    const float *got = comp->kind == M4_COMP_VISION_ATTN ? a->out
+                       : strcmp(comp->dataset, "q_rot") == 0 ? a->trace.q_rot
+                       : strcmp(comp->dataset, "k_rot") == 0 ? a->trace.k_rot
+                       : a->trace.attn_weights;
+    if (read_golden(c, group, comp->dataset, false, &want, &e)) {
+        record_error(res, "golden", &e);
+        return;
+    }
+    if (comp->kind == M4_COMP_VISION_ATTN) {
+        res->time_ms = a->time_ms;
+        set_vision_cost(c, res, comp, c->patches);
+    } else {
+        snprintf(res->message, sizeof res->message, "stage of the attention call");
+    }
+    compare(res, got, &want);
+    m4_array_free(&want);
+}
+
+/* Rows of the vision path whose golden `in` is one tensor and whose `out` is compared. */
+static void run_vision_io(run_ctx *c, const m4_component *comp, const char *group, int layer,
+                          m4_result *res) {
+    m4_error e = {{0}};
+    m4_array in = {0}, want = {0};
+    const m4_backend *b = c->backend;
+    const m4_model *m = c->model;
+    const m4_config *cfg = &m->config;
+    const void *entry = NULL;
+    switch (comp->kind) {
+    case M4_COMP_VISION_FFN: entry = (const void *)b->vision_feed_forward; break;
+    case M4_COMP_VISION_LAYER: entry = (const void *)b->vision_layer; break;
+    case M4_COMP_PATCH_MERGER: entry = (const void *)b->patch_merger; break;
+    case M4_COMP_PROJECTOR_LINEAR_1:
+    case M4_COMP_PROJECTOR_LINEAR_2: entry = (const void *)b->linear; break;
+    case M4_COMP_PROJECTOR_ACT: entry = (const void *)b->activation; break;
+    case M4_COMP_PROJECTOR: entry = (const void *)b->projector; break;
+    default: break;
+    }
+    if (not_implemented(res, entry, b->name)) return;
+    if (read_golden(c, group, "in", false, &in, &e) || read_golden(c, group, "out", false, &want, &e)) {
+        record_error(res, "golden", &e);
+        goto done;
+    }
+    const int64_t Dv = cfg->vision.hidden_size, D = cfg->text.hidden_size;
+    bool whole_sequence = comp->kind == M4_COMP_VISION_LAYER || comp->kind == M4_COMP_PATCH_MERGER ||
+                          comp->kind == M4_COMP_PROJECTOR;   /* these follow the images' grids */
+    if (whole_sequence && in.numel != c->patches * Dv) {
+        res->status = M4_RESULT_ERROR;
+        snprintf(res->message, sizeof res->message, "golden: %s/in holds %lld values, the images give "
+                 "%lld patches of %lld", group, (long long)in.numel, (long long)c->patches, (long long)Dv);
+        goto done;
+    }
+    float *got = alloc_f32(want.numel);
+    int64_t tokens = 0;
+    int rc = 0;
+    double t0 = now_ms();
+    switch (comp->kind) {
+    case M4_COMP_VISION_FFN:
+        tokens = in.numel / Dv;
+        rc = b->vision_feed_forward(c->state, layer, in.f32, tokens, got, &e);
+        break;
+    case M4_COMP_VISION_LAYER:
+        tokens = in.numel / Dv;
+        rc = b->vision_layer(c->state, layer, in.f32, c->grids, c->px.n, got, &e);
+        break;
+    case M4_COMP_PATCH_MERGER:
+        tokens = in.numel / Dv;
+        rc = b->patch_merger(c->state, in.f32, c->grids, c->px.n, got, &e);
+        break;
+    case M4_COMP_PROJECTOR_LINEAR_1:
+        tokens = in.numel / Dv;
+        rc = b->linear(c->state, &m->weights.linear_1, &m->weights.linear_1_bias, in.f32, tokens, got, &e);
+        break;
+    case M4_COMP_PROJECTOR_LINEAR_2:
+        tokens = in.numel / D;
+        rc = b->linear(c->state, &m->weights.linear_2, &m->weights.linear_2_bias, in.f32, tokens, got, &e);
+        break;
+    case M4_COMP_PROJECTOR_ACT:
+        tokens = in.numel / D;
+        rc = b->activation(c->state, cfg->projector_hidden_act, in.f32, in.numel, got, &e);
+        break;
+    case M4_COMP_PROJECTOR:
+        tokens = in.numel / Dv;
+        rc = b->projector(c->state, in.f32, c->grids, c->px.n, got, &e);
+        break;
+    default: break;
+    }
+    res->time_ms = now_ms() - t0;
+    set_vision_cost(c, res, comp, tokens);
+    if (rc) record_error(res, "backend", &e);
+    else compare(res, got, &want);
+    free(got);
+done:
+    m4_array_free(&in), m4_array_free(&want);
+}
+
+/* vision: the tower end to end from the case's pixels, against the features the projector saw. */
+static void run_vision_tower(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
+    m4_error e = {{0}};
+    m4_array want = {0};
+    if (not_implemented(res, (const void *)c->backend->vision_tower, c->backend->name)) return;
+    if (read_golden(c, group, comp->dataset, false, &want, &e)) {
+        record_error(res, "golden", &e);
+        return;
+    }
+    float *got = alloc_f32(c->patches * c->model->config.vision.hidden_size);
+    double t0 = now_ms();
+    int rc = c->backend->vision_tower(c->state, &c->px, got, &e);
+    res->time_ms = now_ms() - t0;
+    set_vision_cost(c, res, comp, c->patches);
+    if (rc) record_error(res, "backend", &e);
+    else if (want.numel != c->patches * c->model->config.vision.hidden_size) {
+        res->status = M4_RESULT_ERROR;
+        snprintf(res->message, sizeof res->message, "golden %s/%s holds %lld values, expected %lld patches",
+                 group, comp->dataset, (long long)want.numel, (long long)c->patches);
+    } else {
+        compare(res, got, &want);
+    }
+    free(got);
+    m4_array_free(&want);
+}
+
+/* multimodal.merge: HF's embeddings (`in`) and projector output (`image_features`) scattered into
+ * the [IMG] rows of the case's ids. */
+static void run_merge(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
+    m4_error e = {{0}};
+    m4_array in = {0}, features = {0}, want = {0};
+    if (not_implemented(res, (const void *)c->backend->merge_image_features, c->backend->name)) return;
+    if (read_golden(c, group, "in", false, &in, &e) ||
+        read_golden(c, group, "image_features", false, &features, &e) ||
+        read_golden(c, group, "out", false, &want, &e)) {
+        record_error(res, "golden", &e);
+    } else {
+        const int64_t D = c->model->config.text.hidden_size, n = c->B * c->S;
+        float *got = alloc_f32(want.numel);
+        double t0 = now_ms();
+        int rc = c->backend->merge_image_features(c->state, c->ids.i64, n, in.f32, features.f32,
+                                                  features.numel / D, got, &e);
+        res->time_ms = now_ms() - t0;
+        set_cost(c, res, comp, n);
+        if (rc) record_error(res, "backend", &e);
+        else compare(res, got, &want);
+        free(got);
+    }
+    m4_array_free(&in), m4_array_free(&features), m4_array_free(&want);
 }
 
 /* ---- the run ----------------------------------------------------------------------------------- */
@@ -467,6 +794,8 @@ static int run_row(run_ctx *c, const m4_component *comp, int layer, m4_error *er
     snprintf(dataset, sizeof dataset, "%s/%s", group, comp->dataset);
     if (!selected(c, name) || !m4_golden_has(c->golden, dataset)) return 0; /* not in this case */
     if (comp->kind == M4_COMP_TEXT_MODEL && !c->multimodal_inputs) return 0; /* = model */
+    if (m4_component_is_vision(comp) && (!c->grids || m4_component_instances(comp, &c->model->config) == 0))
+        return 0; /* a text-only model, or a case without images */
     m4_result *res = new_result(c, comp, name, err);
     if (!res) return -1;
     const m4_backend *b = c->backend;
@@ -486,6 +815,23 @@ static int run_row(run_ctx *c, const m4_component *comp, int layer, m4_error *er
     case M4_COMP_LM_HEAD: run_lm_head(c, comp, group, res); break;
     case M4_COMP_TEXT_MODEL:
     case M4_COMP_MODEL: run_model(c, comp, group, res); break;
+    case M4_COMP_PATCH_CONV: run_patch_conv(c, comp, group, res); break;
+    case M4_COMP_LN_PRE:
+    case M4_COMP_VISION_ATTN_NORM:
+    case M4_COMP_VISION_FFN_NORM:
+    case M4_COMP_PROJECTOR_NORM: run_norm(c, comp, group, layer, res); break;
+    case M4_COMP_VISION_ROPE: run_vision_rope(c, comp, group, res); break;
+    case M4_COMP_VISION_ATTN_STAGE:
+    case M4_COMP_VISION_ATTN: run_vision_attention_row(c, comp, group, layer, res); break;
+    case M4_COMP_VISION_FFN:
+    case M4_COMP_VISION_LAYER:
+    case M4_COMP_PATCH_MERGER:
+    case M4_COMP_PROJECTOR_LINEAR_1:
+    case M4_COMP_PROJECTOR_ACT:
+    case M4_COMP_PROJECTOR_LINEAR_2:
+    case M4_COMP_PROJECTOR: run_vision_io(c, comp, group, layer, res); break;
+    case M4_COMP_VISION_TOWER: run_vision_tower(c, comp, group, res); break;
+    case M4_COMP_MERGE: run_merge(c, comp, group, res); break;
     }
     m4_report *r = c->report;
     switch (res->status) {
@@ -521,6 +867,25 @@ static int read_inputs(run_ctx *c, m4_error *err) {
         m4_golden_read(c->golden, "inputs/attention_mask", true, &c->mask, err))
         return -1;
     c->multimodal_inputs = m4_golden_has(c->golden, "inputs/pixel_values");
+    if (!c->multimodal_inputs) return 0;
+    if (m4_golden_read(c->golden, "inputs/pixel_values", false, &c->pixels, err) ||
+        m4_golden_read(c->golden, "inputs/image_sizes", true, &c->image_sizes, err))
+        return -1;
+    if (c->pixels.ndim != 4 || c->image_sizes.numel != 2 * c->pixels.dims[0])
+        return m4_fail(err, "%s: inputs/pixel_values must be [N_img, C, H, W] and inputs/image_sizes "
+                            "[N_img, 2]", m4_golden_path(c->golden));
+    c->px = (m4_pixel_batch){.pixel_values = c->pixels.f32, .image_sizes = c->image_sizes.i64,
+                             .n = c->pixels.dims[0], .height = c->pixels.dims[2],
+                             .width = c->pixels.dims[3]};
+    if (!c->model->config.multimodal) return 0; /* `model` will say so; no vision rows run */
+    if (c->pixels.dims[1] != c->model->config.vision.num_channels)
+        return m4_fail(err, "%s: inputs/pixel_values has %lld channels, the vision tower %lld",
+                       m4_golden_path(c->golden), (long long)c->pixels.dims[1],
+                       (long long)c->model->config.vision.num_channels);
+    c->grids = malloc(sizeof *c->grids * (size_t)c->px.n);
+    if (!c->grids) return m4_fail(err, "out of memory");
+    if (m4_ref_patch_grids(&c->model->config.vision, &c->px, c->grids, &c->patches, err))
+        return m4_fail_context(err, "%s", m4_golden_path(c->golden));
     return 0;
 }
 
@@ -552,7 +917,8 @@ int m4_conform_run(const m4_conform_options *opt, m4_report *report, m4_error *e
     snprintf(report->golden_path, sizeof report->golden_path, "%s", opt->golden_path);
     snprintf(report->model_path, sizeof report->model_path, "%s", opt->model_dir ? opt->model_dir : "");
     snprintf(report->backend, sizeof report->backend, "%s", opt->backend->name);
-    run_ctx c = {.opt = opt, .backend = opt->backend, .report = report, .attn = {.layer = -1}};
+    run_ctx c = {.opt = opt, .backend = opt->backend, .report = report, .attn = {.layer = -1},
+                 .vattn = {.layer = -1}};
     m4_model owned = {0};
     m4_golden *golden = NULL;
     int rc = -1;
@@ -568,15 +934,17 @@ int m4_conform_run(const m4_conform_options *opt, m4_report *report, m4_error *e
     if (read_provenance(&c, err) || read_inputs(&c, err)) goto done;
     if (opt->backend->open(c.model, &c.state, err)) goto done;
     rc = 0;
-    int layers = (int)c.model->config.text.num_hidden_layers;
     for (size_t i = 0; rc == 0 && i < m4_component_count;) {
-        if (!strstr(m4_components[i].name, "{i}")) {
+        char hole = m4_component_layer_placeholder(&m4_components[i]);
+        if (!hole) {
             rc = run_row(&c, &m4_components[i], -1, err);
             i++;
             continue;
         }
-        size_t end = i; /* the block of per-layer rows, run layer by layer */
-        while (end < m4_component_count && strstr(m4_components[end].name, "{i}")) end++;
+        /* the block of per-layer rows ({i} text or {j} vision layers), run layer by layer */
+        size_t end = i;
+        while (end < m4_component_count && m4_component_layer_placeholder(&m4_components[end]) == hole) end++;
+        int layers = (int)m4_component_instances(&m4_components[i], &c.model->config);
         for (int layer = 0; rc == 0 && layer < layers; layer++)
             for (size_t j = i; rc == 0 && j < end; j++) rc = run_row(&c, &m4_components[j], layer, err);
         i = end;
@@ -584,7 +952,10 @@ int m4_conform_run(const m4_conform_options *opt, m4_report *report, m4_error *e
     opt->backend->close(c.state);
 done:
     free_attention(&c.attn);
+    free_vision_attention(&c.vattn);
     m4_array_free(&c.ids), m4_array_free(&c.positions), m4_array_free(&c.mask);
+    m4_array_free(&c.pixels), m4_array_free(&c.image_sizes);
+    free(c.grids);
     if (c.model == &owned) m4_model_close(&owned);
     m4_golden_close(golden);
     return rc;

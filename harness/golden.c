@@ -43,30 +43,38 @@ int m4_golden_attr(const m4_golden *g, const char *name, char *buf, size_t size,
     if (H5Aexists(g->file, name) <= 0)
         return m4_fail(err, "%s: root attribute \"%s\" is missing", g->path, name);
     hid_t attr = H5Aopen(g->file, name, H5P_DEFAULT);
-    hid_t type = H5Aget_type(attr);
+    if (attr < 0) return m4_fail(err, "%s: cannot open root attribute \"%s\"", g->path, name);
+    hid_t type = H5Aget_type(attr), space = H5Aget_space(attr);
     int rc = 0;
-    if (H5Tget_class(type) != H5T_STRING) {
+    /* One string, not an array of them: H5Aread writes every element, so a shape other than a
+     * single element would overrun the one value read here. */
+    if (type < 0 || space < 0 || H5Tget_class(type) != H5T_STRING ||
+        H5Sget_simple_extent_type(space) == H5S_NULL || H5Sget_simple_extent_npoints(space) != 1) {
         rc = m4_fail(err, "%s: root attribute \"%s\" is not a string", g->path, name);
     } else if (H5Tis_variable_str(type) > 0) {
         char *value = NULL;
         hid_t mem = H5Tget_native_type(type, H5T_DIR_ASCEND);
-        if (H5Aread(attr, mem, &value) < 0 || !value) {
+        if (mem < 0 || H5Aread(attr, mem, &value) < 0 || !value) {
             rc = m4_fail(err, "%s: cannot read root attribute \"%s\"", g->path, name);
         } else {
             snprintf(buf, size, "%s", value);
-            H5free_memory(value);
         }
-        H5Tclose(mem);
+        if (value) H5free_memory(value);
+        if (mem >= 0) H5Tclose(mem);
     } else {
         size_t len = H5Tget_size(type);
-        char *value = calloc(len + 1, 1);
-        if (!value || H5Aread(attr, type, value) < 0)
+        char *value = len > 0 && len <= M4_GOLDEN_MAX_ATTR_BYTES ? calloc(len + 1, 1) : NULL;
+        if (len == 0 || len > M4_GOLDEN_MAX_ATTR_BYTES)
+            rc = m4_fail(err, "%s: root attribute \"%s\" is %zu bytes long (at most %d)", g->path,
+                         name, len, M4_GOLDEN_MAX_ATTR_BYTES);
+        else if (!value || H5Aread(attr, type, value) < 0)
             rc = m4_fail(err, "%s: cannot read root attribute \"%s\"", g->path, name);
         else
             snprintf(buf, size, "%s", value);
         free(value);
     }
-    H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    if (type >= 0) H5Tclose(type);
     H5Aclose(attr);
     return rc;
 }
@@ -92,17 +100,33 @@ int m4_golden_read(const m4_golden *g, const char *path, bool as_int, m4_array *
     hid_t ds = H5Dopen2(g->file, path, H5P_DEFAULT);
     if (ds < 0) return m4_fail(err, "%s: \"%s\" is not a dataset", g->path, path);
     hid_t space = H5Dget_space(ds);
-    int ndim = H5Sget_simple_extent_ndims(space);
+    int ndim = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
     int rc = 0;
     hsize_t dims[M4_GOLDEN_MAX_DIMS];
     if (ndim < 0 || ndim > M4_GOLDEN_MAX_DIMS) {
-        rc = m4_fail(err, "%s: dataset \"%s\" has an unsupported rank", g->path, path);
+        rc = m4_fail(err, "%s: dataset \"%s\" has an unsupported rank (at most %d dimensions)",
+                     g->path, path, M4_GOLDEN_MAX_DIMS);
         goto done;
     }
-    H5Sget_simple_extent_dims(space, dims, NULL);
+    if (H5Sget_simple_extent_type(space) == H5S_NULL) { /* no elements and no shape at all */
+        rc = m4_fail(err, "%s: dataset \"%s\" holds no data (null dataspace)", g->path, path);
+        goto done;
+    }
+    if (H5Sget_simple_extent_dims(space, dims, NULL) < 0) {
+        rc = m4_fail(err, "%s: cannot read the shape of dataset \"%s\"", g->path, path);
+        goto done;
+    }
     out->ndim = ndim;
     out->numel = 1;
     for (int d = 0; d < ndim; d++) {
+        /* Bounded before multiplying: a header may claim any extent (HDF5 fills unwritten chunks
+         * with the fill value, so a huge dataset need not be large on disk). */
+        if (dims[d] > (hsize_t)M4_GOLDEN_MAX_ELEMENTS ||
+            (out->numel && (int64_t)dims[d] > M4_GOLDEN_MAX_ELEMENTS / out->numel)) {
+            rc = m4_fail(err, "%s: dataset \"%s\" is larger than the %lld-element limit", g->path,
+                         path, (long long)M4_GOLDEN_MAX_ELEMENTS);
+            goto done;
+        }
         out->dims[d] = (int64_t)dims[d];
         out->numel *= (int64_t)dims[d];
     }
@@ -121,7 +145,8 @@ int m4_golden_read(const m4_golden *g, const char *path, bool as_int, m4_array *
     if (as_int) out->i64 = data;
     else out->f32 = data;
 done:
-    H5Sclose(space);
+    if (rc != 0) out->ndim = 0, out->numel = 0;
+    if (space >= 0) H5Sclose(space);
     H5Dclose(ds);
     return rc;
 }

@@ -12,6 +12,15 @@
 
 #define M4_GOLDEN_MAX_DIMS 8
 
+/* Largest dataset read into memory, in elements (2^27: 512 MiB as float32, 1 GiB as int64; the
+ * committed goldens' largest dataset holds under 2^20, the published model's logits for 512 tokens
+ * 2^26). Larger extents are refused before any allocation: an HDF5 header can claim any size
+ * without the file being large. */
+#define M4_GOLDEN_MAX_ELEMENTS ((int64_t)1 << 27)
+
+/* Longest fixed-length string attribute read (1 MiB; the config_json attribute is a few KiB). */
+#define M4_GOLDEN_MAX_ATTR_BYTES (1 << 20)
+
 typedef struct m4_golden m4_golden;
 
 /* A dataset read into memory: float32 data or int64 data (one of them), row-major. */

@@ -4,6 +4,7 @@
 #ifndef M4_REGISTRY_H
 #define M4_REGISTRY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,7 +25,25 @@ typedef enum {
     M4_COMP_FINAL_NORM,     /* text.norm */
     M4_COMP_LM_HEAD,        /* text.lm_head */
     M4_COMP_TEXT_MODEL,     /* text: the language model end to end from HF's inputs_embeds */
-    M4_COMP_MODEL           /* model: end to end */
+    M4_COMP_MODEL,          /* model: end to end */
+    /* the vision path (multimodal models only; kept last: m4_component_is_vision) */
+    M4_COMP_PATCH_CONV,     /* vision.patch_conv */
+    M4_COMP_LN_PRE,         /* vision.ln_pre */
+    M4_COMP_VISION_ROPE,    /* vision.rope */
+    M4_COMP_VISION_ATTN_NORM, /* vision.layers.{j}.attention_norm */
+    M4_COMP_VISION_ATTN_STAGE, /* an intermediate of the vision attention (q_rot, …) */
+    M4_COMP_VISION_ATTN,    /* vision.layers.{j}.attention */
+    M4_COMP_VISION_FFN_NORM, /* vision.layers.{j}.ffn_norm */
+    M4_COMP_VISION_FFN,     /* vision.layers.{j}.feed_forward */
+    M4_COMP_VISION_LAYER,   /* vision.layers.{j} */
+    M4_COMP_VISION_TOWER,   /* vision: pixels → selected features, end to end */
+    M4_COMP_PROJECTOR_NORM, /* projector.norm */
+    M4_COMP_PATCH_MERGER,   /* projector.patch_merger */
+    M4_COMP_PROJECTOR_LINEAR_1, /* projector.linear_1 */
+    M4_COMP_PROJECTOR_ACT,  /* projector.act */
+    M4_COMP_PROJECTOR_LINEAR_2, /* projector.linear_2 */
+    M4_COMP_PROJECTOR,      /* projector (the whole Mistral3MultiModalProjector) */
+    M4_COMP_MERGE           /* multimodal.merge */
 } m4_component_kind;
 
 /* Work of one call, for the profiler's GB/s and FLOP/s: n tokens of B·S = n, context T. */
@@ -34,10 +53,10 @@ typedef struct {
 } m4_cost;
 
 typedef struct {
-    const char *name;       /* the one dotted name; {i} = text layer index */
+    const char *name;       /* the one dotted name; {i} = text layer, {j} = vision layer index */
     const char *hf_module;  /* the Hugging Face class that computes it */
     m4_component_kind kind;
-    const char *group;      /* golden group holding its datasets ({i} substituted) */
+    const char *group;      /* golden group holding its datasets ({i} / {j} substituted) */
     const char *dataset;    /* golden dataset it is compared against */
     double tolerance_fp32;  /* relative L2 budget, float32 implementations */
     double tolerance_bf16;  /* relative L2 budget, the bf16 fast path */
@@ -47,7 +66,22 @@ typedef struct {
 extern const m4_component m4_components[];
 extern const size_t m4_component_count;
 
-/* Substitutes {i} in a pattern. */
+/* Substitutes {i} (or {j}) in a pattern. */
 void m4_component_instance(const char *pattern, int layer, char *buf, size_t size);
+
+/* Which layers a row iterates: 'i' (text layers), 'j' (vision layers) or 0 (a single row). */
+char m4_component_layer_placeholder(const m4_component *comp);
+
+/* True for the rows of the vision path (vision tower, projector, merge): they apply only to
+ * multimodal models. */
+bool m4_component_is_vision(const m4_component *comp);
+
+/* How many instances of the row a model has: its text or vision layer count, 1 for a single
+ * row, 0 for a vision row of a text-only model. */
+int64_t m4_component_instances(const m4_component *comp, const m4_config *cfg);
+
+/* Work of the vision tower and projector for `patches` patches (to add to `model`'s cost when it
+ * runs with images). */
+m4_cost m4_vision_path_cost(const m4_config *cfg, int64_t patches, int weight_bytes);
 
 #endif

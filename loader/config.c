@@ -9,9 +9,10 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Largest accepted size or count: products of two such values still fit in int64_t. */
-#define DIM_MAX INT64_C(2147483647)
+#define DIM_MAX M4_CONFIG_MAX_DIM
 
 /* ------------------------------------------------------------------------------------------------
  * Where a field lives, for messages: the file name and the path of the enclosing object. */
@@ -359,7 +360,7 @@ static int parse_text(const where *w, const json_t *o, m4_text_config *t) {
         get_dim(w, o, "hidden_size", 4096, &t->hidden_size) ||
         get_dim(w, o, "intermediate_size", 12288, &t->intermediate_size) ||
         get_dim(w, o, "moe_intermediate_size", 2048, &t->moe_intermediate_size) ||
-        get_dim(w, o, "num_hidden_layers", 36, &t->num_hidden_layers) ||
+        get_int(w, o, "num_hidden_layers", 36, 1, M4_CONFIG_MAX_LAYERS, &t->num_hidden_layers) ||
         get_dim(w, o, "num_attention_heads", 32, &t->num_attention_heads))
         return -1;
     /* HF: absent → 32 (the dataclass default); null → num_attention_heads. */
@@ -502,7 +503,7 @@ static int parse_vision(const where *w, const json_t *o, m4_vision_config *v) {
                        w->src, w->at, model_type);
     if (get_dim(w, o, "hidden_size", 1024, &v->hidden_size) ||
         get_dim(w, o, "intermediate_size", 4096, &v->intermediate_size) ||
-        get_dim(w, o, "num_hidden_layers", 24, &v->num_hidden_layers) ||
+        get_int(w, o, "num_hidden_layers", 24, 1, M4_CONFIG_MAX_LAYERS, &v->num_hidden_layers) ||
         get_dim(w, o, "num_attention_heads", 16, &v->num_attention_heads) ||
         get_dim(w, o, "num_channels", 3, &v->num_channels) ||
         get_dim(w, o, "image_size", 1024, &v->image_size) ||
@@ -747,6 +748,14 @@ int m4_config_parse(const char *json_text, const char *source, m4_config *cfg, m
 
 int m4_config_load(const char *path, m4_config *cfg, m4_error *err) {
     if (!path || !cfg) return m4_fail(err, "m4_config_load: no path or no config to fill");
+    /* A regular file of bounded size: json_load_file would read a FIFO or a huge file to the end. */
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (!S_ISREG(st.st_mode)) return m4_fail(err, "%s: not a regular file", path);
+        if (st.st_size > M4_CONFIG_MAX_BYTES)
+            return m4_fail(err, "%s: %lld bytes, more than the %ld-byte limit for a config", path,
+                           (long long)st.st_size, (long)M4_CONFIG_MAX_BYTES);
+    }
     json_error_t jerr;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) return json_failure(path, &jerr, err);

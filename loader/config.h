@@ -14,6 +14,25 @@
 
 #include "m4_error.h"
 
+/* ---- limits (docs/INPUTS.md): every config.json value is checked against these, and a value
+ * outside them fails with a message naming the field and the bound. */
+
+/* Largest size or count accepted for any dimension (hidden sizes, vocabulary, heads, experts …):
+ * the product of two such values still fits in int64_t. */
+#define M4_CONFIG_MAX_DIM INT64_C(2147483647)
+/* Most decoder layers accepted, text or vision (the published model has 36 and 24): the tensor
+ * list holds ~20 entries a layer, so this bounds what a config alone can make the loader
+ * allocate. */
+#define M4_CONFIG_MAX_LAYERS 1024
+/* Largest config.json read (1 MiB; the published one is 2.4 KiB). */
+#define M4_CONFIG_MAX_BYTES (1L << 20)
+/* eos_token_id may be a list of at most this many ids. */
+#define M4_CONFIG_MAX_EOS_IDS 8
+/* quantization_config.modules_to_not_convert: at most this many prefixes, each shorter than
+ * M4_CONFIG_MAX_MODULE_NAME bytes. */
+#define M4_CONFIG_MAX_NOT_CONVERTED 16
+#define M4_CONFIG_MAX_MODULE_NAME 128
+
 typedef enum { M4_ACT_SILU, M4_ACT_GELU, M4_ACT_GELU_TANH, M4_ACT_RELU } m4_activation;
 
 typedef enum { M4_ROPE_DEFAULT, M4_ROPE_YARN } m4_rope_type;
@@ -58,7 +77,7 @@ typedef struct {
     double rms_norm_eps;
     int64_t pad_token_id, bos_token_id;     /* -1 = null in the JSON */
     int n_eos_token_ids;                    /* eos_token_id may be an int or a list */
-    int64_t eos_token_ids[8];
+    int64_t eos_token_ids[M4_CONFIG_MAX_EOS_IDS];
     bool tie_word_embeddings, rope_interleave, attention_bias;
     m4_rope_config rope;
 } m4_text_config;
@@ -76,7 +95,7 @@ typedef struct {
     bool fp8;
     bool activation_scheme_static;
     int n_not_converted;
-    char not_converted[16][128];            /* module prefixes kept in the dense dtype */
+    char not_converted[M4_CONFIG_MAX_NOT_CONVERTED][M4_CONFIG_MAX_MODULE_NAME]; /* module prefixes kept in the dense dtype */
 } m4_quant_config;
 
 typedef struct {

@@ -276,6 +276,10 @@ static int safe_shard_name(const char *name) {
 }
 
 static int open_index(m4_checkpoint *c, const char *index_path, m4_error *err) {
+    struct stat st;
+    if (stat(index_path, &st) == 0 && st.st_size > M4_SAFETENSORS_MAX_INDEX)
+        return m4_fail(err, "%s: %lld bytes, more than the %ld-byte limit for an index", index_path,
+                       (long long)st.st_size, (long)M4_SAFETENSORS_MAX_INDEX);
     json_error_t jerr;
     json_t *root = json_load_file(index_path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)

@@ -14,11 +14,15 @@
 #include "dtype.h"
 #include "m4_error.h"
 
+/* Most dimensions a stored tensor may have (docs/INPUTS.md lists every limit of the loader). */
 #define M4_MAX_DIMS 8
 
 /* Largest JSON header accepted. Real headers are ~100 bytes a tensor; the published 119B
  * checkpoint's largest shard header is well below 1 MiB. */
 #define M4_SAFETENSORS_MAX_HEADER (100u << 20)
+
+/* Largest model.safetensors.index.json accepted (the published checkpoint's is ~2 MiB). */
+#define M4_SAFETENSORS_MAX_INDEX (100L << 20)
 
 typedef struct {
     const char *name;            /* as stored on disk */

@@ -56,12 +56,28 @@ static m4_tensor_spec *add(spec_list *l, m4_part part, m4_spec_kind kind, int nd
     va_start(ap, fmt);
     vsnprintf(s->name, sizeof s->name, fmt, ap);
     va_end(ap);
+    int64_t numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] < 1 || shape[d] > M4_MAX_TENSOR_ELEMENTS / numel) {
+            l->failed = m4_fail(l->err, "%s: tensor \"%s\" would hold more than %lld elements "
+                                        "(M4_MAX_TENSOR_ELEMENTS); the config's sizes are too large",
+                                l->cfg->source, s->name, (long long)M4_MAX_TENSOR_ELEMENTS);
+            return &l->discard;
+        }
+        numel *= shape[d];
+    }
     s->part = part;
     s->kind = kind;
     s->ndim = ndim;
     for (int d = 0; d < ndim; d++) s->shape[d] = shape[d];
     s->layer = l->layer;
     return s;
+}
+
+/* a·b for sizes, saturating at INT64_MAX instead of overflowing (add() then refuses the shape). */
+static int64_t dim_mul(int64_t a, int64_t b) {
+    int64_t r;
+    return __builtin_mul_overflow(a, b, &r) ? INT64_MAX : r;
 }
 
 /* HF's FP8 quantizer converts every linear whose name contains none of modules_to_not_convert. */
@@ -119,17 +135,17 @@ static void add_text_layer(spec_list *l, const char *prefix, int i, m4_text_laye
         add_linear(l, M4_PART_ATTENTION, &w->q_a_proj, t->q_lora_rank, D, NAME("self_attn.q_a_proj"));
         add_norm(l, M4_PART_ATTENTION, &w->q_a_layernorm, t->q_lora_rank,
                  NAME("self_attn.q_a_layernorm.weight"));
-        add_linear(l, M4_PART_ATTENTION, &w->q_b_proj, H * dq, t->q_lora_rank, NAME("self_attn.q_b_proj"));
+        add_linear(l, M4_PART_ATTENTION, &w->q_b_proj, dim_mul(H, dq), t->q_lora_rank, NAME("self_attn.q_b_proj"));
     } else {
-        add_linear(l, M4_PART_ATTENTION, &w->q_proj, H * dq, D, NAME("self_attn.q_proj"));
+        add_linear(l, M4_PART_ATTENTION, &w->q_proj, dim_mul(H, dq), D, NAME("self_attn.q_proj"));
     }
     add_linear(l, M4_PART_ATTENTION, &w->kv_a_proj_with_mqa, t->kv_lora_rank + dr, D,
                NAME("self_attn.kv_a_proj_with_mqa"));
     add_norm(l, M4_PART_ATTENTION, &w->kv_a_layernorm, t->kv_lora_rank,
              NAME("self_attn.kv_a_layernorm.weight"));
-    add_linear(l, M4_PART_ATTENTION, &w->kv_b_proj, H * (dn + dv), t->kv_lora_rank,
+    add_linear(l, M4_PART_ATTENTION, &w->kv_b_proj, dim_mul(H, dn + dv), t->kv_lora_rank,
                NAME("self_attn.kv_b_proj"));
-    add_linear(l, M4_PART_ATTENTION, &w->o_proj, D, H * dv, NAME("self_attn.o_proj"));
+    add_linear(l, M4_PART_ATTENTION, &w->o_proj, D, dim_mul(H, dv), NAME("self_attn.o_proj"));
     add_norm(l, M4_PART_NORM, &w->post_attention_layernorm, D, NAME("post_attention_layernorm.weight"));
     w->moe = i >= t->first_k_dense_replace;
     if (w->moe) {
@@ -139,10 +155,10 @@ static void add_text_layer(spec_list *l, const char *prefix, int i, m4_text_laye
         if (t->scoring_func == M4_ROUTER_SIGMOID) /* DeepSeek-style; Mistral 4 has no bias */
             add(l, M4_PART_ROUTER, M4_SPEC_WEIGHT, 1, (int64_t[]){E}, "%s",
                 NAME("mlp.gate.e_score_correction_bias"))->weight = &w->router_bias;
-        add_experts(l, &w->experts_gate_up, 2 * F, D, NAME("mlp.experts.gate_up_proj"));
+        add_experts(l, &w->experts_gate_up, dim_mul(2, F), D, NAME("mlp.experts.gate_up_proj"));
         add_experts(l, &w->experts_down, D, F, NAME("mlp.experts.down_proj"));
         if (t->n_shared_experts > 0) {
-            int64_t Fs = F * t->n_shared_experts;
+            int64_t Fs = dim_mul(F, t->n_shared_experts);
             add_linear(l, M4_PART_SHARED_EXPERT, &w->shared_gate_proj, Fs, D, NAME("mlp.shared_experts.gate_proj"));
             add_linear(l, M4_PART_SHARED_EXPERT, &w->shared_up_proj, Fs, D, NAME("mlp.shared_experts.up_proj"));
             add_linear(l, M4_PART_SHARED_EXPERT, &w->shared_down_proj, D, Fs, NAME("mlp.shared_experts.down_proj"));
@@ -184,7 +200,7 @@ static void add_vision(spec_list *l, m4_weights *w) {
     const char *P = "model.multi_modal_projector.";
 #define NAME(suffix) (snprintf(name, sizeof name, "%s%s", P, suffix), name)
     add_norm(l, M4_PART_PROJECTOR, &w->projector_norm, Dv, NAME("norm.weight"));
-    add_linear(l, M4_PART_PROJECTOR, &w->patch_merger, Dv, Dv * m * m, NAME("patch_merger.merging_layer"));
+    add_linear(l, M4_PART_PROJECTOR, &w->patch_merger, Dv, dim_mul(Dv, dim_mul(m, m)), NAME("patch_merger.merging_layer"));
     add_linear(l, M4_PART_PROJECTOR, &w->linear_1, D, Dv, NAME("linear_1"));
     add_linear(l, M4_PART_PROJECTOR, &w->linear_2, D, D, NAME("linear_2"));
     if (l->cfg->multimodal_projector_bias) {

@@ -21,6 +21,11 @@
 #include "m4_error.h"
 #include "safetensors.h"
 
+/* Most elements one tensor of the model may have (2^40; the published model's largest, an expert
+ * stack, has 2^31). m4_weight_specs fails on a config implying a larger one, so a tensor's element
+ * count, and the sum over all of a model's tensors, always fit in int64_t. */
+#define M4_MAX_TENSOR_ELEMENTS (INT64_C(1) << 40)
+
 /* A weight as a 2-D row-major view [rows, cols] (nn.Linear: [out, in]; a 1-D norm weight is
  * [1, n]; the 4-D patch convolution [C_out, C_in·kh·kw]). Dequantised value = float32(x) · scale,
  * the product in float32. */

@@ -88,20 +88,60 @@ typedef enum {
 float m4_ref_mla_softmax_scale(const m4_text_config *cfg, m4_softmax_scale_rule rule);
 
 /* Optional views into the attention's intermediates, for conformance checks. Any pointer may be
- * NULL. Shapes follow the HF tensors named in golden/README.md. */
+ * NULL. Shapes follow the HF tensors named in golden/README.md. T = the key positions: S without
+ * a cache, cached + S with one (m4_ref_mla_cached). */
 typedef struct {
     float *q_a;         /* [N, Rq]     q_a_proj output (q_lora_rank > 0 only) */
     float *q;           /* [N, H·dq]   q_b_proj (or q_proj) output, before RoPE */
     float *kv_a;        /* [N, Rkv+dr] kv_a_proj_with_mqa output */
     float *c_kv;        /* [N, Rkv]    after kv_a_layernorm */
-    float *kv_b;        /* [N, H·(dn+dv)] kv_b_proj output */
+    float *kv_b;        /* [B·T, H·(dn+dv)] kv_b_proj output */
     float *q_rot;       /* [B, H, S, dq] query after RoPE and the Llama-4 scale */
-    float *k_rot;       /* [B, H, S, dq] key after RoPE */
-    float *v;           /* [B, H, S, dv] value states */
+    float *k_rot;       /* [B, H, T, dq] key after RoPE */
+    float *v;           /* [B, H, T, dv] value states */
     float *llama4_scale;/* [N] */
-    float *attn_weights;/* [B, H, S, S] post-softmax */
+    float *attn_weights;/* [B, H, S, T] post-softmax */
     float *attn_output; /* [N, H·dv]   before o_proj */
 } m4_mla_trace;
+
+/* ---- kv_cache.c: the MLA key/value cache (MODEL.md §6.1) ----------------------------------- */
+
+/* What HF's cache holds for MLA since the compressed-cache change: per layer, batch row and
+ * position, the normalised kv latent c_kv [Rkv] (kv_a_layernorm output, before kv_b_proj) and
+ * the ROTATED shared key k_rope [dr] (RoPE at that token's position applied once, when it
+ * entered). Rkv + dr floats per token per layer (320 for the published model). Each forward
+ * re-expands every cached latent through kv_b_proj, as HF does (the absorbed-MLA trick is kept
+ * out of the reference: same math, different rounding).
+ *
+ * Every row holds the same number of positions, `length` (left padding keeps rows aligned; the
+ * 2-D attention mask the caller carries says which positions are padding). A forward with the
+ * cache writes its S new positions at [length, length + S) of every layer; the text forward
+ * then advances `length` by S. */
+typedef struct {
+    int64_t layers, batch, capacity; /* L, B, positions allocated per row */
+    int64_t kv_lora_rank, rope_dim;  /* Rkv, dr */
+    int64_t length;                  /* positions filled in every row */
+    float *c_kv;                     /* [L, B, capacity, Rkv] */
+    float *k_rope;                   /* [L, B, capacity, dr] */
+} m4_kv_cache;
+
+/* Bytes m4_kv_cache_init allocates for `batch` rows of `capacity` positions. */
+int64_t m4_kv_cache_bytes(const m4_text_config *cfg, int64_t batch, int64_t capacity);
+
+/* An empty cache (length 0) for `batch` rows of at most `capacity` positions. Fails on
+ * non-positive sizes or out of memory. (Nothing here limits position ids: HF computes RoPE for
+ * any position; callers decide whether max_position_embeddings is a hard limit.) */
+int m4_kv_cache_init(m4_kv_cache *cache, const m4_text_config *cfg, int64_t batch,
+                     int64_t capacity, m4_error *err);
+
+/* Forgets every position (length = 0); keeps the memory. */
+void m4_kv_cache_reset(m4_kv_cache *cache);
+
+void m4_kv_cache_free(m4_kv_cache *cache);
+
+/* The cached latent c_kv [Rkv] / rotated key [dr] of (layer, row b, position t). */
+float *m4_kv_cache_c_kv(const m4_kv_cache *cache, int64_t layer, int64_t b, int64_t t);
+float *m4_kv_cache_k_rope(const m4_kv_cache *cache, int64_t layer, int64_t b, int64_t t);
 
 /* Mistral4Attention.forward (eager, no cache): x [B, S, D] (already input_layernorm'ed) →
  * out [B, S, D]. position_ids [B, S] (NULL = arange(S) per row) drive RoPE and the Llama-4
@@ -113,6 +153,18 @@ typedef struct {
 int m4_ref_mla(const m4_text_config *cfg, const m4_text_layer_weights *w, const float *x, int64_t B,
                int64_t S, const int64_t *position_ids, const int64_t *attention_mask,
                float softmax_scale, float *out, m4_mla_trace *trace, m4_error *err);
+
+/* Mistral4Attention.forward with a cache (HF's past_key_values path): the same math, the keys
+ * being the cache's `cache->length` earlier positions of layer `layer` followed by the S new
+ * ones, whose c_kv and rotated k_rope this call appends to the cache (at [length, length + S);
+ * the caller advances cache->length once every layer has run: m4_ref_text_forward_cached).
+ * attention_mask is HF's 2-D mask over all T = length + S positions, [B, T] (NULL = all
+ * tokens); new token s sits at index length + s for the causal rule. position_ids [B, S] of the
+ * new tokens (NULL = length + arange(S)). cache NULL is exactly m4_ref_mla. */
+int m4_ref_mla_cached(const m4_text_config *cfg, const m4_text_layer_weights *w, const float *x,
+                      int64_t B, int64_t S, const int64_t *position_ids,
+                      const int64_t *attention_mask, float softmax_scale, m4_kv_cache *cache,
+                      int64_t layer, float *out, m4_mla_trace *trace, m4_error *err);
 
 /* ---- moe.c: text.layers.{i}.mlp ----------------------------------------------------------- */
 
@@ -141,6 +193,13 @@ int m4_ref_decoder_layer(const m4_text_config *cfg, const m4_text_layer_weights 
                          int64_t B, int64_t S, const int64_t *position_ids,
                          const int64_t *attention_mask, float softmax_scale, m4_error *err);
 
+/* The same with the attention's cache (m4_ref_mla_cached; attention_mask [B, length + S]);
+ * cache NULL is m4_ref_decoder_layer. */
+int m4_ref_decoder_layer_cached(const m4_text_config *cfg, const m4_text_layer_weights *w, float *h,
+                                int64_t B, int64_t S, const int64_t *position_ids,
+                                const int64_t *attention_mask, float softmax_scale,
+                                m4_kv_cache *cache, int64_t layer, m4_error *err);
+
 /* model (text) — Mistral4ForCausalLM.forward: ids [B, S] → logits [B, keep, V] for the last
  * `keep` positions of each row (keep = 0 or S: all, as HF's logits_to_keep = 0; keep > S is an
  * error). inputs_embeds [B, S, D], when non-NULL, replaces the embedding lookup (the multimodal
@@ -149,5 +208,26 @@ int m4_ref_text_forward(const m4_model *model, const int64_t *ids, const float *
                         int64_t B, int64_t S, const int64_t *position_ids,
                         const int64_t *attention_mask, int64_t keep,
                         m4_softmax_scale_rule scale_rule, float *logits, m4_error *err);
+
+/* Watching a long forward (a prefill of the real model takes minutes on a CPU): layer_done is
+ * called after each decoder layer. Purely informational. */
+typedef struct {
+    void (*layer_done)(void *user, int64_t layer, int64_t layers);
+    void *user;
+} m4_progress;
+
+/* model (text) with a cache — Mistral4ForCausalLM.forward(past_key_values=cache): the S new
+ * tokens of each row attend to the cache's `length` earlier positions and to each other; their
+ * latents are appended and cache->length grows by S (only on success). attention_mask [B,
+ * length + S] covers the cached and the new positions (HF generate() carries it along; NULL = all
+ * tokens); position_ids [B, S] (NULL = length + arange(S)) drive RoPE and the Llama-4 scale.
+ * logits [B, keep, V] as m4_ref_text_forward. Prefill then one token at a time gives the logits
+ * of one uncached forward over the whole sequence. cache NULL is m4_ref_text_forward; progress
+ * may be NULL. */
+int m4_ref_text_forward_cached(const m4_model *model, const int64_t *ids,
+                               const float *inputs_embeds, int64_t B, int64_t S,
+                               const int64_t *position_ids, const int64_t *attention_mask,
+                               int64_t keep, m4_softmax_scale_rule scale_rule, m4_kv_cache *cache,
+                               const m4_progress *progress, float *logits, m4_error *err);
 
 #endif

@@ -1,15 +1,26 @@
 /* text.c — the text decoder: Mistral4DecoderLayer and Mistral4ForCausalLM.forward (embedding,
- * 36 pre-norm layers, final norm, lm_head) (MODEL.md §2.1, §2.3). */
+ * 36 pre-norm layers, final norm, lm_head) (MODEL.md §2.1, §2.3), with or without the MLA kv
+ * cache (§6.1): the uncached functions are the cache-less case of the cached ones. */
 #include "reference.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* text.layers.{i} — Mistral4DecoderLayer.forward, h [B, S, D] in place:
- * h = h + self_attn(input_layernorm(h)); h = h + mlp(post_attention_layernorm(h)). */
+/* text.layers.{i} — Mistral4DecoderLayer.forward without a cache. */
 int m4_ref_decoder_layer(const m4_text_config *cfg, const m4_text_layer_weights *w, float *h,
                          int64_t B, int64_t S, const int64_t *position_ids,
                          const int64_t *attention_mask, float softmax_scale, m4_error *err) {
+    return m4_ref_decoder_layer_cached(cfg, w, h, B, S, position_ids, attention_mask, softmax_scale,
+                                       NULL, 0, err);
+}
+
+/* text.layers.{i} — Mistral4DecoderLayer.forward, h [B, S, D] in place:
+ * h = h + self_attn(input_layernorm(h)); h = h + mlp(post_attention_layernorm(h)). The attention
+ * reads and appends layer `layer` of the cache when there is one. */
+int m4_ref_decoder_layer_cached(const m4_text_config *cfg, const m4_text_layer_weights *w, float *h,
+                                int64_t B, int64_t S, const int64_t *position_ids,
+                                const int64_t *attention_mask, float softmax_scale,
+                                m4_kv_cache *cache, int64_t layer, m4_error *err) {
     const int64_t N = B * S, D = cfg->hidden_size;
     const float eps = (float)cfg->rms_norm_eps;
     if (w->input_layernorm.cols != D || w->post_attention_layernorm.cols != D)
@@ -24,7 +35,8 @@ int m4_ref_decoder_layer(const m4_text_config *cfg, const m4_text_layer_weights 
         goto done;
     }
     m4_ref_rmsnorm(h, N, D, &w->input_layernorm, eps, normed);
-    if (m4_ref_mla(cfg, w, normed, B, S, position_ids, attention_mask, softmax_scale, delta, NULL, err))
+    if (m4_ref_mla_cached(cfg, w, normed, B, S, position_ids, attention_mask, softmax_scale, cache,
+                          layer, delta, NULL, err))
         goto done;
     for (int64_t i = 0; i < N * D; i++) h[i] = h[i] + delta[i];
     m4_ref_rmsnorm(h, N, D, &w->post_attention_layernorm, eps, normed);
@@ -36,13 +48,24 @@ done:
     return rc;
 }
 
-/* model (text) — Mistral4ForCausalLM.forward: ids [B, S] (or inputs_embeds [B, S, D]) →
- * logits [B, keep, V] of the last `keep` positions of each row (keep = 0: all S, as HF's
- * logits_to_keep = 0). position_ids NULL: arange(S) per row. */
+/* model (text) — Mistral4ForCausalLM.forward without a cache. */
 int m4_ref_text_forward(const m4_model *model, const int64_t *ids, const float *inputs_embeds,
                         int64_t B, int64_t S, const int64_t *position_ids,
                         const int64_t *attention_mask, int64_t keep,
                         m4_softmax_scale_rule scale_rule, float *logits, m4_error *err) {
+    return m4_ref_text_forward_cached(model, ids, inputs_embeds, B, S, position_ids, attention_mask,
+                                      keep, scale_rule, NULL, NULL, logits, err);
+}
+
+/* model (text) — Mistral4ForCausalLM.forward: ids [B, S] (or inputs_embeds [B, S, D]) →
+ * logits [B, keep, V] of the last `keep` positions of each row (keep = 0: all S, as HF's
+ * logits_to_keep = 0). With a cache the new tokens follow its `length` positions (position_ids
+ * NULL: length + arange(S) per row; attention_mask [B, length + S]) and length grows by S. */
+int m4_ref_text_forward_cached(const m4_model *model, const int64_t *ids,
+                               const float *inputs_embeds, int64_t B, int64_t S,
+                               const int64_t *position_ids, const int64_t *attention_mask,
+                               int64_t keep, m4_softmax_scale_rule scale_rule, m4_kv_cache *cache,
+                               const m4_progress *progress, float *logits, m4_error *err) {
     const m4_text_config *cfg = &model->config.text;
     const m4_weights *w = &model->weights;
     const int64_t N = B * S, D = cfg->hidden_size;
@@ -51,6 +74,9 @@ int m4_ref_text_forward(const m4_model *model, const int64_t *ids, const float *
         return m4_fail(err, "text forward: keep = %lld must be in [0, S = %lld]", (long long)keep, (long long)S);
     if (keep == 0) keep = S;
     if (!inputs_embeds && !ids) return m4_fail(err, "text forward: neither ids nor inputs_embeds given");
+    if (cache && cache->layers != cfg->num_hidden_layers)
+        return m4_fail(err, "text forward: the kv cache has %lld layers, the model %lld",
+                       (long long)cache->layers, (long long)cfg->num_hidden_layers);
     if (w->norm.cols != D || w->lm_head.cols != D)
         return m4_fail(err, "text forward: norm [%lld] / lm_head [%lld, %lld] do not match hidden_size %lld",
                        (long long)w->norm.cols, (long long)w->lm_head.rows, (long long)w->lm_head.cols,
@@ -67,7 +93,8 @@ int m4_ref_text_forward(const m4_model *model, const int64_t *ids, const float *
     if (!position_ids) {
         pos = malloc(sizeof(int64_t) * (size_t)N);
         if (!pos) { m4_fail(err, "text forward: out of memory"); goto done; }
-        for (int64_t t = 0; t < N; t++) pos[t] = t % S;
+        const int64_t past = cache ? cache->length : 0;
+        for (int64_t t = 0; t < N; t++) pos[t] = past + t % S;
         position_ids = pos;
     }
     if (inputs_embeds) {
@@ -82,11 +109,15 @@ int m4_ref_text_forward(const m4_model *model, const int64_t *ids, const float *
     }
 
     const float scale = m4_ref_mla_softmax_scale(cfg, scale_rule);
-    for (int64_t l = 0; l < cfg->num_hidden_layers; l++)
-        if (m4_ref_decoder_layer(cfg, &w->layers[l], h, B, S, position_ids, attention_mask, scale, err)) {
+    for (int64_t l = 0; l < cfg->num_hidden_layers; l++) {
+        if (m4_ref_decoder_layer_cached(cfg, &w->layers[l], h, B, S, position_ids, attention_mask,
+                                        scale, cache, l, err)) {
             m4_fail_context(err, "text.layers.%lld", (long long)l);
             goto done;
         }
+        if (progress && progress->layer_done) progress->layer_done(progress->user, l, cfg->num_hidden_layers);
+    }
+    if (cache) cache->length += S;                   /* every layer now holds the S new positions */
 
     /* text.norm on the kept rows (a per-row op), then text.lm_head */
     for (int64_t b = 0; b < B; b++)

@@ -12,14 +12,12 @@
 
 #include <stdint.h>
 
+#include "image.h"       /* m4_pixel_batch: the processor's output is the vision tower's input */
 #include "reference.h"
 
-/* A batch of preprocessed images as the Pixtral processor hands them to the model. */
-typedef struct {
-    const float *pixel_values;   /* [N_img, C, H, W], each image zero-padded bottom/right */
-    const int64_t *image_sizes;  /* [N_img, 2]: (height, width) in pixels before the padding */
-    int64_t n_images, height, width;
-} m4_pixel_batch;
+/* The images arrive as an m4_pixel_batch (image.h): n images, pixel_values [n, C, height, width]
+ * each zero-padded bottom/right to the batch maximum, image_sizes [n, 2] = (H, W) before the
+ * padding. The functions below only read it. */
 
 /* One image's patch grid: rows × cols patches (its image_sizes // patch_size). */
 typedef struct {
@@ -29,7 +27,7 @@ typedef struct {
 /* ---- vision.c: the Pixtral vision tower ----------------------------------------------------- */
 
 /* The patch grids of a batch: grids[n] = image_sizes[n] // p; *patches = P. Fails when an image
- * is larger than the padded batch or smaller than one patch. grids holds n_images entries. */
+ * is larger than the padded batch or smaller than one patch. grids holds px->n entries. */
 int m4_ref_patch_grids(const m4_vision_config *cfg, const m4_pixel_batch *px, m4_patch_grid *grids,
                        int64_t *patches, m4_error *err);
 

@@ -176,3 +176,127 @@ if(XMLLINT AND Python3_Interpreter_FOUND)
     COMMAND sh -c "set -e; d=$(mktemp -d); \"$<TARGET_FILE:mistral4>\" conform --case ${M4_TINY_CASE} --quiet --report $d/r.json --junit $d/r.xml; \"${Python3_EXECUTABLE}\" -m json.tool $d/r.json >/dev/null; \"${XMLLINT}\" --noout $d/r.xml; test \"$(\"${XMLLINT}\" --xpath 'count(//testcase)' $d/r.xml)\" -gt 30; rm -rf $d")
   set_tests_properties(cli_conform_reports_validate PROPERTIES LABELS cpu TIMEOUT 60)
 endif()
+
+# ---- run ---------------------------------------------------------------------------------------
+# Greedy generation on the golden tiny models must give Hugging Face generate()'s ids. The tiny
+# models have no tokenizer, so the prompts are --ids. The goldens were made with transformers
+# 5.24, whose MLA softmax scale is the mscale2 rule, hence --scale-rule mscale2 (MODEL.md §0.1).
+set(M4_RUN_CASES ${PROJECT_SOURCE_DIR}/golden/cases)
+m4_cli_test(cli_run_help EXPECT_RC 0 ARGS run --help
+  CHECKS "STDOUT_1=Usage: mistral4 run --model DIR" "STDOUT_2=--scale-rule RULE" "STDOUT_3=mscale2"
+         "STDOUT_4=Exit status")
+# From HF generate() in golden/cases/text_tiny/text_tiny.h5, /generate/ids row 0: prompt
+# 11 11 11 1 331 439 199 422 397 420 (left-padded by 3: padding is invisible to the real tokens,
+# so the unpadded prompt gives the same tokens) → new tokens 210 62 124 93.
+m4_cli_test(cli_run_text_tiny_row0 EXPECT_RC 0
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,331,439,199,422,397,420 --max-tokens 4
+       --scale-rule mscale2
+  CHECKS "STDOUT_1=^210 62 124 93[^0-9]*$" "STDERR_1=no tokenizer found" "STDERR_2=tokens/s"
+         "STDERR_3=generated 4 tokens")
+# text_tiny.h5 /generate/ids row 1: prompt 1 108 210 506 475 168 110 370 232 259 → 286 288 245 211.
+m4_cli_test(cli_run_text_tiny_row1 EXPECT_RC 0
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,108,210,506,475,168,110,370,232,259
+       --max-tokens 4 --scale-rule mscale2
+  CHECKS "STDOUT_1=^286 288 245 211[^0-9]*$")
+# routing_variants.h5 /generate/ids row 0: prompt 1 57 218 199 22 195 501 63 334 → 402 287 448 71.
+m4_cli_test(cli_run_routing_variants EXPECT_RC 0
+  ARGS run --model ${M4_RUN_CASES}/routing_variants/model --ids 1,57,218,199,22,195,501,63,334
+       --max-tokens 4 --scale-rule mscale2
+  CHECKS "STDOUT_1=^402 287 448 71[^0-9]*$")
+# multimodal.h5: the two image files through our preprocessing and vision path; each [IMG] (10)
+# of --ids is expanded like HF's processor did (/inputs/input_ids holds the expanded 39 ids);
+# /generate/ids → 6 107 273 472.
+m4_cli_test(cli_run_multimodal EXPECT_RC 0
+  ARGS run --model ${M4_RUN_CASES}/multimodal/model --ids 1,434,172,10,185,386,10,327,461,68
+       --image ${M4_RUN_CASES}/multimodal/image0_rgb_30x19.png
+       --image ${M4_RUN_CASES}/multimodal/image1_rgba_22x40.png --max-tokens 4 --scale-rule mscale2
+  CHECKS "STDOUT_1=^6 107 273 472[^0-9]*$" "STDERR_1=prompt 39 tokens")
+# fp8.h5 (FP8 E4M3 checkpoint, one image): /generate/ids → 424 297 237 293.
+m4_cli_test(cli_run_fp8 EXPECT_RC 0
+  ARGS run --model ${M4_RUN_CASES}/fp8/model --ids 1,312,21,10,144,359,298
+       --image ${M4_RUN_CASES}/fp8/image0_rgb_30x19.png --max-tokens 4 --scale-rule mscale2
+  CHECKS "STDOUT_1=^424 297 237 293[^0-9]*$" "STDERR_1=prompt 21 tokens")
+m4_cli_test(cli_run_sampled EXPECT_RC 0
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,331,439 --temperature 0.8 --top-k 50
+       --top-p 0.9 --seed 7 --max-tokens 6
+  CHECKS "STDOUT_1=^[0-9]+( [0-9]+)*[^0-9]*$" "STDERR_1=generated 6 tokens")
+
+# run: usage errors (exit 2) and failures (exit 1)
+m4_cli_test(cli_run_no_prompt EXPECT_RC 2 ARGS run --model ${M4_RUN_CASES}/text_tiny/model
+  CHECKS "STDERR_1=exactly one of --prompt, --chat and --ids")
+m4_cli_test(cli_run_no_model EXPECT_RC 2 ARGS run --ids 1,2 CHECKS "STDERR_1=missing --model")
+m4_cli_test(cli_run_bad_ids EXPECT_RC 2 ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,2,x
+  CHECKS "STDERR_1=neither a token id nor special token text")
+m4_cli_test(cli_run_bad_reasoning EXPECT_RC 2
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1 --reasoning medium
+  CHECKS "STDERR_1=none or high")
+m4_cli_test(cli_run_bad_scale_rule EXPECT_RC 2
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1 --scale-rule yarn
+  CHECKS "STDERR_1=base or mscale2")
+m4_cli_test(cli_run_top_p_greedy EXPECT_RC 2
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1 --top-p 0.5
+  CHECKS "STDERR_1=need --temperature")
+m4_cli_test(cli_run_prompt_without_tokenizer EXPECT_RC 1
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --prompt hello
+  CHECKS "STDERR_1=tekken.json not found")
+m4_cli_test(cli_run_image_text_model EXPECT_RC 1
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,10 --image ${M4_RUN_CASES}/fp8/image0_rgb_30x19.png
+  CHECKS "STDERR_1=images need a multimodal model")
+m4_cli_test(cli_run_image_count EXPECT_RC 1
+  ARGS run --model ${M4_RUN_CASES}/fp8/model --ids 1,10,10 --image ${M4_RUN_CASES}/fp8/image0_rgb_30x19.png
+  CHECKS "STDERR_1=1 --image file but 2 \\[IMG\\] placeholders")
+m4_cli_test(cli_run_id_outside_vocab EXPECT_RC 1
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,512
+  CHECKS "STDERR_1=outside the vocabulary \\[0, 512\\)")
+string(REPEAT "5," 257 m4_run_long_ids)   # max_position_embeddings of the tiny models is 256
+m4_cli_test(cli_run_prompt_too_long EXPECT_RC 1
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids ${m4_run_long_ids}
+  CHECKS "STDERR_1=257 tokens, more than the model's max_position_embeddings \\(256\\)")
+
+# run with a tokenizer: the text_tiny model beside a v15 tekken file whose vocabulary is cut to
+# the model's 512 ids (tests/fixtures/tokenizer/tekken_v15_synthetic.json with default_vocab_size
+# 512). The weights are random, so only the plumbing is checked: the chat template, streaming
+# text, the stats.
+set(M4_RUN_TOK ${CMAKE_CURRENT_BINARY_DIR}/run-tiny-with-tokenizer)
+file(MAKE_DIRECTORY ${M4_RUN_TOK})
+file(GLOB m4_run_model_files ${M4_RUN_CASES}/text_tiny/model/*)
+file(COPY ${m4_run_model_files} DESTINATION ${M4_RUN_TOK})
+file(READ ${PROJECT_SOURCE_DIR}/tests/fixtures/tokenizer/tekken_v15_synthetic.json m4_run_tekken)
+string(REPLACE "\"default_vocab_size\":2100" "\"default_vocab_size\":512" m4_run_tekken "${m4_run_tekken}")
+file(WRITE ${M4_RUN_TOK}/tekken.json "${m4_run_tekken}")
+unset(m4_run_tekken)
+file(WRITE ${M4_RUN_TOK}/chat.json [=[
+[{"role": "system", "content": "Be brief."},
+ {"role": "user", "content": "Hi"},
+ {"role": "assistant", "content": [{"type": "thinking", "thinking": "greet"}, {"type": "text", "text": "Hello!"}]},
+ {"role": "user", "content": [{"type": "text", "text": "Tell me more."}]}]
+]=])
+file(WRITE ${M4_RUN_TOK}/ends_with_assistant.json
+  [=[[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]]=])
+# (test_chat checks the template's ids against mistral-common; here only that it is used)
+m4_cli_test(cli_run_prompt_template EXPECT_RC 0
+  ARGS run --model ${M4_RUN_TOK} --prompt "Hello, world!" --max-tokens 3 --scale-rule mscale2
+  CHECKS "STDERR_1=prompt [0-9]+ tokens" "STDERR_2=generated 3 tokens")
+m4_cli_test(cli_run_chat_file EXPECT_RC 0
+  ARGS run --model ${M4_RUN_TOK} --chat ${M4_RUN_TOK}/chat.json --reasoning high --max-tokens 3
+  CHECKS "STDERR_1=generated 3 tokens")
+m4_cli_test(cli_run_chat_ends_with_assistant EXPECT_RC 1
+  ARGS run --model ${M4_RUN_TOK} --chat ${M4_RUN_TOK}/ends_with_assistant.json
+  CHECKS "STDERR_1=must end with a user message")
+m4_cli_test(cli_run_raw_prompt EXPECT_RC 0
+  ARGS run --model ${M4_RUN_TOK} --prompt x --raw --max-tokens 2 CHECKS "STDERR_1=prompt 2 tokens")
+m4_cli_test(cli_run_ids_special_text EXPECT_RC 0
+  ARGS run --model ${M4_RUN_TOK} --ids <s>,[INST],300,[/INST] --max-tokens 2 CHECKS "STDERR_1=prompt 4 tokens")
+m4_cli_test(cli_run_ids_unknown_special EXPECT_RC 1
+  ARGS run --model ${M4_RUN_TOK} --ids <s>,[FOO] CHECKS "STDERR_1=unknown special token text: .*\\[FOO\\]")
+m4_cli_test(cli_run_ids_special_without_tokenizer EXPECT_RC 1
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids <s>,5 CHECKS "STDERR_1=no tokenizer")
+
+# ---- conform --report / --junit to a path that cannot be written (issue #9): exit status 1, a
+# message naming the path, and nothing left behind — not the report, not its FILE.tmp (the writers
+# write FILE.tmp and rename it). A missing folder for the JSON report, an existing folder as the
+# JUnit path. (Permissions are not tested: CI may run as root.)
+add_test(NAME cli_conform_report_unwritable
+  COMMAND sh -c "d=$(mktemp -d); mkdir \"$d/adir\"; \"$0\" conform --case \"$1\" --quiet --report \"$d/missing/r.json\" --junit \"$d/adir\" >/dev/null 2>\"$d/err\"; rc=$?; ok=1; [ $rc -eq 1 ] || { echo \"exit $rc, expected 1\"; ok=0; }; grep -q 'missing/r.json: cannot write the JSON report' \"$d/err\" || { echo 'no JSON report message'; ok=0; }; grep -q 'adir: cannot write the JUnit report' \"$d/err\" || { echo 'no JUnit report message'; ok=0; }; left=$(cd \"$d\" && find . -mindepth 1 ! -name err ! -name adir); [ -z \"$left\" ] || { echo \"left behind: $left\"; ok=0; }; [ -z \"$(ls -A \"$d/adir\")\" ] || { echo 'written into adir'; ok=0; }; cat \"$d/err\"; rm -rf \"$d\"; [ $ok -eq 1 ]"
+          $<TARGET_FILE:mistral4> ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny)
+set_tests_properties(cli_conform_report_unwritable PROPERTIES LABELS cpu TIMEOUT 60)

@@ -37,8 +37,8 @@ static void run(golden_case *c, const char *only, m4_report *report) {
     if (m4_conform_run(&opt, report, &err) != 0) fail_msg("%s", err.msg);
 }
 
-/* Every row passes (the vision path is not implemented yet: only `model` of an image case may
- * be NOT-IMPL), with the budgets of docs/ARCHITECTURE.md. */
+/* Every row passes, with the budgets of docs/ARCHITECTURE.md; an image case runs its vision path
+ * (every vision and projector row, the merge) and `model` end to end from ids + pixels. */
 static void check_case_passes(const char *name, int min_rows) {
     golden_case c;
     open_case(name, &c);
@@ -46,7 +46,6 @@ static void check_case_passes(const char *name, int min_rows) {
     run(&c, NULL, &r);
     for (size_t i = 0; i < r.n; i++) {
         const m4_result *x = &r.results[i];
-        if (x->status == M4_RESULT_NOT_IMPLEMENTED && strcmp(x->name, "model") == 0) continue;
         if (x->status != M4_RESULT_PASS)
             fail_msg("%s: %s %s: rel L2 %.3e (budget %.1e) %s", name, x->name,
                      m4_result_status_name(x->status), x->cmp.rel_l2, x->tolerance, x->message);
@@ -61,6 +60,22 @@ static void check_case_passes(const char *name, int min_rows) {
             if (r.results[i].status == M4_RESULT_PASS) e2e = &r.results[i];
     assert_non_null(e2e);
     assert_true(e2e->cmp.rel_l2 <= 1e-4);
+    if (c.model.config.multimodal) { /* ids + pixels → logits, and the vision rows ran */
+        const m4_result *model = NULL;
+        int vision_rows = 0;
+        for (size_t i = 0; i < r.n; i++) {
+            if (strcmp(r.results[i].name, "model") == 0) model = &r.results[i];
+            if (strncmp(r.results[i].name, "vision.", 7) == 0 || strncmp(r.results[i].name, "projector", 9) == 0 ||
+                strcmp(r.results[i].name, "multimodal.merge") == 0)
+                vision_rows++;
+        }
+        assert_non_null(model);
+        assert_int_equal(model->status, M4_RESULT_PASS);
+        assert_true(model->cmp.rel_l2 <= 1e-4);
+        int64_t L = c.model.config.vision.num_hidden_layers;
+        /* patch_conv, ln_pre, rope, 8 rows per layer, 6 projector rows, merge */
+        assert_true(vision_rows >= 3 + 8 * L + 6 + 1);
+    }
     m4_report_free(&r);
     close_case(&c);
 }
@@ -68,8 +83,8 @@ static void check_case_passes(const char *name, int min_rows) {
 static void text_tiny_passes(void **state) { check_case_passes("text_tiny", 38); }
 static void long_positions_passes(void **state) { check_case_passes("long_positions", 38); }
 static void routing_variants_passes(void **state) { check_case_passes("routing_variants", 38); }
-static void multimodal_text_passes(void **state) { check_case_passes("multimodal", 38); }
-static void fp8_passes(void **state) { check_case_passes("fp8", 38); }
+static void multimodal_passes(void **state) { check_case_passes("multimodal", 60); }
+static void fp8_passes(void **state) { check_case_passes("fp8", 60); }
 
 /* Runs a case with one parameter broken and returns the first divergence's name. */
 static void expect_first_divergence(const char *case_name, void (*breaker)(m4_config *),
@@ -118,6 +133,24 @@ static void broken_router_is_named(void **state) {
 
 static void broken_norm_eps_is_named(void **state) {
     expect_first_divergence("text_tiny", wrong_rms_eps, "text.layers.0.input_layernorm");
+}
+
+/* The vision path's traps (MODEL.md §7): Pixtral's act is silu though the config default is gelu;
+ * the 2-D RoPE frequencies; the projector norm takes the text eps. */
+static void gelu_vision_act(m4_config *cfg) { cfg->vision.hidden_act = M4_ACT_GELU; }
+static void wrong_vision_theta(m4_config *cfg) { cfg->vision.rope_theta *= 2; }
+static void wrong_projector_eps(m4_config *cfg) { cfg->text.rms_norm_eps = 1.0; }
+
+static void broken_vision_act_is_named(void **state) {
+    expect_first_divergence("multimodal", gelu_vision_act, "vision.layers.0.feed_forward");
+}
+
+static void broken_vision_rope_is_named(void **state) {
+    expect_first_divergence("multimodal", wrong_vision_theta, "vision.rope");
+}
+
+static void broken_projector_eps_is_named(void **state) {
+    expect_first_divergence("fp8", wrong_projector_eps, "projector.norm");
 }
 
 /* The JSON report holds every row and the summary; the JUnit file is well-formed XML with one
@@ -179,13 +212,16 @@ int main(void) {
         cmocka_unit_test(text_tiny_passes),
         cmocka_unit_test(long_positions_passes),
         cmocka_unit_test(routing_variants_passes),
-        cmocka_unit_test(multimodal_text_passes),
+        cmocka_unit_test(multimodal_passes),
         cmocka_unit_test(fp8_passes),
         cmocka_unit_test(broken_rope_pairing_is_named),
         cmocka_unit_test(dropped_llama4_scale_is_named),
         cmocka_unit_test(dropped_llama4_scale_is_invisible_at_short_positions),
         cmocka_unit_test(broken_router_is_named),
         cmocka_unit_test(broken_norm_eps_is_named),
+        cmocka_unit_test(broken_vision_act_is_named),
+        cmocka_unit_test(broken_vision_rope_is_named),
+        cmocka_unit_test(broken_projector_eps_is_named),
         cmocka_unit_test(reports_are_written_and_complete),
         cmocka_unit_test(mismatched_golden_fails_at_once),
     };

@@ -107,13 +107,22 @@ static void check_provenance(const m4_golden *g, const char *case_name, json_t *
     (void)c;
 }
 
-/* Every registry row that applies to this model must have its group and dataset. */
+/* Every registry row that applies to this model must have its group and dataset: the text rows
+ * always ({i} per text layer), the vision path's rows ({j} per vision layer) exactly when the
+ * model is multimodal — and a text-only case holds none of them. */
 static int check_components(const m4_golden *g, const m4_config *cfg) {
     int checked = 0;
     for (size_t r = 0; r < m4_component_count; r++) {
         const m4_component *comp = &m4_components[r];
-        bool per_layer = strstr(comp->name, "{i}") != NULL;
-        int64_t layers = per_layer ? cfg->text.num_hidden_layers : 1;
+        bool per_layer = m4_component_layer_placeholder(comp) != 0;
+        int64_t layers = m4_component_instances(comp, cfg);
+        if (m4_component_is_vision(comp) && !cfg->multimodal) {
+            char group[128];
+            m4_component_instance(comp->group, 0, group, sizeof group);
+            if (m4_golden_has(g, group))
+                fail_msg("%s: a text-only case holds the vision group %s", m4_golden_path(g), group);
+            continue;
+        }
         for (int layer = 0; layer < layers; layer++) {
             bool moe_only = comp->kind == M4_COMP_ROUTER || comp->kind == M4_COMP_EXPERTS ||
                             comp->kind == M4_COMP_SHARED_EXPERTS;
@@ -142,8 +151,10 @@ static void every_case_has_its_components(void **state) {
         if (m4_golden_open(path, &g, &err) != 0) fail_msg("%s", err.msg);
         check_provenance(g, name, c);
         char config_json[65536];
-        if (m4_golden_attr(g, "config_json", config_json, sizeof config_json, &err) == 0 &&
-            strcmp(config_json, "") != 0 && strcmp(config_json, "null") != 0) {
+        /* a case with a model has its end-to-end group; the preprocess case has images only */
+        if (m4_golden_has(g, "model")) {
+            if (m4_golden_attr(g, "config_json", config_json, sizeof config_json, &err) != 0)
+                fail_msg("%s", err.msg);
             m4_config cfg;
             if (m4_config_parse(config_json, path, &cfg, &err) != 0) fail_msg("%s", err.msg);
             assert_true(check_components(g, &cfg) > 10);

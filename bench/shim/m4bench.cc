@@ -8,6 +8,7 @@
 #include "m4bench.h"
 
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -67,6 +68,24 @@ bool use_fixture(const m4bench_fixture *f) {
     return shim.live_ok;
 }
 
+// CPU seconds the whole machine has been busy (/proc/stat: user nice system irq softirq steal),
+// and this process's own (getrusage). Their difference over a run is what others used.
+double machine_busy_seconds() {
+    std::ifstream in("/proc/stat");
+    std::string cpu;
+    unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+    if (!(in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal) || cpu != "cpu")
+        return -1;
+    return static_cast<double>(user + nice + system + irq + softirq + steal) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double own_cpu_seconds() {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
 void run_entry(benchmark::State &state, Entry *e) {
     const m4bench_case &c = e->c;
     if (!use_fixture(c.fixture)) {
@@ -82,6 +101,7 @@ void run_entry(benchmark::State &state, Entry *e) {
     }
     int64_t iteration = 0;
     bool failed = false;
+    const double busy0 = machine_busy_seconds(), own0 = own_cpu_seconds();
     const auto t0 = std::chrono::steady_clock::now();
     for (auto _ : state) {
         if (c.run(c.user, iteration++, err, sizeof err) != 0) {
@@ -90,6 +110,7 @@ void run_entry(benchmark::State &state, Entry *e) {
         }
     }
     const auto t1 = std::chrono::steady_clock::now();
+    const double busy1 = machine_busy_seconds(), own1 = own_cpu_seconds();
     if (c.teardown) c.teardown(c.user);
     if (failed) {
         std::string msg = std::string("run: ") + (err[0] ? err : "failed");
@@ -106,6 +127,14 @@ void run_entry(benchmark::State &state, Entry *e) {
         state.counters["FLOP/s"] = benchmark::Counter(c.flops, benchmark::Counter::kIsIterationInvariantRate);
     }
     const double seconds = std::chrono::duration<double>(t1 - t0).count();
+    // Other processes' (and the hypervisor's steal) share of the machine during the timed loop:
+    // a shared CI machine's figures are only as good as this is near 0 (/proc/stat ticks are
+    // 10 ms, so short runs read coarse).
+    if (busy0 >= 0 && busy1 >= 0 && seconds > 0) {
+        double others = (busy1 - busy0) - (own1 - own0);
+        double pct = 100.0 * (others > 0 ? others : 0) / (seconds * static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN)));
+        state.counters["others_cpu_pct"] = benchmark::Counter(pct);
+    }
     const double rate = seconds > 0 ? c.bytes * static_cast<double>(iteration) / seconds : 0.0;
     if (!e->measures_ceiling.empty()) {
         shim.ceilings[e->measures_ceiling] = rate;

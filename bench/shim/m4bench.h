@@ -22,7 +22,12 @@
  *   - "pct_of_ceiling": achieved bytes/s as a percentage of the ceiling named .ceiling, when a case
  *     with that .measures_ceiling ran earlier in the same process (run the ceilings first: they
  *     are registered first). The ceiling case itself reports its GB/s as "ceiling_GB/s";
+ *   - "others_cpu_pct": the share of the machine's CPU time that OTHER processes (and hypervisor
+ *     steal) used during the timed loop, from /proc/stat minus getrusage — on a shared machine a
+ *     figure is only trustworthy when this is near 0;
  *   - the label: .label, then whatever m4bench_label() added during the run.
+ * Console rates print in binary units (bytes_per_second=15.6G/s is GiB/s); the JSON holds
+ * plain bytes/s, and ceiling_GB/s is decimal GB/s.
  *
  * Lifetimes. A fixture is expensive shared state (a 1 GiB buffer, a layer of weights): it is set
  * up right before the first timed run of a case that names it and torn down as soon as a case
@@ -36,9 +41,11 @@
  * --benchmark_min_time=<seconds> in 1.7.1, --benchmark_list_tests …) pass through unchanged.
  * The shim adds --m4_smoke (or M4BENCH_SMOKE=1 in the environment): suites shrink their
  * problem sizes (m4bench_smoke()) so that a CTest smoke run takes well under a second.
- * The run's context (JSON "context") gains m4_commit (git describe at configure time), m4_cpu
- * (model name from /proc/cpuinfo), m4_cores, m4_mem_total, m4_openmp_threads, m4_compiler and
- * m4_smoke; a suite adds its own with m4bench_context(). */
+ * The run's context (JSON "context", beside Google Benchmark's host_name, num_cpus, caches …)
+ * gains m4_commit (git describe at configure time, "-dirty" with uncommitted changes), m4_cpu
+ * (model name from /proc/cpuinfo), m4_cores, m4_mem_total, m4_compiler, m4_build_type and
+ * m4_smoke; suites add their own with m4bench_context() (m4_openmp_threads,
+ * m4_reference_config). */
 #ifndef M4BENCH_H
 #define M4BENCH_H
 

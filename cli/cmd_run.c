@@ -1,0 +1,744 @@
+/* cmd_run.c — `mistral4 run`: generates text with the plain-C reference (prefill, then one token at
+ * a time over the MLA kv cache), streaming the tokens as they come. The prompt is a user message
+ * through the chat template, a conversation file, or raw token ids; images go through the Pixtral
+ * preprocessing and the vision tower. */
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "chat.h"
+#include "cli.h"
+#include "generate.h"
+#include "image.h"
+#include "tokenizer.h"
+
+#define CMD "run"
+#define MAX_IMAGES 64
+
+static void print_help(void) {
+    printf(
+        "Usage: mistral4 run --model DIR (--prompt TEXT | --chat FILE.json | --ids LIST) [options]\n"
+        "\n"
+        "Generates with the plain-C float32 reference of Mistral 4: one prefill forward over the\n"
+        "prompt, then one forward per new token over the MLA kv cache (the normalised kv latent and\n"
+        "the rotated rope key of every position, as Hugging Face caches them). Tokens are printed on\n"
+        "stdout as they are generated: as text when DIR holds the Tekken tokenizer (tekken.json),\n"
+        "otherwise as token ids. Prompt and generation speed go to stderr at the end.\n"
+        "\n"
+        "Prompt (exactly one):\n"
+        "  --prompt TEXT        one user message through the v15 chat template (needs tekken.json):\n"
+        "                       <s>[MODEL_SETTINGS]{\"reasoning_effort\": …}[/MODEL_SETTINGS][INST]…[/INST]\n"
+        "  --chat FILE.json     a conversation through the chat template: a JSON array of messages\n"
+        "                       (or {\"messages\": [...]}), each {\"role\": \"system\"|\"user\"|\"assistant\",\n"
+        "                       \"content\": TEXT or [chunks]}; chunks {\"type\": \"text\", \"text\": …},\n"
+        "                       {\"type\": \"image\", \"path\": FILE} (relative to the JSON file's folder),\n"
+        "                       {\"type\": \"thinking\", \"thinking\": …}. It must end with a user message.\n"
+        "  --ids LIST           token ids, comma separated, used as they are (no template, no <s>\n"
+        "                       added); special tokens may be written as their text (needs\n"
+        "                       tekken.json): '<s>,[INST],1044,[/INST]'. With --image, each [IMG] is\n"
+        "                       one image's placeholder, expanded as the Pixtral processor does,\n"
+        "                       unless LIST already holds [IMG_BREAK]/[IMG_END] (taken as expanded).\n"
+        "\n"
+        "Options:\n"
+        "  --model DIR          the checkpoint: config.json, *.safetensors, and tekken.json for text\n"
+        "  --image FILE         a PNG or JPEG for the prompt (repeatable, in order; needs a multimodal\n"
+        "                       model). --prompt: the images go before the text; --chat: they are\n"
+        "                       added to the last user message; --ids: see above. Preprocessed with\n"
+        "                       the model's patch_size, spatial_merge_size and longest edge\n"
+        "                       vision_config.image_size (1540 for the published model).\n"
+        "  --raw                with --prompt: <s> then the text, no chat template\n"
+        "  --reasoning EFFORT   none (default) or high: the template's reasoning_effort; with high\n"
+        "                       the model thinks in [THINK]…[/THINK] before answering\n"
+        "  --max-tokens N       new tokens at most (default 128); generation also stops at the\n"
+        "                       model's eos_token_id and at max_position_embeddings\n"
+        "  --temperature T      0 (default): greedy, as HF generate(do_sample=False); > 0: sample\n"
+        "  --top-k K            sample among the K most likely tokens only (default 0: all)\n"
+        "  --top-p P            sample among the most likely tokens holding P of the probability\n"
+        "                       (default 1: all); order as HF: temperature, top-k, top-p\n"
+        "  --seed S             the sampler's random seed (default 0; same seed, same tokens)\n"
+        "  --scale-rule RULE    the MLA softmax scale (MODEL.md §0.1): base (default) is\n"
+        "                       qk_head_dim^-0.5, the model's intended math (vLLM, SGLang, NeMo);\n"
+        "                       mscale2 multiplies it by mscale(factor, mscale_all_dim)^2, as\n"
+        "                       transformers >= PR #47435 (e.g. 5.24) computes it. The golden tiny\n"
+        "                       models were made with transformers 5.24, so reproducing their\n"
+        "                       generate() ids needs --scale-rule mscale2.\n"
+        "  -h, --help           show this help\n"
+        "\n"
+        "Examples:\n"
+        "  mistral4 run --model /models/Mistral-Small-4-119B-2603 --prompt 'Why is the sky blue?'\n"
+        "  mistral4 run --model /models/Mistral-Small-4-119B-2603 --image cat.png --prompt 'What is this?'\n"
+        "  mistral4 run --model DIR --chat conversation.json --reasoning high --max-tokens 1024\n"
+        "  mistral4 run --model golden/cases/text_tiny/model --ids 1,331,439,199,422,397,420 \\\n"
+        "               --max-tokens 4 --scale-rule mscale2\n"
+        "\n"
+        "Exit status: 0 generated, 1 the model, tokenizer, images or prompt could not be used,\n"
+        "2 usage error.\n");
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- the command line ----------------------------------------------------------------------- */
+
+/* A growable list of int64 ids. */
+typedef struct {
+    int64_t *v;
+    size_t n, cap;
+} idlist;
+
+static int push(idlist *l, int64_t id) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        int64_t *v = realloc(l->v, sizeof *v * cap);
+        if (!v) return -1;
+        l->v = v, l->cap = cap;
+    }
+    l->v[l->n++] = id;
+    return 0;
+}
+
+/* --ids: "1,2, 3" → ids; an item written [NAME] or <NAME> is a special token of the tokenizer,
+ * looked up by its string ("<s>,[INST],1044,[/INST]"). With tok NULL only the syntax is checked
+ * (names are not resolved, nothing is stored): a usage error. With a tokenizer (or none, when
+ * the model has no tekken.json) names are resolved: an unknown one is a failure (-1). */
+static int parse_id_list(const char *s, const m4_tokenizer *tok, bool resolve, idlist *out) {
+    const char *p = s;
+    size_t items = 0;
+    while (*p) {
+        while (*p == ' ' || *p == ',') p++;
+        if (!*p) break;
+        const char *end = p;
+        while (*end && *end != ',' && *end != ' ') end++;
+        const size_t len = (size_t)(end - p);
+        items++;
+        if ((p[0] == '[' && p[len - 1] == ']') || (p[0] == '<' && p[len - 1] == '>')) {
+            if (resolve) {
+                char name[128];
+                int32_t id;
+                m4_error err;
+                snprintf(name, sizeof name, "%.*s", (int)(len < sizeof name ? len : sizeof name - 1), p);
+                if (!tok) {
+                    cli_error(CMD, "--ids: '%s' is special token text, but the model has no tokenizer "
+                                   "(tekken.json) to look it up", name);
+                    return -1;
+                }
+                if (m4_tokenizer_special_id(tok, name, &id, &err)) {
+                    cli_error(CMD, "--ids: unknown special token text: %s", err.msg);
+                    return -1;
+                }
+                if (push(out, id)) return -1;
+            }
+        } else {
+            char *stop;
+            errno = 0;
+            long long v = strtoll(p, &stop, 10);
+            if (errno || stop != end || v < 0)
+                return cli_usage_error(CMD, "--ids: '%.*s' in '%s' is neither a token id nor special token "
+                                            "text like [INST] or <s>", (int)len, p, s);
+            if (resolve && push(out, v)) return -1;
+        }
+        p = end;
+    }
+    if (items == 0) return cli_usage_error(CMD, "--ids: no token ids in '%s'", s);
+    return CLI_OK;
+}
+
+typedef struct {
+    const char *model_dir, *prompt, *chat, *ids;
+    const char *images[MAX_IMAGES];
+    int n_images;
+    bool raw;
+    m4_reasoning_effort effort;
+    int64_t max_tokens;
+    m4_sampling sampling;
+    uint64_t seed;
+    m4_softmax_scale_rule rule;
+} run_args;
+
+static int parse_int(const char *opt, const char *s, int64_t min, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < min)
+        return cli_usage_error(CMD, "%s wants a whole number >= %lld, got '%s'", opt, (long long)min, s);
+    *out = v;
+    return 0;
+}
+
+static int parse_float(const char *opt, const char *s, double min, double max, float *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= min && v <= max))
+        return cli_usage_error(CMD, "%s wants a number in [%g, %g], got '%s'", opt, min, max, s);
+    *out = (float)v;
+    return 0;
+}
+
+/* Returns CLI_OK, CLI_USAGE (message printed), or -1 for --help (printed). */
+static int parse_args(int argc, char **argv, run_args *a) {
+    *a = (run_args){.max_tokens = 128, .sampling = m4_sampling_greedy(), .rule = M4_SOFTMAX_SCALE_BASE,
+                    .effort = M4_REASONING_NONE};
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (cli_is_help(o)) {
+            print_help();
+            return -1;
+        }
+        if (strcmp(o, "--raw") == 0) {
+            a->raw = true;
+            continue;
+        }
+        static const char *const with_value[] = {"--model", "--prompt", "--chat", "--ids", "--image",
+                                                 "--reasoning", "--max-tokens", "--temperature", "--top-k",
+                                                 "--top-p", "--seed", "--scale-rule"};
+        bool known = false;
+        for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= strcmp(o, with_value[k]) == 0;
+        if (!known) return cli_usage_error(CMD, "unknown option '%s'", o);
+        if (i + 1 >= argc) return cli_usage_error(CMD, "%s needs a value", o);
+        const char *v = argv[++i];
+        int64_t n = 0;
+        m4_error err;
+        if (strcmp(o, "--model") == 0) a->model_dir = v;
+        else if (strcmp(o, "--prompt") == 0) a->prompt = v;
+        else if (strcmp(o, "--chat") == 0) a->chat = v;
+        else if (strcmp(o, "--ids") == 0) a->ids = v;
+        else if (strcmp(o, "--image") == 0) {
+            if (a->n_images == MAX_IMAGES) return cli_usage_error(CMD, "at most %d --image files", MAX_IMAGES);
+            a->images[a->n_images++] = v;
+        } else if (strcmp(o, "--reasoning") == 0) {
+            if (m4_reasoning_effort_parse(v, &a->effort, &err)) return cli_usage_error(CMD, "--reasoning: %s", err.msg);
+        } else if (strcmp(o, "--max-tokens") == 0) {
+            if (parse_int(o, v, 1, &a->max_tokens)) return CLI_USAGE;
+        } else if (strcmp(o, "--temperature") == 0) {
+            if (parse_float(o, v, 0.0, 1e6, &a->sampling.temperature)) return CLI_USAGE;
+        } else if (strcmp(o, "--top-k") == 0) {
+            if (parse_int(o, v, 0, &a->sampling.top_k)) return CLI_USAGE;
+        } else if (strcmp(o, "--top-p") == 0) {
+            if (parse_float(o, v, 1e-6, 1.0, &a->sampling.top_p)) return CLI_USAGE;
+        } else if (strcmp(o, "--seed") == 0) {
+            if (parse_int(o, v, 0, &n)) return CLI_USAGE;
+            a->seed = (uint64_t)n;
+        } else if (strcmp(o, "--scale-rule") == 0) {
+            if (strcmp(v, "base") == 0) a->rule = M4_SOFTMAX_SCALE_BASE;
+            else if (strcmp(v, "mscale2") == 0) a->rule = M4_SOFTMAX_SCALE_MSCALE2;
+            else return cli_usage_error(CMD, "--scale-rule wants base or mscale2, got '%s'", v);
+        }
+    }
+    if (!a->model_dir) return cli_usage_error(CMD, "missing --model DIR");
+    if (!!a->prompt + !!a->chat + !!a->ids != 1)
+        return cli_usage_error(CMD, "give exactly one of --prompt, --chat and --ids");
+    if (a->ids && parse_id_list(a->ids, NULL, false, NULL) != CLI_OK) return CLI_USAGE;
+    if (a->raw && !a->prompt) return cli_usage_error(CMD, "--raw goes with --prompt");
+    if (a->raw && a->n_images) return cli_usage_error(CMD, "--raw has no place for images: use --ids with [IMG] placeholders");
+    if (a->sampling.temperature == 0 && (a->sampling.top_k > 0 || a->sampling.top_p < 1.0f))
+        return cli_usage_error(CMD, "--top-k and --top-p need --temperature > 0 (0 is greedy)");
+    return CLI_OK;
+}
+
+/* ---- the prompt ---------------------------------------------------------------------------- */
+
+/* The images of the prompt, decoded and preprocessed as one batch, with each one's token grid. */
+typedef struct {
+    int n;
+    char *paths[MAX_IMAGES];        /* owned */
+    m4_image_options opt;
+    m4_pixel_batch batch;
+    int64_t rows[MAX_IMAGES], cols[MAX_IMAGES];
+} prompt_images;
+
+static int add_image_path(prompt_images *im, const char *dir, const char *path) {
+    if (im->n == MAX_IMAGES) {
+        cli_error(CMD, "at most %d images", MAX_IMAGES);
+        return -1;
+    }
+    size_t need = strlen(path) + (dir ? strlen(dir) + 2 : 1);
+    char *p = malloc(need);
+    if (!p) return -1;
+    if (dir && path[0] != '/') snprintf(p, need, "%s/%s", dir, path);
+    else snprintf(p, need, "%s", path);
+    im->paths[im->n++] = p;
+    return 0;
+}
+
+static int load_images(prompt_images *im, const m4_config *cfg) {
+    m4_image_options_default(&im->opt);
+    im->opt.patch_size = cfg->vision.patch_size;
+    im->opt.merge = cfg->spatial_merge_size;
+    im->opt.longest_edge = cfg->vision.image_size;
+    m4_image *decoded = calloc((size_t)im->n, sizeof *decoded);
+    m4_error err;
+    int rc = -1;
+    if (!decoded) return -1;
+    if (m4_image_options_check(&im->opt, &err)) {
+        cli_error(CMD, "the model's image settings: %s", err.msg);
+        goto done;
+    }
+    for (int i = 0; i < im->n; i++)
+        if (m4_image_load(im->paths[i], &decoded[i], &err)) {
+            cli_error(CMD, "%s", err.msg);
+            goto done;
+        }
+    if (m4_image_preprocess(&im->opt, decoded, im->n, &im->batch, &err)) {
+        cli_error(CMD, "%s", err.msg);
+        goto done;
+    }
+    for (int i = 0; i < im->n; i++)
+        if (m4_image_token_grid(&im->opt, im->batch.image_sizes[2 * i], im->batch.image_sizes[2 * i + 1],
+                                &im->rows[i], &im->cols[i], &err)) {
+            cli_error(CMD, "%s: %s", im->paths[i], err.msg);
+            goto done;
+        }
+    rc = 0;
+done:
+    for (int i = 0; i < im->n; i++) m4_image_free(&decoded[i]);
+    free(decoded);
+    return rc;
+}
+
+/* --ids with images: each [IMG] placeholder becomes its image's rows of [IMG]…[IMG_BREAK], the
+ * last [IMG_END] (PixtralProcessor), unless the list is already expanded. */
+static int expand_placeholders(const m4_config *cfg, const prompt_images *im, idlist *ids) {
+    m4_image_token_ids tid;
+    m4_image_token_ids_default(&tid);
+    tid.img = cfg->image_token_index;
+    size_t placeholders = 0;
+    bool expanded = false;
+    for (size_t i = 0; i < ids->n; i++) {
+        placeholders += ids->v[i] == tid.img;
+        expanded |= ids->v[i] == tid.img_break || ids->v[i] == tid.img_end;
+    }
+    if (expanded) return 0;                /* the [IMG] count is checked against the images later */
+    if (placeholders != (size_t)im->n) {
+        cli_error(CMD, "%d --image file%s but %zu [IMG] placeholder%s (id %lld) in --ids", im->n,
+                  im->n == 1 ? "" : "s", placeholders, placeholders == 1 ? "" : "s", (long long)tid.img);
+        return -1;
+    }
+    idlist out = {0};
+    for (size_t i = 0, k = 0; i < ids->n; i++) {
+        if (ids->v[i] != tid.img) {
+            if (push(&out, ids->v[i])) goto oom;
+            continue;
+        }
+        for (int64_t r = 0; r < im->rows[k]; r++) {
+            for (int64_t c = 0; c < im->cols[k]; c++)
+                if (push(&out, tid.img)) goto oom;
+            if (push(&out, r + 1 < im->rows[k] ? tid.img_break : tid.img_end)) goto oom;
+        }
+        k++;
+    }
+    free(ids->v);
+    *ids = out;
+    return 0;
+oom:
+    free(out.v);
+    cli_error(CMD, "out of memory");
+    return -1;
+}
+
+/* A conversation file, read into chat messages; image chunks are numbered in order of
+ * appearance and their paths added to `im`. The json stays alive while messages point into it. */
+typedef struct {
+    json_t *root;
+    m4_chat_message *messages;
+    m4_chat_chunk *chunks;          /* every message's chunks, in order, with room for MAX_IMAGES more */
+    size_t n_messages, n_chunks;
+} conversation;
+
+static void conversation_free(conversation *c) {
+    json_decref(c->root);
+    free(c->messages), free(c->chunks);
+}
+
+static int read_chunk(const char *file, size_t m, size_t k, json_t *j, m4_chat_chunk *c, prompt_images *im,
+                      const char *dir) {
+    const char *type = json_string_value(json_object_get(j, "type"));
+    if (!json_is_object(j) || !type) {
+        cli_error(CMD, "%s: message %zu chunk %zu: not an object with a \"type\"", file, m, k);
+        return -1;
+    }
+    if (strcmp(type, "text") == 0) {
+        c->kind = M4_CHUNK_TEXT, c->text = json_string_value(json_object_get(j, "text"));
+        if (!c->text) goto missing;
+    } else if (strcmp(type, "thinking") == 0) {
+        json_t *closed = json_object_get(j, "closed");
+        c->kind = M4_CHUNK_THINKING, c->text = json_string_value(json_object_get(j, "thinking"));
+        c->closed = closed ? json_is_true(closed) : 1;
+        if (!c->text) goto missing;
+    } else if (strcmp(type, "image") == 0) {
+        const char *path = json_string_value(json_object_get(j, "path"));
+        if (!path) goto missing;
+        c->kind = M4_CHUNK_IMAGE, c->rows = im->n;          /* the image's index until it is loaded */
+        if (add_image_path(im, dir, path)) return -1;
+    } else {
+        cli_error(CMD, "%s: message %zu chunk %zu: unknown type \"%s\" (text, image or thinking)", file, m, k, type);
+        return -1;
+    }
+    return 0;
+missing:
+    cli_error(CMD, "%s: message %zu chunk %zu: a \"%s\" chunk needs its \"%s\" string", file, m, k, type,
+              strcmp(type, "image") == 0 ? "path" : type);
+    return -1;
+}
+
+static int read_conversation(const char *file, conversation *c, prompt_images *im) {
+    json_error_t jerr;
+    memset(c, 0, sizeof *c);
+    c->root = json_load_file(file, 0, &jerr);
+    if (!c->root) {
+        cli_error(CMD, "%s: line %d: %s", file, jerr.line, jerr.text);
+        return -1;
+    }
+    json_t *msgs = json_is_array(c->root) ? c->root : json_object_get(c->root, "messages");
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
+        cli_error(CMD, "%s: expected a non-empty array of messages (or {\"messages\": [...]})", file);
+        return -1;
+    }
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", file);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+
+    size_t n_chunks = 0;
+    for (size_t m = 0; m < json_array_size(msgs); m++) {
+        json_t *content = json_object_get(json_array_get(msgs, m), "content");
+        n_chunks += json_is_array(content) ? json_array_size(content) : 1;
+    }
+    c->n_messages = json_array_size(msgs);
+    c->messages = calloc(c->n_messages, sizeof *c->messages);
+    c->chunks = calloc(n_chunks + MAX_IMAGES, sizeof *c->chunks);   /* room for --image chunks */
+    if (!c->messages || !c->chunks) {
+        cli_error(CMD, "out of memory");
+        return -1;
+    }
+    size_t at = 0;
+    for (size_t m = 0; m < c->n_messages; m++) {
+        json_t *msg = json_array_get(msgs, m);
+        const char *role = json_string_value(json_object_get(msg, "role"));
+        json_t *content = json_object_get(msg, "content");
+        m4_chat_message *out = &c->messages[m];
+        if (!role || (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant"))) {
+            cli_error(CMD, "%s: message %zu: \"role\" must be system, user or assistant", file, m);
+            return -1;
+        }
+        out->role = role[0] == 's' ? M4_ROLE_SYSTEM : role[0] == 'u' ? M4_ROLE_USER : M4_ROLE_ASSISTANT;
+        out->chunks = c->chunks + at;
+        if (json_is_string(content)) {
+            c->chunks[at++] = (m4_chat_chunk){.kind = M4_CHUNK_TEXT, .text = json_string_value(content)};
+            out->n_chunks = 1;
+        } else if (json_is_array(content)) {
+            for (size_t k = 0; k < json_array_size(content); k++)
+                if (read_chunk(file, m, k, json_array_get(content, k), &c->chunks[at++], im, dir)) return -1;
+            out->n_chunks = json_array_size(content);
+        } else {
+            cli_error(CMD, "%s: message %zu: \"content\" must be a string or an array of chunks", file, m);
+            return -1;
+        }
+    }
+    c->n_chunks = at;
+    return 0;
+}
+
+/* The prompt's token ids from --ids, --prompt or --chat (images preprocessed on the way). */
+static int build_prompt(const run_args *a, const m4_model *model, const m4_tokenizer *tok, idlist *ids,
+                        prompt_images *im) {
+    const m4_config *cfg = &model->config;
+    m4_error err;
+    conversation conv = {0};
+    m4_token_ids tids = {0};
+    int rc = -1;
+    if ((a->prompt || a->chat) && !tok) {
+        cli_error(CMD, "%s/tekken.json not found: --prompt and --chat need the tokenizer (use --ids)", a->model_dir);
+        return -1;
+    }
+    if (a->chat && read_conversation(a->chat, &conv, im)) goto done;
+    const int from_file = im->n;
+    for (int i = 0; i < a->n_images; i++)
+        if (add_image_path(im, NULL, a->images[i])) goto done;
+    if (im->n > 0) {
+        if (!cfg->multimodal) {
+            cli_error(CMD, "images need a multimodal model; %s is %s (text only)", a->model_dir, cfg->architecture);
+            goto done;
+        }
+        if (load_images(im, cfg)) goto done;
+    }
+
+    if (a->ids) {
+        if (parse_id_list(a->ids, tok, true, ids) != CLI_OK) goto done;
+        if (im->n > 0 && expand_placeholders(cfg, im, ids)) goto done;
+        rc = 0;
+        goto done;
+    }
+    if (a->raw) {
+        int32_t bos;
+        if (m4_tokenizer_special_id(tok, "<s>", &bos, &err) || m4_token_ids_push(&tids, bos, &err) ||
+            m4_tokenizer_encode(tok, a->prompt, strlen(a->prompt), &tids, &err)) {
+            cli_error(CMD, "%s", err.msg);
+            goto done;
+        }
+    } else {
+        m4_chat_chunk prompt_chunks[MAX_IMAGES + 1];
+        m4_chat_message one = {.role = M4_ROLE_USER, .chunks = prompt_chunks};
+        const m4_chat_message *messages = &one;
+        size_t n_messages = 1;
+        if (a->prompt) {                                   /* the images, then the text */
+            for (int i = 0; i < im->n; i++)
+                prompt_chunks[i] = (m4_chat_chunk){.kind = M4_CHUNK_IMAGE, .rows = im->rows[i], .cols = im->cols[i]};
+            prompt_chunks[im->n] = (m4_chat_chunk){.kind = M4_CHUNK_TEXT, .text = a->prompt};
+            one.n_chunks = (size_t)im->n + 1;
+        } else {
+            /* the file's image chunks hold their image's index in rows: now its token grid */
+            for (size_t k = 0; k < conv.n_chunks; k++)
+                if (conv.chunks[k].kind == M4_CHUNK_IMAGE) {
+                    const int64_t i = conv.chunks[k].rows;
+                    conv.chunks[k].rows = im->rows[i], conv.chunks[k].cols = im->cols[i];
+                }
+            /* --image files join the last message, which must be the user's (its chunks are the
+             * last of conv.chunks, so they can grow in place) */
+            if (im->n > from_file) {
+                m4_chat_message *u = &conv.messages[conv.n_messages - 1];
+                if (u->role != M4_ROLE_USER) {
+                    cli_error(CMD, "%s: --image needs the conversation to end with a user message", a->chat);
+                    goto done;
+                }
+                for (int i = from_file; i < im->n; i++)
+                    conv.chunks[conv.n_chunks++] =
+                        (m4_chat_chunk){.kind = M4_CHUNK_IMAGE, .rows = im->rows[i], .cols = im->cols[i]};
+                u->n_chunks += (size_t)(im->n - from_file);
+            }
+            messages = conv.messages, n_messages = conv.n_messages;
+        }
+        if (m4_chat_encode(tok, messages, n_messages, a->effort, &tids, &err)) {
+            cli_error(CMD, "%s%s%s", a->chat ? a->chat : "", a->chat ? ": " : "", err.msg);
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < tids.n; i++)
+        if (push(ids, tids.ids[i])) goto done;
+    rc = 0;
+done:
+    m4_token_ids_free(&tids);
+    conversation_free(&conv);
+    return rc;
+}
+
+/* ---- streaming ------------------------------------------------------------------------------- */
+
+typedef struct {
+    const m4_tokenizer *tok;
+    m4_detokenizer detok;
+    bool have_detok;
+    int32_t think, end_think;       /* -1 when the tokenizer has none */
+    const m4_generate_options *opt;
+    int64_t count, think_tokens, last;
+    bool in_think, failed;
+    m4_error err;
+} stream;
+
+static int on_token(void *user, int64_t row, int64_t index, int64_t token) {
+    stream *s = user;
+    (void)row, (void)index;
+    s->count++, s->last = token;
+    for (int i = 0; i < s->opt->n_eos; i++)
+        if (token == s->opt->eos_ids[i]) return 0;           /* </s> is not printed */
+    if (!s->have_detok) {
+        printf("%s%lld", s->count > 1 ? " " : "", (long long)token);
+    } else if (token == s->think || token == s->end_think) {
+        s->in_think = token == s->think;
+        fputs(m4_tokenizer_special_str(s->tok, (int32_t)token), stdout);
+    } else {
+        const char *text;
+        size_t len;
+        if (m4_detokenizer_push(&s->detok, (int32_t)token, &text, &len, &s->err)) {
+            s->failed = true;
+            return 1;
+        }
+        fwrite(text, 1, len, stdout);
+        s->think_tokens += s->in_think;
+    }
+    fflush(stdout);
+    return 0;
+}
+
+/* Prefill progress on stderr, once the prefill has taken more than a second. */
+typedef struct {
+    double start;
+    int64_t tokens;
+    bool shown;
+} prefill_watch;
+
+static void on_layer(void *user, int64_t layer, int64_t layers) {
+    prefill_watch *w = user;
+    double t = now_seconds() - w->start;
+    if (t > 1.0 || w->shown) {
+        fprintf(stderr, "\rmistral4 run: prefill of %lld tokens: layer %lld/%lld, %.1f s", (long long)w->tokens,
+                (long long)(layer + 1), (long long)layers, t);
+        w->shown = true;
+        if (layer + 1 == layers) fputc('\n', stderr);
+    }
+}
+
+/* Bytes of the checkpoint's safetensors files (to announce a long load). */
+static double checkpoint_gib(const char *dir) {
+    DIR *d = opendir(dir);
+    double bytes = 0;
+    if (!d) return 0;
+    struct dirent *e;
+    char path[2048];
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (n > 12 && strcmp(e->d_name + n - 12, ".safetensors") == 0 && stat(path, &st) == 0)
+            bytes += (double)st.st_size;
+    }
+    closedir(d);
+    return bytes / (1024.0 * 1024.0 * 1024.0);
+}
+
+/* ---- the command ------------------------------------------------------------------------------ */
+
+int cmd_run(int argc, char **argv) {
+    run_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc != CLI_OK) return rc == -1 ? CLI_OK : rc;
+
+    m4_model model;
+    m4_tokenizer *tok = NULL;
+    m4_error err = {{0}};
+    idlist ids = {0};
+    prompt_images im = {0};
+    float *embeds = NULL;
+    int64_t *out = NULL;
+    stream s = {.think = -1, .end_think = -1};
+    rc = CLI_FAILED;
+
+    const double gib = checkpoint_gib(a.model_dir);
+    double t0 = now_seconds();
+    if (gib > 1.0) fprintf(stderr, "mistral4 run: loading %s (%.1f GiB) ...\n", a.model_dir, gib);
+    if (m4_model_open(a.model_dir, &model, &err)) {
+        cli_error(CMD, "%s", err.msg);
+        return CLI_FAILED;
+    }
+    char tekken[2048];
+    snprintf(tekken, sizeof tekken, "%s/tekken.json", a.model_dir);
+    struct stat st;
+    if (stat(tekken, &st) == 0) {
+        if (m4_tokenizer_load(tekken, &tok, &err)) {
+            cli_error(CMD, "%s", err.msg);
+            goto done;
+        }
+    } else if (a.ids) {
+        fprintf(stderr, "mistral4 run: no tokenizer found (%s): printing token ids\n", tekken);
+    }
+    if (now_seconds() - t0 > 1.0) fprintf(stderr, "mistral4 run: loaded in %.1f s\n", now_seconds() - t0);
+
+    if (build_prompt(&a, &model, tok, &ids, &im)) goto done;
+    const m4_text_config *cfg = &model.config.text;
+    const int64_t S = (int64_t)ids.n, P = cfg->max_position_embeddings;
+    for (int64_t i = 0; i < S; i++)
+        if (ids.v[i] >= cfg->vocab_size) {
+            cli_error(CMD, "token id %lld at position %lld is outside the vocabulary [0, %lld)", (long long)ids.v[i],
+                      (long long)i, (long long)cfg->vocab_size);
+            goto done;
+        }
+    if (S > P) {
+        cli_error(CMD, "the prompt has %lld tokens, more than the model's max_position_embeddings (%lld)",
+                  (long long)S, (long long)P);
+        goto done;
+    }
+    m4_generate_options opt = m4_generate_defaults(&model);
+    opt.max_new_tokens = a.max_tokens;
+    if (S + opt.max_new_tokens - 1 > P) {                /* the last token is never forwarded */
+        opt.max_new_tokens = P - S + 1;
+        fprintf(stderr, "mistral4 run: at most %lld new tokens fit in max_position_embeddings (%lld)\n",
+                (long long)opt.max_new_tokens, (long long)P);
+    }
+    opt.sampling = a.sampling;
+    opt.scale_rule = a.rule;
+    if (im.n > 0) {
+        embeds = malloc(sizeof(float) * (size_t)(S * cfg->hidden_size));
+        if (!embeds) {
+            cli_error(CMD, "out of memory");
+            goto done;
+        }
+        if (m4_ref_prompt_embeds(&model, ids.v, 1, S, &im.batch, embeds, &err)) {
+            cli_error(CMD, "%s", err.msg);
+            goto done;
+        }
+    }
+
+    s.tok = tok, s.opt = &opt;
+    if (tok) {
+        if (m4_detokenizer_init(&s.detok, tok, M4_SPECIAL_SKIP, &err)) {
+            cli_error(CMD, "%s", err.msg);
+            goto done;
+        }
+        s.have_detok = true;
+        m4_error ignored;
+        if (m4_tokenizer_special_id(tok, "[THINK]", &s.think, &ignored) ||
+            m4_tokenizer_special_id(tok, "[/THINK]", &s.end_think, &ignored))
+            s.think = s.end_think = -1;
+    }
+    opt.on_token = on_token, opt.user = &s;
+    prefill_watch watch = {.start = now_seconds(), .tokens = S};
+    opt.prefill_progress = (m4_progress){.layer_done = on_layer, .user = &watch};
+    m4_prompt prompt = {.batch = 1, .length = S, .ids = ids.v, .inputs_embeds = embeds};
+    m4_rng rng;
+    m4_rng_seed(&rng, a.seed);
+    out = malloc(sizeof *out * (size_t)opt.max_new_tokens);
+    m4_generate_stats stats;
+    if (!out) {
+        cli_error(CMD, "out of memory");
+        goto done;
+    }
+    watch.start = now_seconds();
+    if (m4_ref_generate(&model, &prompt, &opt, &rng, out, NULL, &stats, &err)) {
+        fputc('\n', stdout);
+        cli_error(CMD, "%s", err.msg);
+        goto done;
+    }
+    if (s.failed) {
+        cli_error(CMD, "%s", s.err.msg);
+        goto done;
+    }
+    if (s.have_detok) {
+        const char *text;
+        size_t len;
+        if (m4_detokenizer_finish(&s.detok, &text, &len, &err) == 0) fwrite(text, 1, len, stdout);
+    }
+    fputc('\n', stdout);
+    fflush(stdout);
+
+    bool eos = false;
+    for (int i = 0; i < opt.n_eos; i++) eos |= s.last == opt.eos_ids[i];
+    fprintf(stderr, "mistral4 run: prompt %lld tokens in %.3f s (%.1f tokens/s); generated %lld tokens, "
+                    "%lld decode steps in %.3f s (%.2f tokens/s); stopped: %s\n",
+            (long long)stats.prompt_tokens, stats.prefill_seconds, stats.prefill_tokens_per_second,
+            (long long)stats.new_tokens, (long long)stats.decode_steps, stats.decode_seconds,
+            stats.decode_tokens_per_second, eos ? "end of sequence" : "token budget");
+    if (s.think_tokens > 0)
+        fprintf(stderr, "mistral4 run: %lld of the tokens were reasoning inside [THINK]…[/THINK]\n",
+                (long long)s.think_tokens);
+    rc = CLI_OK;
+done:
+    if (s.have_detok) m4_detokenizer_free(&s.detok);
+    for (int i = 0; i < im.n; i++) free(im.paths[i]);
+    m4_pixel_batch_free(&im.batch);
+    free(ids.v), free(embeds), free(out);
+    m4_tokenizer_free(tok);
+    m4_model_close(&model);
+    return rc;
+}

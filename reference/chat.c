@@ -1,0 +1,275 @@
+/* chat.c — the v15 chat template as token ids: mistral-common's request normaliser
+ * (InstructRequestNormalizerV15: merge consecutive same-role messages) and instruct tokenizer
+ * (InstructTokenizerV15.encode_instruct), for text, image and thinking chunks; and the
+ * [THINK]…[/THINK] block read back out of generated ids (MODEL.md §6.4). */
+#include "chat.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int m4_reasoning_effort_parse(const char *s, m4_reasoning_effort *effort, m4_error *err) {
+    if (strcmp(s, "none") == 0) *effort = M4_REASONING_NONE;
+    else if (strcmp(s, "high") == 0) *effort = M4_REASONING_HIGH;
+    else return m4_fail(err, "reasoning effort '%s': must be none or high", s);
+    return 0;
+}
+
+/* ---- normalisation: one turn per group of consecutive same-role messages -------------------- */
+
+/* A chunk of a normalised turn: merged text (owned), or a caller's image / thinking chunk. */
+typedef struct {
+    m4_chat_chunk_kind kind;
+    char *text;                   /* TEXT: owned, NUL-terminated */
+    const m4_chat_chunk *chunk;   /* IMAGE, THINKING */
+} piece;
+
+typedef struct {
+    m4_chat_role role;
+    piece *pieces;
+    size_t n;
+} turn;
+
+static void free_turns(turn *turns, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < turns[i].n; k++) free(turns[i].pieces[k].text);
+        free(turns[i].pieces);
+    }
+    free(turns);
+}
+
+static const char *role_name(m4_chat_role r) {
+    return r == M4_ROLE_SYSTEM ? "system" : r == M4_ROLE_USER ? "user" : "assistant";
+}
+
+/* _aggregate_content_chunks: the chunks of messages[first, last) in order, adjacent text joined
+ * with "\n\n" (within and across messages alike), empty text dropped. */
+static int aggregate(const m4_chat_message *messages, size_t first, size_t last, turn *t,
+                     m4_error *err) {
+    size_t cap = 1;
+    for (size_t m = first; m < last; m++) cap += messages[m].n_chunks;
+    t->pieces = calloc(cap, sizeof *t->pieces);
+    if (!t->pieces) return m4_fail(err, "chat: out of memory");
+    char *text = NULL;                       /* the text being merged, NULL when none */
+    size_t len = 0;
+    for (size_t m = first; m < last; m++)
+        for (size_t c = 0; c < messages[m].n_chunks; c++) {
+            const m4_chat_chunk *ch = &messages[m].chunks[c];
+            if (ch->kind == M4_CHUNK_TEXT) {
+                if (!ch->text) return m4_fail(err, "chat: message %zu chunk %zu: text is NULL", m, c);
+                const size_t add = strlen(ch->text);
+                if (add == 0) continue;
+                const size_t sep = text ? 2 : 0;
+                char *grown = realloc(text, len + sep + add + 1);
+                if (!grown) {
+                    free(text);
+                    return m4_fail(err, "chat: out of memory");
+                }
+                text = grown;
+                memcpy(text + len, "\n\n", sep);
+                memcpy(text + len + sep, ch->text, add + 1);
+                len += sep + add;
+            } else {
+                if (text) t->pieces[t->n++] = (piece){.kind = M4_CHUNK_TEXT, .text = text};
+                text = NULL, len = 0;
+                t->pieces[t->n++] = (piece){.kind = ch->kind, .chunk = ch};
+            }
+        }
+    if (text) t->pieces[t->n++] = (piece){.kind = M4_CHUNK_TEXT, .text = text};
+    return 0;
+}
+
+/* InstructRequestNormalizerV15._aggregate_messages: consecutive user or assistant messages
+ * become one turn; each system message stays its own. */
+static int normalise(const m4_chat_message *messages, size_t n, turn **out, size_t *n_out,
+                     m4_error *err) {
+    turn *turns = calloc(n, sizeof *turns);
+    size_t nt = 0;
+    if (!turns) return m4_fail(err, "chat: out of memory");
+    for (size_t i = 0; i < n;) {
+        const m4_chat_role role = messages[i].role;
+        if (role != M4_ROLE_SYSTEM && role != M4_ROLE_USER && role != M4_ROLE_ASSISTANT) {
+            free_turns(turns, nt);
+            return m4_fail(err, "chat: message %zu has an unknown role (%d)", i, (int)role);
+        }
+        size_t j = i + 1;
+        if (role != M4_ROLE_SYSTEM)
+            while (j < n && messages[j].role == role) j++;
+        turns[nt].role = role;
+        if (aggregate(messages, i, j, &turns[nt++], err)) {
+            free_turns(turns, nt);
+            return -1;
+        }
+        i = j;
+    }
+    *out = turns, *n_out = nt;
+    return 0;
+}
+
+/* ---- encoding -------------------------------------------------------------------------------- */
+
+/* The special tokens the template writes, looked up by string. */
+typedef struct {
+    int32_t bos, eos, inst, end_inst, system, end_system, settings, end_settings;
+    int32_t think, end_think, img, img_break, img_end;
+    int have_think;
+} specials;
+
+static int lookup(const m4_tokenizer *tok, const char *s, int32_t *id, m4_error *err) {
+    return m4_tokenizer_special_id(tok, s, id, err) ? m4_fail_context(err, "chat template") : 0;
+}
+
+static int lookup_specials(const m4_tokenizer *tok, specials *sp, m4_error *err) {
+    m4_error ignored;
+    if (lookup(tok, "<s>", &sp->bos, err) || lookup(tok, "</s>", &sp->eos, err) ||
+        lookup(tok, "[INST]", &sp->inst, err) || lookup(tok, "[/INST]", &sp->end_inst, err) ||
+        lookup(tok, "[SYSTEM_PROMPT]", &sp->system, err) ||
+        lookup(tok, "[/SYSTEM_PROMPT]", &sp->end_system, err) ||
+        lookup(tok, "[MODEL_SETTINGS]", &sp->settings, err) ||
+        lookup(tok, "[/MODEL_SETTINGS]", &sp->end_settings, err) ||
+        lookup(tok, "[IMG]", &sp->img, err) || lookup(tok, "[IMG_BREAK]", &sp->img_break, err) ||
+        lookup(tok, "[IMG_END]", &sp->img_end, err))
+        return -1;
+    /* [THINK] is needed only when a conversation holds thinking */
+    sp->have_think = !m4_tokenizer_special_id(tok, "[THINK]", &sp->think, &ignored) &&
+                     !m4_tokenizer_special_id(tok, "[/THINK]", &sp->end_think, &ignored);
+    return 0;
+}
+
+static int encode_text(const m4_tokenizer *tok, const char *text, size_t len, m4_token_ids *out,
+                       m4_error *err) {
+    return len ? m4_tokenizer_encode(tok, text, len, out, err) : 0;
+}
+
+/* One chunk of a turn: text, an image's [IMG] grid, or a thinking block. */
+static int encode_piece(const m4_tokenizer *tok, const specials *sp, const piece *p, size_t len,
+                        m4_token_ids *out, m4_error *err) {
+    if (p->kind == M4_CHUNK_TEXT) return encode_text(tok, p->text, len, out, err);
+    const m4_chat_chunk *c = p->chunk;
+    if (p->kind == M4_CHUNK_IMAGE) {
+        if (c->rows <= 0 || c->cols <= 0)
+            return m4_fail(err, "chat: an image chunk has a %lld x %lld token grid", (long long)c->rows,
+                           (long long)c->cols);
+        for (int64_t r = 0; r < c->rows; r++) {
+            for (int64_t k = 0; k < c->cols; k++)
+                if (m4_token_ids_push(out, sp->img, err)) return -1;
+            if (m4_token_ids_push(out, r + 1 < c->rows ? sp->img_break : sp->img_end, err)) return -1;
+        }
+        return 0;
+    }
+    if (!sp->have_think)
+        return m4_fail(err, "chat template: the tokenizer has no special tokens [THINK] / [/THINK]");
+    if (!c->text) return m4_fail(err, "chat: a thinking chunk's text is NULL");
+    if (m4_token_ids_push(out, sp->think, err) || encode_text(tok, c->text, strlen(c->text), out, err))
+        return -1;
+    return c->closed ? m4_token_ids_push(out, sp->end_think, err) : 0;
+}
+
+/* Checks which chunk kinds a role may hold (system: text; user: text, images; assistant: text,
+ * thinking) and the order of roles (mistral-common's validator, after merging). */
+static int validate(const turn *turns, size_t n, m4_error *err) {
+    if (turns[0].role == M4_ROLE_ASSISTANT)
+        return m4_fail(err, "chat: the conversation must start with a system or user message");
+    if (turns[n - 1].role != M4_ROLE_USER)
+        return m4_fail(err, "chat: the conversation must end with a user message (got %s) for the "
+                            "model to answer it", role_name(turns[n - 1].role));
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < turns[i].n; k++) {
+            const m4_chat_chunk_kind kind = turns[i].pieces[k].kind;
+            if (kind == M4_CHUNK_IMAGE && turns[i].role != M4_ROLE_USER)
+                return m4_fail(err, "chat: images are only allowed in user messages (found one in a %s "
+                                    "message)", role_name(turns[i].role));
+            if (kind == M4_CHUNK_THINKING && turns[i].role != M4_ROLE_ASSISTANT)
+                return m4_fail(err, "chat: thinking is only allowed in assistant messages (found some "
+                                    "in a %s message)", role_name(turns[i].role));
+        }
+    for (size_t i = 0; i < n; i++)
+        if (turns[i].role == M4_ROLE_ASSISTANT && turns[i].n == 0)
+            return m4_fail(err, "chat: an assistant message has no content");
+    return 0;
+}
+
+int m4_chat_encode(const m4_tokenizer *tok, const m4_chat_message *messages, size_t n_messages,
+                   m4_reasoning_effort effort, m4_token_ids *out, m4_error *err) {
+    if (n_messages == 0) return m4_fail(err, "chat: the conversation is empty");
+    specials sp;
+    if (lookup_specials(tok, &sp, err)) return -1;
+    turn *turns = NULL;
+    size_t n = 0;
+    if (normalise(messages, n_messages, &turns, &n, err)) return -1;
+    int rc = -1, settings_written = 0;
+    if (validate(turns, n, err) || m4_token_ids_push(out, sp.bos, err)) goto done;
+    for (size_t i = 0; i < n; i++) {
+        turn *t = &turns[i];
+        if (t->role == M4_ROLE_SYSTEM) {                  /* [SYSTEM_PROMPT]text[/SYSTEM_PROMPT] */
+            if (m4_token_ids_push(out, sp.system, err)) goto done;
+            for (size_t k = 0; k < t->n; k++)
+                if (encode_piece(tok, &sp, &t->pieces[k], t->pieces[k].text ? strlen(t->pieces[k].text) : 0,
+                                 out, err))
+                    goto done;
+            if (m4_token_ids_push(out, sp.end_system, err)) goto done;
+        } else if (t->role == M4_ROLE_USER) {
+            if (!settings_written) {                      /* before the first user message */
+                const char *json = effort == M4_REASONING_HIGH ? "{\"reasoning_effort\": \"high\"}"
+                                                               : "{\"reasoning_effort\": \"none\"}";
+                if (m4_token_ids_push(out, sp.settings, err) || encode_text(tok, json, strlen(json), out, err) ||
+                    m4_token_ids_push(out, sp.end_settings, err))
+                    goto done;
+                settings_written = 1;
+            }
+            if (m4_token_ids_push(out, sp.inst, err)) goto done;
+            /* exactly one text then one image: the image goes first (force_img_first) */
+            const int swap = t->n == 2 && t->pieces[0].kind == M4_CHUNK_TEXT && t->pieces[1].kind == M4_CHUNK_IMAGE;
+            for (size_t k = 0; k < t->n; k++) {
+                const piece *p = &t->pieces[swap ? 1 - k : k];
+                if (encode_piece(tok, &sp, p, p->text ? strlen(p->text) : 0, out, err)) goto done;
+            }
+            if (m4_token_ids_push(out, sp.end_inst, err)) goto done;
+        } else {                                          /* assistant: content then </s> */
+            const int text_only = t->n == 1 && t->pieces[0].kind == M4_CHUNK_TEXT;
+            for (size_t k = 0; k < t->n; k++) {
+                const piece *p = &t->pieces[k];
+                size_t len = p->text ? strlen(p->text) : 0;
+                if (text_only)                            /* a plain string content: rstrip(" ") */
+                    while (len > 0 && p->text[len - 1] == ' ') len--;
+                if (encode_piece(tok, &sp, p, len, out, err)) goto done;
+            }
+            if (m4_token_ids_push(out, sp.eos, err)) goto done;
+        }
+    }
+    rc = 0;
+done:
+    free_turns(turns, n);
+    return rc;
+}
+
+/* ---- reading the reasoning back -------------------------------------------------------------- */
+
+int m4_chat_split_thinking(const m4_tokenizer *tok, const int32_t *ids, size_t n, char **thinking,
+                           char **answer, int *has_think, int *think_closed, m4_error *err) {
+    m4_error ignored;
+    int32_t think = -1, end_think = -1;
+    const int known = !m4_tokenizer_special_id(tok, "[THINK]", &think, &ignored) &&
+                      !m4_tokenizer_special_id(tok, "[/THINK]", &end_think, &ignored);
+    m4_token_ids in = {0}, outside = {0};
+    int state = 0;                 /* 0 before the block, 1 inside, 2 after it */
+    int rc = -1;
+    char *t = NULL, *a = NULL;
+    size_t len;
+    for (size_t i = 0; i < n; i++) {
+        if (known && state == 0 && ids[i] == think) { state = 1; continue; }
+        if (known && state == 1 && ids[i] == end_think) { state = 2; continue; }
+        if (m4_token_ids_push(state == 1 ? &in : &outside, ids[i], err)) goto done;
+    }
+    if (m4_tokenizer_decode(tok, in.ids, in.n, M4_SPECIAL_SKIP, &t, &len, err) ||
+        m4_tokenizer_decode(tok, outside.ids, outside.n, M4_SPECIAL_SKIP, &a, &len, err))
+        goto done;
+    if (has_think) *has_think = state != 0;
+    if (think_closed) *think_closed = state == 2;
+    if (thinking) *thinking = t, t = NULL;
+    if (answer) *answer = a, a = NULL;
+    rc = 0;
+done:
+    free(t), free(a);
+    m4_token_ids_free(&in), m4_token_ids_free(&outside);
+    return rc;
+}

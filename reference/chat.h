@@ -1,0 +1,73 @@
+/* chat.h — the chat template of Mistral Small 4 as token ids (MODEL.md §6.4): mistral-common's
+ * InstructTokenizerV15 with its request normaliser, for conversations of system, user and
+ * assistant messages holding text, images and thinking; and the reasoning read back out of a
+ * generated answer.
+ *
+ *   <s> [SYSTEM_PROMPT]system[/SYSTEM_PROMPT]                    (each system message, in place)
+ *       [MODEL_SETTINGS]{"reasoning_effort": "none"}[/MODEL_SETTINGS]   (before the first user
+ *       [INST]user[/INST]                                                 message only)
+ *       assistant</s>   [THINK]thinking[/THINK]answer</s>
+ *       [INST]user[/INST] …
+ *
+ * Normalisation as mistral-common does it: consecutive user (or assistant) messages merge into
+ * one, adjacent text joined with "\n\n" (empty text dropped); system messages never merge; a user
+ * message of exactly [text, image] is reordered image first; an assistant message of text only
+ * loses its trailing spaces. An image becomes its processor expansion: per row of merged patches,
+ * cols × [IMG] then [IMG_BREAK], the last [IMG_BREAK] being [IMG_END] (image.h m4_image_tokens).
+ * The settings block is always written: "none" is the model's default effort (the published
+ * template does the same).
+ *
+ * Not covered: tools ([AVAILABLE_TOOLS], [TOOL_CALLS], [TOOL_RESULTS]) and JSON-schema response
+ * formats. Special tokens are looked up by their string in the tokenizer file, so a file without
+ * [MODEL_SETTINGS] or [THINK] fails with a message naming the token. */
+#ifndef M4_CHAT_H
+#define M4_CHAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "m4_error.h"
+#include "tokenizer.h"
+
+typedef enum { M4_ROLE_SYSTEM, M4_ROLE_USER, M4_ROLE_ASSISTANT } m4_chat_role;
+
+typedef enum {
+    M4_CHUNK_TEXT,       /* text: UTF-8 */
+    M4_CHUNK_IMAGE,      /* an image: its token grid, rows × cols merged patches */
+    M4_CHUNK_THINKING    /* assistant reasoning: [THINK]text[/THINK] ([/THINK] only when closed) */
+} m4_chat_chunk_kind;
+
+typedef struct {
+    m4_chat_chunk_kind kind;
+    const char *text;          /* TEXT, THINKING: NUL-terminated UTF-8 */
+    int64_t rows, cols;        /* IMAGE: m4_image_token_grid of the preprocessed image */
+    int closed;                /* THINKING: 1 = the block was closed with [/THINK] */
+} m4_chat_chunk;
+
+typedef struct {
+    m4_chat_role role;
+    const m4_chat_chunk *chunks;
+    size_t n_chunks;
+} m4_chat_message;
+
+typedef enum { M4_REASONING_NONE, M4_REASONING_HIGH } m4_reasoning_effort;
+
+/* "none" / "high" → effort; anything else is an error. */
+int m4_reasoning_effort_parse(const char *s, m4_reasoning_effort *effort, m4_error *err);
+
+/* Appends the ids of the whole conversation, ready for the model to answer (it must end with a
+ * user message), to *out. Fails on an empty conversation, a conversation that does not start
+ * with a system or user message or does not end with a user message, images outside user
+ * messages, thinking outside assistant messages, a special token the tokenizer lacks, or text
+ * the tokenizer refuses. */
+int m4_chat_encode(const m4_tokenizer *tok, const m4_chat_message *messages, size_t n_messages,
+                   m4_reasoning_effort effort, m4_token_ids *out, m4_error *err);
+
+/* A generated answer read back: the text of its [THINK]…[/THINK] block (the first one; "" when
+ * there is none) and the text outside it, special tokens such as </s> left out; both
+ * NUL-terminated, free() them. *think_closed says whether the block was closed (0 also when
+ * there is no block; *has_think tells them apart). Any pointer but tok, ids and err may be NULL. */
+int m4_chat_split_thinking(const m4_tokenizer *tok, const int32_t *ids, size_t n, char **thinking,
+                           char **answer, int *has_think, int *think_closed, m4_error *err);
+
+#endif
