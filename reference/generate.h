@@ -18,6 +18,7 @@
 
 #include "image.h"
 #include "reference.h"
+#include "vision.h" /* m4_ref_prompt_embeds, m4_pixel_batch */
 
 /* ---- sampling.c ---------------------------------------------------------------------------- */
 
@@ -106,11 +107,5 @@ int m4_ref_generate(const m4_model *model, const m4_prompt *prompt, const m4_gen
                     m4_rng *rng, int64_t *out, int64_t *n_out, m4_generate_stats *stats,
                     m4_error *err);
 
-/* The prompt's inputs_embeds [B, S, D] for a multimodal model (Mistral3Model's first step):
- * embed_tokens(ids), then the rows of image_token_index replaced in order by the image features
- * (vision tower → projector) of the images (image.h's preprocessed batch). images NULL or empty:
- * the plain embedding. Fails when the [IMG] count and the images' feature rows differ. */
-int m4_ref_prompt_embeds(const m4_model *model, const int64_t *ids, int64_t B, int64_t S,
-                         const m4_pixel_batch *images, float *embeds, m4_error *err);
 
 #endif

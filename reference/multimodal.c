@@ -50,57 +50,69 @@ done:
     return rc;
 }
 
-/* model — Mistral3ForConditionalGeneration.forward: inputs_embeds = embed_tokens(ids); the [IMG]
- * rows replaced by the image features; then the language model from inputs_embeds
- * (Mistral4ForCausalLM: layers, final norm, lm_head). */
+/* Mistral3Model.forward's first step: inputs_embeds = embed_tokens(ids), then
+ * get_placeholder_mask + masked_scatter of the image features (vision tower → projector) into
+ * the [IMG] rows. */
+int m4_ref_prompt_embeds(const m4_model *model, const int64_t *ids, int64_t B, int64_t S,
+                         const m4_pixel_batch *images, float *embeds, m4_error *err) {
+    const m4_config *cfg = &model->config;
+    const int64_t N = B * S, D = cfg->text.hidden_size;
+    if (B <= 0 || S <= 0) return m4_fail(err, "prompt embeds: empty input (B %lld, S %lld)", (long long)B, (long long)S);
+    if (model->weights.embed_tokens.cols != D)
+        return m4_fail(err, "prompt embeds: embed_tokens has %lld columns, hidden_size is %lld",
+                       (long long)model->weights.embed_tokens.cols, (long long)D);
+    if (m4_ref_embed_tokens(&model->weights.embed_tokens, ids, N, embeds, err)) return -1;
+    if (!images || images->n <= 0) return 0;
+    if (!cfg->multimodal)
+        return m4_fail(err, "prompt embeds: %lld images given to a text-only model (%s)",
+                       (long long)images->n, cfg->architecture);
+
+    m4_patch_grid *grids = malloc(sizeof *grids * (size_t)images->n);
+    float *features = NULL;
+    int rc = -1;
+    int64_t P;
+    if (!grids) return m4_fail(err, "prompt embeds: out of memory");
+    if (m4_ref_patch_grids(&cfg->vision, images, grids, &P, err)) goto done;
+    const int64_t M = m4_ref_merged_tokens(grids, images->n, cfg->spatial_merge_size);
+    int64_t image_tokens = 0;                             /* checked before the vision work */
+    for (int64_t t = 0; t < N; t++) image_tokens += ids[t] == cfg->image_token_index;
+    if (image_tokens != M) {
+        m4_fail(err, "prompt embeds: image features and image tokens do not match: %lld [IMG] (id "
+                     "%lld) tokens, %lld images give %lld feature rows", (long long)image_tokens,
+                (long long)cfg->image_token_index, (long long)images->n, (long long)M);
+        goto done;
+    }
+    features = malloc(sizeof(float) * (size_t)(M * D));  /* [M, D] */
+    if (!features) {
+        m4_fail(err, "prompt embeds: out of memory for %lld image features", (long long)M);
+        goto done;
+    }
+    if (m4_ref_image_features(model, images, features, err) ||
+        m4_ref_merge_image_features(ids, N, cfg->image_token_index, features, M, D, embeds, err))
+        goto done;
+    rc = 0;
+done:
+    free(grids), free(features);
+    return rc;
+}
+
+/* model — Mistral3ForConditionalGeneration.forward: inputs_embeds = embed_tokens(ids) with the
+ * [IMG] rows replaced by the image features (m4_ref_prompt_embeds); then the language model from
+ * inputs_embeds (Mistral4ForCausalLM: layers, final norm, lm_head). */
 int m4_ref_multimodal_forward(const m4_model *model, const int64_t *ids, int64_t B, int64_t S,
                               const m4_pixel_batch *px, const int64_t *position_ids,
                               const int64_t *attention_mask, int64_t keep,
                               m4_softmax_scale_rule scale_rule, float *logits, m4_error *err) {
-    const m4_config *cfg = &model->config;
-    const int64_t N = B * S, D = cfg->text.hidden_size;
     if (!px || px->n == 0)
         return m4_ref_text_forward(model, ids, NULL, B, S, position_ids, attention_mask, keep,
                                    scale_rule, logits, err);
     if (!ids) return m4_fail(err, "model: image inputs need input_ids to place them");
     if (B <= 0 || S <= 0) return m4_fail(err, "model: empty input (B %lld, S %lld)", (long long)B, (long long)S);
-    if (!cfg->multimodal)
-        return m4_fail(err, "model: %lld images given to a text-only model (%s)", (long long)px->n,
-                       cfg->architecture);
-    if (model->weights.embed_tokens.cols != D)
-        return m4_fail(err, "model: embed_tokens has %lld columns, hidden_size is %lld",
-                       (long long)model->weights.embed_tokens.cols, (long long)D);
-
-    m4_patch_grid *grids = malloc(sizeof *grids * (size_t)(px->n > 0 ? px->n : 1));
-    float *embeds = NULL, *features = NULL;
-    int rc = -1;
-    int64_t P;
-    if (!grids) return m4_fail(err, "model: out of memory");
-    if (m4_ref_patch_grids(&cfg->vision, px, grids, &P, err)) goto done;
-    const int64_t M = m4_ref_merged_tokens(grids, px->n, cfg->spatial_merge_size);
-    embeds = malloc(sizeof(float) * (size_t)(N * D));            /* [B, S, D] inputs_embeds */
-    features = malloc(sizeof(float) * (size_t)(M * D));          /* [M, D] image features */
-    if (!embeds || !features) {
-        m4_fail(err, "model: out of memory for %lld tokens and %lld image features", (long long)N,
-                (long long)M);
-        goto done;
-    }
-    int64_t image_tokens = 0;                                    /* checked before the vision work */
-    for (int64_t t = 0; t < N; t++) image_tokens += ids[t] == cfg->image_token_index;
-    if (image_tokens != M) {
-        m4_fail(err, "model: image features and image tokens do not match: %lld [IMG] (id %lld) "
-                     "tokens, %lld images give %lld feature rows", (long long)image_tokens,
-                (long long)cfg->image_token_index, (long long)px->n, (long long)M);
-        goto done;
-    }
-    if (m4_ref_embed_tokens(&model->weights.embed_tokens, ids, N, embeds, err) ||
-        m4_ref_image_features(model, px, features, err) ||
-        m4_ref_merge_image_features(ids, N, cfg->image_token_index, features, M, D, embeds, err) ||
-        m4_ref_text_forward(model, NULL, embeds, B, S, position_ids, attention_mask, keep, scale_rule,
-                            logits, err))
-        goto done;
-    rc = 0;
-done:
-    free(grids), free(embeds), free(features);
-    return rc;
+    float *embeds = malloc(sizeof(float) * (size_t)(B * S * model->config.text.hidden_size)); /* [B, S, D] */
+    if (!embeds) return m4_fail(err, "model: out of memory for %lld tokens", (long long)(B * S));
+    int rc = m4_ref_prompt_embeds(model, ids, B, S, px, embeds, err) ||
+             m4_ref_text_forward(model, NULL, embeds, B, S, position_ids, attention_mask, keep,
+                                 scale_rule, logits, err);
+    free(embeds);
+    return rc ? -1 : 0;
 }

@@ -134,6 +134,13 @@ int m4_ref_merge_image_features(const int64_t *ids, int64_t n, int64_t image_tok
 int m4_ref_image_features(const m4_model *model, const m4_pixel_batch *px, float *features,
                           m4_error *err);
 
+/* The prompt's inputs_embeds [B, S, D] for a multimodal model (Mistral3Model's first step):
+ * embed_tokens(ids), then the rows of image_token_index replaced in order by the image features
+ * (vision tower → projector) of the images (image.h's preprocessed batch). images NULL or empty:
+ * the plain embedding. Fails when the [IMG] count and the images' feature rows differ. */
+int m4_ref_prompt_embeds(const m4_model *model, const int64_t *ids, int64_t B, int64_t S,
+                         const m4_pixel_batch *images, float *embeds, m4_error *err);
+
 /* model — Mistral3ForConditionalGeneration.forward: ids [B, S] + images → logits [B, keep, V]
  * (keep as m4_ref_text_forward; 0 = all S). px NULL or without images: the text model alone. */
 int m4_ref_multimodal_forward(const m4_model *model, const int64_t *ids, int64_t B, int64_t S,
