@@ -8,9 +8,19 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "backend.h"
 #include "conform.h"
 
 #define CMD "conform"
+
+/* The backends built into this binary, comma-separated. */
+static const char *backend_list(void) {
+    static char list[128];
+    list[0] = '\0';
+    for (const char *const *name = m4_backend_names(); *name; name++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "", *name);
+    return list;
+}
 
 static void print_help(void) {
     printf(
@@ -31,7 +41,8 @@ static void print_help(void) {
         "  --golden FILE     the golden HDF5 file\n"
         "  --backend NAME    implementation to check (default: ref; built here: %s)\n"
         "  --only GLOB       only components whose name matches GLOB (e.g. 'text.layers.1.*')\n"
-        "  --bf16            use the bf16 error budgets (relative L2 2e-2) instead of float32's\n"
+        "  --bf16            use the bf16 error budgets (relative L2 2e-2, cosine 0.999) instead of\n"
+        "                    float32's (the default for cuda-bf16)\n"
         "  --report FILE     also write a JSON report (schema mistral4-conform/1)\n"
         "  --junit FILE      also write a JUnit XML report (one testcase per component)\n"
         "  --quiet           print only the summary lines\n"
@@ -49,7 +60,7 @@ static void print_help(void) {
         "\n"
         "Exit status: 0 every row passed (rows the backend does not implement are reported, not\n"
         "failed), 1 a row failed or errored or the inputs could not be read, 2 usage error.\n",
-        "ref");
+        backend_list());
 }
 
 /* Finds DIR/<name>.h5 and DIR/model for --case. */
@@ -115,7 +126,8 @@ int cmd_conform(int argc, char **argv) {
     }
     if (!model || !golden) return cli_usage_error(CMD, "give --case DIR, or both --model and --golden");
     const m4_backend *backend = m4_backend_find(backend_name);
-    if (!backend) return cli_usage_error(CMD, "unknown backend '%s' (built here: ref)", backend_name);
+    if (!backend) return cli_usage_error(CMD, "unknown backend '%s' (built here: %s)", backend_name, backend_list());
+    if (strcmp(backend->name, "cuda-bf16") == 0) bf16 = true;
 
     m4_conform_options opt = {.model_dir = model, .golden_path = golden, .backend = backend,
                               .only = only, .bf16_budgets = bf16,

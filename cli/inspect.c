@@ -265,13 +265,29 @@ static inspect_cost_component cost_component(const m4_tensor_spec *s) {
     }
 }
 
+/* Checked int64_t arithmetic for the costs: the loader bounds each tensor (M4_MAX_TENSOR_ELEMENTS,
+ * 2^40) and the layer count (M4_CONFIG_MAX_LAYERS), not their products with a context of up to
+ * 2^32, so a cost can exceed int64_t. A result that does not fit sets *overflow (the caller then
+ * fails) instead of being undefined behaviour. */
+static int64_t mul(int64_t a, int64_t b, bool *overflow) {
+    int64_t r;
+    if (__builtin_mul_overflow(a, b, &r)) *overflow = true;
+    return r;
+}
+
+static int64_t add(int64_t a, int64_t b, bool *overflow) {
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r)) *overflow = true;
+    return r;
+}
+
 /* FLOPs for `active` weight elements of component c at context T (definitions: inspect.h). */
-static int64_t weight_flops(inspect_cost_component c, int64_t active, int64_t T) {
+static int64_t weight_flops(inspect_cost_component c, int64_t active, int64_t T, bool *overflow) {
     switch (c) {
     case INSPECT_COST_EMBED:
     case INSPECT_COST_FP8_SCALES: return 0;
-    case INSPECT_COST_ATTN_KV_B: return 2 * T * active;
-    default: return 2 * active;
+    case INSPECT_COST_ATTN_KV_B: return mul(mul(2, T, overflow), active, overflow);
+    default: return mul(2, active, overflow);
     }
 }
 
@@ -284,6 +300,7 @@ int inspect_per_token(const m4_config *cfg, const m4_tensor_spec *specs, const m
     const int64_t T = context;
     out->context = T;
     out->cache_dtype = cache_dtype;
+    bool overflow = false;
 
     int64_t attention_layers = 0, kv_b_params = 0;
     for (size_t i = 0; i < n; i++) {
@@ -291,38 +308,53 @@ int inspect_per_token(const m4_config *cfg, const m4_tensor_spec *specs, const m
         if (active_numel(cfg, &specs[i], &active, err) != 0) return -1;
         if (active == 0) continue;
         inspect_cost_component c = cost_component(&specs[i]);
-        out->rows[c].flops += weight_flops(c, active, T);
-        out->rows[c].weight_bytes += active * (int64_t)m4_dtype_size(dtypes[i]);
+        inspect_cost_row *row = &out->rows[c];
+        row->flops = add(row->flops, weight_flops(c, active, T, &overflow), &overflow);
+        row->weight_bytes = add(row->weight_bytes, mul(active, (int64_t)m4_dtype_size(dtypes[i]), &overflow),
+                                &overflow);
         if (is_kv_b(&specs[i])) {
             attention_layers++;
-            kv_b_params += active;
+            kv_b_params = add(kv_b_params, active, &overflow);
         }
     }
     const m4_tensor_spec *tied = tied_lm_head(cfg, specs, n);
     if (tied) {
         int64_t numel = inspect_numel(tied);
-        out->rows[INSPECT_COST_LM_HEAD].flops += 2 * numel;
-        out->rows[INSPECT_COST_LM_HEAD].weight_bytes += numel * (int64_t)m4_dtype_size(dtypes[tied - specs]);
+        inspect_cost_row *row = &out->rows[INSPECT_COST_LM_HEAD];
+        row->flops = add(row->flops, mul(2, numel, &overflow), &overflow);
+        row->weight_bytes = add(row->weight_bytes, mul(numel, (int64_t)m4_dtype_size(dtypes[tied - specs]), &overflow),
+                                &overflow);
     }
 
     /* per layer: q·kᵀ over dq = dn + dr and P·v over dv, for each of H heads and T keys */
     const int64_t H = t->num_attention_heads, dq = t->qk_head_dim, dv = t->v_head_dim;
     const int64_t Rkv = t->kv_lora_rank, dr = t->qk_rope_head_dim;
-    out->rows[INSPECT_COST_ATTN_SCORES].flops = attention_layers * 2 * H * (dq + dv) * T;
+    const int64_t heads_times_keys = mul(mul(2, H, &overflow), T, &overflow); /* 2·H·T */
+    out->rows[INSPECT_COST_ATTN_SCORES].flops =
+        mul(mul(attention_layers, heads_times_keys, &overflow), dq + dv, &overflow);
     out->rows[INSPECT_COST_KV_CACHE].cache_bytes =
-        attention_layers * T * (Rkv + dr) * (int64_t)m4_dtype_size(cache_dtype);
+        mul(mul(mul(attention_layers, T, &overflow), Rkv + dr, &overflow), (int64_t)m4_dtype_size(cache_dtype),
+            &overflow);
 
-    out->attention_flops = out->rows[INSPECT_COST_ATTN_PROJ].flops +
-                           out->rows[INSPECT_COST_ATTN_KV_B].flops +
-                           out->rows[INSPECT_COST_ATTN_SCORES].flops;
-    out->attention_flops_absorbed = out->rows[INSPECT_COST_ATTN_PROJ].flops + 2 * kv_b_params +
-                                    attention_layers * (2 * H * T * (Rkv + dr) + 2 * H * T * Rkv);
+    out->attention_flops = add(add(out->rows[INSPECT_COST_ATTN_PROJ].flops, out->rows[INSPECT_COST_ATTN_KV_B].flops,
+                                   &overflow),
+                               out->rows[INSPECT_COST_ATTN_SCORES].flops, &overflow);
+    /* absorbed: kv_b once, 2·H·T·(Rkv + dr) for the scores and 2·H·T·Rkv for the values per layer */
+    const int64_t absorbed_per_layer = mul(heads_times_keys, 2 * Rkv + dr, &overflow);
+    out->attention_flops_absorbed =
+        add(add(out->rows[INSPECT_COST_ATTN_PROJ].flops, mul(2, kv_b_params, &overflow), &overflow),
+            mul(attention_layers, absorbed_per_layer, &overflow), &overflow);
     for (int c = 0; c < INSPECT_COST_COUNT; c++) {
-        out->total_flops += out->rows[c].flops;
-        out->total_weight_bytes += out->rows[c].weight_bytes;
-        out->total_cache_bytes += out->rows[c].cache_bytes;
+        out->total_flops = add(out->total_flops, out->rows[c].flops, &overflow);
+        out->total_weight_bytes = add(out->total_weight_bytes, out->rows[c].weight_bytes, &overflow);
+        out->total_cache_bytes = add(out->total_cache_bytes, out->rows[c].cache_bytes, &overflow);
     }
-    out->total_bytes = out->total_weight_bytes + out->total_cache_bytes;
+    out->total_bytes = add(out->total_weight_bytes, out->total_cache_bytes, &overflow);
+    if (overflow) {
+        memset(out, 0, sizeof *out);
+        return m4_fail(err, "the FLOPs or bytes of one decode token at context %lld exceed 2^63 - 1: the "
+                       "config's sizes are too large to count them in 64 bits", (long long)context);
+    }
     return 0;
 }
 

@@ -23,6 +23,9 @@ struct m4_backend {
     /* Per-model state (device copies of the weights, scratch). */
     int (*open)(const m4_model *model, void **state, m4_error *err);
     void (*close)(void *state);
+    /* Device time of the last entry call in milliseconds (CUDA events around the component's
+     * kernels, transfers excluded); NULL for host backends, whose wall time is the figure. */
+    double (*last_device_ms)(void *state);
 
     /* text.embed_tokens: ids [N] → out [N, D] */
     int (*embed_tokens)(void *state, const int64_t *ids, int64_t n, float *out, m4_error *err);
@@ -97,6 +100,11 @@ struct m4_backend {
 
 /* The plain-C float32 reference. */
 extern const m4_backend m4_backend_reference;
+
+/* The CUDA implementation (optimized/), built when nvcc is present: float32 without TF32, and the
+ * bf16 fast path. */
+extern const m4_backend m4_backend_cuda_fp32;
+extern const m4_backend m4_backend_cuda_bf16;
 
 /* Looks a backend up by name ("ref"); NULL when unknown or not built (e.g. CUDA without nvcc). */
 const m4_backend *m4_backend_find(const char *name);

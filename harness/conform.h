@@ -26,8 +26,10 @@ typedef struct {
     char shape[64];           /* of the compared tensor */
     m4_comparison cmp;
     double tolerance;
+    double min_cosine;        /* bf16 budgets also need cosine >= 0.999; 0 otherwise */
     int64_t topk_mismatches;  /* router rows: tokens whose expert sets differ; else -1 */
     double time_ms;           /* wall time of the backend call that produced it */
+    double device_ms;         /* its device time (CUDA events) for device backends, else -1 */
     double flops, bytes;      /* registry cost of that call */
     m4_result_status status;
     char message[1200];

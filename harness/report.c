@@ -1,8 +1,12 @@
 /* report.c — the conformance report as a terminal table, JSON and JUnit XML. */
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "conform.h"
 
@@ -17,19 +21,23 @@ void m4_report_print_table(const m4_report *r, FILE *out) {
         int len = (int)strlen(r->results[i].name);
         if (len > name_width) name_width = len;
     }
-    int width = name_width + 94;
-    fprintf(out, "%-*s  %-16s %10s %10s %10s %8s %10s  %s\n", name_width, "component", "shape",
-            "max abs", "rel L2", "cosine", "budget%", "time ms", "result");
+    const bool device = r->n > 0 && r->results[0].device_ms >= 0;   /* a device backend's run */
+    int width = name_width + 94 + (device ? 11 : 0);
+    fprintf(out, "%-*s  %-16s %10s %10s %10s %8s %10s%s  %s\n", name_width, "component", "shape",
+            "max abs", "rel L2", "cosine", "budget%", "time ms", device ? "     dev ms" : "", "result");
     print_rule(out, width);
     for (size_t i = 0; i < r->n; i++) {
         const m4_result *x = &r->results[i];
         if (x->status == M4_RESULT_PASS || x->status == M4_RESULT_FAIL)
-            fprintf(out, "%-*s  %-16s %10.2e %10.2e %10.7f %8.1f %10.3f  %s", name_width, x->name,
-                    x->shape, x->cmp.max_abs, x->cmp.rel_l2, x->cmp.cosine, x->cmp.budget_pct,
-                    x->time_ms, m4_result_status_name(x->status));
+        {
+            fprintf(out, "%-*s  %-16s %10.2e %10.2e %10.7f %8.1f %10.3f", name_width, x->name,
+                    x->shape, x->cmp.max_abs, x->cmp.rel_l2, x->cmp.cosine, x->cmp.budget_pct, x->time_ms);
+            if (device) fprintf(out, " %10.4f", x->device_ms);
+            fprintf(out, "  %s", m4_result_status_name(x->status));
+        }
         else
-            fprintf(out, "%-*s  %-16s %10s %10s %10s %8s %10s  %s", name_width, x->name, "-", "-",
-                    "-", "-", "-", "-", m4_result_status_name(x->status));
+            fprintf(out, "%-*s  %-16s %10s %10s %10s %8s %10s%s  %s", name_width, x->name, "-", "-",
+                    "-", "-", "-", "-", device ? "          -" : "", m4_result_status_name(x->status));
         if (x->status != M4_RESULT_PASS && x->message[0]) fprintf(out, "  (%s)", x->message);
         else if (x->topk_mismatches == 0) fprintf(out, "  (top-k sets identical)");
         if ((int)i == r->first_divergence) fprintf(out, "  <- first divergence");
@@ -46,6 +54,49 @@ void m4_report_print_table(const m4_report *r, FILE *out) {
 
 /* JSON numbers cannot be NaN/Inf: such metrics become null. */
 static json_t *number(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+/* Writes one report file so that a reader never sees half of it: `fill` writes `what` into a new
+ * temporary file beside `path` (mkstemp: a unique name in the same folder, so no existing file is
+ * overwritten and the rename stays on one file system), which is renamed over `path` only when
+ * every write and the close succeeded. On failure the temporary file is removed, `path` is left as
+ * it was, and the message says which step failed and why. `fill` returns 0, or -1 on a write error. */
+static int write_atomically(const char *path, const char *what, int (*fill)(FILE *f, const void *content),
+                            const void *content, m4_error *err) {
+    size_t size = strlen(path) + sizeof ".tmp-XXXXXX";
+    char *tmp = malloc(size);
+    if (!tmp) return m4_fail(err, "%s: cannot write the %s: out of memory", path, what);
+    snprintf(tmp, size, "%s.tmp-XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int cause = errno;
+        free(tmp);
+        return m4_fail(err, "%s: cannot write the %s: cannot create a temporary file beside it (%s)", path,
+                       what, strerror(cause));
+    }
+    const char *failed = NULL; /* the step that failed */
+    int cause = 0;
+    /* mkstemp creates the file 0600; a report is readable like a file fopen creates (umask 022). */
+    FILE *f = fchmod(fd, 0644) == 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        failed = "cannot open the temporary file", cause = errno;
+        close(fd);
+    } else {
+        errno = 0;
+        if (fill(f, content) != 0 || fflush(f) != 0 || ferror(f)) failed = "write error", cause = errno;
+        if (fclose(f) != 0 && !failed) failed = "write error", cause = errno;
+    }
+    if (!failed && rename(tmp, path) != 0) failed = "cannot rename the temporary file over it", cause = errno;
+    if (failed) unlink(tmp);
+    free(tmp);
+    if (failed)
+        return m4_fail(err, "%s: cannot write the %s: %s (%s)", path, what, failed,
+                       cause ? strerror(cause) : "unknown cause");
+    return 0;
+}
+
+static int fill_json(FILE *f, const void *root) {
+    return json_dumpf(root, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+}
 
 int m4_report_write_json(const m4_report *r, const char *path, m4_error *err) {
     json_t *root = json_object(), *rows = json_array();
@@ -74,22 +125,16 @@ int m4_report_write_json(const m4_report *r, const char *path, m4_error *err) {
                                 "nonfinite_mismatch", (json_int_t)x->cmp.nonfinite_mismatch,
                                 "budget_pct", number(x->cmp.budget_pct), "time_ms", number(x->time_ms),
                                 "flops", number(x->flops), "bytes", number(x->bytes));
+        if (x->device_ms >= 0) json_object_set_new(row, "device_ms", number(x->device_ms));
         if (x->topk_mismatches >= 0)
             json_object_set_new(row, "topk_set_mismatches", json_integer(x->topk_mismatches));
         if (x->message[0]) json_object_set_new(row, "message", json_string(x->message));
         json_array_append_new(rows, row);
     }
     json_object_set_new(root, "results", rows);
-    /* Write to a temporary file and rename, so a reader never sees half a report. */
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int rc = json_dump_file(root, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    int rc = write_atomically(path, "JSON report", fill_json, root, err);
     json_decref(root);
-    if (rc != 0 || rename(tmp, path) != 0) {
-        remove(tmp);
-        return m4_fail(err, "%s: cannot write the JSON report", path);
-    }
-    return 0;
+    return rc;
 }
 
 static void xml_escaped(FILE *f, const char *s) {
@@ -105,11 +150,9 @@ static void xml_escaped(FILE *f, const char *s) {
     }
 }
 
-int m4_report_write_junit(const m4_report *r, const char *path, m4_error *err) {
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return m4_fail(err, "%s: cannot create the JUnit report", path);
+/* The JUnit XML of report `content`; -1 when a write failed. */
+static int fill_junit(FILE *f, const void *content) {
+    const m4_report *r = content;
     fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     fprintf(f, "<testsuites name=\"mistral4 conform\" tests=\"%zu\" failures=\"%d\" errors=\"%d\" "
                "skipped=\"%d\" time=\"%.6f\">\n", r->n, r->n_fail, r->n_error, r->n_not_implemented,
@@ -142,9 +185,9 @@ int m4_report_write_junit(const m4_report *r, const char *path, m4_error *err) {
         fprintf(f, "</testcase>\n");
     }
     fprintf(f, "  </testsuite>\n</testsuites>\n");
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        remove(tmp);
-        return m4_fail(err, "%s: cannot write the JUnit report", path);
-    }
-    return 0;
+    return ferror(f) ? -1 : 0;
+}
+
+int m4_report_write_junit(const m4_report *r, const char *path, m4_error *err) {
+    return write_atomically(path, "JUnit report", fill_junit, r, err);
 }

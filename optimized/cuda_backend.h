@@ -3,11 +3,11 @@
 #ifndef M4_CUDA_BACKEND_H
 #define M4_CUDA_BACKEND_H
 
-#include "m4_error.h"
-
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#include "m4_error.h"
 
 /* Number of usable CUDA devices; 0 (and success) on a machine without a GPU or driver. */
 int m4_cuda_device_count(int *count, m4_error *err);

@@ -488,6 +488,10 @@ static int parse_root(m4_tokenizer *tok, const json_t *root, m4_error *err) {
         get_int(name, config, "config", "num_vocab_tokens", 0, 0x7fffffff, &n_vocab_tokens, err))
         return -1;
     if (!*pattern) return m4_fail(err, "%s: config.pattern is empty", name);
+    if (n_special > M4_TOKENIZER_MAX_SPECIAL_TOKENS)
+        return m4_fail(err, "%s: config.default_num_special_tokens = %lld is more than the %d special "
+                       "tokens this tokenizer accepts (M4_TOKENIZER_MAX_SPECIAL_TOKENS)", name, n_special,
+                       M4_TOKENIZER_MAX_SPECIAL_TOKENS);
 
     /* "v<number>"; mistral-common knows v1, v2, v3, v7, v11, v13, v15. */
     int version_num = 0, digits = 0;

@@ -32,6 +32,12 @@
 
 #include "m4_error.h"
 
+/* Most special tokens a tekken.json may declare (config.default_num_special_tokens), 2^20.
+ * Mistral's files have 1000; every one below the file's own list is a filler "<SPECIAL_i>" built
+ * at load time, so without a bound a 10 KB file could ask for 2^31 of them (minutes of CPU and
+ * tens of GB). */
+#define M4_TOKENIZER_MAX_SPECIAL_TOKENS (1 << 20)
+
 typedef struct m4_tokenizer m4_tokenizer;
 
 /* A growable list of token ids (caller-owned; zero-initialise, free with m4_token_ids_free). */

@@ -293,9 +293,9 @@ m4_cli_test(cli_run_ids_special_without_tokenizer EXPECT_RC 1
   ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids <s>,5 CHECKS "STDERR_1=no tokenizer")
 
 # ---- conform --report / --junit to a path that cannot be written (issue #9): exit status 1, a
-# message naming the path, and nothing left behind — not the report, not its FILE.tmp (the writers
-# write FILE.tmp and rename it). A missing folder for the JSON report, an existing folder as the
-# JUnit path. (Permissions are not tested: CI may run as root.)
+# message naming the path, and nothing left behind — not the report, not its temporary file (the
+# writers write FILE.tmp-XXXXXX and rename it). A missing folder for the JSON report, an existing
+# folder as the JUnit path. (Permissions are not tested: CI may run as root.)
 add_test(NAME cli_conform_report_unwritable
   COMMAND sh -c "d=$(mktemp -d); mkdir \"$d/adir\"; \"$0\" conform --case \"$1\" --quiet --report \"$d/missing/r.json\" --junit \"$d/adir\" >/dev/null 2>\"$d/err\"; rc=$?; ok=1; [ $rc -eq 1 ] || { echo \"exit $rc, expected 1\"; ok=0; }; grep -q 'missing/r.json: cannot write the JSON report' \"$d/err\" || { echo 'no JSON report message'; ok=0; }; grep -q 'adir: cannot write the JUnit report' \"$d/err\" || { echo 'no JUnit report message'; ok=0; }; left=$(cd \"$d\" && find . -mindepth 1 ! -name err ! -name adir); [ -z \"$left\" ] || { echo \"left behind: $left\"; ok=0; }; [ -z \"$(ls -A \"$d/adir\")\" ] || { echo 'written into adir'; ok=0; }; cat \"$d/err\"; rm -rf \"$d\"; [ $ok -eq 1 ]"
           $<TARGET_FILE:mistral4> ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny)

@@ -389,6 +389,56 @@ static void test_open_errors(void **state) {
     free(dir);
 }
 
+/* Issue #9: a config at the loader's limits — 1024 layers (M4_CONFIG_MAX_LAYERS) whose kv_b_proj
+ * holds 2^40 elements (M4_MAX_TENSOR_ELEMENTS: H·(dn + dv) = 2^20 rows of Rkv = 2^20) — made the
+ * per-token cost overflow int64_t (2·T·numel(kv_b) summed over the layers is 2^63 at the default
+ * context 4096; UBSan: signed integer overflow). The counts still fit; the costs are exact up to
+ * 2^63 - 1 and an error beyond, never undefined behaviour. */
+static void test_costs_at_the_loader_limits(void **state) {
+    (void)state;
+    static const char json[] =
+        "{\"model_type\": \"mistral4\", \"vocab_size\": 512, \"hidden_size\": 64, "
+        "\"intermediate_size\": 96, \"moe_intermediate_size\": 32, \"num_hidden_layers\": 1024, "
+        "\"num_attention_heads\": 1024, \"num_key_value_heads\": 1024, \"n_routed_experts\": 16, "
+        "\"num_experts_per_tok\": 4, \"n_shared_experts\": 1, \"q_lora_rank\": 64, "
+        "\"kv_lora_rank\": 1048576, \"qk_rope_head_dim\": 64, \"qk_nope_head_dim\": 512, "
+        "\"v_head_dim\": 512, \"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 10000.0}}";
+    m4_config cfg;
+    m4_error err = {{0}};
+    if (m4_config_parse(json, "limits.json", &cfg, &err) != 0) fail_msg("%s", err.msg);
+    m4_tensor_spec *specs;
+    size_t n;
+    if (m4_weight_specs(&cfg, NULL, &specs, &n, &err) != 0) fail_msg("%s", err.msg);
+    m4_dtype *dtypes = calloc(n, sizeof *dtypes);
+    assert_non_null(dtypes);
+    for (size_t i = 0; i < n; i++) dtypes[i] = inspect_inferred_dtype(&specs[i], M4_DTYPE_F32);
+
+    const int64_t kv_b = (int64_t)1 << 40, layers = 1024;
+    inspect_params p;
+    inspect_count_params(specs, n, &p);
+    assert_true(p.by_part[M4_PART_ATTENTION] > layers * kv_b);
+    inspect_active a;
+    if (inspect_active_params(&cfg, specs, n, &a, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(a.by_part[M4_PART_ATTENTION], p.by_part[M4_PART_ATTENTION]);
+
+    inspect_cost c;
+    if (inspect_per_token(&cfg, specs, dtypes, n, 1, M4_DTYPE_F32, &c, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(c.rows[INSPECT_COST_ATTN_KV_B].flops, layers * 2 * kv_b);
+    assert_int_equal(c.rows[INSPECT_COST_ATTN_KV_B].weight_bytes, layers * kv_b * 4);
+    /* the largest context whose kv_b expansion, layers · 2 · T · 2^40, still fits: T = 2047 */
+    if (inspect_per_token(&cfg, specs, dtypes, n, 2047, M4_DTYPE_F32, &c, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(c.rows[INSPECT_COST_ATTN_KV_B].flops, layers * 2 * 2047 * kv_b);
+    const int64_t too_long[] = {4096, (int64_t)1 << 32}; /* the default, and --context's maximum */
+    for (size_t i = 0; i < sizeof too_long / sizeof too_long[0]; i++) {
+        err.msg[0] = 0;
+        assert_int_equal(inspect_per_token(&cfg, specs, dtypes, n, too_long[i], M4_DTYPE_F32, &c, &err), -1);
+        m4t_assert_contains(err.msg, "exceed 2^63 - 1");
+        assert_int_equal(c.total_flops, 0);
+    }
+    free(dtypes);
+    free(specs);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_published_params, fixture_setup, fixture_teardown),
@@ -398,6 +448,7 @@ int main(void) {
         cmocka_unit_test(test_dtype_names),
         cmocka_unit_test(test_tiny_checkpoint),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_costs_at_the_loader_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

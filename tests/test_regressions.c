@@ -5,15 +5,19 @@
  * each test says in code what made it crash. */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <hdf5.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "conform.h"
 #include "golden.h"
 #include "safetensors.h"
 #include "weights.h"
@@ -249,6 +253,247 @@ static void index_over_the_size_limit_is_refused(void **state) {
     free(path);
 }
 
+/* ---- the conformance runner's trust in golden shapes --------------------------------------- */
+
+/* Copies committed case `name`'s golden into the fixture's folder and replaces its dataset
+ * `dataset` by one of shape dims[ndim] (zeros, int64 or float32). */
+static char *golden_with_dataset(const fixture *f, const char *name, const char *dataset, bool as_int, int ndim,
+                                 const hsize_t *dims) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "golden/cases/%s/%s.h5", name, name);
+    char *src = m4t_source_path(rel), *dst = m4t_join(f->dir, "crafted.h5");
+    FILE *in = fopen(src, "rb");
+    assert_non_null(in);
+    assert_int_equal(fseek(in, 0, SEEK_END), 0);
+    long size = ftell(in);
+    assert_true(size > 0);
+    rewind(in);
+    char *bytes = malloc((size_t)size);
+    assert_non_null(bytes);
+    assert_int_equal(fread(bytes, 1, (size_t)size, in), (size_t)size);
+    fclose(in);
+    m4t_write_file(dst, bytes, (size_t)size);
+    free(bytes);
+    free(src);
+
+    hid_t file = H5Fopen(dst, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(file >= 0);
+    assert_true(H5Ldelete(file, dataset, H5P_DEFAULT) >= 0);
+    hsize_t numel = 1;
+    for (int d = 0; d < ndim; d++) numel *= dims[d];
+    void *zeros = calloc((size_t)numel, 8);
+    assert_non_null(zeros);
+    hid_t type = as_int ? H5T_NATIVE_INT64 : H5T_NATIVE_FLOAT, space = H5Screate_simple(ndim, dims, NULL);
+    hid_t ds = H5Dcreate2(file, dataset, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(ds >= 0);
+    assert_true(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros) >= 0);
+    H5Dclose(ds), H5Sclose(space), H5Fclose(file);
+    free(zeros);
+    return dst;
+}
+
+/* Runs the reference on case `name`'s model against `golden`, only the rows matching `only`. */
+static int conform_on(const char *name, const char *golden, const char *only, m4_report *report, m4_error *err) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "golden/cases/%s/model", name);
+    char *model_dir = m4t_source_path(rel);
+    m4_conform_options opt = {.model_dir = model_dir, .golden_path = golden, .backend = &m4_backend_reference,
+                              .only = only};
+    int rc = m4_conform_run(&opt, report, err);
+    free(model_dir);
+    return rc;
+}
+
+typedef struct {
+    const char *case_name, *dataset;
+    bool as_int;
+    int ndim;
+    hsize_t dims[4];
+    const char *only;          /* the rows run: the one that reads the dataset and others */
+    const char *row;           /* the row that reads the dataset */
+    const char *shapes;        /* what the message says */
+} crafted_dataset;
+
+/* Reported in issue #9 (found reading harness/conform.c after fuzz_golden): the runner sized its
+ * buffers from one golden dataset and let the backend write (or read, or compare) the size the
+ * config and the case's inputs imply. Each dataset below has another shape than the one its row
+ * implies; before the fix each was a heap-buffer-overflow under ASan — a write past the output
+ * (input_layernorm/out, lm_head/out, patch_merger/out), a read past an input (self_attn/in,
+ * experts/topk_ids) or past the trace buffer compared with it (attn_weights). Now the row is an
+ * ERROR naming the file, the dataset and both shapes, and the other rows still run. */
+static void conform_golden_shape_mismatch_is_an_error_row(void **state) {
+    fixture *f = *state;
+    static const crafted_dataset cases[] = {
+        {"text_tiny", "text.layers.0.input_layernorm/out", false, 1, {1}, "text.layers.0.*",
+         "text.layers.0.input_layernorm", "has shape [1] but the config and inputs imply [2, 10, 64]"},
+        {"text_tiny", "text.lm_head/out", false, 3, {2, 10, 256}, "text.[ln]*", "text.lm_head",
+         "has shape [2, 10, 256] but the config and inputs imply [2, 10, 512]"},
+        {"text_tiny", "text.layers.0.self_attn/in", false, 3, {1, 10, 64}, "text.layers.0.*",
+         "text.layers.0.self_attn", "has shape [1, 10, 64] but the config and inputs imply [2, 10, 64]"},
+        {"text_tiny", "text.layers.0.self_attn/attn_weights", false, 4, {2, 4, 10, 20}, "text.layers.0.self_attn*",
+         "text.layers.0.self_attn.attn_weights",
+         "has shape [2, 4, 10, 20] but the config and inputs imply [2, 4, 10, 10]"},
+        {"text_tiny", "text.layers.0.mlp.experts/topk_ids", true, 2, {20, 2}, "text.layers.0.mlp*",
+         "text.layers.0.mlp.experts", "has shape [20, 2] but the config and inputs imply [20, 4]"},
+        {"multimodal", "projector.patch_merger/out", false, 2, {1, 32}, "projector*", "projector.patch_merger",
+         "has shape [1, 32] but the config and inputs imply [24, 32]"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const crafted_dataset *x = &cases[i];
+        char *golden = golden_with_dataset(f, x->case_name, x->dataset, x->as_int, x->ndim, x->dims);
+        m4_report r;
+        m4_error err = {{0}};
+        if (conform_on(x->case_name, golden, x->only, &r, &err) != 0) fail_msg("%s", err.msg);
+        const m4_result *row = NULL;
+        for (size_t k = 0; k < r.n; k++)
+            if (strcmp(r.results[k].name, x->row) == 0) row = &r.results[k];
+        if (!row) fail_msg("%s: no row %s", x->dataset, x->row);
+        if (row->status != M4_RESULT_ERROR)
+            fail_msg("%s: %s is %s, not ERROR", x->dataset, x->row, m4_result_status_name(row->status));
+        m4t_assert_contains(row->message, golden);
+        m4t_assert_contains(row->message, x->dataset);
+        m4t_assert_contains(row->message, x->shapes);
+        assert_true(r.n_pass > 0); /* the rows around it still ran */
+        m4_report_free(&r);
+        remove(golden);
+        free(golden);
+    }
+}
+
+/* The case's inputs are checked the same way: an attention mask shorter than input_ids made every
+ * attention read past it. The run stops before any row, naming the dataset. */
+static void conform_golden_short_attention_mask_is_refused(void **state) {
+    fixture *f = *state;
+    const hsize_t dims[2] = {2, 5};
+    char *golden = golden_with_dataset(f, "text_tiny", "inputs/attention_mask", true, 2, dims);
+    m4_report r;
+    m4_error err = {{0}};
+    assert_int_equal(conform_on("text_tiny", golden, "text.layers.0.self_attn", &r, &err), -1);
+    m4t_assert_contains(err.msg, golden);
+    m4t_assert_contains(err.msg, "dataset \"inputs/attention_mask\" has shape [2, 5] but the config and inputs "
+                                 "imply [2, 10]");
+    m4_report_free(&r);
+    free(golden);
+}
+
+/* ---- the report writers ------------------------------------------------------------------- */
+
+/* A report of two rows, as the runner fills it. */
+static m4_report small_report(void) {
+    m4_report r = {.n = 2, .cap = 2, .case_name = "crafted", .golden_path = "crafted.h5", .backend = "ref",
+                   .scale_rule = "base", .first_divergence = 1, .n_pass = 1, .n_fail = 1};
+    r.results = calloc(2, sizeof *r.results);
+    assert_non_null(r.results);
+    for (int i = 0; i < 2; i++) {
+        m4_result *x = &r.results[i];
+        snprintf(x->name, sizeof x->name, "text.layers.%d.mlp", i);
+        snprintf(x->shape, sizeof x->shape, "[2, 10, 64]");
+        x->status = i ? M4_RESULT_FAIL : M4_RESULT_PASS;
+        x->topk_mismatches = -1;
+    }
+    return r;
+}
+
+static char *read_text(const char *path) {
+    FILE *file = fopen(path, "rb");
+    if (!file) return NULL;
+    char *text = calloc(1, 1 << 16);
+    assert_non_null(text);
+    assert_true(fread(text, 1, (1 << 16) - 1, file) < (1 << 16) - 1);
+    fclose(file);
+    return text;
+}
+
+static int entries_in(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+/* Reported in issue #9: the writers wrote FILE.tmp and renamed it over FILE, so a file of that
+ * name (someone else's, or another writer's) was overwritten, then renamed away. Now the
+ * temporary file has a unique name (mkstemp) and nothing else in the folder is touched. */
+static void report_writers_leave_a_file_named_like_the_old_temporary_alone(void **state) {
+    fixture *f = *state;
+    char *json = m4t_join(f->dir, "r.json"), *xml = m4t_join(f->dir, "r.xml");
+    char *json_tmp = m4t_join(f->dir, "r.json.tmp"), *xml_tmp = m4t_join(f->dir, "r.xml.tmp");
+    m4t_write_text(json_tmp, "not ours");
+    m4t_write_text(xml_tmp, "not ours either");
+    m4_report r = small_report();
+    m4_error err = {{0}};
+    if (m4_report_write_json(&r, json, &err) != 0) fail_msg("%s", err.msg);
+    if (m4_report_write_junit(&r, xml, &err) != 0) fail_msg("%s", err.msg);
+    char *text = read_text(json_tmp);
+    assert_non_null(text);
+    assert_string_equal(text, "not ours");
+    free(text);
+    text = read_text(xml_tmp);
+    assert_non_null(text);
+    assert_string_equal(text, "not ours either");
+    free(text);
+    text = read_text(json);
+    assert_non_null(text);
+    m4t_assert_contains(text, "\"component\": \"text.layers.1.mlp\"");
+    free(text);
+    text = read_text(xml);
+    assert_non_null(text);
+    m4t_assert_contains(text, "</testsuites>");
+    free(text);
+    assert_int_equal(entries_in(f->dir), 4); /* no temporary file left */
+    struct stat st;
+    assert_int_equal(stat(json, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0644);
+    m4_report_free(&r);
+    free(json), free(xml), free(json_tmp), free(xml_tmp);
+}
+
+/* A write that fails part-way (here the file-size limit, as a full disk would) is an error naming
+ * the report and the cause; the previous report stays as it was and no temporary file is left.
+ * So is a folder that does not exist. */
+static void report_write_error_leaves_the_previous_report(void **state) {
+    fixture *f = *state;
+    char *json = m4t_join(f->dir, "r.json"), *xml = m4t_join(f->dir, "r.xml");
+    m4t_write_text(json, "previous JSON report");
+    m4t_write_text(xml, "previous JUnit report");
+    m4_report r = small_report();
+    m4_error json_err = {{0}}, xml_err = {{0}};
+
+    struct rlimit saved;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    void (*saved_handler)(int) = signal(SIGXFSZ, SIG_IGN); /* a write past the limit fails with EFBIG */
+    struct rlimit small = {.rlim_cur = 64, .rlim_max = saved.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+    int json_rc = m4_report_write_json(&r, json, &json_err);
+    int xml_rc = m4_report_write_junit(&r, xml, &xml_err);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
+    signal(SIGXFSZ, saved_handler);
+
+    assert_int_equal(json_rc, -1);
+    m4t_assert_contains(json_err.msg, json);
+    m4t_assert_contains(json_err.msg, "cannot write the JSON report: write error (File too large)");
+    assert_int_equal(xml_rc, -1);
+    m4t_assert_contains(xml_err.msg, xml);
+    m4t_assert_contains(xml_err.msg, "cannot write the JUnit report: write error (File too large)");
+    char *text = read_text(json);
+    assert_string_equal(text, "previous JSON report");
+    free(text);
+    text = read_text(xml);
+    assert_string_equal(text, "previous JUnit report");
+    free(text);
+    assert_int_equal(entries_in(f->dir), 2);
+
+    char *missing = m4t_join(f->dir, "missing/r.json");
+    assert_int_equal(m4_report_write_json(&r, missing, &json_err), -1);
+    m4t_assert_contains(json_err.msg, missing);
+    m4t_assert_contains(json_err.msg, "cannot create a temporary file beside it (No such file or directory)");
+    assert_int_equal(entries_in(f->dir), 2);
+    m4_report_free(&r);
+    free(json), free(xml), free(missing);
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
@@ -261,6 +506,10 @@ int main(void) {
         T(weights_patch_merger_width_overflow_is_refused),
         T(config_file_over_the_size_limit_is_refused),
         T(index_over_the_size_limit_is_refused),
+        T(conform_golden_shape_mismatch_is_an_error_row),
+        T(conform_golden_short_attention_mask_is_refused),
+        T(report_writers_leave_a_file_named_like_the_old_temporary_alone),
+        T(report_write_error_leaves_the_previous_report),
     };
     /* M4T_FILTER=name runs one test (to check a fix by reverting it). */
     if (getenv("M4T_FILTER")) cmocka_set_test_filter(getenv("M4T_FILTER"));

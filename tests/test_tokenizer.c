@@ -647,6 +647,13 @@ static void m_special_str_int(json_t *r) {
     set_path(r, "special[0]", "token_str", json_integer(0));
 }
 static void m_v13_no_special(json_t *r) { set_path(r, "config", "version", json_string("v13")); }
+/* Issue #9 (found with fuzz_tokenizer): the special-token count was bounded only by 2^31 - 1, and
+ * every filler "<SPECIAL_i>" was built at load time. One over M4_TOKENIZER_MAX_SPECIAL_TOKENS (the
+ * vocabulary grown to match) loaded before the bound; now it is refused before any filler is made. */
+static void m_special_over_limit(json_t *r) {
+    set_path(r, "config", "default_num_special_tokens", json_integer(M4_TOKENIZER_MAX_SPECIAL_TOKENS + 1));
+    set_path(r, "config", "default_vocab_size", json_integer(258 + M4_TOKENIZER_MAX_SPECIAL_TOKENS + 1));
+}
 
 static const bad_case bad_cases[] = {
     {"bad_invalid_json", NULL, "{\"config\": {\"pattern\": \"x\",}", "invalid JSON at line 1"},
@@ -684,6 +691,9 @@ static const bad_case bad_cases[] = {
     {"bad_special_is_control_type", m_special_control, NULL, "special_tokens[2].is_control must be true or false, not a string"},
     {"bad_special_token_str_type", m_special_str_int, NULL, "special_tokens[0].token_str must be a string, not an integer"},
     {"bad_v13_without_special_tokens", m_v13_no_special, NULL, "special_tokens is missing (required for version v13 > v7)"},
+    {"bad_special_count_over_the_limit", m_special_over_limit, NULL,
+     "config.default_num_special_tokens = 1048577 is more than the 1048576 special tokens this tokenizer "
+     "accepts (M4_TOKENIZER_MAX_SPECIAL_TOKENS)"},
 };
 
 static void run_bad_case(void **state) {
@@ -734,6 +744,18 @@ static void test_tiny_file_valid(void **state) {
     m4_tokenizer_free(tok);
 }
 
+/* The bound itself is allowed: M4_TOKENIZER_MAX_SPECIAL_TOKENS special tokens load, the last one a
+ * filler. */
+static void test_special_count_at_the_limit(void **state) {
+    (void)state;
+    const int ns = M4_TOKENIZER_MAX_SPECIAL_TOKENS;
+    m4_tokenizer *tok = parse_json(tiny_tekken(bad_extra, 2, ns, "[a-z]+|[^a-z]+"), "limit.json");
+    assert_int_equal(m4_tokenizer_num_special(tok), ns);
+    assert_int_equal(m4_tokenizer_vocab_size(tok), ns + 258);
+    assert_string_equal(m4_tokenizer_special_str(tok, ns - 1), "<SPECIAL_1048575>");
+    m4_tokenizer_free(tok);
+}
+
 int main(void) {
     /* Tests that share the loaded vocabulary and corpus (one group, loaded once). */
     static const struct CMUnitTest shared[] = {
@@ -755,6 +777,7 @@ int main(void) {
         cmocka_unit_test(test_bpe_merge_order),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_tiny_file_valid),
+        cmocka_unit_test(test_special_count_at_the_limit),
     };
     enum {
         n_fixed = sizeof fixed / sizeof fixed[0],

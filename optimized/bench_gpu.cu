@@ -1,0 +1,325 @@
+/* bench_gpu.cu — m4_gpu_bench: the CUDA backend's kernels at the real model's widths, timed with
+ * CUDA events, against ceilings measured in the same run (a device-to-device copy; a cuBLAS bf16
+ * GEMM on random data). Weights are random synthetic tensors of the published shapes (no
+ * checkpoint needed). Writes one JSON document (stdout, or --out FILE) and a table on stderr.
+ *
+ *   m4_gpu_bench [--config tests/fixtures/mistral-small-4-119b-2603.config.json] [--out FILE]
+ *                [--iters N] [--quick]
+ *
+ * Each row: median of N event-timed runs after 3 warm-ups, inputs rotating over several copies so
+ * that no weight stays in L2 between runs where the weight set is smaller than 4× L2. */
+#include <algorithm>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <string>
+#include <vector>
+
+#include <curand.h>
+
+#include "cuda_model.cuh"
+
+namespace {
+
+struct row {
+    std::string name, path;
+    double ms, bytes, flops;
+    const char *ceiling;     /* "copy" or "gemm" */
+};
+
+struct bench {
+    m4_cuda st;
+    int iters = 20;
+    double copy_gbps = 0, gemm_tflops = 0;
+    std::vector<row> rows;
+    std::vector<void *> allocations;
+    curandGenerator_t rng = nullptr;
+};
+
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        cudaError_t s_ = (call);                                                                   \
+        if (s_ != cudaSuccess) {                                                                   \
+            fprintf(stderr, "m4_gpu_bench: %s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(s_)); \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+void *device_alloc(bench &b, size_t bytes) {
+    void *p = nullptr;
+    CHECK(cudaMalloc(&p, bytes));
+    b.allocations.push_back(p);
+    return p;
+}
+
+/* Random normal floats (× scale), on the device. */
+float *random_f32(bench &b, int64_t n, float scale) {
+    float *p = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)((n + 1) & ~INT64_C(1))));
+    if (curandGenerateNormal(b.rng, p, (size_t)((n + 1) & ~INT64_C(1)), 0.0f, scale) != CURAND_STATUS_SUCCESS) {
+        fprintf(stderr, "m4_gpu_bench: curand failed\n");
+        exit(1);
+    }
+    return p;
+}
+
+m4_dev_weight random_weight(bench &b, int64_t experts, int64_t rows, int64_t cols, bool bf16) {
+    m4_dev_weight w;
+    w.experts = experts, w.rows = rows, w.cols = cols, w.bf16 = bf16;
+    const int64_t n = experts * rows * cols;
+    float *f = random_f32(b, n, 0.02f);
+    if (!bf16) {
+        w.data = f;
+        return w;
+    }
+    w.data = device_alloc(b, sizeof(__nv_bfloat16) * (size_t)n);
+    m4_error err = {{0}};
+    if (m4k_to_bf16(f, static_cast<__nv_bfloat16 *>(w.data), n, b.st.stream, &err)) {
+        fprintf(stderr, "m4_gpu_bench: %s\n", err.msg);
+        exit(1);
+    }
+    CHECK(cudaStreamSynchronize(b.st.stream));
+    CHECK(cudaFree(f));
+    b.allocations.erase(std::find(b.allocations.begin(), b.allocations.end(), (void *)f));
+    return w;
+}
+
+/* Median milliseconds of fn(i) over b.iters event-timed runs after 3 warm-ups. */
+template <typename Fn> double time_ms(bench &b, Fn fn) {
+    cudaEvent_t start, stop;
+    CHECK(cudaEventCreate(&start));
+    CHECK(cudaEventCreate(&stop));
+    for (int i = 0; i < 3; i++) fn(i);
+    std::vector<float> ms((size_t)b.iters);
+    for (int i = 0; i < b.iters; i++) {
+        CHECK(cudaEventRecord(start, b.st.stream));
+        fn(i);
+        CHECK(cudaEventRecord(stop, b.st.stream));
+        CHECK(cudaEventSynchronize(stop));
+        CHECK(cudaEventElapsedTime(&ms[(size_t)i], start, stop));
+    }
+    CHECK(cudaGetLastError());
+    cudaEventDestroy(start), cudaEventDestroy(stop);
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+}
+
+void must(int rc, const m4_error &err) {
+    if (rc) {
+        fprintf(stderr, "m4_gpu_bench: %s\n", err.msg);
+        exit(1);
+    }
+}
+
+void add(bench &b, const std::string &name, const std::string &path, double ms, double bytes, double flops,
+         const char *ceiling) {
+    b.rows.push_back({name, path, ms, bytes, flops, ceiling});
+    const double gbps = bytes / ms / 1e6, tflops = flops / ms / 1e9;
+    const double pct = strcmp(ceiling, "copy") == 0 ? 100 * gbps / b.copy_gbps : 100 * tflops / b.gemm_tflops;
+    fprintf(stderr, "%-58s %10.4f ms %9.1f GB/s %8.1f TFLOP/s %6.1f%% of %s\n", name.c_str(), ms, gbps, tflops, pct, ceiling);
+}
+
+/* ---- ceilings -------------------------------------------------------------------------------- */
+
+void ceilings(bench &b, bool quick) {
+    const size_t bytes = quick ? (size_t)1 << 28 : (size_t)1 << 32;
+    void *src = device_alloc(b, bytes), *dst = device_alloc(b, bytes);
+    CHECK(cudaMemset(src, 1, bytes));
+    double ms = time_ms(b, [&](int) { CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, b.st.stream)); });
+    b.copy_gbps = 2.0 * (double)bytes / ms / 1e6;
+    b.rows.push_back({"ceiling/copy_d2d", "cudaMemcpy", ms, 2.0 * (double)bytes, 0, "copy"});
+    fprintf(stderr, "%-58s %10.4f ms %9.1f GB/s (read + write)\n", "ceiling/copy_d2d", ms, b.copy_gbps);
+    CHECK(cudaFree(src));
+    CHECK(cudaFree(dst));
+    b.allocations.clear();
+
+    const int64_t n = quick ? 2048 : 8192;
+    m4_dev_weight A = random_weight(b, 1, n, n, true), B = random_weight(b, 1, n, n, true);
+    float *C = static_cast<float *>(device_alloc(b, sizeof(__nv_bfloat16) * (size_t)(n * n)));
+    const float one = 1, zero = 0;
+    ms = time_ms(b, [&](int) {
+        cublasGemmEx(b.st.cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)n, (int)n, &one, A.data, CUDA_R_16BF, (int)n,
+                     B.data, CUDA_R_16BF, (int)n, &zero, C, CUDA_R_16BF, (int)n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    });
+    b.gemm_tflops = 2.0 * (double)n * n * n / ms / 1e9;
+    b.rows.push_back({"ceiling/cublas_bf16_gemm_" + std::to_string(n), "cublasGemmEx bf16→bf16", ms, 0, 2.0 * n * n * n, "gemm"});
+    fprintf(stderr, "%-58s %10.4f ms %9.1f TFLOP/s\n", ("ceiling/cublas_bf16_gemm_" + std::to_string(n)).c_str(), ms, b.gemm_tflops);
+    for (void *p : b.allocations) cudaFree(p);
+    b.allocations.clear();
+}
+
+/* ---- components ------------------------------------------------------------------------------ */
+
+/* nn.Linear of the model at n tokens, through m4_cuda_linear (GEMV for n ≤ 8, cuBLAS above).
+ * Enough weight copies rotate that the set exceeds L2 several times over. */
+void linear(bench &b, const char *component, int64_t out, int64_t in, int64_t n, bool bf16) {
+    const size_t elem = bf16 ? 2 : 4, weight_bytes = (size_t)(out * in) * elem;
+    const int copies = (int)std::min<size_t>(16, std::max<size_t>(1, ((size_t)256 << 20) / weight_bytes + 1));
+    std::vector<m4_dev_weight> w;
+    for (int c = 0; c < copies; c++) w.push_back(random_weight(b, 1, out, in, bf16));
+    float *x = random_f32(b, n * in, 1.0f), *y = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(n * out)));
+    m4_error err = {{0}};
+    double ms = time_ms(b, [&](int i) { must(m4_cuda_linear(&b.st, x, n, w[(size_t)i % w.size()], y, &err), err); });
+    const bool decode = n <= M4_CUDA_GEMV_MAX_TOKENS;
+    const double bytes = (double)weight_bytes + 4.0 * n * (in + out);
+    add(b, std::string("cuda-") + (bf16 ? "bf16/" : "fp32/") + component + (decode ? "/decode:" : "/prefill:") + std::to_string(n),
+        decode ? "gemv" : (bf16 ? "cublasGemmEx bf16 (+ x→bf16)" : "cublasSgemm pedantic"), ms, bytes,
+        2.0 * n * out * in, decode ? "copy" : "gemm");
+    for (void *p : b.allocations) cudaFree(p);
+    b.allocations.clear();
+}
+
+/* The routed experts of one real-width MoE layer (E × [2F, D] + E × [D, F]) at n tokens, top-K
+ * routing drawn at random (distinct experts per token). Bytes: each distinct expert's weights once. */
+void experts(bench &b, const m4_text_config *cfg, int64_t n) {
+    const int64_t E = cfg->n_routed_experts, K = cfg->num_experts_per_tok, D = cfg->hidden_size, F = cfg->moe_intermediate_size;
+    m4_dev_weight gu = random_weight(b, E, 2 * F, D, true), dn = random_weight(b, E, D, F, true);
+    float *x = random_f32(b, n * D, 1.0f), *out = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(n * D)));
+    srand(1234);
+    const int sets = 16;                       /* rotate routings so experts differ run to run */
+    std::vector<int32_t> ids((size_t)(sets * n * K));
+    std::vector<float> wts((size_t)(sets * n * K), 1.0f / (float)K);
+    double distinct = 0;
+    for (int s = 0; s < sets; s++) {
+        std::vector<bool> used((size_t)E, false);
+        for (int64_t t = 0; t < n; t++) {
+            std::vector<bool> mine((size_t)E, false);
+            for (int64_t k = 0; k < K; k++) {
+                int32_t e;
+                do e = rand() % (int32_t)E; while (mine[(size_t)e]);
+                mine[(size_t)e] = true;
+                ids[(size_t)((s * n + t) * K + k)] = e;
+                if (!used[(size_t)e]) used[(size_t)e] = true, distinct += 1;
+            }
+        }
+    }
+    distinct /= sets;
+    int32_t *d_ids = static_cast<int32_t *>(device_alloc(b, sizeof(int32_t) * ids.size()));
+    float *d_w = static_cast<float *>(device_alloc(b, sizeof(float) * wts.size()));
+    CHECK(cudaMemcpy(d_ids, ids.data(), sizeof(int32_t) * ids.size(), cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(d_w, wts.data(), sizeof(float) * wts.size(), cudaMemcpyHostToDevice));
+    m4_error err = {{0}};
+    double ms = time_ms(b, [&](int i) {
+        const int64_t s = i % sets;
+        must(m4_cuda_moe_experts(&b.st, gu, dn, K, cfg->hidden_act, x, n, d_ids + s * n * K, d_w + s * n * K, nullptr, out, &err), err);
+    });
+    const double bytes = distinct * 3.0 * (double)(D * F) * 2.0 + 4.0 * (double)n * D * 2;
+    const bool decode = n <= M4_CUDA_GEMV_MAX_TOKENS;
+    add(b, "cuda-bf16/text.layers.N.mlp.experts" + std::string(decode ? "/decode:" : "/prefill:") + std::to_string(n),
+        decode ? "gemv (swiglu fused) + combine" : "permute + per-expert cublasGemmEx + combine", ms, bytes,
+        2.0 * n * K * 3.0 * D * F, decode ? "copy" : "gemm");
+    for (void *p : b.allocations) cudaFree(p);
+    b.allocations.clear();
+}
+
+/* The attention kernel alone (prefill, causal) at S tokens, H heads, dq/dv. */
+void attention(bench &b, const m4_text_config *cfg, int64_t S) {
+    const int64_t H = cfg->num_attention_heads, dq = cfg->qk_head_dim, dv = cfg->v_head_dim;
+    float *Q = random_f32(b, H * S * dq, 1.0f), *K = random_f32(b, H * S * dq, 1.0f), *V = random_f32(b, S * H * dv, 1.0f);
+    float *O = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(S * H * dv)));
+    m4k_attention_args a = {};
+    a.Q = Q, a.K = K, a.V = V, a.B = 1, a.H = H, a.S = S, a.T = S, a.dq = dq, a.dv = dv;
+    a.v_row_stride = H * dv, a.v_head_stride = dv, a.scale = 0.07f, a.causal = true, a.O = O;
+    m4_error err = {{0}};
+    double ms = time_ms(b, [&](int) { must(m4k_attention(&a, b.st.stream, &err), err); });
+    add(b, "cuda-fp32/text.layers.N.self_attn.attention/prefill:" + std::to_string(S), "one block per query (float32)", ms,
+        4.0 * H * S * (2 * dq + dv + dv), 2.0 * H * S * S * (dq + dv) / 2, "gemm");
+    for (void *p : b.allocations) cudaFree(p);
+    b.allocations.clear();
+}
+
+void write_json(const bench &b, FILE *f, const char *device, const char *commit) {
+    fprintf(f, "{\n  \"schema\": \"mistral4-gpu-bench/1\",\n  \"device\": \"%s\",\n  \"commit\": \"%s\",\n", device, commit);
+    fprintf(f, "  \"iterations\": %d,\n  \"statistic\": \"median of CUDA-event times after 3 warm-ups\",\n", b.iters);
+    fprintf(f, "  \"ceilings\": {\"copy_GBps\": %.1f, \"cublas_bf16_TFLOPs\": %.1f},\n  \"rows\": [\n", b.copy_gbps, b.gemm_tflops);
+    for (size_t i = 0; i < b.rows.size(); i++) {
+        const row &r = b.rows[i];
+        const double gbps = r.bytes / r.ms / 1e6, tflops = r.flops / r.ms / 1e9;
+        const double pct = strcmp(r.ceiling, "copy") == 0 ? 100 * gbps / b.copy_gbps : 100 * tflops / b.gemm_tflops;
+        fprintf(f, "    {\"name\": \"%s\", \"path\": \"%s\", \"ms\": %.6f, \"bytes\": %.0f, \"flops\": %.0f, "
+                   "\"GBps\": %.2f, \"TFLOPs\": %.3f, \"ceiling\": \"%s\", \"pct_of_ceiling\": %.2f}%s\n",
+                r.name.c_str(), r.path.c_str(), r.ms, r.bytes, r.flops, gbps, tflops, r.ceiling, pct,
+                i + 1 < b.rows.size() ? "," : "");
+    }
+    fprintf(f, "  ]\n}\n");
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    const char *config_path = "tests/fixtures/mistral-small-4-119b-2603.config.json", *out = nullptr;
+    const char *commit = getenv("M4_COMMIT") ? getenv("M4_COMMIT") : "unknown";
+    bool quick = false;
+    bench b;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) config_path = argv[++i];
+        else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out = argv[++i];
+        else if (strcmp(argv[i], "--iters") == 0 && i + 1 < argc) b.iters = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--quick") == 0) quick = true;
+        else {
+            fprintf(stderr, "usage: m4_gpu_bench [--config FILE] [--out FILE] [--iters N] [--quick]\n");
+            return 2;
+        }
+    }
+    if (b.iters < 1) b.iters = 1;
+    m4_config cfg;
+    m4_error err = {{0}};
+    if (m4_config_load(config_path, &cfg, &err)) {
+        fprintf(stderr, "m4_gpu_bench: %s\n", err.msg);
+        return 1;
+    }
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+        fprintf(stderr, "m4_gpu_bench: no CUDA device\n");
+        return 77;
+    }
+    cudaDeviceProp prop;
+    CHECK(cudaGetDeviceProperties(&prop, 0));
+    CHECK(cudaStreamCreate(&b.st.stream));
+    if (cublasCreate(&b.st.cublas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(b.st.cublas, b.st.stream) != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "m4_gpu_bench: cuBLAS init failed\n");
+        return 1;
+    }
+    curandCreateGenerator(&b.rng, CURAND_RNG_PSEUDO_DEFAULT);
+    curandSetPseudoRandomGeneratorSeed(b.rng, 42);
+    curandSetStream(b.rng, b.st.stream);
+    fprintf(stderr, "m4_gpu_bench on %s (%d SMs, %.0f MB L2)\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6);
+
+    ceilings(b, quick);
+    const m4_text_config *t = &cfg.text;
+    const int64_t D = t->hidden_size, H = t->num_attention_heads;
+    struct { const char *name; int64_t out, in; } linears[] = {
+        {"text.layers.N.self_attn.q_a_proj", t->q_lora_rank, D},
+        {"text.layers.N.self_attn.q_b_proj", H * t->qk_head_dim, t->q_lora_rank},
+        {"text.layers.N.self_attn.kv_a_proj_with_mqa", t->kv_lora_rank + t->qk_rope_head_dim, D},
+        {"text.layers.N.self_attn.kv_b_proj", H * (t->qk_nope_head_dim + t->v_head_dim), t->kv_lora_rank},
+        {"text.layers.N.self_attn.o_proj", D, H * t->v_head_dim},
+        {"text.layers.N.mlp.shared_experts.up_proj", t->moe_intermediate_size * t->n_shared_experts, D},
+        {"text.lm_head", t->vocab_size, D},
+    };
+    const int64_t decode_sizes[] = {1, 8}, prefill_sizes[] = {512, 4096};
+    for (auto &l : linears) {
+        for (int64_t n : decode_sizes) linear(b, l.name, l.out, l.in, n, true);
+        if (!quick)
+            for (int64_t n : prefill_sizes) linear(b, l.name, l.out, l.in, n, true);
+    }
+    linear(b, "text.layers.N.self_attn.o_proj", D, H * t->v_head_dim, 1, false);
+    for (int64_t n : decode_sizes) experts(b, t, n);
+    if (!quick) experts(b, t, 512);
+    attention(b, t, quick ? 256 : 1024);
+
+    char device[300];
+    snprintf(device, sizeof device, "%s, %d SMs, sm_%d%d", prop.name, prop.multiProcessorCount, prop.major, prop.minor);
+    FILE *f = out ? fopen(out, "w") : stdout;
+    if (!f) {
+        fprintf(stderr, "m4_gpu_bench: cannot write %s\n", out);
+        return 1;
+    }
+    write_json(b, f, device, commit);
+    if (out && fclose(f) != 0) {
+        fprintf(stderr, "m4_gpu_bench: writing %s failed\n", out);
+        return 1;
+    }
+    curandDestroyGenerator(b.rng);
+    cublasDestroy(b.st.cublas);
+    return 0;
+}

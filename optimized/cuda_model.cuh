@@ -1,0 +1,150 @@
+/* cuda_model.cuh — the CUDA backend's per-model state and its components on device buffers.
+ *
+ * One function per HF module, like reference.h, but on device pointers (d_*): the backend
+ * entries (backend_cuda.cu) copy the harness's host arrays in and out around them. Weights are
+ * uploaded once at open, dequantised through the shared loader: float32 for precision fp32,
+ * bf16 for precision bf16 (norm weights, biases and the router stay float32 in both). */
+#ifndef M4_CUDA_MODEL_CUH
+#define M4_CUDA_MODEL_CUH
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+
+#include <unordered_map>
+#include <vector>
+
+#include "common.cuh"
+#include "kernels.cuh"
+
+extern "C" {
+#include "backend.h"
+}
+
+enum class m4_precision { fp32, bf16 };
+
+/* A weight on the device: [experts, rows, cols] (experts = 1 for a plain weight), float32 or bf16. */
+struct m4_dev_weight {
+    void *data = nullptr;
+    bool bf16 = false;
+    int64_t experts = 1, rows = 0, cols = 0;
+    const float *f32() const { return static_cast<const float *>(data); }
+    const __nv_bfloat16 *b16() const { return static_cast<const __nv_bfloat16 *>(data); }
+    /* Expert e as a plain weight. */
+    m4_dev_weight expert(int64_t e) const;
+};
+
+struct m4_cuda {
+    const m4_model *model = nullptr;
+    m4_precision precision = m4_precision::fp32;
+    cudaStream_t stream = nullptr;
+    cublasHandle_t cublas = nullptr;
+    cudaEvent_t start = nullptr, stop = nullptr;
+    double last_device_ms = 0;
+    /* host weight data pointer → its device copy */
+    std::unordered_map<const void *, m4_dev_weight> weights;
+    size_t device_bytes = 0;
+};
+
+/* Device scratch for one call: stream-ordered allocations freed (stream-ordered) when it goes. */
+class m4_arena {
+public:
+    explicit m4_arena(cudaStream_t stream) : stream_(stream) {}
+    ~m4_arena() {
+        for (void *p : ptrs_) cudaFreeAsync(p, stream_);
+    }
+    m4_arena(const m4_arena &) = delete;
+    m4_arena &operator=(const m4_arena &) = delete;
+    /* n elements of T, or NULL with err set. */
+    template <typename T> T *get(int64_t n, m4_error *err) {
+        void *p = nullptr;
+        cudaError_t status = cudaMallocAsync(&p, sizeof(T) * (size_t)(n > 0 ? n : 1), stream_);
+        if (status != cudaSuccess) {
+            m4_fail(err, "cuda: out of device memory for %lld x %zu bytes: %s", (long long)n, sizeof(T),
+                    cudaGetErrorString(status));
+            return nullptr;
+        }
+        ptrs_.push_back(p);
+        return static_cast<T *>(p);
+    }
+    /* A device copy of n host values, or NULL with err set. */
+    template <typename T> T *upload(const T *host, int64_t n, m4_error *err) {
+        T *d = get<T>(n, err);
+        if (d && n > 0 &&
+            cudaMemcpyAsync(d, host, sizeof(T) * (size_t)n, cudaMemcpyHostToDevice, stream_) != cudaSuccess) {
+            m4_fail(err, "cuda: upload of %lld values failed", (long long)n);
+            return nullptr;
+        }
+        return d;
+    }
+
+private:
+    cudaStream_t stream_;
+    std::vector<void *> ptrs_;
+};
+
+/* ---- cuda_model.cu: state, weights, linear layers --------------------------------------- */
+
+int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m4_error *err);
+void m4_cuda_close(m4_cuda *st);
+/* The device copy of a loader weight; NULL with err set when it was never uploaded. */
+const m4_dev_weight *m4_cuda_weight(const m4_cuda *st, const void *host_data, const char *what, m4_error *err);
+
+/* nn.Linear without bias: y[n, out] = x[n, in] · Wᵀ. GEMV kernel for n ≤ M4_CUDA_GEMV_MAX_TOKENS,
+ * else cuBLAS (fp32: pedantic float32, no TF32; bf16: x rounded to bf16, float32 accumulate). */
+int m4_cuda_linear(m4_cuda *st, const float *d_x, int64_t n, const m4_dev_weight &w, float *d_y, m4_error *err);
+/* The same with an optional bias (NULL: none). */
+int m4_cuda_linear_bias(m4_cuda *st, const float *d_x, int64_t n, const m4_dev_weight &w,
+                        const m4_dev_weight *bias, float *d_y, m4_error *err);
+/* Mistral4MLP / PixtralMLP (SwiGLU): y = down(act(x·gateᵀ) ⊙ (x·upᵀ)), x [n, in]. */
+int m4_cuda_swiglu_mlp(m4_cuda *st, const float *d_x, int64_t n, const m4_weight *gate,
+                       const m4_weight *up, const m4_weight *down, m4_activation act, float *d_y,
+                       m4_error *err);
+
+/* ---- text.cu: the text components ------------------------------------------------------- */
+
+/* Host-side trace targets of the MLA (reference.h's m4_mla_trace, any field may be NULL). */
+int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
+                const int64_t *position_ids, const int64_t *attention_mask, float softmax_scale,
+                float *d_out, m4_mla_trace *trace, m4_error *err);
+/* Router: d_logits [N, E] (may be NULL), d_ids [N, K], d_weights [N, K]. */
+int m4_cuda_router(m4_cuda *st, int layer, const float *d_x, int64_t n, float *d_logits,
+                   int32_t *d_ids, float *d_weights, m4_error *err);
+/* Routed experts under a given routing ids/weights [n, K], + d_shared [n, D] when non-NULL, on
+ * explicit stacks gu [E, 2F, D] and dn [E, D, F] (the benchmarks' synthetic layers) … */
+int m4_cuda_moe_experts(m4_cuda *st, const m4_dev_weight &gu, const m4_dev_weight &dn, int64_t K,
+                        m4_activation act, const float *d_x, int64_t n, const int32_t *d_ids,
+                        const float *d_weights, const float *d_shared, float *d_out, m4_error *err);
+/* … or on layer `layer` of the model. */
+int m4_cuda_experts(m4_cuda *st, int layer, const float *d_x, int64_t n, const int32_t *d_ids,
+                    const float *d_weights, const float *d_shared, float *d_out, m4_error *err);
+int m4_cuda_mlp(m4_cuda *st, int layer, const float *d_x, int64_t n, float *d_out, m4_error *err);
+/* text.layers.{i}, d_h [B, S, D] in place. */
+int m4_cuda_decoder_layer(m4_cuda *st, int layer, float *d_h, int64_t B, int64_t S,
+                          const int64_t *position_ids, const int64_t *attention_mask,
+                          float softmax_scale, m4_error *err);
+/* Embedding: host ids (checked here) → d_out [n, D]. */
+int m4_cuda_embed(m4_cuda *st, const int64_t *ids, int64_t n, float *d_out, m4_error *err);
+/* Mistral4ForCausalLM.forward from d_h = inputs_embeds [B, S, D] (overwritten) → d_logits [B, S, V]. */
+int m4_cuda_text_forward(m4_cuda *st, float *d_h, int64_t B, int64_t S, const int64_t *position_ids,
+                         const int64_t *attention_mask, m4_softmax_scale_rule rule, float *d_logits,
+                         m4_error *err);
+
+/* ---- vision.cu: the vision tower and projector ------------------------------------------ */
+
+/* vision.patch_conv in the conv layout [N_img, Dv, H/p, W/p]. */
+int m4_cuda_patch_conv(m4_cuda *st, const m4_pixel_batch *px, float *d_out, m4_error *err);
+int m4_cuda_vision_attention(m4_cuda *st, int layer, const float *d_x, const m4_patch_grid *grids,
+                             int64_t n_images, float *d_out, m4_vision_attn_trace *trace, m4_error *err);
+int m4_cuda_vision_layer(m4_cuda *st, int layer, float *d_h, const m4_patch_grid *grids,
+                         int64_t n_images, m4_error *err);
+/* Selected vision features [P, Dv] (P from m4_ref_patch_grids). */
+int m4_cuda_vision_tower(m4_cuda *st, const m4_pixel_batch *px, float *d_features, m4_error *err);
+int m4_cuda_patch_merger(m4_cuda *st, const float *d_x, const m4_patch_grid *grids, int64_t n_images,
+                         float *d_out, m4_error *err);
+int m4_cuda_projector(m4_cuda *st, const float *d_x, const m4_patch_grid *grids, int64_t n_images,
+                      float *d_out, m4_error *err);
+/* embeds [n, D] with the image-token rows replaced by d_features [n_features, D] (host ids). */
+int m4_cuda_merge(m4_cuda *st, const int64_t *ids, int64_t n, const float *d_embeds,
+                  const float *d_features, int64_t n_features, float *d_out, m4_error *err);
+
+#endif

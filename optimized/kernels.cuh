@@ -1,0 +1,140 @@
+/* kernels.cuh — the CUDA kernels of the optimized backend, behind host launch functions.
+ *
+ * Conventions: activations are float32 on the device in both precisions; weights are float32
+ * (precision fp32) or bf16 (precision bf16), hence the templates over the weight type W. Every
+ * launcher enqueues on `stream`, checks the launch, and returns 0 or -1 with `err` set. Shapes in
+ * the comments use reference.h's notation (N tokens, D hidden, H heads, dq/dn/dr/dv head dims,
+ * E experts, K experts per token, F expert hidden). */
+#ifndef M4_CUDA_KERNELS_CUH
+#define M4_CUDA_KERNELS_CUH
+
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#include "common.cuh"
+
+extern "C" {
+#include "config.h"
+}
+
+/* Largest K (num_experts_per_tok) the routing kernels handle (the model has 4). */
+#define M4_CUDA_MAX_TOPK 16
+/* Most tokens one GEMV launch serves; larger batches go through cuBLAS. */
+#define M4_CUDA_GEMV_MAX_TOKENS 8
+
+/* RMSNorm over rows of width dim: y[r] = w ⊙ (x[r] · rsqrt(mean(x[r]²) + eps)), rows x_stride /
+ * y_stride floats apart. With `delta` non-NULL the residual add comes first, fused:
+ * x[r] = x[r] + delta[r] is written back (x must then be writable), and that sum is normalised. */
+int m4k_rmsnorm(const float *x, int64_t x_stride, float *x_sum, const float *delta, const float *w,
+                float *y, int64_t y_stride, int64_t rows, int64_t dim, float eps, cudaStream_t stream,
+                m4_error *err);
+
+/* nn.Embedding: out[t, :] = float(table[ids[t], :]) for t < n, table [V, D]. ids are checked on
+ * the host before (m4_ref_embed_tokens's rule). */
+template <typename W>
+int m4k_embed(const W *table, const int64_t *ids, int64_t n, int64_t D, float *out,
+              cudaStream_t stream, m4_error *err);
+
+/* float32 → bf16, n values. */
+int m4k_to_bf16(const float *x, __nv_bfloat16 *y, int64_t n, cudaStream_t stream, m4_error *err);
+
+/* y[i] = y[i] + x[i], n values. */
+int m4k_add(float *y, const float *x, int64_t n, cudaStream_t stream, m4_error *err);
+
+/* y[r, c] = y[r, c] + b[c] over [rows, cols]. */
+int m4k_add_bias(float *y, const float *b, int64_t rows, int64_t cols, cudaStream_t stream, m4_error *err);
+
+/* ACT2FN[act] in place over n values. */
+int m4k_activation(float *x, int64_t n, m4_activation act, cudaStream_t stream, m4_error *err);
+
+/* SwiGLU's middle: out[r, f] = act(gate[r, f]) · up[r, f] for r < rows, f < F; gate/up rows
+ * g_stride/u_stride apart, out rows F apart. */
+int m4k_swiglu(const float *gate, int64_t g_stride, const float *up, int64_t u_stride, float *out,
+               int64_t rows, int64_t F, m4_activation act, cudaStream_t stream, m4_error *err);
+
+/* Matrix-vector products for up to M4_CUDA_GEMV_MAX_TOKENS tokens, one warp per output row, the
+ * weight read once with 16-byte loads. `groups` independent problems (grid.y): group g multiplies
+ * matrix (expert ? expert[g] : 0) of the stack W [*, rows, cols] with the `ntok` input rows
+ * starting at x row (g / x_div)·ntok, writing y rows g·ntok…; y [groups·ntok, rows].
+ * swiglu: the matrix is a gate_up pair [2F, cols]; row f of y is act(gate_f·x) · (up_f·x) and
+ * y has F = rows/2 columns. Needs cols a multiple of 8. */
+template <typename W>
+int m4k_gemv(const W *Wt, int64_t rows, int64_t cols, const int32_t *expert, int64_t groups,
+             const float *x, int64_t x_div, int ntok, float *y, bool swiglu, m4_activation act,
+             cudaStream_t stream, m4_error *err);
+
+/* Text RoPE + Llama-4 scale into head-major layout: for token t = b·S + s and head h,
+ * out[(b·H + h)·S + s, :dq] = [x_nope | rope(x_rope)] · (l4 ? l4[t] : 1), where the head's input
+ * is x + t·x_stride + h·x_head_stride (dn nope values, then dr rotary ones; interleaved pairing or
+ * rotate_half), cos/sin [N, dr/2]. The vision path uses it with dn = 0 and no l4. */
+int m4k_rope(const float *x, int64_t x_stride, int64_t x_head_stride, int64_t B, int64_t S,
+             int64_t H, int64_t dn, int64_t dr, const float *cos_t, const float *sin_t,
+             const float *l4, int interleave, float *out, cudaStream_t stream, m4_error *err);
+
+/* MLA keys: K[(b·H + h)·T + j] = [kvb[b·T + j, h·(dn+dv) : +dn] | k_rope[b·rope_stride + j]], dq = dn + dr. */
+int m4k_mla_keys(const float *kvb, const float *k_rope, int64_t rope_row_stride, int64_t B,
+                 int64_t T, int64_t H, int64_t dn, int64_t dr, int64_t dv, float *K,
+                 cudaStream_t stream, m4_error *err);
+
+/* Softmax attention, one block per (b, h, query i) of B·H·S queries over T keys, float32:
+ * z_j = (q·k_j)·scale + (allowed ? 0 : −FLT_MAX), P = softmax(z), o = Σ_j P_j v_j.
+ * q(b,h,i) = Q + ((b·H + h)·S + i)·dq; k(b,h,j) = K + ((b·H + h)·T + j)·dq;
+ * v(b,h,j) = V + (b·T + j)·v_row_stride + h·v_head_stride; o(b,h,i) = O + (b·S + i)·H·dv + h·dv.
+ * Allowed keys: j ≤ causal_past + i when causal, mask[b·T + j] ≠ 0 when mask is given; with
+ * block_lo/hi (per query i, B = 1) only keys in [lo, hi) take part (the others get P = 0, the
+ * block-diagonal vision mask). probs (may be NULL) [B, H, S, T] receives P. */
+struct m4k_attention_args {
+    const float *Q, *K, *V;
+    int64_t B, H, S, T, dq, dv;
+    int64_t v_row_stride, v_head_stride;
+    float scale;
+    bool causal;
+    int64_t causal_past;
+    const int64_t *mask;
+    const int32_t *block_lo, *block_hi;
+    float *O, *probs;
+};
+int m4k_attention(const m4k_attention_args *a, cudaStream_t stream, m4_error *err);
+
+/* Router: per token, softmax (or sigmoid + bias) of logits [N, E], group-limited top-K (ties to the
+ * lower id), weights renormalised when norm_topk_prob and × routed_scaling_factor. ids [N, K]. */
+int m4k_router_topk(const float *logits, const float *bias, int64_t N, const m4_text_config *cfg,
+                    int32_t *ids, float *weights, cudaStream_t stream, m4_error *err);
+
+/* Token → expert permutation (deterministic: tokens in order within an expert): counts[E],
+ * offsets[E + 1], slot_token[N·K] (the token of each sorted slot), slot_of[N·K] (the sorted slot of
+ * routing entry t·K + k). */
+int m4k_moe_permute(const int32_t *ids, int64_t N, int64_t K, int64_t E, int32_t *counts,
+                    int32_t *offsets, int32_t *slot_token, int32_t *slot_of, cudaStream_t stream,
+                    m4_error *err);
+
+/* xs[s, :] = x[rows[s], :] for s < n (D columns). */
+int m4k_gather_rows(const float *x, const int32_t *rows, int64_t n, int64_t D, float *xs,
+                    cudaStream_t stream, m4_error *err);
+
+/* Weighted un-permute: out[t] = Σ over the token's K slots in ascending expert id of
+ * y[slot_of[t·K + k]] · weights[t·K + k] (each product rounded, then added, from zero), then
+ * + shared[t] when shared is non-NULL. y [N·K, D]; slot_of NULL: y is in routing order. */
+int m4k_moe_combine(const float *y, const int32_t *slot_of, const int32_t *ids, const float *weights,
+                    const float *shared, int64_t N, int64_t K, int64_t D, float *out,
+                    cudaStream_t stream, m4_error *err);
+
+/* Patch im2col: row r of cols [n_rows, C·p·p] is the patch (img[r], pr[r], pc[r]) of pixels
+ * [N_img, C, Hpx, Wpx], in the weight's [C, p, p] order. */
+int m4k_im2col(const float *pixels, int64_t C, int64_t Hpx, int64_t Wpx, int64_t p,
+               const int32_t *img, const int32_t *pr, const int32_t *pc, int64_t n_rows, float *cols,
+               cudaStream_t stream, m4_error *err);
+
+/* out[n, d, l] = x[n·L + l, d]: [N_img·L, Dv] → [N_img, Dv, L] (the conv output layout). */
+int m4k_to_channels_first(const float *x, int64_t n_img, int64_t L, int64_t Dv, float *out,
+                          cudaStream_t stream, m4_error *err);
+
+/* Patch merger unfold: out[r, ch·m² + k] = x[src[r·m² + k], ch], x [P, Dv], r < M. */
+int m4k_unfold(const float *x, const int32_t *src, int64_t M, int64_t m2, int64_t Dv, float *out,
+               cudaStream_t stream, m4_error *err);
+
+/* out[i] = src[i] ≥ 0 ? features[src[i]] : embeds[i], rows of D floats, i < n. */
+int m4k_merge_rows(const float *embeds, const float *features, const int32_t *src, int64_t n,
+                   int64_t D, float *out, cudaStream_t stream, m4_error *err);
+
+#endif

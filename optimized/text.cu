@@ -1,0 +1,313 @@
+/* text.cu — the Mistral 4 text components on the device: MLA attention, the MoE (router,
+ * permutation, experts, combine with the shared expert), the decoder layer and the forward.
+ * Each follows its reference function (reference/mla.c, moe.c, text.c) step by step. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <vector>
+
+#include "cuda_model.cuh"
+
+#define WEIGHT(field, what) m4_cuda_weight(st, (field).data, what, err)
+
+/* Positions [N]: the caller's, or HF's default arange(S) per row. */
+static std::vector<int64_t> positions_or_default(const int64_t *position_ids, int64_t B, int64_t S) {
+    std::vector<int64_t> pos((size_t)(B * S));
+    for (int64_t t = 0; t < B * S; t++) pos[(size_t)t] = position_ids ? position_ids[t] : t % S;
+    return pos;
+}
+
+/* Copies n device floats to a host trace field (skipped when the field is NULL). */
+static int download(m4_cuda *st, float *host, const float *d, int64_t n, m4_error *err) {
+    if (!host || n <= 0) return 0;
+    M4_CUDA_TRY(cudaMemcpyAsync(host, d, sizeof(float) * (size_t)n, cudaMemcpyDeviceToHost, st->stream), err);
+    return 0;
+}
+
+/* text.layers.{i}.self_attn — Mistral4Attention.forward (eager, no cache), as m4_ref_mla:
+ * q path, compressed kv + kv_a_layernorm, RoPE tables from the host (reference functions: YaRN
+ * inv_freq, cos/sin of position · inv_freq, the Llama-4 scale), kv_b expansion, attention, o_proj. */
+int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
+                const int64_t *position_ids, const int64_t *attention_mask, float softmax_scale,
+                float *d_out, m4_mla_trace *trace, m4_error *err) {
+    const m4_text_config *cfg = &st->model->config.text;
+    const m4_text_layer_weights *w = &st->model->weights.layers[layer];
+    const int64_t N = B * S, H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim;
+    const int64_t dr = cfg->qk_rope_head_dim, dq = cfg->qk_head_dim, dv = cfg->v_head_dim;
+    const int64_t Rq = cfg->q_lora_rank, Rkv = cfg->kv_lora_rank, half = dr / 2, kva_w = Rkv + dr;
+    if (B <= 0 || S <= 0) return m4_fail(err, "self_attn: empty input (B %lld, S %lld)", (long long)B, (long long)S);
+    if (dq != dn + dr || dr % 2 || cfg->num_key_value_heads != H)
+        return m4_fail(err, "self_attn: unsupported head dims (nope %lld + rope %lld vs %lld, kv heads %lld)",
+                       (long long)dn, (long long)dr, (long long)dq, (long long)cfg->num_key_value_heads);
+
+    /* RoPE and Llama-4 tables [N, dr/2], [N] on the host, as the reference computes them */
+    std::vector<float> inv_freq((size_t)half), cos_t((size_t)(N * half)), sin_t((size_t)(N * half)), l4((size_t)N);
+    float attention_factor;
+    if (m4_ref_rope_inv_freq(cfg, inv_freq.data(), &attention_factor, err)) return -1;
+    const std::vector<int64_t> pos = positions_or_default(position_ids, B, S);
+    m4_ref_rope_cos_sin(inv_freq.data(), half, attention_factor, pos.data(), N, cos_t.data(), sin_t.data());
+    const m4_rope_config *r = &cfg->rope;
+    for (int64_t t = 0; t < N; t++)
+        l4[(size_t)t] = r->has_llama_4_scaling_beta
+                            ? m4_ref_llama4_scale(pos[(size_t)t], (float)r->llama_4_scaling_beta,
+                                                  r->original_max_position_embeddings)
+                            : 1.0f;
+
+    const m4_dev_weight *kv_a = WEIGHT(w->kv_a_proj_with_mqa, "kv_a_proj_with_mqa");
+    const m4_dev_weight *kv_norm = kv_a ? WEIGHT(w->kv_a_layernorm, "kv_a_layernorm") : nullptr;
+    const m4_dev_weight *kv_b = kv_norm ? WEIGHT(w->kv_b_proj, "kv_b_proj") : nullptr;
+    const m4_dev_weight *o_proj = kv_b ? WEIGHT(w->o_proj, "o_proj") : nullptr;
+    if (!o_proj) return -1;
+
+    m4_arena arena(st->stream);
+    float *qa = Rq > 0 ? arena.get<float>(N * Rq, err) : nullptr;          /* [N, Rq] */
+    float *q = arena.get<float>(N * H * dq, err);                          /* [N, H·dq] */
+    float *kva = arena.get<float>(N * kva_w, err);                         /* [N, Rkv + dr] */
+    float *ckv = arena.get<float>(N * Rkv, err);                           /* [N, Rkv] */
+    float *k_rope = arena.get<float>(N * dr, err);                         /* [N, dr] */
+    float *kvb = arena.get<float>(N * H * (dn + dv), err);                 /* [N, H·(dn+dv)] */
+    float *Q = arena.get<float>(N * H * dq, err);                          /* [B, H, S, dq] */
+    float *K = arena.get<float>(N * H * dq, err);                          /* [B, H, S, dq] */
+    float *attn = arena.get<float>(N * H * dv, err);                       /* [N, H·dv] */
+    float *probs = trace && trace->attn_weights ? arena.get<float>(B * H * S * S, err) : nullptr;
+    float *d_cos = arena.upload(cos_t.data(), N * half, err), *d_sin = arena.upload(sin_t.data(), N * half, err);
+    float *d_l4 = arena.upload(l4.data(), N, err);
+    int64_t *d_mask = attention_mask ? arena.upload(attention_mask, N, err) : nullptr;
+    if (!q || !kva || !ckv || !k_rope || !kvb || !Q || !K || !attn || !d_cos || !d_sin || !d_l4 ||
+        (Rq > 0 && !qa) || (trace && trace->attn_weights && !probs) || (attention_mask && !d_mask))
+        return -1;
+
+    /* 1. queries */
+    if (Rq > 0) {
+        const m4_dev_weight *q_a = WEIGHT(w->q_a_proj, "q_a_proj");
+        const m4_dev_weight *q_norm = q_a ? WEIGHT(w->q_a_layernorm, "q_a_layernorm") : nullptr;
+        const m4_dev_weight *q_b = q_norm ? WEIGHT(w->q_b_proj, "q_b_proj") : nullptr;
+        if (!q_b || m4_cuda_linear(st, d_x, N, *q_a, qa, err)) return -1;
+        if (download(st, trace ? trace->q_a : nullptr, qa, N * Rq, err)) return -1;
+        if (m4k_rmsnorm(qa, Rq, nullptr, nullptr, q_norm->f32(), qa, Rq, N, Rq, 1e-6f, st->stream, err) ||
+            m4_cuda_linear(st, qa, N, *q_b, q, err))
+            return -1;
+    } else {
+        const m4_dev_weight *q_proj = WEIGHT(w->q_proj, "q_proj");
+        if (!q_proj || m4_cuda_linear(st, d_x, N, *q_proj, q, err)) return -1;
+    }
+    /* 2–5. compressed kv, its norm, the rotated shared key, the per-head expansion */
+    if (m4_cuda_linear(st, d_x, N, *kv_a, kva, err) ||
+        m4k_rmsnorm(kva, kva_w, nullptr, nullptr, kv_norm->f32(), ckv, Rkv, N, Rkv, 1e-6f, st->stream, err) ||
+        m4k_rope(kva + Rkv, kva_w, 0, 1, N, 1, 0, dr, d_cos, d_sin, nullptr, cfg->rope_interleave, k_rope,
+                 st->stream, err) ||
+        m4_cuda_linear(st, ckv, N, *kv_b, kvb, err))
+        return -1;
+    /* 6. query = [q_nope | rope(q_rope)] · llama4_scale; key = [k_nope | k_rope] */
+    if (m4k_rope(q, H * dq, dq, B, S, H, dn, dr, d_cos, d_sin, d_l4, cfg->rope_interleave, Q, st->stream, err) ||
+        m4k_mla_keys(kvb, k_rope, S, B, S, H, dn, dr, dv, K, st->stream, err))
+        return -1;
+    /* 7–8. causal softmax attention over the S keys, values read from kv_b's output in place */
+    m4k_attention_args a = {};
+    a.Q = Q, a.K = K, a.V = kvb + dn;
+    a.B = B, a.H = H, a.S = S, a.T = S, a.dq = dq, a.dv = dv;
+    a.v_row_stride = H * (dn + dv), a.v_head_stride = dn + dv;
+    a.scale = softmax_scale, a.causal = true, a.causal_past = 0, a.mask = d_mask;
+    a.O = attn, a.probs = probs;
+    if (m4k_attention(&a, st->stream, err)) return -1;
+    /* 9. o_proj */
+    if (m4_cuda_linear(st, attn, N, *o_proj, d_out, err)) return -1;
+
+    if (trace) {
+        if (download(st, trace->q, q, N * H * dq, err) || download(st, trace->kv_a, kva, N * kva_w, err) ||
+            download(st, trace->c_kv, ckv, N * Rkv, err) || download(st, trace->kv_b, kvb, N * H * (dn + dv), err) ||
+            download(st, trace->q_rot, Q, N * H * dq, err) || download(st, trace->k_rot, K, N * H * dq, err) ||
+            download(st, trace->llama4_scale, d_l4, N, err) ||
+            download(st, trace->attn_weights, probs, B * H * S * S, err) ||
+            download(st, trace->attn_output, attn, N * H * dv, err))
+            return -1;
+        if (trace->v) {                                   /* [B, H, T, dv] out of kv_b's rows */
+            std::vector<float> host((size_t)(N * H * (dn + dv)));
+            if (download(st, host.data(), kvb, N * H * (dn + dv), err)) return -1;
+            M4_CUDA_TRY(cudaStreamSynchronize(st->stream), err);
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t h = 0; h < H; h++)
+                    for (int64_t j = 0; j < S; j++)
+                        memcpy(trace->v + ((b * H + h) * S + j) * dv, host.data() + (b * S + j) * H * (dn + dv) + h * (dn + dv) + dn,
+                               sizeof(float) * (size_t)dv);
+        }
+        M4_CUDA_TRY(cudaStreamSynchronize(st->stream), err);
+    }
+    return 0;
+}
+
+/* text.layers.{i}.mlp.gate — Mistral4TopkRouter: float32 logits (the router weight stays float32
+ * in both precisions), then softmax + group-limited top-K + renormalisation in one kernel. */
+int m4_cuda_router(m4_cuda *st, int layer, const float *d_x, int64_t n, float *d_logits,
+                   int32_t *d_ids, float *d_weights, m4_error *err) {
+    const m4_text_config *cfg = &st->model->config.text;
+    const m4_text_layer_weights *w = &st->model->weights.layers[layer];
+    const int64_t E = cfg->n_routed_experts, G = cfg->n_group;
+    if (G <= 0 || E % G != 0 || cfg->topk_group <= 0 || cfg->topk_group > G ||
+        cfg->num_experts_per_tok > (E / G) * cfg->topk_group || (G > 1 && E / G < 2))
+        return m4_fail(err, "mlp.gate: n_group %lld / topk_group %lld / top-%lld do not fit %lld experts",
+                       (long long)G, (long long)cfg->topk_group, (long long)cfg->num_experts_per_tok, (long long)E);
+    const m4_dev_weight *router = WEIGHT(w->router, "mlp.gate");
+    if (!router) return -1;
+    if (router->rows != E) return m4_fail(err, "mlp.gate: router has %lld rows, %lld experts", (long long)router->rows, (long long)E);
+    const m4_dev_weight *bias = nullptr;
+    if (cfg->scoring_func == M4_ROUTER_SIGMOID && !(bias = WEIGHT(w->router_bias, "e_score_correction_bias")))
+        return -1;
+    m4_arena arena(st->stream);
+    float *logits = d_logits ? d_logits : arena.get<float>(n * E, err);
+    if (!logits) return -1;
+    return m4_cuda_linear(st, d_x, n, *router, logits, err) ||
+           m4k_router_topk(logits, bias ? bias->f32() : nullptr, n, cfg, d_ids, d_weights, st->stream, err);
+}
+
+/* text.layers.{i}.mlp.experts — Mistral4Experts under the given routing, on explicit expert
+ * stacks gu [E, 2F, D] and dn [E, D, F]. Decode-sized batches (N ≤ M4_CUDA_GEMV_MAX_TOKENS) run
+ * two GEMV launches over the N·K (token, expert) slots, SwiGLU fused into the gate_up one, no host
+ * round trip; larger batches are permuted by expert and each expert's tokens go through cuBLAS.
+ * Both end in the weighted un-permute (+ shared expert). */
+int m4_cuda_moe_experts(m4_cuda *st, const m4_dev_weight &gu, const m4_dev_weight &dn, int64_t K,
+                        m4_activation act, const float *d_x, int64_t n, const int32_t *d_ids,
+                        const float *d_weights, const float *d_shared, float *d_out, m4_error *err) {
+    const int64_t E = gu.experts, F = gu.rows / 2, D = gu.cols;
+    if (gu.rows != 2 * F || dn.experts != E || dn.rows != D || dn.cols != F)
+        return m4_fail(err, "mlp.experts: stacks [%lld, %lld, %lld] and [%lld, %lld, %lld] do not pair up",
+                       (long long)gu.experts, (long long)gu.rows, (long long)gu.cols, (long long)dn.experts,
+                       (long long)dn.rows, (long long)dn.cols);
+    if (n <= 0) return 0;
+    m4_arena arena(st->stream);
+    float *hm = arena.get<float>(n * K * F, err);                /* [N·K, F] act(gate) · up */
+    float *y = arena.get<float>(n * K * D, err);                 /* [N·K, D] expert outputs */
+    if (!hm || !y) return -1;
+    if (n <= M4_CUDA_GEMV_MAX_TOKENS && D % 8 == 0 && F % 8 == 0) {
+        /* slot g = t·K + k: expert ids[g], token g / K */
+        int rc = gu.bf16 ? m4k_gemv(gu.b16(), 2 * F, D, d_ids, n * K, d_x, K, 1, hm, true, act, st->stream, err) ||
+                               m4k_gemv(dn.b16(), D, F, d_ids, n * K, hm, 1, 1, y, false, act, st->stream, err)
+                         : m4k_gemv(gu.f32(), 2 * F, D, d_ids, n * K, d_x, K, 1, hm, true, act, st->stream, err) ||
+                               m4k_gemv(dn.f32(), D, F, d_ids, n * K, hm, 1, 1, y, false, act, st->stream, err);
+        if (rc) return -1;
+        return m4k_moe_combine(y, nullptr, d_ids, d_weights, d_shared, n, K, D, d_out, st->stream, err);
+    }
+    int32_t *counts = arena.get<int32_t>(E, err), *offsets = arena.get<int32_t>(E + 1, err);
+    int32_t *slot_token = arena.get<int32_t>(n * K, err), *slot_of = arena.get<int32_t>(n * K, err);
+    float *xs = arena.get<float>(n * K * D, err), *h = arena.get<float>(n * K * 2 * F, err);
+    if (!counts || !offsets || !slot_token || !slot_of || !xs || !h) return -1;
+    if (m4k_moe_permute(d_ids, n, K, E, counts, offsets, slot_token, slot_of, st->stream, err) ||
+        m4k_gather_rows(d_x, slot_token, n * K, D, xs, st->stream, err))
+        return -1;
+    std::vector<int32_t> off((size_t)(E + 1));
+    M4_CUDA_TRY(cudaMemcpyAsync(off.data(), offsets, sizeof(int32_t) * (size_t)(E + 1), cudaMemcpyDeviceToHost, st->stream), err);
+    M4_CUDA_TRY(cudaStreamSynchronize(st->stream), err);
+    for (int64_t e = 0; e < E; e++) {
+        const int64_t first = off[(size_t)e], count = off[(size_t)e + 1] - first;
+        if (count > 0 && m4_cuda_linear(st, xs + first * D, count, gu.expert(e), h + first * 2 * F, err)) return -1;
+    }
+    if (m4k_swiglu(h, 2 * F, h + F, 2 * F, hm, n * K, F, act, st->stream, err)) return -1;
+    for (int64_t e = 0; e < E; e++) {
+        const int64_t first = off[(size_t)e], count = off[(size_t)e + 1] - first;
+        if (count > 0 && m4_cuda_linear(st, hm + first * F, count, dn.expert(e), y + first * D, err)) return -1;
+    }
+    return m4k_moe_combine(y, slot_of, d_ids, d_weights, d_shared, n, K, D, d_out, st->stream, err);
+}
+
+/* The same for layer `layer` of the model. */
+int m4_cuda_experts(m4_cuda *st, int layer, const float *d_x, int64_t n, const int32_t *d_ids,
+                    const float *d_weights, const float *d_shared, float *d_out, m4_error *err) {
+    const m4_text_config *cfg = &st->model->config.text;
+    const m4_text_layer_weights *w = &st->model->weights.layers[layer];
+    const m4_dev_weight *gu = WEIGHT(w->experts_gate_up, "mlp.experts.gate_up_proj");
+    const m4_dev_weight *dn = gu ? WEIGHT(w->experts_down, "mlp.experts.down_proj") : nullptr;
+    if (!dn) return -1;
+    if (gu->experts != cfg->n_routed_experts || gu->rows != 2 * cfg->moe_intermediate_size || gu->cols != cfg->hidden_size)
+        return m4_fail(err, "mlp.experts: gate_up_proj is [%lld, %lld, %lld], the config implies [%lld, %lld, %lld]",
+                       (long long)gu->experts, (long long)gu->rows, (long long)gu->cols, (long long)cfg->n_routed_experts,
+                       (long long)(2 * cfg->moe_intermediate_size), (long long)cfg->hidden_size);
+    return m4_cuda_moe_experts(st, *gu, *dn, cfg->num_experts_per_tok, cfg->hidden_act, d_x, n, d_ids,
+                               d_weights, d_shared, d_out, err);
+}
+
+/* text.layers.{i}.mlp — Mistral4MoE (router → experts, + shared expert) or the dense MLP. */
+int m4_cuda_mlp(m4_cuda *st, int layer, const float *d_x, int64_t n, float *d_out, m4_error *err) {
+    const m4_text_config *cfg = &st->model->config.text;
+    const m4_text_layer_weights *w = &st->model->weights.layers[layer];
+    if (!w->moe) {
+        if (!w->gate_proj.data || !w->up_proj.data || !w->down_proj.data)
+            return m4_fail(err, "mlp: dense MLP weights are missing");
+        return m4_cuda_swiglu_mlp(st, d_x, n, &w->gate_proj, &w->up_proj, &w->down_proj, cfg->hidden_act, d_out, err);
+    }
+    const int64_t K = cfg->num_experts_per_tok, D = cfg->hidden_size;
+    m4_arena arena(st->stream);
+    int32_t *ids = arena.get<int32_t>(n * K, err);
+    float *weights = arena.get<float>(n * K, err);
+    float *shared = cfg->n_shared_experts > 0 ? arena.get<float>(n * D, err) : nullptr;
+    if (!ids || !weights || (cfg->n_shared_experts > 0 && !shared)) return -1;
+    if (m4_cuda_router(st, layer, d_x, n, nullptr, ids, weights, err)) return -1;
+    if (shared) {
+        if (!w->shared_gate_proj.data || !w->shared_up_proj.data || !w->shared_down_proj.data)
+            return m4_fail(err, "mlp.shared_experts: weights are missing");
+        if (m4_cuda_swiglu_mlp(st, d_x, n, &w->shared_gate_proj, &w->shared_up_proj, &w->shared_down_proj,
+                               cfg->hidden_act, shared, err))
+            return -1;
+    }
+    return m4_cuda_experts(st, layer, d_x, n, ids, weights, shared, d_out, err);
+}
+
+/* text.layers.{i} — h += attn(input_layernorm(h)); h += mlp(post_attention_layernorm(h)), the
+ * first residual add fused into the second norm. */
+int m4_cuda_decoder_layer(m4_cuda *st, int layer, float *d_h, int64_t B, int64_t S,
+                          const int64_t *position_ids, const int64_t *attention_mask,
+                          float softmax_scale, m4_error *err) {
+    const m4_text_config *cfg = &st->model->config.text;
+    const m4_text_layer_weights *w = &st->model->weights.layers[layer];
+    const int64_t N = B * S, D = cfg->hidden_size;
+    const float eps = (float)cfg->rms_norm_eps;
+    const m4_dev_weight *in_norm = WEIGHT(w->input_layernorm, "input_layernorm");
+    const m4_dev_weight *post_norm = in_norm ? WEIGHT(w->post_attention_layernorm, "post_attention_layernorm") : nullptr;
+    if (!post_norm) return -1;
+    if (in_norm->cols != D || post_norm->cols != D)
+        return m4_fail(err, "decoder layer: norm weights are [%lld] and [%lld], hidden_size is %lld",
+                       (long long)in_norm->cols, (long long)post_norm->cols, (long long)D);
+    m4_arena arena(st->stream);
+    float *normed = arena.get<float>(N * D, err), *delta = arena.get<float>(N * D, err);
+    if (!normed || !delta) return -1;
+    return m4k_rmsnorm(d_h, D, nullptr, nullptr, in_norm->f32(), normed, D, N, D, eps, st->stream, err) ||
+           m4_cuda_mla(st, layer, normed, B, S, position_ids, attention_mask, softmax_scale, delta, nullptr, err) ||
+           m4k_rmsnorm(d_h, D, d_h, delta, post_norm->f32(), normed, D, N, D, eps, st->stream, err) ||
+           m4_cuda_mlp(st, layer, normed, N, delta, err) || m4k_add(d_h, delta, N * D, st->stream, err);
+}
+
+int m4_cuda_embed(m4_cuda *st, const int64_t *ids, int64_t n, float *d_out, m4_error *err) {
+    const m4_weight *table = &st->model->weights.embed_tokens;
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= table->rows)
+            return m4_fail(err, "text.embed_tokens: token id %lld at position %lld is outside the "
+                                "vocabulary [0, %lld)", (long long)ids[i], (long long)i, (long long)table->rows);
+    const m4_dev_weight *dw = WEIGHT(*table, "embed_tokens");
+    m4_arena arena(st->stream);
+    const int64_t *d_ids = dw ? arena.upload(ids, n, err) : nullptr;
+    if (!d_ids) return -1;
+    return dw->bf16 ? m4k_embed(dw->b16(), d_ids, n, dw->cols, d_out, st->stream, err)
+                    : m4k_embed(dw->f32(), d_ids, n, dw->cols, d_out, st->stream, err);
+}
+
+/* Mistral4ForCausalLM.forward from inputs_embeds: the layers, text.norm, text.lm_head (all S). */
+int m4_cuda_text_forward(m4_cuda *st, float *d_h, int64_t B, int64_t S, const int64_t *position_ids,
+                         const int64_t *attention_mask, m4_softmax_scale_rule rule, float *d_logits,
+                         m4_error *err) {
+    const m4_text_config *cfg = &st->model->config.text;
+    const m4_weights *w = &st->model->weights;
+    const int64_t N = B * S, D = cfg->hidden_size;
+    const float scale = m4_ref_mla_softmax_scale(cfg, rule);
+    for (int64_t l = 0; l < cfg->num_hidden_layers; l++)
+        if (m4_cuda_decoder_layer(st, (int)l, d_h, B, S, position_ids, attention_mask, scale, err)) {
+            m4_fail_context(err, "text.layers.%lld", (long long)l);
+            return -1;
+        }
+    const m4_dev_weight *norm = WEIGHT(w->norm, "norm");
+    const m4_dev_weight *lm_head = norm ? WEIGHT(w->lm_head, "lm_head") : nullptr;
+    if (!lm_head) return -1;
+    if (norm->cols != D || lm_head->cols != D)
+        return m4_fail(err, "text forward: norm [%lld] / lm_head [%lld, %lld] do not match hidden_size %lld",
+                       (long long)norm->cols, (long long)lm_head->rows, (long long)lm_head->cols, (long long)D);
+    return m4k_rmsnorm(d_h, D, nullptr, nullptr, norm->f32(), d_h, D, N, D, (float)cfg->rms_norm_eps, st->stream, err) ||
+           m4_cuda_linear(st, d_h, N, *lm_head, d_logits, err);
+}
