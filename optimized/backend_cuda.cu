@@ -2,7 +2,8 @@
  * "cuda-fp32" (float32 weights and arithmetic, no TF32: the reference's bounds) and "cuda-bf16"
  * (bf16 weights and GEMM operands, float32 accumulation and activations). Each entry copies its
  * inputs to the device, runs the component between two CUDA events (the device time the harness
- * reports), and copies the outputs back. Nothing falls back to the CPU. */
+ * reports) inside an NVTX range named after the component, and copies the outputs back.
+ * Nothing falls back to the CPU. */
 #include <string.h>
 
 #include <initializer_list>
@@ -65,6 +66,7 @@ int64_t patches_of(const m4_patch_grid *grids, int64_t n_images) {
 
 int embed_tokens(void *state, const int64_t *ids, int64_t n, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("text.embed_tokens");
     m4_arena arena(st->stream);
     float *d_out = arena.get<float>(n * st->model->config.text.hidden_size, err);
     return !d_out || begin(st, err) || m4_cuda_embed(st, ids, n, d_out, err) ||
@@ -74,6 +76,7 @@ int embed_tokens(void *state, const int64_t *ids, int64_t n, float *out, m4_erro
 int rmsnorm(void *state, const m4_weight *w, const float *x, int64_t n, int64_t dim, float eps, float *y,
             m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("rmsnorm");
     const m4_dev_weight *dw = m4_cuda_weight(st, w->data, w->name, err);
     if (!dw) return -1;
     if (dw->cols != dim) return m4_fail(err, "rmsnorm: weight [%lld] for rows of %lld", (long long)dw->cols, (long long)dim);
@@ -87,6 +90,7 @@ int rmsnorm(void *state, const m4_weight *w, const float *x, int64_t n, int64_t 
 int self_attn(void *state, int layer, const float *x, int64_t B, int64_t S, const int64_t *position_ids,
               const int64_t *attention_mask, float softmax_scale, float *out, m4_mla_trace *trace, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("text.layers.self_attn");
     const int64_t D = st->model->config.text.hidden_size;
     m4_arena arena(st->stream);
     float *d_x = arena.upload(x, B * S * D, err), *d_out = arena.get<float>(B * S * D, err);
@@ -101,6 +105,7 @@ int self_attn(void *state, int layer, const float *x, int64_t B, int64_t S, cons
 int router(void *state, int layer, const float *x, int64_t n, float *logits, int64_t *topk_ids,
            float *topk_weights, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("text.layers.mlp.gate");
     const m4_text_config *cfg = &st->model->config.text;
     const int64_t D = cfg->hidden_size, E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
     m4_arena arena(st->stream);
@@ -120,6 +125,7 @@ int router(void *state, int layer, const float *x, int64_t n, float *logits, int
 int experts(void *state, int layer, const float *x, int64_t n, const int64_t *topk_ids,
             const float *topk_weights, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("text.layers.mlp.experts");
     const m4_text_config *cfg = &st->model->config.text;
     const int64_t D = cfg->hidden_size, E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
     std::vector<int32_t> ids((size_t)(n * K));
@@ -139,6 +145,7 @@ int experts(void *state, int layer, const float *x, int64_t n, const int64_t *to
 
 int shared_experts(void *state, int layer, const float *x, int64_t n, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("text.layers.mlp.shared_experts");
     const m4_text_config *cfg = &st->model->config.text;
     const m4_text_layer_weights *w = &st->model->weights.layers[layer];
     const int64_t D = cfg->hidden_size;
@@ -152,6 +159,7 @@ int shared_experts(void *state, int layer, const float *x, int64_t n, float *out
 
 int mlp(void *state, int layer, const float *x, int64_t n, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("text.layers.mlp");
     const int64_t D = st->model->config.text.hidden_size;
     m4_arena arena(st->stream);
     float *d_x = arena.upload(x, n * D, err), *d_out = arena.get<float>(n * D, err);
@@ -162,16 +170,18 @@ int mlp(void *state, int layer, const float *x, int64_t n, float *out, m4_error 
 int decoder_layer(void *state, int layer, const float *h, int64_t B, int64_t S, const int64_t *position_ids,
                   const int64_t *attention_mask, float softmax_scale, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("text.layers");
     const int64_t N = B * S * st->model->config.text.hidden_size;
     m4_arena arena(st->stream);
     float *d_h = arena.upload(h, N, err);
     return !d_h || begin(st, err) ||
-           m4_cuda_decoder_layer(st, layer, d_h, B, S, position_ids, attention_mask, softmax_scale, err) ||
+           m4_cuda_decoder_layer(st, layer, nullptr, d_h, B, S, position_ids, attention_mask, softmax_scale, err) ||
            finish(st, {{out, d_h, N}}, err);
 }
 
 int lm_head(void *state, const float *x, int64_t n, float *logits, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("text.lm_head");
     const m4_weight *w = &st->model->weights.lm_head;
     const m4_dev_weight *dw = m4_cuda_weight(st, w->data, "lm_head", err);
     if (!dw) return -1;
@@ -185,6 +195,7 @@ int forward(void *state, const int64_t *ids, const float *inputs_embeds, int64_t
             const int64_t *position_ids, const int64_t *attention_mask, m4_softmax_scale_rule rule,
             float *logits, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("model");
     const m4_text_config *cfg = &st->model->config.text;
     const int64_t N = B * S, D = cfg->hidden_size, V = st->model->weights.lm_head.rows;
     if (B <= 0 || S <= 0) return m4_fail(err, "text forward: empty input (B %lld, S %lld)", (long long)B, (long long)S);
@@ -193,7 +204,7 @@ int forward(void *state, const int64_t *ids, const float *inputs_embeds, int64_t
     float *d_h = inputs_embeds ? arena.upload(inputs_embeds, N * D, err) : arena.get<float>(N * D, err);
     float *d_logits = arena.get<float>(N * V, err);
     return !d_h || !d_logits || begin(st, err) || (!inputs_embeds && m4_cuda_embed(st, ids, N, d_h, err)) ||
-           m4_cuda_text_forward(st, d_h, B, S, position_ids, attention_mask, rule, d_logits, err) ||
+           m4_cuda_text_forward(st, nullptr, d_h, B, S, position_ids, attention_mask, rule, d_logits, err) ||
            finish(st, {{logits, d_logits, N * V}}, err);
 }
 
@@ -201,6 +212,7 @@ int forward(void *state, const int64_t *ids, const float *inputs_embeds, int64_t
 
 int patch_conv(void *state, const m4_pixel_batch *px, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("vision.patch_conv");
     const m4_vision_config *v = &st->model->config.vision;
     const int64_t n = px->n * v->hidden_size * (px->height / v->patch_size) * (px->width / v->patch_size);
     m4_arena arena(st->stream);
@@ -211,6 +223,7 @@ int patch_conv(void *state, const m4_pixel_batch *px, float *out, m4_error *err)
 int vision_attention(void *state, int layer, const float *x, const m4_patch_grid *grids, int64_t n_images,
                      float *out, m4_vision_attn_trace *trace, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("vision.layers.attention");
     const int64_t n = patches_of(grids, n_images) * st->model->config.vision.hidden_size;
     m4_arena arena(st->stream);
     float *d_x = arena.upload(x, n, err), *d_out = arena.get<float>(n, err);
@@ -223,6 +236,7 @@ int vision_attention(void *state, int layer, const float *x, const m4_patch_grid
 
 int vision_feed_forward(void *state, int layer, const float *x, int64_t n, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("vision.layers.feed_forward");
     const m4_vision_config *v = &st->model->config.vision;
     const m4_vision_layer_weights *w = &st->model->weights.vision_layers[layer];
     m4_arena arena(st->stream);
@@ -235,6 +249,7 @@ int vision_feed_forward(void *state, int layer, const float *x, int64_t n, float
 int vision_layer(void *state, int layer, const float *h, const m4_patch_grid *grids, int64_t n_images,
                  float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("vision.layers");
     const int64_t n = patches_of(grids, n_images) * st->model->config.vision.hidden_size;
     m4_arena arena(st->stream);
     float *d_h = arena.upload(h, n, err);
@@ -244,6 +259,7 @@ int vision_layer(void *state, int layer, const float *h, const m4_patch_grid *gr
 
 int vision_tower(void *state, const m4_pixel_batch *px, float *features, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("vision");
     std::vector<m4_patch_grid> grids((size_t)(px->n > 0 ? px->n : 1));
     int64_t P;
     if (m4_ref_patch_grids(&st->model->config.vision, px, grids.data(), &P, err)) return -1;
@@ -256,6 +272,7 @@ int vision_tower(void *state, const m4_pixel_batch *px, float *features, m4_erro
 int patch_merger(void *state, const float *x, const m4_patch_grid *grids, int64_t n_images, float *out,
                  m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("projector.patch_merger");
     const m4_config *cfg = &st->model->config;
     const int64_t Dv = cfg->vision.hidden_size;
     const int64_t M = m4_ref_merged_tokens(grids, n_images, cfg->spatial_merge_size > 0 ? cfg->spatial_merge_size : 1);
@@ -268,6 +285,7 @@ int patch_merger(void *state, const float *x, const m4_patch_grid *grids, int64_
 int linear(void *state, const m4_weight *w, const m4_weight *bias, const float *x, int64_t n, float *y,
            m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("linear");
     const m4_dev_weight *dw = m4_cuda_weight(st, w->data, w->name, err);
     const m4_dev_weight *db = dw && bias && bias->data ? m4_cuda_weight(st, bias->data, bias->name, err) : nullptr;
     if (!dw || (bias && bias->data && !db)) return -1;
@@ -279,6 +297,7 @@ int linear(void *state, const m4_weight *w, const m4_weight *bias, const float *
 
 int activation(void *state, m4_activation act, const float *x, int64_t n, float *y, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("projector.act");
     m4_arena arena(st->stream);
     float *d_x = arena.upload(x, n, err);
     return !d_x || begin(st, err) || m4k_activation(d_x, n, act, st->stream, err) || finish(st, {{y, d_x, n}}, err);
@@ -287,6 +306,7 @@ int activation(void *state, m4_activation act, const float *x, int64_t n, float 
 int projector(void *state, const float *x, const m4_patch_grid *grids, int64_t n_images, float *out,
               m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("projector");
     const m4_config *cfg = &st->model->config;
     const int64_t M = m4_ref_merged_tokens(grids, n_images, cfg->spatial_merge_size > 0 ? cfg->spatial_merge_size : 1);
     const int64_t D = cfg->text.hidden_size;
@@ -300,6 +320,7 @@ int projector(void *state, const float *x, const m4_patch_grid *grids, int64_t n
 int merge_image_features(void *state, const int64_t *ids, int64_t n, const float *embeds, const float *features,
                          int64_t n_features, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("multimodal.merge");
     const int64_t D = st->model->config.text.hidden_size;
     m4_arena arena(st->stream);
     float *d_e = arena.upload(embeds, n * D, err), *d_f = arena.upload(features, n_features * D, err);
@@ -313,6 +334,7 @@ int forward_multimodal(void *state, const int64_t *ids, int64_t B, int64_t S, co
                        const int64_t *position_ids, const int64_t *attention_mask, m4_softmax_scale_rule rule,
                        float *logits, m4_error *err) {
     m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("model");
     const m4_config *cfg = &st->model->config;
     const int64_t N = B * S, D = cfg->text.hidden_size, V = st->model->weights.lm_head.rows;
     m4_arena arena(st->stream);
@@ -329,7 +351,7 @@ int forward_multimodal(void *state, const int64_t *ids, int64_t B, int64_t S, co
             m4_cuda_merge(st, ids, N, d_h, projected, M, d_h, err))
             return -1;
     }
-    return m4_cuda_text_forward(st, d_h, B, S, position_ids, attention_mask, rule, d_logits, err) ||
+    return m4_cuda_text_forward(st, nullptr, d_h, B, S, position_ids, attention_mask, rule, d_logits, err) ||
            finish(st, {{logits, d_logits, N * V}}, err);
 }
 

@@ -227,6 +227,34 @@ void attention(bench &b, const m4_text_config *cfg, int64_t S) {
     b.allocations.clear();
 }
 
+/* MLA decode over the latent cache (absorbed form): kv_b folded into the query, attention over the
+ * T cached [c_kv | k_rope] latents, kv_b's value half applied after — batch 1, one new token,
+ * bf16 cache and kv_b. Bytes: the cache read once, kv_b once. */
+void mla_latent_decode(bench &b, const m4_text_config *cfg, int64_t T) {
+    const int64_t H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
+    const int64_t dv = cfg->v_head_dim, Rkv = cfg->kv_lora_rank, dq = dn + dr;
+    m4_dev_weight kv_b = random_weight(b, 1, H * (dn + dv), Rkv, true);
+    m4_dev_weight c_cache = random_weight(b, 1, T, Rkv, true), r_cache = random_weight(b, 1, T, dr, true);
+    float *Q = random_f32(b, H * dq, 1.0f);
+    float *QL = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(H * (Rkv + dr))));
+    float *O_lat = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(H * Rkv)));
+    float *O = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(H * dv)));
+    m4_error err = {{0}};
+    double ms = time_ms(b, [&](int) {
+        must(m4k_mla_absorb_q(Q, kv_b.b16(), H, H, 1, dn, dr, dv, Rkv, QL, b.st.stream, &err) ||
+                 m4k_mla_latent_attention<__nv_bfloat16>(QL, c_cache.b16(), r_cache.b16(), T, 1, H, 1, T - 1, Rkv, dr,
+                                                         0.07f, nullptr, O_lat, b.st.stream, &err) ||
+                 m4k_mla_unabsorb_v(O_lat, kv_b.b16(), 1, H, 1, dn, dv, Rkv, O, b.st.stream, &err),
+             err);
+    });
+    const double bytes = 2.0 * (double)T * (Rkv + dr) + 2.0 * (double)H * (dn + dv) * Rkv;
+    const double flops = 2.0 * H * (dn * Rkv + T * (Rkv + dr) + T * Rkv + dv * Rkv);
+    add(b, "cuda-bf16/text.layers.N.self_attn.latent/decode:1/ctx:" + std::to_string(T),
+        "absorb q + split-K latent attention (one block per head and split) + combine + unabsorb v", ms, bytes, flops, "copy");
+    for (void *p : b.allocations) cudaFree(p);
+    b.allocations.clear();
+}
+
 void write_json(const bench &b, FILE *f, const char *device, const char *commit) {
     fprintf(f, "{\n  \"schema\": \"mistral4-gpu-bench/1\",\n  \"device\": \"%s\",\n  \"commit\": \"%s\",\n", device, commit);
     fprintf(f, "  \"iterations\": %d,\n  \"statistic\": \"median of CUDA-event times after 3 warm-ups\",\n", b.iters);
@@ -306,6 +334,8 @@ int main(int argc, char **argv) {
     for (int64_t n : decode_sizes) experts(b, t, n);
     if (!quick) experts(b, t, 512);
     attention(b, t, quick ? 256 : 1024);
+    for (int64_t T : {INT64_C(4096), INT64_C(32768), INT64_C(131072)})
+        if (!quick || T == 4096) mla_latent_decode(b, t, T);
 
     char device[300];
     snprintf(device, sizeof device, "%s, %d SMs, sm_%d%d", prop.name, prop.multiProcessorCount, prop.major, prop.minor);

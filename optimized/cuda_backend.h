@@ -7,7 +7,11 @@
 extern "C" {
 #endif
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "m4_error.h"
+#include "reference.h"
 
 /* Number of usable CUDA devices; 0 (and success) on a machine without a GPU or driver. */
 int m4_cuda_device_count(int *count, m4_error *err);
@@ -16,6 +20,25 @@ int m4_cuda_device_count(int *count, m4_error *err);
  * d_x, d_y [rows, n] float32; d_w [n] float32. Statistics in float32, weight after. */
 int m4_cuda_rmsnorm_f32(const float *d_x, const float *d_w, float *d_y, int rows, int n, float eps,
                         m4_error *err);
+
+/* A text-generation session on the GPU (m4_ref_text_forward_cached's twin): the model's weights
+ * on the device in fp32 or bf16, and an MLA cache of `batch` rows × `capacity` positions whose
+ * attention runs in the absorbed latent form. */
+typedef struct m4_cuda_session m4_cuda_session;
+
+int m4_cuda_session_open(const m4_model *model, bool bf16, int64_t batch, int64_t capacity,
+                         m4_cuda_session **out, m4_error *err);
+/* ids [B, S] (or inputs_embeds [B, S, D] when non-NULL) follow the cache's length positions
+ * (position_ids NULL: length + arange(S); attention_mask [B, length + S] or NULL) → the last
+ * position's logits [B, V]; the cache then holds S more positions. */
+int m4_cuda_session_forward(m4_cuda_session *s, const int64_t *ids, const float *inputs_embeds,
+                            int64_t B, int64_t S, const int64_t *position_ids,
+                            const int64_t *attention_mask, m4_softmax_scale_rule rule,
+                            float *logits, m4_error *err);
+/* Positions the cache holds; the device time of the last forward (CUDA events), ms. */
+int64_t m4_cuda_session_length(const m4_cuda_session *s);
+double m4_cuda_session_device_ms(const m4_cuda_session *s);
+void m4_cuda_session_close(m4_cuda_session *s);
 
 #ifdef __cplusplus
 }

@@ -45,6 +45,15 @@ struct m4_cuda {
     size_t device_bytes = 0;
 };
 
+/* The MLA cache on the device (reference.h's m4_kv_cache): per layer, row and position the
+ * normalised latent c_kv [Rkv] and the rotated shared key k_rope [dr], in the weights' precision
+ * (bf16 or float32). c_kv [L, B, capacity, Rkv], k_rope [L, B, capacity, dr]. */
+struct m4_cuda_cache {
+    int64_t layers = 0, batch = 0, capacity = 0, length = 0;
+    bool bf16 = false;
+    void *c_kv = nullptr, *k_rope = nullptr;
+};
+
 /* Device scratch for one call: stream-ordered allocations freed (stream-ordered) when it goes. */
 class m4_arena {
 public:
@@ -118,16 +127,24 @@ int m4_cuda_moe_experts(m4_cuda *st, const m4_dev_weight &gu, const m4_dev_weigh
 int m4_cuda_experts(m4_cuda *st, int layer, const float *d_x, int64_t n, const int32_t *d_ids,
                     const float *d_weights, const float *d_shared, float *d_out, m4_error *err);
 int m4_cuda_mlp(m4_cuda *st, int layer, const float *d_x, int64_t n, float *d_out, m4_error *err);
-/* text.layers.{i}, d_h [B, S, D] in place. */
-int m4_cuda_decoder_layer(m4_cuda *st, int layer, float *d_h, int64_t B, int64_t S,
+/* The attention with the device cache (absorbed MLA over the latents), appending the S new
+ * positions to layer `layer` (the caller advances cache->length); attention_mask [B, length + S]. */
+int m4_cuda_mla_cached(m4_cuda *st, int layer, m4_cuda_cache *cache, const float *d_x, int64_t B, int64_t S,
+                       const int64_t *position_ids, const int64_t *attention_mask, float softmax_scale,
+                       float *d_out, m4_error *err);
+int m4_cuda_cache_init(m4_cuda *st, m4_cuda_cache *cache, int64_t batch, int64_t capacity, m4_error *err);
+void m4_cuda_cache_free(m4_cuda_cache *cache);
+/* text.layers.{i}, d_h [B, S, D] in place (cache NULL: the uncached HF form). */
+int m4_cuda_decoder_layer(m4_cuda *st, int layer, m4_cuda_cache *cache, float *d_h, int64_t B, int64_t S,
                           const int64_t *position_ids, const int64_t *attention_mask,
                           float softmax_scale, m4_error *err);
 /* Embedding: host ids (checked here) → d_out [n, D]. */
 int m4_cuda_embed(m4_cuda *st, const int64_t *ids, int64_t n, float *d_out, m4_error *err);
-/* Mistral4ForCausalLM.forward from d_h = inputs_embeds [B, S, D] (overwritten) → d_logits [B, S, V]. */
-int m4_cuda_text_forward(m4_cuda *st, float *d_h, int64_t B, int64_t S, const int64_t *position_ids,
-                         const int64_t *attention_mask, m4_softmax_scale_rule rule, float *d_logits,
-                         m4_error *err);
+/* Mistral4ForCausalLM.forward from d_h = inputs_embeds [B, S, D] (overwritten) → d_logits
+ * [B, S, V], or with a cache (which then grows by S) only each row's last position, [B, V]. */
+int m4_cuda_text_forward(m4_cuda *st, m4_cuda_cache *cache, float *d_h, int64_t B, int64_t S,
+                         const int64_t *position_ids, const int64_t *attention_mask,
+                         m4_softmax_scale_rule rule, float *d_logits, m4_error *err);
 
 /* ---- vision.cu: the vision tower and projector ------------------------------------------ */
 

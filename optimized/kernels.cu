@@ -1,51 +1,10 @@
 /* kernels.cu — the CUDA kernels of the optimized backend (kernels.cuh says what each computes). */
 #include <float.h>
 
+#include "device.cuh"
 #include "kernels.cuh"
 
 namespace {
-
-constexpr int kWarp = 32;
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-    return v;
-}
-
-/* Block-wide reduction (sum or max) of one value per thread; every thread gets the result.
- * `scratch` holds 32 floats; blockDim.x is a multiple of 32. */
-template <bool kMax>
-__device__ float block_reduce(float v, float *scratch) {
-    const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
-    v = kMax ? warp_max(v) : warp_sum(v);
-    __syncthreads();                           /* scratch may still be read by a previous call */
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    v = lane < warps ? scratch[lane] : (kMax ? -FLT_MAX : 0.0f);
-    return kMax ? warp_max(v) : warp_sum(v);
-}
-
-/* ACT2FN, in the reference's operation order (reference/ops.c). */
-__device__ __forceinline__ float activate(float x, m4_activation act) {
-    switch (act) {
-    case M4_ACT_SILU: return x / (1.0f + expf(-x));
-    case M4_ACT_GELU: return (x * 0.5f) * (1.0f + erff(x * 0.70710678118654752440f));
-    case M4_ACT_GELU_TANH: {
-        float inner = 0.79788456080286535588f * (x + 0.044715f * (x * x * x));
-        return 0.5f * x * (1.0f + tanhf(inner));
-    }
-    case M4_ACT_RELU: return x > 0.0f ? x : 0.0f;
-    }
-    return x;
-}
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 /* ---- normalisation, elementwise ---------------------------------------------------------- */
 
@@ -108,12 +67,11 @@ __global__ void swiglu_kernel(const float *gate, int64_t g_stride, const float *
 
 /* ---- GEMV: one warp per output row, 16-byte weight loads ---------------------------------- */
 
-/* 16 bytes of weights as floats: 8 bf16 or 4 float32. */
+/* 16 bytes of weights: 8 bf16 or 4 float32, loaded raw and widened at use. */
 template <typename W> struct vec16;
 template <> struct vec16<__nv_bfloat16> {
     static constexpr int n = 8;
-    __device__ static void load(const __nv_bfloat16 *p, float *out) {
-        uint4 raw = __ldg(reinterpret_cast<const uint4 *>(p));
+    __device__ static void widen(const uint4 &raw, float *out) {
         const __nv_bfloat162 *pairs = reinterpret_cast<const __nv_bfloat162 *>(&raw);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
@@ -124,59 +82,108 @@ template <> struct vec16<__nv_bfloat16> {
 };
 template <> struct vec16<float> {
     static constexpr int n = 4;
-    __device__ static void load(const float *p, float *out) {
-        float4 f = __ldg(reinterpret_cast<const float4 *>(p));
-        out[0] = f.x, out[1] = f.y, out[2] = f.z, out[3] = f.w;
+    __device__ static void widen(const uint4 &raw, float *out) {
+        out[0] = __uint_as_float(raw.x), out[1] = __uint_as_float(raw.y);
+        out[2] = __uint_as_float(raw.z), out[3] = __uint_as_float(raw.w);
     }
 };
 
-/* Dot products of weight row `row` with ntok input rows, summed across the warp. */
-template <typename W, int kTok>
-__device__ void warp_row_dots(const W *row, const float *x, int64_t cols, int ntok, float *acc) {
+/* Dot products of kRows weight rows with up to kTok input rows x [ntok, cols], each summed across
+ * the warp. Every lane first issues kUnroll 16-byte loads per row (up to 8 in flight), then does
+ * the arithmetic: a decode GEMV is all memory latency. */
+constexpr int kUnroll = 4;
+template <typename W, int kTok, int kRows>
+__device__ void warp_rows_dots(const W *const *rows, const float *x, int64_t cols, int ntok,
+                               float (&acc)[kRows][kTok]) {
     constexpr int V = vec16<W>::n;
     const int lane = threadIdx.x % kWarp;
 #pragma unroll
-    for (int t = 0; t < kTok; t++) acc[t] = 0.0f;
-#pragma unroll 4
-    for (int64_t c = (int64_t)lane * V; c < cols; c += kWarp * V) {
-        float wv[V];
-        vec16<W>::load(row + c, wv);
+    for (int r = 0; r < kRows; r++)
 #pragma unroll
-        for (int t = 0; t < kTok; t++) {
-            if (t >= ntok) break;
-            const float4 *xv = reinterpret_cast<const float4 *>(x + t * cols + c);
+        for (int t = 0; t < kTok; t++) acc[r][t] = 0.0f;
+    for (int64_t c0 = (int64_t)lane * V; c0 < cols; c0 += kWarp * V * kUnroll) {
+        uint4 raw[kRows][kUnroll];
 #pragma unroll
-            for (int q = 0; q < V / 4; q++) {
-                float4 xq = xv[q];
-                acc[t] += wv[4 * q] * xq.x + wv[4 * q + 1] * xq.y + wv[4 * q + 2] * xq.z + wv[4 * q + 3] * xq.w;
+        for (int u = 0; u < kUnroll; u++)
+#pragma unroll
+            for (int r = 0; r < kRows; r++) {
+                const int64_t c = c0 + (int64_t)u * kWarp * V;
+                raw[r][u] = c < cols ? __ldg(reinterpret_cast<const uint4 *>(rows[r] + c)) : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++) {
+            const int64_t c = c0 + (int64_t)u * kWarp * V;
+            if (c >= cols) break;
+#pragma unroll
+            for (int r = 0; r < kRows; r++) {
+                float wv[V];
+                vec16<W>::widen(raw[r][u], wv);
+#pragma unroll
+                for (int t = 0; t < kTok; t++) {
+                    if (t >= ntok) break;
+                    const float4 *xv = reinterpret_cast<const float4 *>(x + t * cols + c);
+#pragma unroll
+                    for (int q = 0; q < V / 4; q++) {
+                        const float4 xq = xv[q];
+                        acc[r][t] += wv[4 * q] * xq.x + wv[4 * q + 1] * xq.y + wv[4 * q + 2] * xq.z + wv[4 * q + 3] * xq.w;
+                    }
+                }
             }
         }
     }
 #pragma unroll
-    for (int t = 0; t < kTok; t++) acc[t] = warp_sum(acc[t]);
+    for (int r = 0; r < kRows; r++)
+#pragma unroll
+        for (int t = 0; t < kTok; t++) acc[r][t] = warp_sum(acc[r][t]);
 }
 
+/* One warp per output row (or gate/up row pair); the block first copies its input rows to shared
+ * memory when they fit (x_in_shared), so the inner loop reads them from there. */
 template <typename W, bool kSwiglu>
 __global__ void gemv_kernel(const W *__restrict__ Wt, int64_t rows, int64_t cols,
                             const int32_t *__restrict__ expert, const float *__restrict__ x,
-                            int64_t x_div, int ntok, float *__restrict__ y, m4_activation act) {
+                            int64_t x_div, int ntok, float *__restrict__ y, m4_activation act,
+                            bool x_in_shared) {
+    extern __shared__ float x_shared[];        /* [ntok, cols] when x_in_shared */
+    constexpr int kRows = kSwiglu ? 2 : 1;
     const int64_t g = blockIdx.y;
     const int64_t out_rows = kSwiglu ? rows / 2 : rows;
-    const int64_t r = (int64_t)blockIdx.x * (blockDim.x / kWarp) + threadIdx.x / kWarp;
-    if (r >= out_rows) return;
-    const W *m = Wt + (expert ? (int64_t)expert[g] : 0) * rows * cols;
     const float *xg = x + (g / x_div) * ntok * cols;
-    float *yg = y + g * ntok * out_rows;
-    float acc[M4_CUDA_GEMV_MAX_TOKENS];
-    warp_row_dots<W, M4_CUDA_GEMV_MAX_TOKENS>(m + r * cols, xg, cols, ntok, acc);
-    if (kSwiglu) {
-        float up[M4_CUDA_GEMV_MAX_TOKENS];
-        warp_row_dots<W, M4_CUDA_GEMV_MAX_TOKENS>(m + (out_rows + r) * cols, xg, cols, ntok, up);
-#pragma unroll
-        for (int t = 0; t < M4_CUDA_GEMV_MAX_TOKENS; t++) acc[t] = activate(acc[t], act) * up[t];
+    if (x_in_shared) {
+        for (int64_t i = threadIdx.x; i < ntok * cols / 4; i += blockDim.x)
+            reinterpret_cast<float4 *>(x_shared)[i] = reinterpret_cast<const float4 *>(xg)[i];
+        __syncthreads();
+        xg = x_shared;
     }
-    if (threadIdx.x % kWarp == 0)
-        for (int t = 0; t < ntok; t++) yg[t * out_rows + r] = acc[t];
+    const W *m = Wt + (expert ? (int64_t)expert[g] : 0) * rows * cols;
+    float *yg = y + g * ntok * out_rows;
+    const int64_t warps = blockDim.x / kWarp;
+    /* grid-stride over the rows: a launch of about one wave, each warp streaming several rows */
+    for (int64_t r = (int64_t)blockIdx.x * warps + threadIdx.x / kWarp; r < out_rows; r += (int64_t)gridDim.x * warps) {
+        const W *row_ptrs[kRows];
+        row_ptrs[0] = m + r * cols;
+        if (kSwiglu) row_ptrs[kRows - 1] = m + (out_rows + r) * cols;
+        float acc[kRows][M4_CUDA_GEMV_MAX_TOKENS];
+        warp_rows_dots<W, M4_CUDA_GEMV_MAX_TOKENS, kRows>(row_ptrs, xg, cols, ntok, acc);
+        if (threadIdx.x % kWarp != 0) continue;
+#pragma unroll
+        for (int t = 0; t < M4_CUDA_GEMV_MAX_TOKENS; t++) {
+            if (t >= ntok) break;
+            yg[t * out_rows + r] = kSwiglu ? activate(acc[0][t], act) * acc[kRows - 1][t] : acc[0][t];
+        }
+    }
+}
+
+/* Multiprocessors of the current device (read once). */
+int sm_count() {
+    static int count = 0;
+    if (count == 0) {
+        int device = 0;
+        if (cudaGetDevice(&device) != cudaSuccess ||
+            cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || count <= 0)
+            count = 1;
+    }
+    return count;
 }
 
 /* ---- RoPE, keys, attention ----------------------------------------------------------------- */
@@ -362,22 +369,25 @@ __global__ void gather_rows_kernel(const float *__restrict__ x, const int32_t *_
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) xs[blockIdx.x * D + d] = src[d];
 }
 
+/* One block per token; its K routing entries are visited in ascending (expert id, k) order, each
+ * found by a scan so that no run-time-indexed array lands in local memory. */
 __global__ void moe_combine_kernel(const float *__restrict__ y, const int32_t *__restrict__ slot_of,
                                    const int32_t *__restrict__ ids, const float *__restrict__ weights,
                                    const float *__restrict__ shared, int64_t K, int64_t D,
                                    float *__restrict__ out) {
     const int64_t t = blockIdx.x;
-    int order[M4_CUDA_MAX_TOPK];               /* the token's k, by ascending expert id */
-    for (int64_t k = 0; k < K; k++) order[k] = (int)k;
-    for (int64_t a = 1; a < K; a++)
-        for (int64_t b = a; b > 0 && ids[t * K + order[b]] < ids[t * K + order[b - 1]]; b--) {
-            int tmp = order[b];
-            order[b] = order[b - 1], order[b - 1] = tmp;
-        }
+    const int32_t *id = ids + t * K;
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
         float acc = 0.0f;
-        for (int64_t k = 0; k < K; k++) {
-            const int64_t entry = t * K + order[k], slot = slot_of ? slot_of[entry] : entry;
+        int64_t k_prev = -1;
+        for (int64_t n = 0; n < K; n++) {
+            int64_t k_next = -1;                   /* the smallest (id, k) above the previous one */
+            for (int64_t k = 0; k < K; k++) {
+                const bool after = k_prev < 0 || id[k] > id[k_prev] || (id[k] == id[k_prev] && k > k_prev);
+                if (after && (k_next < 0 || id[k] < id[k_next])) k_next = k;
+            }
+            k_prev = k_next;
+            const int64_t entry = t * K + k_next, slot = slot_of ? slot_of[entry] : entry;
             acc += __fmul_rn(y[slot * D + d], weights[entry]);
         }
         out[t * D + d] = shared ? acc + shared[t * D + d] : acc;
@@ -496,11 +506,17 @@ int m4k_gemv(const W *Wt, int64_t rows, int64_t cols, const int32_t *expert, int
     if (groups <= 0) return 0;
     const int warps = kThreads / kWarp;
     const int64_t out_rows = swiglu ? rows / 2 : rows;
-    dim3 grid((unsigned)((out_rows + warps - 1) / warps), (unsigned)groups);
+    /* about two resident blocks per multiprocessor over all groups, each looping over rows */
+    int64_t blocks = (out_rows + warps - 1) / warps, wave = (2 * (int64_t)sm_count() + groups - 1) / groups;
+    if (blocks > wave) blocks = wave;
+    dim3 grid((unsigned)blocks, (unsigned)groups);
+    const size_t x_bytes = sizeof(float) * (size_t)(ntok * cols);
+    const bool x_in_shared = x_bytes <= 32 * 1024;   /* leaves room for several blocks per SM */
+    const size_t shared = x_in_shared ? x_bytes : 0;
     if (swiglu)
-        gemv_kernel<W, true><<<grid, kThreads, 0, stream>>>(Wt, rows, cols, expert, x, x_div, ntok, y, act);
+        gemv_kernel<W, true><<<grid, kThreads, shared, stream>>>(Wt, rows, cols, expert, x, x_div, ntok, y, act, x_in_shared);
     else
-        gemv_kernel<W, false><<<grid, kThreads, 0, stream>>>(Wt, rows, cols, expert, x, x_div, ntok, y, act);
+        gemv_kernel<W, false><<<grid, kThreads, shared, stream>>>(Wt, rows, cols, expert, x, x_div, ntok, y, act, x_in_shared);
     M4_CUDA_TRY_LAUNCH(err);
     return 0;
 }

@@ -138,3 +138,37 @@ int m4k_merge_rows(const float *embeds, const float *features, const int32_t *sr
                    int64_t D, float *out, cudaStream_t stream, m4_error *err);
 
 #endif
+
+/* ---- MLA decode over the latent cache (absorbed form, MODEL.md §6.1) --------------------------
+ * The cache holds, per layer, row b and position j, the normalised latent c_kv [Rkv] and the
+ * rotated shared key k_rope [dr], in the weight type W; rows are `capacity` positions apart. */
+
+/* Appends the S new tokens' c_kv [B·S, Rkv] and k_rope [B·S, dr] at positions [past, past + S)
+ * of every row: c_cache/r_cache point at this layer's [B, capacity, ·]. */
+template <typename W>
+int m4k_cache_append(const float *ckv, const float *k_rope, int64_t B, int64_t S, int64_t past,
+                     int64_t capacity, int64_t Rkv, int64_t dr, W *c_cache, W *r_cache,
+                     cudaStream_t stream, m4_error *err);
+
+/* Absorbs kv_b's key half into the queries: QL[q, :Rkv] = Σ_d Q[q, d] · kv_b[h·(dn+dv) + d, :]
+ * (d < dn) and QL[q, Rkv:] = Q[q, dn:] (the rotated part), for the B·H·S query rows q of
+ * Q [B, H, S, dq] (h = (q / S) % H). QL [B, H, S, Rkv + dr]. */
+template <typename W>
+int m4k_mla_absorb_q(const float *Q, const W *kv_b, int64_t BHS, int64_t H, int64_t S, int64_t dn,
+                     int64_t dr, int64_t dv, int64_t Rkv, float *QL, cudaStream_t stream, m4_error *err);
+
+/* Softmax attention of the latent queries QL [B, H, S, Rkv + dr] over the T = past + S cached
+ * positions: z_j = (QL·[c_kv_j | k_rope_j])·scale (+ −FLT_MAX where j > past + i or
+ * mask[b·T + j] = 0), O_lat[q] = Σ_j softmax(z)_j c_kv_j. Flash-decoding: the keys are split
+ * into chunks that run in parallel, then merged. O_lat [B, H, S, Rkv]. */
+template <typename W>
+int m4k_mla_latent_attention(const float *QL, const W *c_cache, const W *r_cache, int64_t capacity,
+                             int64_t B, int64_t H, int64_t S, int64_t past, int64_t Rkv, int64_t dr,
+                             float scale, const int64_t *mask, float *O_lat, cudaStream_t stream,
+                             m4_error *err);
+
+/* Un-absorbs the values: O[b·S + s, h·dv + e] = kv_b[h·(dn+dv) + dn + e, :] · O_lat[b, h, s, :]. */
+template <typename W>
+int m4k_mla_unabsorb_v(const float *O_lat, const W *kv_b, int64_t B, int64_t H, int64_t S,
+                       int64_t dn, int64_t dv, int64_t Rkv, float *O, cudaStream_t stream,
+                       m4_error *err);

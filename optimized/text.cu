@@ -10,13 +10,6 @@
 
 #define WEIGHT(field, what) m4_cuda_weight(st, (field).data, what, err)
 
-/* Positions [N]: the caller's, or HF's default arange(S) per row. */
-static std::vector<int64_t> positions_or_default(const int64_t *position_ids, int64_t B, int64_t S) {
-    std::vector<int64_t> pos((size_t)(B * S));
-    for (int64_t t = 0; t < B * S; t++) pos[(size_t)t] = position_ids ? position_ids[t] : t % S;
-    return pos;
-}
-
 /* Copies n device floats to a host trace field (skipped when the field is NULL). */
 static int download(m4_cuda *st, float *host, const float *d, int64_t n, m4_error *err) {
     if (!host || n <= 0) return 0;
@@ -24,27 +17,32 @@ static int download(m4_cuda *st, float *host, const float *d, int64_t n, m4_erro
     return 0;
 }
 
-/* text.layers.{i}.self_attn — Mistral4Attention.forward (eager, no cache), as m4_ref_mla:
- * q path, compressed kv + kv_a_layernorm, RoPE tables from the host (reference functions: YaRN
- * inv_freq, cos/sin of position · inv_freq, the Llama-4 scale), kv_b expansion, attention, o_proj. */
-int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
-                const int64_t *position_ids, const int64_t *attention_mask, float softmax_scale,
-                float *d_out, m4_mla_trace *trace, m4_error *err) {
+/* The part of Mistral4Attention shared by the cached and uncached forms (m4_ref_mla_cached steps
+ * 1–4 and 6): the queries, rotated and Llama-4 scaled, Q [B, H, S, dq]; the compressed kv [N, Rkv
+ * + dr], its normalised latent c_kv [N, Rkv] and the rotated shared key k_rope [N, dr]. The RoPE
+ * and Llama-4 tables come from the host (the reference's functions: YaRN inv_freq, cos/sin of
+ * position · inv_freq, get_llama_4_attn_scale). Buffers live in `arena`. */
+struct mla_projections {
+    float *qa = nullptr, *q = nullptr, *Q = nullptr, *kva = nullptr, *ckv = nullptr, *k_rope = nullptr;
+    float *l4 = nullptr;
+};
+
+static int mla_project(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S, int64_t past,
+                       const int64_t *position_ids, m4_arena &arena, mla_projections *p, m4_error *err) {
     const m4_text_config *cfg = &st->model->config.text;
     const m4_text_layer_weights *w = &st->model->weights.layers[layer];
     const int64_t N = B * S, H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim;
-    const int64_t dr = cfg->qk_rope_head_dim, dq = cfg->qk_head_dim, dv = cfg->v_head_dim;
-    const int64_t Rq = cfg->q_lora_rank, Rkv = cfg->kv_lora_rank, half = dr / 2, kva_w = Rkv + dr;
+    const int64_t dr = cfg->qk_rope_head_dim, dq = cfg->qk_head_dim, Rq = cfg->q_lora_rank;
+    const int64_t Rkv = cfg->kv_lora_rank, half = dr / 2, kva_w = Rkv + dr;
     if (B <= 0 || S <= 0) return m4_fail(err, "self_attn: empty input (B %lld, S %lld)", (long long)B, (long long)S);
     if (dq != dn + dr || dr % 2 || cfg->num_key_value_heads != H)
         return m4_fail(err, "self_attn: unsupported head dims (nope %lld + rope %lld vs %lld, kv heads %lld)",
                        (long long)dn, (long long)dr, (long long)dq, (long long)cfg->num_key_value_heads);
-
-    /* RoPE and Llama-4 tables [N, dr/2], [N] on the host, as the reference computes them */
     std::vector<float> inv_freq((size_t)half), cos_t((size_t)(N * half)), sin_t((size_t)(N * half)), l4((size_t)N);
     float attention_factor;
     if (m4_ref_rope_inv_freq(cfg, inv_freq.data(), &attention_factor, err)) return -1;
-    const std::vector<int64_t> pos = positions_or_default(position_ids, B, S);
+    std::vector<int64_t> pos((size_t)N);              /* HF's default: past + arange(S) per row */
+    for (int64_t t = 0; t < N; t++) pos[(size_t)t] = position_ids ? position_ids[t] : past + t % S;
     m4_ref_rope_cos_sin(inv_freq.data(), half, attention_factor, pos.data(), N, cos_t.data(), sin_t.data());
     const m4_rope_config *r = &cfg->rope;
     for (int64_t t = 0; t < N; t++)
@@ -52,88 +50,144 @@ int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
                             ? m4_ref_llama4_scale(pos[(size_t)t], (float)r->llama_4_scaling_beta,
                                                   r->original_max_position_embeddings)
                             : 1.0f;
-
     const m4_dev_weight *kv_a = WEIGHT(w->kv_a_proj_with_mqa, "kv_a_proj_with_mqa");
     const m4_dev_weight *kv_norm = kv_a ? WEIGHT(w->kv_a_layernorm, "kv_a_layernorm") : nullptr;
-    const m4_dev_weight *kv_b = kv_norm ? WEIGHT(w->kv_b_proj, "kv_b_proj") : nullptr;
-    const m4_dev_weight *o_proj = kv_b ? WEIGHT(w->o_proj, "o_proj") : nullptr;
-    if (!o_proj) return -1;
-
-    m4_arena arena(st->stream);
-    float *qa = Rq > 0 ? arena.get<float>(N * Rq, err) : nullptr;          /* [N, Rq] */
-    float *q = arena.get<float>(N * H * dq, err);                          /* [N, H·dq] */
-    float *kva = arena.get<float>(N * kva_w, err);                         /* [N, Rkv + dr] */
-    float *ckv = arena.get<float>(N * Rkv, err);                           /* [N, Rkv] */
-    float *k_rope = arena.get<float>(N * dr, err);                         /* [N, dr] */
-    float *kvb = arena.get<float>(N * H * (dn + dv), err);                 /* [N, H·(dn+dv)] */
-    float *Q = arena.get<float>(N * H * dq, err);                          /* [B, H, S, dq] */
-    float *K = arena.get<float>(N * H * dq, err);                          /* [B, H, S, dq] */
-    float *attn = arena.get<float>(N * H * dv, err);                       /* [N, H·dv] */
-    float *probs = trace && trace->attn_weights ? arena.get<float>(B * H * S * S, err) : nullptr;
+    if (!kv_norm) return -1;
+    p->qa = Rq > 0 ? arena.get<float>(N * Rq, err) : nullptr;             /* [N, Rq] */
+    float *qa_norm = Rq > 0 ? arena.get<float>(N * Rq, err) : nullptr;    /* [N, Rq] */
+    p->q = arena.get<float>(N * H * dq, err);                             /* [N, H·dq] */
+    p->Q = arena.get<float>(N * H * dq, err);                             /* [B, H, S, dq] */
+    p->kva = arena.get<float>(N * kva_w, err);                            /* [N, Rkv + dr] */
+    p->ckv = arena.get<float>(N * Rkv, err);                              /* [N, Rkv] */
+    p->k_rope = arena.get<float>(N * dr, err);                            /* [N, dr] */
     float *d_cos = arena.upload(cos_t.data(), N * half, err), *d_sin = arena.upload(sin_t.data(), N * half, err);
-    float *d_l4 = arena.upload(l4.data(), N, err);
-    int64_t *d_mask = attention_mask ? arena.upload(attention_mask, N, err) : nullptr;
-    if (!q || !kva || !ckv || !k_rope || !kvb || !Q || !K || !attn || !d_cos || !d_sin || !d_l4 ||
-        (Rq > 0 && !qa) || (trace && trace->attn_weights && !probs) || (attention_mask && !d_mask))
+    p->l4 = arena.upload(l4.data(), N, err);
+    if (!p->q || !p->Q || !p->kva || !p->ckv || !p->k_rope || !d_cos || !d_sin || !p->l4 || (Rq > 0 && (!p->qa || !qa_norm)))
         return -1;
-
-    /* 1. queries */
+    /* 1. queries: q_b_proj(q_a_layernorm(q_a_proj(x))) or q_proj(x) */
     if (Rq > 0) {
         const m4_dev_weight *q_a = WEIGHT(w->q_a_proj, "q_a_proj");
         const m4_dev_weight *q_norm = q_a ? WEIGHT(w->q_a_layernorm, "q_a_layernorm") : nullptr;
         const m4_dev_weight *q_b = q_norm ? WEIGHT(w->q_b_proj, "q_b_proj") : nullptr;
-        if (!q_b || m4_cuda_linear(st, d_x, N, *q_a, qa, err)) return -1;
-        if (download(st, trace ? trace->q_a : nullptr, qa, N * Rq, err)) return -1;
-        if (m4k_rmsnorm(qa, Rq, nullptr, nullptr, q_norm->f32(), qa, Rq, N, Rq, 1e-6f, st->stream, err) ||
-            m4_cuda_linear(st, qa, N, *q_b, q, err))
+        if (!q_b || m4_cuda_linear(st, d_x, N, *q_a, p->qa, err) ||
+            m4k_rmsnorm(p->qa, Rq, nullptr, nullptr, q_norm->f32(), qa_norm, Rq, N, Rq, 1e-6f, st->stream, err) ||
+            m4_cuda_linear(st, qa_norm, N, *q_b, p->q, err))
             return -1;
     } else {
         const m4_dev_weight *q_proj = WEIGHT(w->q_proj, "q_proj");
-        if (!q_proj || m4_cuda_linear(st, d_x, N, *q_proj, q, err)) return -1;
+        if (!q_proj || m4_cuda_linear(st, d_x, N, *q_proj, p->q, err)) return -1;
     }
-    /* 2–5. compressed kv, its norm, the rotated shared key, the per-head expansion */
-    if (m4_cuda_linear(st, d_x, N, *kv_a, kva, err) ||
-        m4k_rmsnorm(kva, kva_w, nullptr, nullptr, kv_norm->f32(), ckv, Rkv, N, Rkv, 1e-6f, st->stream, err) ||
-        m4k_rope(kva + Rkv, kva_w, 0, 1, N, 1, 0, dr, d_cos, d_sin, nullptr, cfg->rope_interleave, k_rope,
-                 st->stream, err) ||
-        m4_cuda_linear(st, ckv, N, *kv_b, kvb, err))
-        return -1;
-    /* 6. query = [q_nope | rope(q_rope)] · llama4_scale; key = [k_nope | k_rope] */
-    if (m4k_rope(q, H * dq, dq, B, S, H, dn, dr, d_cos, d_sin, d_l4, cfg->rope_interleave, Q, st->stream, err) ||
-        m4k_mla_keys(kvb, k_rope, S, B, S, H, dn, dr, dv, K, st->stream, err))
+    /* 2–4. compressed kv, its norm, the rotated shared key; 6. query = [q_nope | rope(q_rope)] · l4 */
+    return m4_cuda_linear(st, d_x, N, *kv_a, p->kva, err) ||
+           m4k_rmsnorm(p->kva, kva_w, nullptr, nullptr, kv_norm->f32(), p->ckv, Rkv, N, Rkv, 1e-6f, st->stream, err) ||
+           m4k_rope(p->kva + Rkv, kva_w, 0, 1, N, 1, 0, dr, d_cos, d_sin, nullptr, cfg->rope_interleave, p->k_rope,
+                    st->stream, err) ||
+           m4k_rope(p->q, H * dq, dq, B, S, H, dn, dr, d_cos, d_sin, p->l4, cfg->rope_interleave, p->Q, st->stream, err);
+}
+
+/* text.layers.{i}.self_attn — Mistral4Attention.forward (eager, no cache), as m4_ref_mla: the
+ * projections, kv_b expanding every key's latent to [k_nope | v] per head, causal attention, o_proj. */
+int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
+                const int64_t *position_ids, const int64_t *attention_mask, float softmax_scale,
+                float *d_out, m4_mla_trace *trace, m4_error *err) {
+    const m4_text_config *cfg = &st->model->config.text;
+    const m4_text_layer_weights *w = &st->model->weights.layers[layer];
+    const int64_t N = B * S, H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim;
+    const int64_t dr = cfg->qk_rope_head_dim, dq = cfg->qk_head_dim, dv = cfg->v_head_dim;
+    const int64_t Rq = cfg->q_lora_rank, Rkv = cfg->kv_lora_rank;
+    m4_arena arena(st->stream);
+    mla_projections p;
+    if (mla_project(st, layer, d_x, B, S, 0, position_ids, arena, &p, err)) return -1;
+    const m4_dev_weight *kv_b = WEIGHT(w->kv_b_proj, "kv_b_proj");
+    const m4_dev_weight *o_proj = kv_b ? WEIGHT(w->o_proj, "o_proj") : nullptr;
+    if (!o_proj) return -1;
+    float *kvb = arena.get<float>(N * H * (dn + dv), err);                 /* [N, H·(dn+dv)] */
+    float *K = arena.get<float>(N * H * dq, err);                          /* [B, H, S, dq] */
+    float *attn = arena.get<float>(N * H * dv, err);                       /* [N, H·dv] */
+    float *probs = trace && trace->attn_weights ? arena.get<float>(B * H * S * S, err) : nullptr;
+    int64_t *d_mask = attention_mask ? arena.upload(attention_mask, N, err) : nullptr;
+    if (!kvb || !K || !attn || (trace && trace->attn_weights && !probs) || (attention_mask && !d_mask)) return -1;
+    /* 5. keys and values for every head: kv_b_proj(c_kv) = per head [k_nope | v]; key = [k_nope | k_rope] */
+    if (m4_cuda_linear(st, p.ckv, N, *kv_b, kvb, err) ||
+        m4k_mla_keys(kvb, p.k_rope, S, B, S, H, dn, dr, dv, K, st->stream, err))
         return -1;
     /* 7–8. causal softmax attention over the S keys, values read from kv_b's output in place */
     m4k_attention_args a = {};
-    a.Q = Q, a.K = K, a.V = kvb + dn;
+    a.Q = p.Q, a.K = K, a.V = kvb + dn;
     a.B = B, a.H = H, a.S = S, a.T = S, a.dq = dq, a.dv = dv;
     a.v_row_stride = H * (dn + dv), a.v_head_stride = dn + dv;
     a.scale = softmax_scale, a.causal = true, a.causal_past = 0, a.mask = d_mask;
     a.O = attn, a.probs = probs;
-    if (m4k_attention(&a, st->stream, err)) return -1;
     /* 9. o_proj */
-    if (m4_cuda_linear(st, attn, N, *o_proj, d_out, err)) return -1;
-
-    if (trace) {
-        if (download(st, trace->q, q, N * H * dq, err) || download(st, trace->kv_a, kva, N * kva_w, err) ||
-            download(st, trace->c_kv, ckv, N * Rkv, err) || download(st, trace->kv_b, kvb, N * H * (dn + dv), err) ||
-            download(st, trace->q_rot, Q, N * H * dq, err) || download(st, trace->k_rot, K, N * H * dq, err) ||
-            download(st, trace->llama4_scale, d_l4, N, err) ||
-            download(st, trace->attn_weights, probs, B * H * S * S, err) ||
-            download(st, trace->attn_output, attn, N * H * dv, err))
-            return -1;
-        if (trace->v) {                                   /* [B, H, T, dv] out of kv_b's rows */
-            std::vector<float> host((size_t)(N * H * (dn + dv)));
-            if (download(st, host.data(), kvb, N * H * (dn + dv), err)) return -1;
-            M4_CUDA_TRY(cudaStreamSynchronize(st->stream), err);
-            for (int64_t b = 0; b < B; b++)
-                for (int64_t h = 0; h < H; h++)
-                    for (int64_t j = 0; j < S; j++)
-                        memcpy(trace->v + ((b * H + h) * S + j) * dv, host.data() + (b * S + j) * H * (dn + dv) + h * (dn + dv) + dn,
-                               sizeof(float) * (size_t)dv);
-        }
+    if (m4k_attention(&a, st->stream, err) || m4_cuda_linear(st, attn, N, *o_proj, d_out, err)) return -1;
+    if (!trace) return 0;
+    if (download(st, Rq > 0 ? trace->q_a : nullptr, p.qa, N * Rq, err) || download(st, trace->q, p.q, N * H * dq, err) ||
+        download(st, trace->kv_a, p.kva, N * (Rkv + dr), err) || download(st, trace->c_kv, p.ckv, N * Rkv, err) ||
+        download(st, trace->kv_b, kvb, N * H * (dn + dv), err) || download(st, trace->q_rot, p.Q, N * H * dq, err) ||
+        download(st, trace->k_rot, K, N * H * dq, err) || download(st, trace->llama4_scale, p.l4, N, err) ||
+        download(st, trace->attn_weights, probs, B * H * S * S, err) ||
+        download(st, trace->attn_output, attn, N * H * dv, err))
+        return -1;
+    if (trace->v) {                                   /* [B, H, T, dv] out of kv_b's rows */
+        std::vector<float> host((size_t)(N * H * (dn + dv)));
+        if (download(st, host.data(), kvb, N * H * (dn + dv), err)) return -1;
         M4_CUDA_TRY(cudaStreamSynchronize(st->stream), err);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t j = 0; j < S; j++)
+                    memcpy(trace->v + ((b * H + h) * S + j) * dv, host.data() + (b * S + j) * H * (dn + dv) + h * (dn + dv) + dn,
+                           sizeof(float) * (size_t)dv);
     }
+    M4_CUDA_TRY(cudaStreamSynchronize(st->stream), err);
     return 0;
+}
+
+/* text.layers.{i}.self_attn with the device cache — m4_ref_mla_cached's math in the absorbed
+ * form: the S new latents are appended, kv_b's key half is folded into the queries, attention
+ * runs over the T = past + S cached latents [c_kv | k_rope] (FlashMLA's layout), and kv_b's value
+ * half is applied to the attended latent. attention_mask [B, T] (NULL: all tokens). */
+int m4_cuda_mla_cached(m4_cuda *st, int layer, m4_cuda_cache *cache, const float *d_x, int64_t B, int64_t S,
+                       const int64_t *position_ids, const int64_t *attention_mask, float softmax_scale,
+                       float *d_out, m4_error *err) {
+    const m4_text_config *cfg = &st->model->config.text;
+    const m4_text_layer_weights *w = &st->model->weights.layers[layer];
+    const int64_t H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
+    const int64_t dv = cfg->v_head_dim, Rkv = cfg->kv_lora_rank, past = cache->length, T = past + S;
+    if (cache->batch != B) return m4_fail(err, "self_attn: the kv cache has %lld rows, the input %lld", (long long)cache->batch, (long long)B);
+    if (T > cache->capacity)
+        return m4_fail(err, "self_attn: the kv cache is full: %lld cached + %lld new positions > capacity %lld",
+                       (long long)past, (long long)S, (long long)cache->capacity);
+    m4_arena arena(st->stream);
+    mla_projections p;
+    if (mla_project(st, layer, d_x, B, S, past, position_ids, arena, &p, err)) return -1;
+    const m4_dev_weight *kv_b = WEIGHT(w->kv_b_proj, "kv_b_proj");
+    const m4_dev_weight *o_proj = kv_b ? WEIGHT(w->o_proj, "o_proj") : nullptr;
+    if (!o_proj) return -1;
+    if (kv_b->bf16 != cache->bf16) return m4_fail(err, "self_attn: cache and weights differ in precision");
+    float *QL = arena.get<float>(B * H * S * (Rkv + dr), err), *O_lat = arena.get<float>(B * H * S * Rkv, err);
+    float *attn = arena.get<float>(B * S * H * dv, err);
+    int64_t *d_mask = attention_mask ? arena.upload(attention_mask, B * T, err) : nullptr;
+    if (!QL || !O_lat || !attn || (attention_mask && !d_mask)) return -1;
+    const size_t elem = cache->bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
+    char *c_layer = static_cast<char *>(cache->c_kv) + (size_t)(layer * B * cache->capacity * Rkv) * elem;
+    char *r_layer = static_cast<char *>(cache->k_rope) + (size_t)(layer * B * cache->capacity * dr) * elem;
+    int rc;
+    if (cache->bf16) {
+        auto *c = reinterpret_cast<__nv_bfloat16 *>(c_layer), *r = reinterpret_cast<__nv_bfloat16 *>(r_layer);
+        rc = m4k_cache_append(p.ckv, p.k_rope, B, S, past, cache->capacity, Rkv, dr, c, r, st->stream, err) ||
+             m4k_mla_absorb_q(p.Q, kv_b->b16(), B * H * S, H, S, dn, dr, dv, Rkv, QL, st->stream, err) ||
+             m4k_mla_latent_attention<__nv_bfloat16>(QL, c, r, cache->capacity, B, H, S, past, Rkv, dr, softmax_scale,
+                                                     d_mask, O_lat, st->stream, err) ||
+             m4k_mla_unabsorb_v(O_lat, kv_b->b16(), B, H, S, dn, dv, Rkv, attn, st->stream, err);
+    } else {
+        auto *c = reinterpret_cast<float *>(c_layer), *r = reinterpret_cast<float *>(r_layer);
+        rc = m4k_cache_append(p.ckv, p.k_rope, B, S, past, cache->capacity, Rkv, dr, c, r, st->stream, err) ||
+             m4k_mla_absorb_q(p.Q, kv_b->f32(), B * H * S, H, S, dn, dr, dv, Rkv, QL, st->stream, err) ||
+             m4k_mla_latent_attention<float>(QL, c, r, cache->capacity, B, H, S, past, Rkv, dr, softmax_scale, d_mask,
+                                             O_lat, st->stream, err) ||
+             m4k_mla_unabsorb_v(O_lat, kv_b->f32(), B, H, S, dn, dv, Rkv, attn, st->stream, err);
+    }
+    return rc || m4_cuda_linear(st, attn, B * S, *o_proj, d_out, err);
 }
 
 /* text.layers.{i}.mlp.gate — Mistral4TopkRouter: float32 logits (the router weight stays float32
@@ -253,7 +307,7 @@ int m4_cuda_mlp(m4_cuda *st, int layer, const float *d_x, int64_t n, float *d_ou
 
 /* text.layers.{i} — h += attn(input_layernorm(h)); h += mlp(post_attention_layernorm(h)), the
  * first residual add fused into the second norm. */
-int m4_cuda_decoder_layer(m4_cuda *st, int layer, float *d_h, int64_t B, int64_t S,
+int m4_cuda_decoder_layer(m4_cuda *st, int layer, m4_cuda_cache *cache, float *d_h, int64_t B, int64_t S,
                           const int64_t *position_ids, const int64_t *attention_mask,
                           float softmax_scale, m4_error *err) {
     const m4_text_config *cfg = &st->model->config.text;
@@ -270,7 +324,8 @@ int m4_cuda_decoder_layer(m4_cuda *st, int layer, float *d_h, int64_t B, int64_t
     float *normed = arena.get<float>(N * D, err), *delta = arena.get<float>(N * D, err);
     if (!normed || !delta) return -1;
     return m4k_rmsnorm(d_h, D, nullptr, nullptr, in_norm->f32(), normed, D, N, D, eps, st->stream, err) ||
-           m4_cuda_mla(st, layer, normed, B, S, position_ids, attention_mask, softmax_scale, delta, nullptr, err) ||
+           (cache ? m4_cuda_mla_cached(st, layer, cache, normed, B, S, position_ids, attention_mask, softmax_scale, delta, err)
+                  : m4_cuda_mla(st, layer, normed, B, S, position_ids, attention_mask, softmax_scale, delta, nullptr, err)) ||
            m4k_rmsnorm(d_h, D, d_h, delta, post_norm->f32(), normed, D, N, D, eps, st->stream, err) ||
            m4_cuda_mlp(st, layer, normed, N, delta, err) || m4k_add(d_h, delta, N * D, st->stream, err);
 }
@@ -289,16 +344,20 @@ int m4_cuda_embed(m4_cuda *st, const int64_t *ids, int64_t n, float *d_out, m4_e
                     : m4k_embed(dw->f32(), d_ids, n, dw->cols, d_out, st->stream, err);
 }
 
-/* Mistral4ForCausalLM.forward from inputs_embeds: the layers, text.norm, text.lm_head (all S). */
-int m4_cuda_text_forward(m4_cuda *st, float *d_h, int64_t B, int64_t S, const int64_t *position_ids,
-                         const int64_t *attention_mask, m4_softmax_scale_rule rule, float *d_logits,
-                         m4_error *err) {
+/* Mistral4ForCausalLM.forward from inputs_embeds: the layers, text.norm, text.lm_head (every
+ * position, or with a cache each row's last one; the cache then holds S more positions). */
+int m4_cuda_text_forward(m4_cuda *st, m4_cuda_cache *cache, float *d_h, int64_t B, int64_t S,
+                         const int64_t *position_ids, const int64_t *attention_mask,
+                         m4_softmax_scale_rule rule, float *d_logits, m4_error *err) {
     const m4_text_config *cfg = &st->model->config.text;
     const m4_weights *w = &st->model->weights;
-    const int64_t N = B * S, D = cfg->hidden_size;
+    const int64_t D = cfg->hidden_size;
     const float scale = m4_ref_mla_softmax_scale(cfg, rule);
+    if (cache && cache->layers != cfg->num_hidden_layers)
+        return m4_fail(err, "text forward: the kv cache has %lld layers, the model %lld", (long long)cache->layers,
+                       (long long)cfg->num_hidden_layers);
     for (int64_t l = 0; l < cfg->num_hidden_layers; l++)
-        if (m4_cuda_decoder_layer(st, (int)l, d_h, B, S, position_ids, attention_mask, scale, err)) {
+        if (m4_cuda_decoder_layer(st, (int)l, cache, d_h, B, S, position_ids, attention_mask, scale, err)) {
             m4_fail_context(err, "text.layers.%lld", (long long)l);
             return -1;
         }
@@ -308,6 +367,34 @@ int m4_cuda_text_forward(m4_cuda *st, float *d_h, int64_t B, int64_t S, const in
     if (norm->cols != D || lm_head->cols != D)
         return m4_fail(err, "text forward: norm [%lld] / lm_head [%lld, %lld] do not match hidden_size %lld",
                        (long long)norm->cols, (long long)lm_head->rows, (long long)lm_head->cols, (long long)D);
-    return m4k_rmsnorm(d_h, D, nullptr, nullptr, norm->f32(), d_h, D, N, D, (float)cfg->rms_norm_eps, st->stream, err) ||
-           m4_cuda_linear(st, d_h, N, *lm_head, d_logits, err);
+    /* text.norm is per row: only the rows whose logits are wanted (row b's last: h[b, S − 1]) */
+    const int64_t rows = cache ? B : B * S, stride = cache ? S * D : D;
+    const float *first = cache ? d_h + (S - 1) * D : d_h;
+    m4_arena arena(st->stream);
+    float *last = arena.get<float>(rows * D, err);
+    if (!last || m4k_rmsnorm(first, stride, nullptr, nullptr, norm->f32(), last, D, rows, D, (float)cfg->rms_norm_eps,
+                             st->stream, err) ||
+        m4_cuda_linear(st, last, rows, *lm_head, d_logits, err))
+        return -1;
+    if (cache) cache->length += S;
+    return 0;
+}
+
+int m4_cuda_cache_init(m4_cuda *st, m4_cuda_cache *cache, int64_t batch, int64_t capacity, m4_error *err) {
+    const m4_text_config *cfg = &st->model->config.text;
+    if (batch <= 0 || capacity <= 0)
+        return m4_fail(err, "kv cache: %lld rows of %lld positions", (long long)batch, (long long)capacity);
+    *cache = m4_cuda_cache();
+    cache->layers = cfg->num_hidden_layers, cache->batch = batch, cache->capacity = capacity;
+    cache->bf16 = st->precision == m4_precision::bf16;
+    const size_t elem = cache->bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
+    const size_t slots = (size_t)(cache->layers * batch * capacity);
+    M4_CUDA_TRY(cudaMalloc(&cache->c_kv, slots * (size_t)cfg->kv_lora_rank * elem), err);
+    M4_CUDA_TRY(cudaMalloc(&cache->k_rope, slots * (size_t)cfg->qk_rope_head_dim * elem), err);
+    return 0;
+}
+
+void m4_cuda_cache_free(m4_cuda_cache *cache) {
+    cudaFree(cache->c_kv), cudaFree(cache->k_rope);
+    *cache = m4_cuda_cache();
 }

@@ -1,0 +1,208 @@
+/* mla_decode.cu — MLA over the latent cache in the absorbed form (kernels.cuh, MODEL.md §6.1):
+ * the keys' nope half and the values never leave the Rkv-wide latent space; kv_b is folded into
+ * the queries before attention and into the outputs after it. */
+#include "device.cuh"
+#include "kernels.cuh"
+
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename W>
+__global__ void cache_append_kernel(const float *__restrict__ ckv, const float *__restrict__ k_rope, int64_t S,
+                                    int64_t past, int64_t capacity, int64_t Rkv, int64_t dr, W *__restrict__ c_cache,
+                                    W *__restrict__ r_cache) {
+    const int64_t t = blockIdx.x, b = t / S, s = t % S, slot = b * capacity + past + s;
+    for (int64_t i = threadIdx.x; i < Rkv + dr; i += blockDim.x) {
+        if (i < Rkv) c_cache[slot * Rkv + i] = from_float<W>(ckv[t * Rkv + i]);
+        else r_cache[slot * dr + i - Rkv] = from_float<W>(k_rope[t * dr + i - Rkv]);
+    }
+}
+
+/* grid (query rows, Rkv / 64): a block owns 64 latent columns; its 4 thread groups each sum a
+ * quarter of the dn key rows of the query's head, then the quarters are added in order. The
+ * rotated part is copied by the first column block. */
+constexpr int kAbsorbColumns = 64, kAbsorbGroups = 4;
+template <typename W>
+__global__ void absorb_q_kernel(const float *__restrict__ Q, const W *__restrict__ kv_b, int64_t H, int64_t S,
+                                int64_t dn, int64_t dr, int64_t dv, int64_t Rkv, float *__restrict__ QL) {
+    __shared__ float partial[kAbsorbGroups][kAbsorbColumns];
+    const int64_t q = blockIdx.x, h = (q / S) % H, dq = dn + dr;
+    const int64_t col = threadIdx.x % kAbsorbColumns, group = threadIdx.x / kAbsorbColumns;
+    const int64_t r = (int64_t)blockIdx.y * kAbsorbColumns + col;
+    const W *rows = kv_b + h * (dn + dv) * Rkv;
+    float acc = 0.0f;
+    if (r < Rkv) {
+        const float *q_nope = Q + q * dq;
+#pragma unroll 8
+        for (int64_t d = group; d < dn; d += kAbsorbGroups) acc += q_nope[d] * to_float(rows[d * Rkv + r]);
+    }
+    partial[group][col] = acc;
+    __syncthreads();
+    if (group == 0 && r < Rkv)
+        QL[q * (Rkv + dr) + r] = (partial[0][col] + partial[1][col]) + (partial[2][col] + partial[3][col]);
+    if (blockIdx.y == 0)
+        for (int64_t d = threadIdx.x; d < dr; d += blockDim.x) QL[q * (Rkv + dr) + Rkv + d] = Q[q * dq + dn + d];
+}
+
+/* grid (query rows, splits): scores of this split's keys in shared memory, then its local max,
+ * sum and unnormalised output, merged by combine_kernel. */
+template <typename W>
+__global__ void latent_attention_kernel(const float *__restrict__ QL, const W *__restrict__ c_cache,
+                                        const W *__restrict__ r_cache, int64_t capacity, int64_t H, int64_t S,
+                                        int64_t past, int64_t Rkv, int64_t dr, float scale,
+                                        const int64_t *__restrict__ mask, int64_t chunk, float *__restrict__ part_m,
+                                        float *__restrict__ part_l, float *__restrict__ part_o) {
+    extern __shared__ float shm[];
+    __shared__ float scratch[32];
+    const int64_t q = blockIdx.x, split = blockIdx.y, splits = gridDim.y;
+    const int64_t b = q / (H * S), i = q % S, T = past + S, width = Rkv + dr;
+    float *ql = shm, *z = shm + width;         /* [Rkv + dr], [chunk] */
+    for (int64_t d = threadIdx.x; d < width; d += blockDim.x) ql[d] = QL[q * width + d];
+    __syncthreads();
+    const int64_t j0 = split * chunk, j1 = j0 + chunk < T ? j0 + chunk : T;
+    const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
+    const W *c_row = c_cache + b * capacity * Rkv, *r_row = r_cache + b * capacity * dr;
+    for (int64_t j = j0 + warp; j < j1; j += warps) {
+        float dot = 0.0f;
+        for (int64_t d = lane; d < Rkv; d += kWarp) dot += ql[d] * to_float(c_row[j * Rkv + d]);
+        for (int64_t d = lane; d < dr; d += kWarp) dot += ql[Rkv + d] * to_float(r_row[j * dr + d]);
+        dot = warp_sum(dot);
+        if (lane == 0) {
+            const bool allowed = j <= past + i && (!mask || mask[b * T + j] != 0);
+            z[j - j0] = dot * scale + (allowed ? 0.0f : -FLT_MAX);
+        }
+    }
+    __syncthreads();
+    float m = -INFINITY;
+    for (int64_t j = threadIdx.x; j < j1 - j0; j += blockDim.x) m = fmaxf(m, z[j]);
+    m = block_reduce<true>(m, scratch);
+    float l = 0.0f;
+    for (int64_t j = threadIdx.x; j < j1 - j0; j += blockDim.x) {
+        z[j] = expf(z[j] - m);
+        l += z[j];
+    }
+    l = block_reduce<false>(l, scratch);
+    __syncthreads();
+    float *o = part_o + (q * splits + split) * Rkv;
+    for (int64_t r = threadIdx.x; r < Rkv; r += blockDim.x) {
+        float acc = 0.0f;
+#pragma unroll 8
+        for (int64_t j = j0; j < j1; j++) acc += z[j - j0] * to_float(c_row[j * Rkv + r]);
+        o[r] = acc;
+    }
+    if (threadIdx.x == 0) part_m[q * splits + split] = j1 > j0 ? m : -INFINITY, part_l[q * splits + split] = l;
+}
+
+__global__ void combine_kernel(const float *__restrict__ part_m, const float *__restrict__ part_l,
+                               const float *__restrict__ part_o, int64_t splits, int64_t Rkv, float *__restrict__ O_lat) {
+    const int64_t q = blockIdx.x;
+    float M = -INFINITY;
+    for (int64_t s = 0; s < splits; s++) M = fmaxf(M, part_m[q * splits + s]);
+    float L = 0.0f;
+    for (int64_t s = 0; s < splits; s++) L += part_l[q * splits + s] * expf(part_m[q * splits + s] - M);
+    for (int64_t r = threadIdx.x; r < Rkv; r += blockDim.x) {
+        float acc = 0.0f;
+        for (int64_t s = 0; s < splits; s++) acc += part_o[(q * splits + s) * Rkv + r] * expf(part_m[q * splits + s] - M);
+        O_lat[q * Rkv + r] = acc / L;
+    }
+}
+
+/* One block per query row; one warp per value dimension e, lanes across the latent. */
+template <typename W>
+__global__ void unabsorb_v_kernel(const float *__restrict__ O_lat, const W *__restrict__ kv_b, int64_t H, int64_t S,
+                                  int64_t dn, int64_t dv, int64_t Rkv, float *__restrict__ O) {
+    extern __shared__ float o_lat[];           /* [Rkv] */
+    const int64_t q = blockIdx.x, b = q / (H * S), h = (q / S) % H, s = q % S;
+    for (int64_t r = threadIdx.x; r < Rkv; r += blockDim.x) o_lat[r] = O_lat[q * Rkv + r];
+    __syncthreads();
+    const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
+    for (int64_t e = warp; e < dv; e += warps) {
+        const W *row = kv_b + (h * (dn + dv) + dn + e) * Rkv;
+        float acc = 0.0f;
+        for (int64_t r = lane; r < Rkv; r += kWarp) acc += to_float(row[r]) * o_lat[r];
+        acc = warp_sum(acc);
+        if (lane == 0) O[(b * S + s) * H * dv + h * dv + e] = acc;
+    }
+}
+
+/* Largest shared-memory request of one block (opt-in above 48 KiB). */
+constexpr size_t kMaxShared = 200 * 1024;
+
+} // namespace
+
+template <typename W>
+int m4k_cache_append(const float *ckv, const float *k_rope, int64_t B, int64_t S, int64_t past, int64_t capacity,
+                     int64_t Rkv, int64_t dr, W *c_cache, W *r_cache, cudaStream_t stream, m4_error *err) {
+    if (B * S <= 0) return 0;
+    cache_append_kernel<W><<<(unsigned)(B * S), kThreads, 0, stream>>>(ckv, k_rope, S, past, capacity, Rkv, dr, c_cache, r_cache);
+    M4_CUDA_TRY_LAUNCH(err);
+    return 0;
+}
+
+template <typename W>
+int m4k_mla_absorb_q(const float *Q, const W *kv_b, int64_t BHS, int64_t H, int64_t S, int64_t dn, int64_t dr,
+                     int64_t dv, int64_t Rkv, float *QL, cudaStream_t stream, m4_error *err) {
+    if (BHS <= 0) return 0;
+    static_assert(kAbsorbColumns * kAbsorbGroups == kThreads, "one thread per (column, group)");
+    absorb_q_kernel<W><<<dim3((unsigned)BHS, (unsigned)((Rkv + kAbsorbColumns - 1) / kAbsorbColumns)), kThreads, 0,
+                         stream>>>(Q, kv_b, H, S, dn, dr, dv, Rkv, QL);
+    M4_CUDA_TRY_LAUNCH(err);
+    return 0;
+}
+
+template <typename W>
+int m4k_mla_latent_attention(const float *QL, const W *c_cache, const W *r_cache, int64_t capacity, int64_t B,
+                             int64_t H, int64_t S, int64_t past, int64_t Rkv, int64_t dr, float scale,
+                             const int64_t *mask, float *O_lat, cudaStream_t stream, m4_error *err) {
+    const int64_t BHS = B * H * S, T = past + S;
+    if (BHS <= 0) return 0;
+    /* enough splits to fill the GPU at decode sizes, chunks of at least 64 keys */
+    int64_t splits = (T + 63) / 64;
+    const int64_t max_splits = BHS >= 4096 ? 1 : 4096 / BHS;
+    if (splits > max_splits) splits = max_splits;
+    const int64_t chunk = (T + splits - 1) / splits;
+    const size_t shared = sizeof(float) * (size_t)(Rkv + dr + chunk);
+    if (shared > kMaxShared)
+        return m4_fail(err, "mla decode: %lld keys per split need %zu bytes of shared memory (limit %zu)",
+                       (long long)chunk, shared, kMaxShared);
+    float *part = nullptr;
+    M4_CUDA_TRY(cudaMallocAsync(&part, sizeof(float) * (size_t)(BHS * splits * (Rkv + 2)), stream), err);
+    float *part_m = part, *part_l = part + BHS * splits, *part_o = part + 2 * BHS * splits;
+    if (shared > 48 * 1024)
+        M4_CUDA_TRY(cudaFuncSetAttribute(latent_attention_kernel<W>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)shared), err);
+    latent_attention_kernel<W><<<dim3((unsigned)BHS, (unsigned)splits), kThreads, shared, stream>>>(
+        QL, c_cache, r_cache, capacity, H, S, past, Rkv, dr, scale, mask, chunk, part_m, part_l, part_o);
+    cudaError_t launch = cudaGetLastError();
+    if (launch == cudaSuccess) {
+        combine_kernel<<<(unsigned)BHS, kThreads, 0, stream>>>(part_m, part_l, part_o, splits, Rkv, O_lat);
+        launch = cudaGetLastError();
+    }
+    cudaFreeAsync(part, stream);
+    M4_CUDA_TRY(launch, err);
+    return 0;
+}
+
+template <typename W>
+int m4k_mla_unabsorb_v(const float *O_lat, const W *kv_b, int64_t B, int64_t H, int64_t S, int64_t dn, int64_t dv,
+                       int64_t Rkv, float *O, cudaStream_t stream, m4_error *err) {
+    if (B * H * S <= 0) return 0;
+    unabsorb_v_kernel<W><<<(unsigned)(B * H * S), kThreads, sizeof(float) * (size_t)Rkv, stream>>>(
+        O_lat, kv_b, H, S, dn, dv, Rkv, O);
+    M4_CUDA_TRY_LAUNCH(err);
+    return 0;
+}
+
+#define M4_INSTANTIATE(W)                                                                           \
+    template int m4k_cache_append<W>(const float *, const float *, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                                     int64_t, W *, W *, cudaStream_t, m4_error *);                \
+    template int m4k_mla_absorb_q<W>(const float *, const W *, int64_t, int64_t, int64_t, int64_t, int64_t,     \
+                                     int64_t, int64_t, float *, cudaStream_t, m4_error *);        \
+    template int m4k_mla_latent_attention<W>(const float *, const W *, const W *, int64_t, int64_t, int64_t,     \
+                                             int64_t, int64_t, int64_t, int64_t, float, const int64_t *,         \
+                                             float *, cudaStream_t, m4_error *);                  \
+    template int m4k_mla_unabsorb_v<W>(const float *, const W *, int64_t, int64_t, int64_t, int64_t, int64_t,    \
+                                       int64_t, float *, cudaStream_t, m4_error *);
+M4_INSTANTIATE(float)
+M4_INSTANTIATE(__nv_bfloat16)
