@@ -5,6 +5,7 @@
 #include <fnmatch.h>
 #include <stddef.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -75,7 +76,7 @@ static m4_result *new_result(run_ctx *c, const m4_component *comp, const char *n
         size_t cap = r->cap ? 2 * r->cap : 64;
         m4_result *grown = realloc(r->results, cap * sizeof *grown);
         if (!grown) {
-            m4_fail(err, "out of memory");
+            m4_fail(err, "out of memory for the report's rows (%zu rows)", cap);
             return NULL;
         }
         r->results = grown;
@@ -158,7 +159,63 @@ static bool not_implemented(m4_result *res, const void *entry, const char *backe
     return true;
 }
 
-static float *alloc_f32(int64_t n) { return malloc((size_t)(n > 0 ? n : 1) * sizeof(float)); }
+/* ---- buffers ----------------------------------------------------------------------------------- */
+
+/* Elements of `shape` in int64 arithmetic checked for overflow: -1 when the product exceeds
+ * INT64_MAX (or a dimension is negative). */
+static int64_t shape_elements(dataset_shape shape) {
+    for (int d = 0; d < shape.ndim; d++)
+        if (shape.dims[d] == 0) return 0;
+    int64_t n = 1;
+    for (int d = 0; d < shape.ndim; d++) {
+        if (shape.dims[d] < 0 || n > INT64_MAX / shape.dims[d]) return -1;
+        n *= shape.dims[d];
+    }
+    return n;
+}
+
+static dataset_shape shape_of(const m4_array *a) {
+    dataset_shape s = {.ndim = a->ndim};
+    memcpy(s.dims, a->dims, sizeof s.dims);
+    return s;
+}
+
+/* A buffer for dataset "<group>/<dataset>" (what a backend writes to compare with it, or the
+ * runner's own copy of it) of `shape`, the shape the config and the case's inputs imply, in
+ * elements of `size` bytes named `unit`. NULL with err set, and nothing allocated, when that shape
+ * holds more than M4_GOLDEN_MAX_ELEMENTS elements (counted with overflow checks: the inputs' B, S
+ * and patches P multiply, e.g. B·H·S·S attention weights; no dataset that large can be read to
+ * compare with) or when malloc fails. The caller then records an ERROR row and runs no backend. */
+static void *alloc_buffer(const run_ctx *c, const char *group, const char *dataset, dataset_shape shape,
+                          size_t size, const char *unit, m4_error *err) {
+    int64_t n = shape_elements(shape);
+    if (n < 0 || n > M4_GOLDEN_MAX_ELEMENTS) {
+        m4_array a = {.ndim = shape.ndim};
+        memcpy(a.dims, shape.dims, sizeof a.dims);
+        char dims[200], count[64];
+        m4_array_shape_string(&a, dims, sizeof dims);
+        if (n < 0) snprintf(count, sizeof count, "more than 2^63 - 1");
+        else snprintf(count, sizeof count, "%lld", (long long)n);
+        m4_fail(err, "%s: dataset \"%s/%s\": the config and inputs imply shape %s (%s elements), more than "
+                     "the %lld-element limit (M4_GOLDEN_MAX_ELEMENTS)",
+                m4_golden_path(c->golden), group, dataset, dims, count, (long long)M4_GOLDEN_MAX_ELEMENTS);
+        return NULL;
+    }
+    void *p = malloc((size_t)(n > 0 ? n : 1) * size); /* n ≤ 2^27: no size_t overflow */
+    if (!p) m4_fail(err, "out of memory for dataset \"%s/%s\" (%lld %s)", group, dataset, (long long)n, unit);
+    return p;
+}
+
+static float *alloc_f32(const run_ctx *c, const char *group, const char *dataset, dataset_shape shape,
+                        m4_error *err) {
+    return alloc_buffer(c, group, dataset, shape, sizeof(float), "floats", err);
+}
+
+/* Records a failed alloc_buffer: the row is an ERROR with its message. */
+static void record_alloc_error(m4_result *res, const m4_error *e) {
+    res->status = M4_RESULT_ERROR;
+    snprintf(res->message, sizeof res->message, "%s", e->msg);
+}
 
 static void set_cost(run_ctx *c, m4_result *res, const m4_component *comp, int64_t tokens) {
     m4_cost cost = comp->cost(&c->model->config, tokens, c->S, 4);
@@ -214,36 +271,40 @@ static dataset_shape norm_io_shape(const run_ctx *c, m4_component_kind kind) {
 static void run_embed(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
     m4_error e = {{0}};
     m4_array in = {0}, want = {0};
+    float *got = NULL;
     if (not_implemented(res, (const void *)c->backend->embed_tokens, c->backend->name)) return;
     if (read_golden(c, group, "in", true, SHAPE(c->B, c->S), &in, &e) ||
         read_golden(c, group, "out", false, SHAPE(c->B, c->S, c->model->config.text.hidden_size), &want, &e)) {
         record_error(res, "golden", &e);
+    } else if (!(got = alloc_f32(c, group, "out", shape_of(&want), &e))) {
+        record_alloc_error(res, &e);
     } else {
-        float *got = alloc_f32(want.numel);
         double t0 = now_ms();
         int rc = c->backend->embed_tokens(c->state, in.i64, in.numel, got, &e);
         res->time_ms = now_ms() - t0;
         set_cost(c, res, comp, in.numel);
         if (rc) record_error(res, "backend", &e);
         else compare(res, got, &want);
-        free(got);
     }
+    free(got);
     m4_array_free(&in), m4_array_free(&want);
 }
 
 static void run_norm(run_ctx *c, const m4_component *comp, const char *group, int layer, m4_result *res) {
     m4_error e = {{0}};
     m4_array in = {0}, want = {0};
+    float *got = NULL;
     if (not_implemented(res, (const void *)c->backend->rmsnorm, c->backend->name)) return;
     dataset_shape io = norm_io_shape(c, comp->kind);
     if (read_golden(c, group, "in", false, io, &in, &e) || read_golden(c, group, "out", false, io, &want, &e)) {
         record_error(res, "golden", &e);
+    } else if (!(got = alloc_f32(c, group, "out", io, &e))) {
+        record_alloc_error(res, &e);
     } else {
         int64_t D;
         float eps;
         norm_shape(&c->model->config, comp->kind, &D, &eps);
         int64_t n = in.numel / D;
-        float *got = alloc_f32(want.numel);
         double t0 = now_ms();
         int rc = c->backend->rmsnorm(c->state, norm_weight(c->model, comp->kind, layer), in.f32, n, D,
                                      eps, got, &e);
@@ -252,8 +313,8 @@ static void run_norm(run_ctx *c, const m4_component *comp, const char *group, in
         else set_cost(c, res, comp, n);
         if (rc) record_error(res, "backend", &e);
         else compare(res, got, &want);
-        free(got);
     }
+    free(got);
     m4_array_free(&in), m4_array_free(&want);
 }
 
@@ -261,6 +322,7 @@ static void run_norm(run_ctx *c, const m4_component *comp, const char *group, in
 static void run_rope(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
     m4_error e = {{0}};
     m4_array want_cos = {0}, want_sin = {0};
+    float *cos_half = NULL, *sin_half = NULL, *cos_full = NULL, *sin_full = NULL;
     const m4_text_config *t = &c->model->config.text;
     int64_t dr = t->qk_rope_head_dim, half = dr / 2, n = c->positions.numel;
     if (read_golden(c, group, "cos", false, SHAPE(c->B, c->S, dr), &want_cos, &e) ||
@@ -273,10 +335,15 @@ static void run_rope(run_ctx *c, const m4_component *comp, const char *group, m4
         record_error(res, "rope", &e);
         goto done;
     }
-    /* HF's table is cat(θ, θ): [.., dr]; ours is the first half. */
-    int64_t width = want_cos.numel / n;
-    float *cos_half = alloc_f32(n * half), *sin_half = alloc_f32(n * half);
-    float *cos_full = alloc_f32(want_cos.numel), *sin_full = alloc_f32(want_cos.numel);
+    /* HF's table is cat(θ, θ): [.., dr] (the shape checked above); ours is the first half. */
+    int64_t width = dr;
+    if (!(cos_full = alloc_f32(c, group, "cos", SHAPE(c->B, c->S, dr), &e)) ||
+        !(sin_full = alloc_f32(c, group, "sin", SHAPE(c->B, c->S, dr), &e)) ||
+        !(cos_half = alloc_f32(c, group, "cos", SHAPE(n, half), &e)) ||
+        !(sin_half = alloc_f32(c, group, "sin", SHAPE(n, half), &e))) {
+        record_alloc_error(res, &e);
+        goto done;
+    }
     double t0 = now_ms();
     m4_ref_rope_cos_sin(inv_freq, half, attention_factor, c->positions.i64, n, cos_half, sin_half);
     res->time_ms = now_ms() - t0;
@@ -290,8 +357,8 @@ static void run_rope(run_ctx *c, const m4_component *comp, const char *group, m4
     m4_comparison s = m4_compare_f32(sin_full, want_sin.f32, want_sin.numel, res->tolerance);
     if (!s.pass || s.rel_l2 > res->cmp.rel_l2) res->cmp = s; /* report the worse of cos and sin */
     if (!s.pass) res->status = M4_RESULT_FAIL;
-    free(cos_half), free(sin_half), free(cos_full), free(sin_full);
 done:
+    free(cos_half), free(sin_half), free(cos_full), free(sin_full);
     m4_array_free(&want_cos), m4_array_free(&want_sin);
 }
 
@@ -302,6 +369,35 @@ static void free_attention(attention_run *a) {
     free(a->trace.attn_output);
     memset(a, 0, sizeof *a);
     a->layer = -1;
+}
+
+/* The self_attn stage datasets (golden/README.md) and the trace fields that hold them. */
+static const struct { const char *name; size_t offset; } trace_fields[] = {
+    {"q", offsetof(m4_mla_trace, q)}, {"kv_a", offsetof(m4_mla_trace, kv_a)},
+    {"c_kv", offsetof(m4_mla_trace, c_kv)}, {"q_rot", offsetof(m4_mla_trace, q_rot)},
+    {"k_rot", offsetof(m4_mla_trace, k_rot)}, {"llama4_scale", offsetof(m4_mla_trace, llama4_scale)},
+    {"attn_weights", offsetof(m4_mla_trace, attn_weights)},
+    {"attn_output", offsetof(m4_mla_trace, attn_output)},
+};
+
+static float **trace_slot(m4_mla_trace *t, const char *dataset) {
+    for (size_t i = 0; i < sizeof trace_fields / sizeof *trace_fields; i++)
+        if (strcmp(trace_fields[i].name, dataset) == 0) return (float **)((char *)t + trace_fields[i].offset);
+    return NULL;
+}
+
+/* Shape of a self_attn dataset, as ensure_attention's buffers hold it. */
+static dataset_shape attention_shape(const run_ctx *c, const char *dataset) {
+    const m4_text_config *t = &c->model->config.text;
+    const int64_t B = c->B, S = c->S, H = t->num_attention_heads;
+    if (strcmp(dataset, "q") == 0) return SHAPE(B, S, H * t->qk_head_dim);
+    if (strcmp(dataset, "kv_a") == 0) return SHAPE(B, S, t->kv_lora_rank + t->qk_rope_head_dim);
+    if (strcmp(dataset, "c_kv") == 0) return SHAPE(B, S, t->kv_lora_rank);
+    if (strcmp(dataset, "llama4_scale") == 0) return SHAPE(B, 1, S, 1);
+    if (strcmp(dataset, "q_rot") == 0 || strcmp(dataset, "k_rot") == 0) return SHAPE(B, H, S, t->qk_head_dim);
+    if (strcmp(dataset, "attn_weights") == 0) return SHAPE(B, H, S, S);
+    if (strcmp(dataset, "attn_output") == 0) return SHAPE(B, S, H * t->v_head_dim);
+    return SHAPE(B, S, t->hidden_size); /* out */
 }
 
 /* Runs layer `layer`'s attention once on the golden input, keeping its trace. */
@@ -322,52 +418,30 @@ static void ensure_attention(run_ctx *c, int layer, const char *group, const m4_
         snprintf(a->error, sizeof a->error, "golden: %s", e.msg);
         return;
     }
-    const m4_text_config *t = &c->model->config.text;
-    int64_t B = c->B, S = c->S, N = B * S, H = t->num_attention_heads;
-    a->out = alloc_f32(N * t->hidden_size);
-    a->trace = (m4_mla_trace){
-        .q = alloc_f32(N * H * t->qk_head_dim),
-        .kv_a = alloc_f32(N * (t->kv_lora_rank + t->qk_rope_head_dim)),
-        .c_kv = alloc_f32(N * t->kv_lora_rank),
-        .q_rot = alloc_f32(N * H * t->qk_head_dim),
-        .k_rot = alloc_f32(N * H * t->qk_head_dim),
-        .llama4_scale = alloc_f32(N),
-        .attn_weights = alloc_f32(B * H * S * S),
-        .attn_output = alloc_f32(N * H * t->v_head_dim),
-    };
+    /* The output, and the trace fields of the stage datasets this golden holds: the backends skip
+     * NULL fields, so a case without attn_weights needs no B·H·S·S buffer. */
+    bool ok = (a->out = alloc_f32(c, group, "out", attention_shape(c, "out"), &e)) != NULL;
+    for (size_t i = 0; ok && i < sizeof trace_fields / sizeof *trace_fields; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "%s/%s", group, trace_fields[i].name);
+        if (!m4_golden_has(c->golden, path)) continue;
+        const char *name = trace_fields[i].name;
+        float **slot = trace_slot(&a->trace, name);
+        ok = (*slot = alloc_f32(c, group, name, attention_shape(c, name), &e)) != NULL;
+    }
+    if (!ok) { /* a buffer over the limit or out of memory: the backend does not run */
+        a->rc = -1;
+        snprintf(a->error, sizeof a->error, "%s", e.msg);
+        m4_array_free(&in);
+        return;
+    }
+    const int64_t B = c->B, S = c->S;
     double t0 = now_ms();
     a->rc = c->backend->self_attn(c->state, layer, in.f32, B, S, c->positions.i64, c->mask.i64,
                                   c->softmax_scale, a->out, &a->trace, &e);
     a->time_ms = now_ms() - t0;
     if (a->rc) snprintf(a->error, sizeof a->error, "backend: %s", e.msg);
     m4_array_free(&in);
-}
-
-static const float *trace_field(const m4_mla_trace *t, const char *dataset) {
-    static const struct { const char *name; size_t offset; } fields[] = {
-        {"q", offsetof(m4_mla_trace, q)}, {"kv_a", offsetof(m4_mla_trace, kv_a)},
-        {"c_kv", offsetof(m4_mla_trace, c_kv)}, {"q_rot", offsetof(m4_mla_trace, q_rot)},
-        {"k_rot", offsetof(m4_mla_trace, k_rot)}, {"llama4_scale", offsetof(m4_mla_trace, llama4_scale)},
-        {"attn_weights", offsetof(m4_mla_trace, attn_weights)},
-        {"attn_output", offsetof(m4_mla_trace, attn_output)},
-    };
-    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
-        if (strcmp(fields[i].name, dataset) == 0) return *(float *const *)((const char *)t + fields[i].offset);
-    return NULL;
-}
-
-/* Shape of a self_attn dataset, as ensure_attention's buffers hold it. */
-static dataset_shape attention_shape(const run_ctx *c, const char *dataset) {
-    const m4_text_config *t = &c->model->config.text;
-    const int64_t B = c->B, S = c->S, H = t->num_attention_heads;
-    if (strcmp(dataset, "q") == 0) return SHAPE(B, S, H * t->qk_head_dim);
-    if (strcmp(dataset, "kv_a") == 0) return SHAPE(B, S, t->kv_lora_rank + t->qk_rope_head_dim);
-    if (strcmp(dataset, "c_kv") == 0) return SHAPE(B, S, t->kv_lora_rank);
-    if (strcmp(dataset, "llama4_scale") == 0) return SHAPE(B, 1, S, 1);
-    if (strcmp(dataset, "q_rot") == 0 || strcmp(dataset, "k_rot") == 0) return SHAPE(B, H, S, t->qk_head_dim);
-    if (strcmp(dataset, "attn_weights") == 0) return SHAPE(B, H, S, S);
-    if (strcmp(dataset, "attn_output") == 0) return SHAPE(B, S, H * t->v_head_dim);
-    return SHAPE(B, S, t->hidden_size); /* out */
 }
 
 static void run_attention_row(run_ctx *c, const m4_component *comp, const char *group, int layer,
@@ -382,7 +456,13 @@ static void run_attention_row(run_ctx *c, const m4_component *comp, const char *
         snprintf(res->message, sizeof res->message, "%s", a->error);
         return;
     }
-    const float *got = comp->kind == M4_COMP_SELF_ATTN ? a->out : trace_field(&a->trace, comp->dataset);
+    float **slot = comp->kind == M4_COMP_SELF_ATTN ? &a->out : trace_slot(&a->trace, comp->dataset);
+    const float *got = slot ? *slot : NULL;
+    if (!got) { /* not a dataset ensure_attention kept */
+        res->status = M4_RESULT_ERROR;
+        snprintf(res->message, sizeof res->message, "no trace of \"%s/%s\"", group, comp->dataset);
+        return;
+    }
     if (read_golden(c, group, comp->dataset, false, attention_shape(c, comp->dataset), &want, &e)) {
         record_error(res, "golden", &e);
         return;
@@ -413,6 +493,8 @@ static void sort_routing(int64_t *ids, float *weights, int64_t n, int64_t k) {
 static void run_router(run_ctx *c, const m4_component *comp, const char *group, int layer, m4_result *res) {
     m4_error e = {{0}};
     m4_array in = {0}, logits = {0}, ids = {0}, weights = {0};
+    float *got_logits = NULL, *got_w = NULL;
+    int64_t *got_ids = NULL;
     if (not_implemented(res, (const void *)c->backend->router, c->backend->name)) return;
     const m4_text_config *t = &c->model->config.text;
     const int64_t N = c->B * c->S, K = t->num_experts_per_tok;
@@ -424,8 +506,12 @@ static void run_router(run_ctx *c, const m4_component *comp, const char *group, 
         goto done;
     }
     int64_t n = in.numel / t->hidden_size;
-    float *got_logits = alloc_f32(n * t->n_routed_experts), *got_w = alloc_f32(n * K);
-    int64_t *got_ids = malloc((size_t)(n * K) * sizeof *got_ids);
+    if (!(got_logits = alloc_f32(c, group, "logits", shape_of(&logits), &e)) ||
+        !(got_w = alloc_f32(c, group, "topk_weights", shape_of(&weights), &e)) ||
+        !(got_ids = alloc_buffer(c, group, "topk_ids", shape_of(&ids), sizeof *got_ids, "int64 values", &e))) {
+        record_alloc_error(res, &e);
+        goto done;
+    }
     double t0 = now_ms();
     int rc = c->backend->router(c->state, layer, in.f32, n, got_logits, got_ids, got_w, &e);
     res->time_ms = now_ms() - t0;
@@ -442,14 +528,15 @@ static void run_router(run_ctx *c, const m4_component *comp, const char *group, 
         snprintf(res->message, sizeof res->message, "top-%lld sets differ on %lld of %lld tokens; "
                  "weights rel L2 %.2e", (long long)K, (long long)res->topk_mismatches, (long long)n, w.rel_l2);
     }
-    free(got_logits), free(got_w), free(got_ids);
 done:
+    free(got_logits), free(got_w), free(got_ids);
     m4_array_free(&in), m4_array_free(&logits), m4_array_free(&ids), m4_array_free(&weights);
 }
 
 static void run_experts(run_ctx *c, const m4_component *comp, const char *group, int layer, m4_result *res) {
     m4_error e = {{0}};
     m4_array in = {0}, ids = {0}, weights = {0}, want = {0};
+    float *got = NULL;
     if (not_implemented(res, (const void *)c->backend->experts, c->backend->name)) return;
     const m4_text_config *t = &c->model->config.text;
     const int64_t N = c->B * c->S;
@@ -458,9 +545,10 @@ static void run_experts(run_ctx *c, const m4_component *comp, const char *group,
         read_golden(c, group, "topk_weights", false, SHAPE(N, t->num_experts_per_tok), &weights, &e) ||
         read_golden(c, group, "out", false, SHAPE(N, t->hidden_size), &want, &e)) {
         record_error(res, "golden", &e);
+    } else if (!(got = alloc_f32(c, group, "out", shape_of(&want), &e))) {
+        record_alloc_error(res, &e);
     } else {
         int64_t n = in.numel / t->hidden_size;
-        float *got = alloc_f32(want.numel);
         double t0 = now_ms();
         int rc = c->backend->experts(c->state, layer, in.f32, n, ids.i64, weights.f32, got, &e);
         res->time_ms = now_ms() - t0;
@@ -469,8 +557,8 @@ static void run_experts(run_ctx *c, const m4_component *comp, const char *group,
         else compare(res, got, &want);
         snprintf(res->message + strlen(res->message), sizeof res->message - strlen(res->message),
                  "%sHF's routing", res->message[0] ? "; " : "");
-        free(got);
     }
+    free(got);
     m4_array_free(&in), m4_array_free(&ids), m4_array_free(&weights), m4_array_free(&want);
 }
 
@@ -483,19 +571,21 @@ static void run_token_fn(run_ctx *c, const m4_component *comp, const char *group
     m4_array in = {0}, want = {0};
     if (not_implemented(res, (const void *)fn, c->backend->name)) return;
     dataset_shape io = SHAPE(c->B, c->S, c->model->config.text.hidden_size);
+    float *got = NULL;
     if (read_golden(c, group, "in", false, io, &in, &e) || read_golden(c, group, "out", false, io, &want, &e)) {
         record_error(res, "golden", &e);
+    } else if (!(got = alloc_f32(c, group, "out", io, &e))) {
+        record_alloc_error(res, &e);
     } else {
         int64_t n = in.numel / c->model->config.text.hidden_size;
-        float *got = alloc_f32(want.numel);
         double t0 = now_ms();
         int rc = fn(c->state, layer, in.f32, n, got, &e);
         res->time_ms = now_ms() - t0;
         set_cost(c, res, comp, n);
         if (rc) record_error(res, "backend", &e);
         else compare(res, got, &want);
-        free(got);
     }
+    free(got);
     m4_array_free(&in), m4_array_free(&want);
 }
 
@@ -505,10 +595,12 @@ static void run_decoder_layer(run_ctx *c, const m4_component *comp, const char *
     m4_array in = {0}, want = {0};
     if (not_implemented(res, (const void *)c->backend->decoder_layer, c->backend->name)) return;
     dataset_shape io = SHAPE(c->B, c->S, c->model->config.text.hidden_size);
+    float *got = NULL;
     if (read_golden(c, group, "in", false, io, &in, &e) || read_golden(c, group, "out", false, io, &want, &e)) {
         record_error(res, "golden", &e);
+    } else if (!(got = alloc_f32(c, group, "out", io, &e))) {
+        record_alloc_error(res, &e);
     } else {
-        float *got = alloc_f32(want.numel);
         double t0 = now_ms();
         int rc = c->backend->decoder_layer(c->state, layer, in.f32, c->B, c->S, c->positions.i64,
                                            c->mask.i64, c->softmax_scale, got, &e);
@@ -516,30 +608,32 @@ static void run_decoder_layer(run_ctx *c, const m4_component *comp, const char *
         set_cost(c, res, comp, c->B * c->S);
         if (rc) record_error(res, "backend", &e);
         else compare(res, got, &want);
-        free(got);
     }
+    free(got);
     m4_array_free(&in), m4_array_free(&want);
 }
 
 static void run_lm_head(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
     m4_error e = {{0}};
     m4_array in = {0}, want = {0};
+    float *got = NULL;
     if (not_implemented(res, (const void *)c->backend->lm_head, c->backend->name)) return;
     const m4_text_config *t = &c->model->config.text;
     if (read_golden(c, group, "in", false, SHAPE(c->B, c->S, t->hidden_size), &in, &e) ||
         read_golden(c, group, "out", false, SHAPE(c->B, c->S, t->vocab_size), &want, &e)) {
         record_error(res, "golden", &e);
+    } else if (!(got = alloc_f32(c, group, "out", shape_of(&want), &e))) {
+        record_alloc_error(res, &e);
     } else {
         int64_t n = in.numel / c->model->config.text.hidden_size;
-        float *got = alloc_f32(want.numel);
         double t0 = now_ms();
         int rc = c->backend->lm_head(c->state, in.f32, n, got, &e);
         res->time_ms = now_ms() - t0;
         set_cost(c, res, comp, n);
         if (rc) record_error(res, "backend", &e);
         else compare(res, got, &want);
-        free(got);
     }
+    free(got);
     m4_array_free(&in), m4_array_free(&want);
 }
 
@@ -562,7 +656,12 @@ static void run_model(run_ctx *c, const m4_component *comp, const char *group, m
         m4_array_free(&want);
         return;
     }
-    float *got = alloc_f32(want.numel);
+    float *got = alloc_f32(c, group, comp->dataset, shape_of(&want), &e);
+    if (!got) {
+        record_alloc_error(res, &e);
+        m4_array_free(&want), m4_array_free(&embeds);
+        return;
+    }
     double t0 = now_ms();
     int rc = with_images
                  ? c->backend->forward_multimodal(c->state, c->ids.i64, c->B, c->S, &c->px, c->positions.i64,
@@ -588,24 +687,26 @@ static void run_model(run_ctx *c, const m4_component *comp, const char *group, m
 static void run_patch_conv(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
     m4_error e = {{0}};
     m4_array in = {0}, want = {0};
+    float *got = NULL;
     if (not_implemented(res, (const void *)c->backend->patch_conv, c->backend->name)) return;
     const m4_vision_config *v = &c->model->config.vision;
     const int64_t H = c->px.height, W = c->px.width, p = v->patch_size;
     if (read_golden(c, group, "in", false, SHAPE(c->px.n, v->num_channels, H, W), &in, &e) ||
         read_golden(c, group, "out", false, SHAPE(c->px.n, v->hidden_size, H / p, W / p), &want, &e)) {
         record_error(res, "golden", &e);
+    } else if (!(got = alloc_f32(c, group, "out", shape_of(&want), &e))) {
+        record_alloc_error(res, &e);
     } else {
         m4_pixel_batch px = {.pixel_values = in.f32, .image_sizes = c->px.image_sizes,
                              .n = in.dims[0], .height = in.dims[2], .width = in.dims[3]};
-        float *got = alloc_f32(want.numel);
         double t0 = now_ms();
         int rc = c->backend->patch_conv(c->state, &px, got, &e);
         res->time_ms = now_ms() - t0;
         set_vision_cost(c, res, comp, want.numel / c->model->config.vision.hidden_size);
         if (rc) record_error(res, "backend", &e);
         else compare(res, got, &want);
-        free(got);
     }
+    free(got);
     m4_array_free(&in), m4_array_free(&want);
 }
 
@@ -616,11 +717,19 @@ static void run_vision_rope(run_ctx *c, const m4_component *comp, const char *gr
     m4_array want_cos = {0}, want_sin = {0};
     const m4_vision_config *v = &c->model->config.vision;
     const int64_t hd = v->head_dim, half = hd / 2, P = c->patches;
-    float *cos_half = alloc_f32(P * half), *sin_half = alloc_f32(P * half);
-    float *cos_full = alloc_f32(P * hd), *sin_full = alloc_f32(P * hd), *inv_freq = alloc_f32(half);
+    float *cos_half = NULL, *sin_half = NULL, *cos_full = NULL, *sin_full = NULL, *inv_freq = NULL;
     if (read_golden(c, group, "cos", false, SHAPE(P, hd), &want_cos, &e) ||
         read_golden(c, group, "sin", false, SHAPE(P, hd), &want_sin, &e)) {
         record_error(res, "golden", &e);
+        goto done;
+    }
+    /* HF's cos/sin, ours (half width) and the frequencies (a row of the table) */
+    if (!(cos_full = alloc_f32(c, group, "cos", SHAPE(P, hd), &e)) ||
+        !(sin_full = alloc_f32(c, group, "sin", SHAPE(P, hd), &e)) ||
+        !(cos_half = alloc_f32(c, group, "cos", SHAPE(P, half), &e)) ||
+        !(sin_half = alloc_f32(c, group, "sin", SHAPE(P, half), &e)) ||
+        !(inv_freq = alloc_f32(c, group, "cos", SHAPE(half), &e))) {
+        record_alloc_error(res, &e);
         goto done;
     }
     double t0 = now_ms();
@@ -672,12 +781,27 @@ static void ensure_vision_attention(run_ctx *c, int layer, const char *group) {
         snprintf(a->error, sizeof a->error, "golden: %s", e.msg);
         return;
     }
-    a->out = alloc_f32(P * v->hidden_size);
-    a->trace = (m4_vision_attn_trace){
-        .q_rot = alloc_f32(P * v->hidden_size),
-        .k_rot = alloc_f32(P * v->hidden_size),
-        .attn_weights = alloc_f32(hv * P * P),
+    /* The output, and the trace fields of the stage datasets this golden holds: the backends skip
+     * NULL fields, so a case without attn_weights needs no hv·P·P buffer. */
+    const struct { const char *name; float **slot; dataset_shape shape; } fields[] = {
+        {"out", &a->out, SHAPE(1, P, v->hidden_size)},
+        {"q_rot", &a->trace.q_rot, SHAPE(1, hv, P, v->head_dim)},
+        {"k_rot", &a->trace.k_rot, SHAPE(1, hv, P, v->head_dim)},
+        {"attn_weights", &a->trace.attn_weights, SHAPE(1, hv, P, P)},
     };
+    bool ok = true;
+    for (size_t i = 0; ok && i < sizeof fields / sizeof *fields; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "%s/%s", group, fields[i].name);
+        if (i > 0 && !m4_golden_has(c->golden, path)) continue;
+        ok = (*fields[i].slot = alloc_f32(c, group, fields[i].name, fields[i].shape, &e)) != NULL;
+    }
+    if (!ok) { /* a buffer over the limit or out of memory: the backend does not run */
+        a->rc = -1;
+        snprintf(a->error, sizeof a->error, "%s", e.msg);
+        m4_array_free(&in);
+        return;
+    }
     double t0 = now_ms();
     a->rc = c->backend->vision_attention(c->state, layer, in.f32, c->grids, c->px.n, a->out,
                                          &a->trace, &e);
@@ -702,6 +826,11 @@ static void run_vision_attention_row(run_ctx *c, const m4_component *comp, const
                        : strcmp(comp->dataset, "q_rot") == 0 ? a->trace.q_rot
                        : strcmp(comp->dataset, "k_rot") == 0 ? a->trace.k_rot
                        : a->trace.attn_weights;
+    if (!got) { /* not a dataset ensure_vision_attention kept */
+        res->status = M4_RESULT_ERROR;
+        snprintf(res->message, sizeof res->message, "no trace of \"%s/%s\"", group, comp->dataset);
+        return;
+    }
     const m4_vision_config *v = &c->model->config.vision;
     const int64_t P = c->patches, hv = v->num_attention_heads;
     dataset_shape shape = comp->kind == M4_COMP_VISION_ATTN ? SHAPE(1, P, v->hidden_size)
@@ -758,7 +887,11 @@ static void run_vision_io(run_ctx *c, const m4_component *comp, const char *grou
         record_error(res, "golden", &e);
         goto done;
     }
-    float *got = alloc_f32(want.numel);
+    float *got = alloc_f32(c, group, "out", out_shape, &e);
+    if (!got) {
+        record_alloc_error(res, &e);
+        goto done;
+    }
     int64_t tokens = 0;
     int rc = 0;
     double t0 = now_ms();
@@ -812,7 +945,12 @@ static void run_vision_tower(run_ctx *c, const m4_component *comp, const char *g
         record_error(res, "golden", &e);
         return;
     }
-    float *got = alloc_f32(c->patches * c->model->config.vision.hidden_size);
+    float *got = alloc_f32(c, group, comp->dataset, shape_of(&want), &e);
+    if (!got) {
+        record_alloc_error(res, &e);
+        m4_array_free(&want);
+        return;
+    }
     double t0 = now_ms();
     int rc = c->backend->vision_tower(c->state, &c->px, got, &e);
     res->time_ms = now_ms() - t0;
@@ -828,14 +966,16 @@ static void run_vision_tower(run_ctx *c, const m4_component *comp, const char *g
 static void run_merge(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
     m4_error e = {{0}};
     m4_array in = {0}, features = {0}, want = {0};
+    float *got = NULL;
     if (not_implemented(res, (const void *)c->backend->merge_image_features, c->backend->name)) return;
     const int64_t D = c->model->config.text.hidden_size, n = c->B * c->S;
     if (read_golden(c, group, "in", false, SHAPE(c->B, c->S, D), &in, &e) ||
         read_golden(c, group, "image_features", false, SHAPE(merged_tokens(c), D), &features, &e) ||
         read_golden(c, group, "out", false, SHAPE(c->B, c->S, D), &want, &e)) {
         record_error(res, "golden", &e);
+    } else if (!(got = alloc_f32(c, group, "out", shape_of(&want), &e))) {
+        record_alloc_error(res, &e);
     } else {
-        float *got = alloc_f32(want.numel);
         double t0 = now_ms();
         int rc = c->backend->merge_image_features(c->state, c->ids.i64, n, in.f32, features.f32,
                                                   features.numel / D, got, &e);
@@ -843,8 +983,8 @@ static void run_merge(run_ctx *c, const m4_component *comp, const char *group, m
         set_cost(c, res, comp, n);
         if (rc) record_error(res, "backend", &e);
         else compare(res, got, &want);
-        free(got);
     }
+    free(got);
     m4_array_free(&in), m4_array_free(&features), m4_array_free(&want);
 }
 
@@ -929,8 +1069,9 @@ static int read_inputs(run_ctx *c, m4_error *err) {
     bool one_row = c->B > 1 && c->positions.ndim == 2 && c->positions.dims[0] == 1 && c->positions.dims[1] == c->S;
     if (!one_row && check_shape(c, "inputs/position_ids", &c->positions, SHAPE(c->B, c->S), err)) return -1;
     if (one_row) {
-        int64_t *full = malloc((size_t)(c->B * c->S) * sizeof *full);
-        if (!full) return m4_fail(err, "out of memory");
+        int64_t *full = alloc_buffer(c, "inputs", "position_ids", SHAPE(c->B, c->S), sizeof *full,
+                                     "int64 values", err); /* B·S ≤ the limit: input_ids was read */
+        if (!full) return -1;
         for (int64_t b = 0; b < c->B; b++) memcpy(full + b * c->S, c->positions.i64, (size_t)c->S * sizeof *full);
         free(c->positions.i64);
         c->positions.i64 = full;
@@ -954,8 +1095,10 @@ static int read_inputs(run_ctx *c, m4_error *err) {
         return m4_fail(err, "%s: inputs/pixel_values has %lld channels, the vision tower %lld",
                        m4_golden_path(c->golden), (long long)c->pixels.dims[1],
                        (long long)c->model->config.vision.num_channels);
-    c->grids = malloc(sizeof *c->grids * (size_t)c->px.n);
-    if (!c->grids) return m4_fail(err, "out of memory");
+    c->grids = malloc(sizeof *c->grids * (size_t)c->px.n); /* n ≤ the limit: pixel_values was read */
+    if (!c->grids)
+        return m4_fail(err, "out of memory for the patch grids of inputs/pixel_values (%lld images)",
+                       (long long)c->px.n);
     if (m4_ref_patch_grids(&c->model->config.vision, &c->px, c->grids, &c->patches, err))
         return m4_fail_context(err, "%s", m4_golden_path(c->golden));
     return 0;

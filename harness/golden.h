@@ -15,7 +15,8 @@
 /* Largest dataset read into memory, in elements (2^27: 512 MiB as float32, 1 GiB as int64; the
  * committed goldens' largest dataset holds under 2^20, the published model's logits for 512 tokens
  * 2^26). Larger extents are refused before any allocation: an HDF5 header can claim any size
- * without the file being large. */
+ * without the file being large. The runner (conform.c) bounds every buffer it allocates for a
+ * dataset, sized from the config and the case's inputs, by the same limit. */
 #define M4_GOLDEN_MAX_ELEMENTS ((int64_t)1 << 27)
 
 /* Longest fixed-length string attribute read (1 MiB; the config_json attribute is a few KiB). */

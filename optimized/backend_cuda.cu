@@ -93,13 +93,14 @@ int self_attn(void *state, int layer, const float *x, int64_t B, int64_t S, cons
     m4_nvtx_range nvtx("text.layers.self_attn");
     const int64_t D = st->model->config.text.hidden_size;
     m4_arena arena(st->stream);
+    m4_cuda_positions where;
     float *d_x = arena.upload(x, B * S * D, err), *d_out = arena.get<float>(B * S * D, err);
-    if (!d_x || !d_out || begin(st, err) ||
-        m4_cuda_mla(st, layer, d_x, B, S, position_ids, attention_mask, softmax_scale, d_out, nullptr, err) ||
+    if (!d_x || !d_out || m4_cuda_upload_positions(st, arena, position_ids, attention_mask, B, S, 0, &where, err) ||
+        begin(st, err) || m4_cuda_mla(st, layer, d_x, B, S, where, softmax_scale, d_out, nullptr, err) ||
         finish(st, {{out, d_out, B * S * D}}, err))
         return -1;
     /* The stage rows: a second run that also brings the intermediates back (untimed). */
-    return trace ? m4_cuda_mla(st, layer, d_x, B, S, position_ids, attention_mask, softmax_scale, d_out, trace, err) : 0;
+    return trace ? m4_cuda_mla(st, layer, d_x, B, S, where, softmax_scale, d_out, trace, err) : 0;
 }
 
 int router(void *state, int layer, const float *x, int64_t n, float *logits, int64_t *topk_ids,
@@ -173,9 +174,10 @@ int decoder_layer(void *state, int layer, const float *h, int64_t B, int64_t S, 
     m4_nvtx_range nvtx("text.layers");
     const int64_t N = B * S * st->model->config.text.hidden_size;
     m4_arena arena(st->stream);
+    m4_cuda_positions where;
     float *d_h = arena.upload(h, N, err);
-    return !d_h || begin(st, err) ||
-           m4_cuda_decoder_layer(st, layer, nullptr, d_h, B, S, position_ids, attention_mask, softmax_scale, err) ||
+    return !d_h || m4_cuda_upload_positions(st, arena, position_ids, attention_mask, B, S, 0, &where, err) ||
+           begin(st, err) || m4_cuda_decoder_layer(st, layer, nullptr, d_h, B, S, where, softmax_scale, err) ||
            finish(st, {{out, d_h, N}}, err);
 }
 
@@ -203,8 +205,10 @@ int forward(void *state, const int64_t *ids, const float *inputs_embeds, int64_t
     m4_arena arena(st->stream);
     float *d_h = inputs_embeds ? arena.upload(inputs_embeds, N * D, err) : arena.get<float>(N * D, err);
     float *d_logits = arena.get<float>(N * V, err);
-    return !d_h || !d_logits || begin(st, err) || (!inputs_embeds && m4_cuda_embed(st, ids, N, d_h, err)) ||
-           m4_cuda_text_forward(st, nullptr, d_h, B, S, position_ids, attention_mask, rule, d_logits, err) ||
+    m4_cuda_positions where;
+    return !d_h || !d_logits || m4_cuda_upload_positions(st, arena, position_ids, attention_mask, B, S, 0, &where, err) ||
+           begin(st, err) || (!inputs_embeds && m4_cuda_embed(st, ids, N, d_h, err)) ||
+           m4_cuda_text_forward(st, nullptr, d_h, B, S, where, rule, d_logits, err) ||
            finish(st, {{logits, d_logits, N * V}}, err);
 }
 
@@ -339,7 +343,10 @@ int forward_multimodal(void *state, const int64_t *ids, int64_t B, int64_t S, co
     const int64_t N = B * S, D = cfg->text.hidden_size, V = st->model->weights.lm_head.rows;
     m4_arena arena(st->stream);
     float *d_h = arena.get<float>(N * D, err), *d_logits = arena.get<float>(N * V, err);
-    if (!d_h || !d_logits || begin(st, err) || m4_cuda_embed(st, ids, N, d_h, err)) return -1;
+    m4_cuda_positions where;
+    if (!d_h || !d_logits || m4_cuda_upload_positions(st, arena, position_ids, attention_mask, B, S, 0, &where, err) ||
+        begin(st, err) || m4_cuda_embed(st, ids, N, d_h, err))
+        return -1;
     if (px && px->n > 0) {
         std::vector<m4_patch_grid> grids((size_t)px->n);
         int64_t P;
@@ -351,7 +358,7 @@ int forward_multimodal(void *state, const int64_t *ids, int64_t B, int64_t S, co
             m4_cuda_merge(st, ids, N, d_h, projected, M, d_h, err))
             return -1;
     }
-    return m4_cuda_text_forward(st, nullptr, d_h, B, S, position_ids, attention_mask, rule, d_logits, err) ||
+    return m4_cuda_text_forward(st, nullptr, d_h, B, S, where, rule, d_logits, err) ||
            finish(st, {{logits, d_logits, N * V}}, err);
 }
 

@@ -103,6 +103,24 @@ template <typename Fn> double time_ms(bench &b, Fn fn) {
     return ms[ms.size() / 2];
 }
 
+/* The same with fn(v) captured once per input variant v < variants into a CUDA graph and the
+ * graphs replayed: the decode step's launch gaps disappear, as they do in a graph-captured decode
+ * loop. fn must only enqueue stream work (no synchronisation). */
+template <typename Fn> double time_graph_ms(bench &b, int variants, Fn fn) {
+    std::vector<cudaGraphExec_t> graphs((size_t)variants);
+    for (int v = 0; v < variants; v++) {
+        cudaGraph_t graph;
+        CHECK(cudaStreamBeginCapture(b.st.stream, cudaStreamCaptureModeThreadLocal));
+        fn(v);
+        CHECK(cudaStreamEndCapture(b.st.stream, &graph));
+        CHECK(cudaGraphInstantiate(&graphs[(size_t)v], graph, 0));
+        CHECK(cudaGraphDestroy(graph));
+    }
+    double ms = time_ms(b, [&](int i) { CHECK(cudaGraphLaunch(graphs[(size_t)(i % variants)], b.st.stream)); });
+    for (cudaGraphExec_t g : graphs) CHECK(cudaGraphExecDestroy(g));
+    return ms;
+}
+
 void must(int rc, const m4_error &err) {
     if (rc) {
         fprintf(stderr, "m4_gpu_bench: %s\n", err.msg);
@@ -158,11 +176,12 @@ void linear(bench &b, const char *component, int64_t out, int64_t in, int64_t n,
     for (int c = 0; c < copies; c++) w.push_back(random_weight(b, 1, out, in, bf16));
     float *x = random_f32(b, n * in, 1.0f), *y = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(n * out)));
     m4_error err = {{0}};
-    double ms = time_ms(b, [&](int i) { must(m4_cuda_linear(&b.st, x, n, w[(size_t)i % w.size()], y, &err), err); });
     const bool decode = n <= M4_CUDA_GEMV_MAX_TOKENS;
+    auto call = [&](int i) { must(m4_cuda_linear(&b.st, x, n, w[(size_t)i % w.size()], y, &err), err); };
+    double ms = decode ? time_graph_ms(b, (int)w.size(), call) : time_ms(b, call);
     const double bytes = (double)weight_bytes + 4.0 * n * (in + out);
     add(b, std::string("cuda-") + (bf16 ? "bf16/" : "fp32/") + component + (decode ? "/decode:" : "/prefill:") + std::to_string(n),
-        decode ? "gemv" : (bf16 ? "cublasGemmEx bf16 (+ x→bf16)" : "cublasSgemm pedantic"), ms, bytes,
+        decode ? "gemv (CUDA graph)" : (bf16 ? "cublasGemmEx bf16 (+ x→bf16)" : "cublasSgemm pedantic"), ms, bytes,
         2.0 * n * out * in, decode ? "copy" : "gemm");
     for (void *p : b.allocations) cudaFree(p);
     b.allocations.clear();
@@ -198,14 +217,15 @@ void experts(bench &b, const m4_text_config *cfg, int64_t n) {
     CHECK(cudaMemcpy(d_ids, ids.data(), sizeof(int32_t) * ids.size(), cudaMemcpyHostToDevice));
     CHECK(cudaMemcpy(d_w, wts.data(), sizeof(float) * wts.size(), cudaMemcpyHostToDevice));
     m4_error err = {{0}};
-    double ms = time_ms(b, [&](int i) {
+    const bool decode = n <= M4_CUDA_GEMV_MAX_TOKENS;
+    auto call = [&](int i) {
         const int64_t s = i % sets;
         must(m4_cuda_moe_experts(&b.st, gu, dn, K, cfg->hidden_act, x, n, d_ids + s * n * K, d_w + s * n * K, nullptr, out, &err), err);
-    });
+    };
+    double ms = decode ? time_graph_ms(b, sets, call) : time_ms(b, call);
     const double bytes = distinct * 3.0 * (double)(D * F) * 2.0 + 4.0 * (double)n * D * 2;
-    const bool decode = n <= M4_CUDA_GEMV_MAX_TOKENS;
     add(b, "cuda-bf16/text.layers.N.mlp.experts" + std::string(decode ? "/decode:" : "/prefill:") + std::to_string(n),
-        decode ? "gemv (swiglu fused) + combine" : "permute + per-expert cublasGemmEx + combine", ms, bytes,
+        decode ? "gemv (swiglu fused) + combine (CUDA graph)" : "permute + per-expert cublasGemmEx + combine", ms, bytes,
         2.0 * n * K * 3.0 * D * F, decode ? "copy" : "gemm");
     for (void *p : b.allocations) cudaFree(p);
     b.allocations.clear();
@@ -240,7 +260,7 @@ void mla_latent_decode(bench &b, const m4_text_config *cfg, int64_t T) {
     float *O_lat = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(H * Rkv)));
     float *O = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(H * dv)));
     m4_error err = {{0}};
-    double ms = time_ms(b, [&](int) {
+    double ms = time_graph_ms(b, 1, [&](int) {
         must(m4k_mla_absorb_q(Q, kv_b.b16(), H, H, 1, dn, dr, dv, Rkv, QL, b.st.stream, &err) ||
                  m4k_mla_latent_attention<__nv_bfloat16>(QL, c_cache.b16(), r_cache.b16(), T, 1, H, 1, T - 1, Rkv, dr,
                                                          0.07f, nullptr, O_lat, b.st.stream, &err) ||
@@ -250,7 +270,80 @@ void mla_latent_decode(bench &b, const m4_text_config *cfg, int64_t T) {
     const double bytes = 2.0 * (double)T * (Rkv + dr) + 2.0 * (double)H * (dn + dv) * Rkv;
     const double flops = 2.0 * H * (dn * Rkv + T * (Rkv + dr) + T * Rkv + dv * Rkv);
     add(b, "cuda-bf16/text.layers.N.self_attn.latent/decode:1/ctx:" + std::to_string(T),
-        "absorb q + split-K latent attention (one block per head and split) + combine + unabsorb v", ms, bytes, flops, "copy");
+        "absorb q + split-K latent attention (tensor cores, all heads per block) + combine + unabsorb v (CUDA graph)", ms,
+        bytes, flops, "copy");
+    for (void *p : b.allocations) cudaFree(p);
+    b.allocations.clear();
+}
+
+/* The decode step of one real-width decoder layer (input norm, MLA over a T-position latent cache
+ * in the absorbed form, post norm, router, 4 of 128 experts, shared expert) at batch 1, bf16,
+ * captured in a CUDA graph. The layer is synthetic: random device weights registered under dummy
+ * host keys in a one-layer copy of the published config. Bytes: every weight the step reads
+ * (4 distinct experts of the stacks) and the cache. */
+void decode_step(bench &b, const m4_config *published, int64_t T) {
+    m4_model model;
+    memset(&model, 0, sizeof model);
+    model.config = *published;
+    model.config.text.num_hidden_layers = 1;
+    m4_text_layer_weights layer;
+    memset(&layer, 0, sizeof layer);
+    model.weights.layers = &layer;
+    const m4_text_config *t = &model.config.text;
+    const int64_t D = t->hidden_size, H = t->num_attention_heads, F = t->moe_intermediate_size, E = t->n_routed_experts;
+    static char keys[32];                     /* one distinct address per weight */
+    int next_key = 0;
+    double bytes = 0;
+    m4_cuda &st = b.st;
+    st.model = &model;
+    st.precision = m4_precision::bf16;
+    auto plain = [&](m4_weight &w, int64_t rows, int64_t cols, bool f32) {
+        w.data = reinterpret_cast<const uint8_t *>(&keys[next_key++]);
+        w.rows = rows, w.cols = cols, w.name = "synthetic";
+        st.weights[w.data] = random_weight(b, 1, rows, cols, !f32);
+        bytes += (double)(rows * cols) * (f32 ? 4 : 2);
+    };
+    auto stack = [&](m4_expert_stack &s, int64_t rows, int64_t cols) {
+        s.data = reinterpret_cast<const uint8_t *>(&keys[next_key++]);
+        s.experts = E, s.rows = rows, s.cols = cols, s.name = "synthetic";
+        st.weights[s.data] = random_weight(b, E, rows, cols, true);
+        bytes += (double)(t->num_experts_per_tok * rows * cols) * 2;
+    };
+    plain(layer.input_layernorm, 1, D, true), plain(layer.post_attention_layernorm, 1, D, true);
+    plain(layer.q_a_proj, t->q_lora_rank, D, false), plain(layer.q_a_layernorm, 1, t->q_lora_rank, true);
+    plain(layer.q_b_proj, H * t->qk_head_dim, t->q_lora_rank, false);
+    plain(layer.kv_a_proj_with_mqa, t->kv_lora_rank + t->qk_rope_head_dim, D, false);
+    plain(layer.kv_a_layernorm, 1, t->kv_lora_rank, true);
+    plain(layer.kv_b_proj, H * (t->qk_nope_head_dim + t->v_head_dim), t->kv_lora_rank, false);
+    plain(layer.o_proj, D, H * t->v_head_dim, false);
+    layer.moe = true;
+    plain(layer.router, E, D, true);
+    stack(layer.experts_gate_up, 2 * F, D), stack(layer.experts_down, D, F);
+    plain(layer.shared_gate_proj, F * t->n_shared_experts, D, false), plain(layer.shared_up_proj, F * t->n_shared_experts, D, false);
+    plain(layer.shared_down_proj, D, F * t->n_shared_experts, false);
+    m4_error err = {{0}};
+    m4_cuda_cache cache;
+    must(m4_cuda_init_rope(&st, &err) || m4_cuda_cache_init(&st, &cache, 1, T + 1, &err), err);
+    cache.length = T;                         /* T zero-filled positions: the same work as real ones */
+    bytes += 2.0 * (double)T * (t->kv_lora_rank + t->qk_rope_head_dim);
+    const int variants = 16;                  /* different inputs route to different experts */
+    float *h = random_f32(b, variants * D, 1.0f);
+    int64_t *d_pos = static_cast<int64_t *>(device_alloc(b, sizeof(int64_t)));
+    CHECK(cudaMemcpy(d_pos, &T, sizeof T, cudaMemcpyHostToDevice));
+    m4_cuda_positions where;
+    where.d_pos = d_pos;
+    const float scale = m4_ref_mla_softmax_scale(t, M4_SOFTMAX_SCALE_MSCALE2);
+    double ms = time_graph_ms(b, variants, [&](int v) {
+        must(m4_cuda_decoder_layer(&st, 0, &cache, h + v * D, 1, 1, where, scale, &err), err);
+    });
+    add(b, "cuda-bf16/text.layers.N/decode:1/ctx:" + std::to_string(T),
+        "whole decoder layer: norms, absorbed MLA over the latent cache, router, 4+1 experts (CUDA graph)", ms, bytes,
+        0, "copy");
+    m4_cuda_cache_free(&cache);
+    cudaFree(st.d_rope_inv_freq);
+    st.d_rope_inv_freq = nullptr;
+    st.weights.clear();
+    st.model = nullptr;
     for (void *p : b.allocations) cudaFree(p);
     b.allocations.clear();
 }
@@ -336,6 +429,9 @@ int main(int argc, char **argv) {
     attention(b, t, quick ? 256 : 1024);
     for (int64_t T : {INT64_C(4096), INT64_C(32768), INT64_C(131072)})
         if (!quick || T == 4096) mla_latent_decode(b, t, T);
+
+    for (int64_t T : {INT64_C(4096), INT64_C(32768)})
+        if (!quick || T == 4096) decode_step(b, &cfg, T);
 
     char device[300];
     snprintf(device, sizeof device, "%s, %d SMs, sm_%d%d", prop.name, prop.multiProcessorCount, prop.major, prop.minor);

@@ -126,13 +126,23 @@ int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m
     M4_CUBLAS_TRY(cublasSetMathMode(st->cublas, precision == m4_precision::fp32 ? CUBLAS_PEDANTIC_MATH
                                                                                 : CUBLAS_DEFAULT_MATH),
                   err);
-    return upload_model(st, err);
+    return m4_cuda_init_rope(st, err) || upload_model(st, err);
+}
+
+int m4_cuda_init_rope(m4_cuda *st, m4_error *err) {
+    const int64_t half = st->model->config.text.qk_rope_head_dim / 2;
+    std::vector<float> inv_freq((size_t)(half > 0 ? half : 1));
+    if (m4_ref_rope_inv_freq(&st->model->config.text, inv_freq.data(), &st->rope_attention_factor, err)) return -1;
+    M4_CUDA_TRY(cudaMalloc(&st->d_rope_inv_freq, sizeof(float) * inv_freq.size()), err);
+    M4_CUDA_TRY(cudaMemcpy(st->d_rope_inv_freq, inv_freq.data(), sizeof(float) * inv_freq.size(), cudaMemcpyHostToDevice), err);
+    return 0;
 }
 
 void m4_cuda_close(m4_cuda *st) {
     if (!st) return;
     if (st->stream) cudaStreamSynchronize(st->stream);
     for (auto &kv : st->weights) cudaFree(kv.second.data);
+    cudaFree(st->d_rope_inv_freq);
     if (st->cublas) cublasDestroy(st->cublas);
     if (st->start) cudaEventDestroy(st->start);
     if (st->stop) cudaEventDestroy(st->stop);

@@ -35,6 +35,8 @@ struct m4_dev_weight {
 
 struct m4_cuda {
     const m4_model *model = nullptr;
+    float *d_rope_inv_freq = nullptr;  /* [dr/2] text RoPE frequencies (m4_ref_rope_inv_freq) */
+    float rope_attention_factor = 1;
     m4_precision precision = m4_precision::fp32;
     cudaStream_t stream = nullptr;
     cublasHandle_t cublas = nullptr;
@@ -47,9 +49,11 @@ struct m4_cuda {
 
 /* The MLA cache on the device (reference.h's m4_kv_cache): per layer, row and position the
  * normalised latent c_kv [Rkv] and the rotated shared key k_rope [dr], in the weights' precision
- * (bf16 or float32). c_kv [L, B, capacity, Rkv], k_rope [L, B, capacity, dr]. */
+ * (bf16 or float32). c_kv [L, B, stride, Rkv], k_rope [L, B, stride, dr]: rows hold `stride` ≥
+ * capacity positions (whole M4_CUDA_KEY_TILE tiles), zero-filled, so that a tile-wide read past
+ * the last position stays in bounds and finite. */
 struct m4_cuda_cache {
-    int64_t layers = 0, batch = 0, capacity = 0, length = 0;
+    int64_t layers = 0, batch = 0, capacity = 0, stride = 0, length = 0;
     bool bf16 = false;
     void *c_kv = nullptr, *k_rope = nullptr;
 };
@@ -91,9 +95,25 @@ private:
     std::vector<void *> ptrs_;
 };
 
+/* Where a batch's tokens sit, on the device: positions [B·S] and the 2-D attention mask [B, T]
+ * (T = cached + S; NULL: every position is a token). Device-resident so that a decode step can be
+ * captured in a CUDA graph. */
+struct m4_cuda_positions {
+    const int64_t *d_pos = nullptr;
+    const int64_t *d_mask = nullptr;
+};
+
+/* Uploads position_ids [B, S] (NULL: HF's default past + arange(S) per row) and attention_mask
+ * [B, past + S] (may be NULL) into `arena`. */
+int m4_cuda_upload_positions(m4_cuda *st, m4_arena &arena, const int64_t *position_ids,
+                             const int64_t *attention_mask, int64_t B, int64_t S, int64_t past,
+                             m4_cuda_positions *out, m4_error *err);
+
 /* ---- cuda_model.cu: state, weights, linear layers --------------------------------------- */
 
 int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m4_error *err);
+/* The text RoPE frequencies on the device (part of m4_cuda_open; st->model set). */
+int m4_cuda_init_rope(m4_cuda *st, m4_error *err);
 void m4_cuda_close(m4_cuda *st);
 /* The device copy of a loader weight; NULL with err set when it was never uploaded. */
 const m4_dev_weight *m4_cuda_weight(const m4_cuda *st, const void *host_data, const char *what, m4_error *err);
@@ -113,8 +133,8 @@ int m4_cuda_swiglu_mlp(m4_cuda *st, const float *d_x, int64_t n, const m4_weight
 
 /* Host-side trace targets of the MLA (reference.h's m4_mla_trace, any field may be NULL). */
 int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
-                const int64_t *position_ids, const int64_t *attention_mask, float softmax_scale,
-                float *d_out, m4_mla_trace *trace, m4_error *err);
+                const m4_cuda_positions &where, float softmax_scale, float *d_out, m4_mla_trace *trace,
+                m4_error *err);
 /* Router: d_logits [N, E] (may be NULL), d_ids [N, K], d_weights [N, K]. */
 int m4_cuda_router(m4_cuda *st, int layer, const float *d_x, int64_t n, float *d_logits,
                    int32_t *d_ids, float *d_weights, m4_error *err);
@@ -130,21 +150,19 @@ int m4_cuda_mlp(m4_cuda *st, int layer, const float *d_x, int64_t n, float *d_ou
 /* The attention with the device cache (absorbed MLA over the latents), appending the S new
  * positions to layer `layer` (the caller advances cache->length); attention_mask [B, length + S]. */
 int m4_cuda_mla_cached(m4_cuda *st, int layer, m4_cuda_cache *cache, const float *d_x, int64_t B, int64_t S,
-                       const int64_t *position_ids, const int64_t *attention_mask, float softmax_scale,
-                       float *d_out, m4_error *err);
+                       const m4_cuda_positions &where, float softmax_scale, float *d_out, m4_error *err);
 int m4_cuda_cache_init(m4_cuda *st, m4_cuda_cache *cache, int64_t batch, int64_t capacity, m4_error *err);
 void m4_cuda_cache_free(m4_cuda_cache *cache);
 /* text.layers.{i}, d_h [B, S, D] in place (cache NULL: the uncached HF form). */
 int m4_cuda_decoder_layer(m4_cuda *st, int layer, m4_cuda_cache *cache, float *d_h, int64_t B, int64_t S,
-                          const int64_t *position_ids, const int64_t *attention_mask,
-                          float softmax_scale, m4_error *err);
+                          const m4_cuda_positions &where, float softmax_scale, m4_error *err);
 /* Embedding: host ids (checked here) → d_out [n, D]. */
 int m4_cuda_embed(m4_cuda *st, const int64_t *ids, int64_t n, float *d_out, m4_error *err);
 /* Mistral4ForCausalLM.forward from d_h = inputs_embeds [B, S, D] (overwritten) → d_logits
  * [B, S, V], or with a cache (which then grows by S) only each row's last position, [B, V]. */
 int m4_cuda_text_forward(m4_cuda *st, m4_cuda_cache *cache, float *d_h, int64_t B, int64_t S,
-                         const int64_t *position_ids, const int64_t *attention_mask,
-                         m4_softmax_scale_rule rule, float *d_logits, m4_error *err);
+                         const m4_cuda_positions &where, m4_softmax_scale_rule rule, float *d_logits,
+                         m4_error *err);
 
 /* ---- vision.cu: the vision tower and projector ------------------------------------------ */
 

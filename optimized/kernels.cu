@@ -212,6 +212,19 @@ __global__ void rope_kernel(const float *__restrict__ x, int64_t x_stride, int64
     }
 }
 
+__global__ void rope_tables_kernel(const int64_t *__restrict__ pos, const float *__restrict__ inv_freq, int64_t half,
+                                   float attention_factor, bool has_beta, float beta, int64_t L, float *__restrict__ cos_t,
+                                   float *__restrict__ sin_t, float *__restrict__ l4) {
+    const int64_t t = blockIdx.x;
+    const float p = (float)pos[t];
+    for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+        const float theta = p * inv_freq[i];
+        cos_t[t * half + i] = cosf(theta) * attention_factor;
+        sin_t[t * half + i] = sinf(theta) * attention_factor;
+    }
+    if (threadIdx.x == 0) l4[t] = has_beta ? 1.0f + beta * logf(1.0f + floorf(p / (float)L)) : 1.0f;
+}
+
 __global__ void mla_keys_kernel(const float *__restrict__ kvb, const float *__restrict__ k_rope,
                                 int64_t rope_row_stride, int64_t T, int64_t H, int64_t dn, int64_t dr,
                                 int64_t dv, float *__restrict__ K) {
@@ -532,6 +545,15 @@ int m4k_rope(const float *x, int64_t x_stride, int64_t x_head_stride, int64_t B,
     if (B * S <= 0) return 0;
     rope_kernel<<<dim3((unsigned)(B * S), (unsigned)H), 64, 0, stream>>>(
         x, x_stride, x_head_stride, S, H, dn, dr, cos_t, sin_t, l4, interleave, out);
+    M4_CUDA_TRY_LAUNCH(err);
+    return 0;
+}
+
+int m4k_rope_tables(const int64_t *pos, int64_t N, const float *inv_freq, int64_t half, float attention_factor,
+                    bool has_beta, float beta, int64_t L, float *cos_t, float *sin_t, float *l4, cudaStream_t stream,
+                    m4_error *err) {
+    if (N <= 0) return 0;
+    rope_tables_kernel<<<(unsigned)N, 64, 0, stream>>>(pos, inv_freq, half, attention_factor, has_beta, beta, L, cos_t, sin_t, l4);
     M4_CUDA_TRY_LAUNCH(err);
     return 0;
 }

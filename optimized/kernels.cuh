@@ -71,6 +71,13 @@ int m4k_rope(const float *x, int64_t x_stride, int64_t x_head_stride, int64_t B,
              int64_t H, int64_t dn, int64_t dr, const float *cos_t, const float *sin_t,
              const float *l4, int interleave, float *out, cudaStream_t stream, m4_error *err);
 
+/* The text RoPE tables of N positions (m4_ref_rope_cos_sin and m4_ref_llama4_scale on the
+ * device): cos/sin[t, i] = cos/sin(float(pos[t]) · inv_freq[i]) · attention_factor, i < half;
+ * l4[t] = 1 + beta · ln(1 + floor(float(pos[t]) / L)), or 1 when has_beta is false. */
+int m4k_rope_tables(const int64_t *pos, int64_t N, const float *inv_freq, int64_t half,
+                    float attention_factor, bool has_beta, float beta, int64_t L, float *cos_t,
+                    float *sin_t, float *l4, cudaStream_t stream, m4_error *err);
+
 /* MLA keys: K[(b·H + h)·T + j] = [kvb[b·T + j, h·(dn+dv) : +dn] | k_rope[b·rope_stride + j]], dq = dn + dr. */
 int m4k_mla_keys(const float *kvb, const float *k_rope, int64_t rope_row_stride, int64_t B,
                  int64_t T, int64_t H, int64_t dn, int64_t dr, int64_t dv, float *K,
@@ -141,7 +148,9 @@ int m4k_merge_rows(const float *embeds, const float *features, const int32_t *sr
 
 /* ---- MLA decode over the latent cache (absorbed form, MODEL.md §6.1) --------------------------
  * The cache holds, per layer, row b and position j, the normalised latent c_kv [Rkv] and the
- * rotated shared key k_rope [dr], in the weight type W; rows are `capacity` positions apart. */
+ * rotated shared key k_rope [dr], in the weight type W; rows are `capacity` positions apart
+ * (a multiple of M4_CUDA_KEY_TILE, the positions past the filled ones finite). */
+#define M4_CUDA_KEY_TILE 64
 
 /* Appends the S new tokens' c_kv [B·S, Rkv] and k_rope [B·S, dr] at positions [past, past + S)
  * of every row: c_cache/r_cache point at this layer's [B, capacity, ·]. */
@@ -160,7 +169,10 @@ int m4k_mla_absorb_q(const float *Q, const W *kv_b, int64_t BHS, int64_t H, int6
 /* Softmax attention of the latent queries QL [B, H, S, Rkv + dr] over the T = past + S cached
  * positions: z_j = (QL·[c_kv_j | k_rope_j])·scale (+ −FLT_MAX where j > past + i or
  * mask[b·T + j] = 0), O_lat[q] = Σ_j softmax(z)_j c_kv_j. Flash-decoding: the keys are split
- * into chunks that run in parallel, then merged. O_lat [B, H, S, Rkv]. */
+ * into chunks that run in parallel, then merged. O_lat [B, H, S, Rkv]. With a bf16 cache and
+ * H, Rkv, dr multiples of 16, one block serves every head of a query position on the tensor
+ * cores (QL and the probabilities rounded to bf16, float32 accumulation: the cache is read once
+ * for all heads, as FlashMLA does); otherwise one block per head and split, in float32. */
 template <typename W>
 int m4k_mla_latent_attention(const float *QL, const W *c_cache, const W *r_cache, int64_t capacity,
                              int64_t B, int64_t H, int64_t S, int64_t past, int64_t Rkv, int64_t dr,

@@ -1,6 +1,10 @@
 /* mla_decode.cu — MLA over the latent cache in the absorbed form (kernels.cuh, MODEL.md §6.1):
  * the keys' nope half and the values never leave the Rkv-wide latent space; kv_b is folded into
  * the queries before attention and into the outputs after it. */
+#include <mma.h>
+
+#include <type_traits>
+
 #include "device.cuh"
 #include "kernels.cuh"
 
@@ -94,6 +98,88 @@ __global__ void latent_attention_kernel(const float *__restrict__ QL, const W *_
     if (threadIdx.x == 0) part_m[q * splits + split] = j1 > j0 ? m : -INFINITY, part_l[q * splits + split] = l;
 }
 
+/* Every head of one query position (b, i) against one split of the keys, on the tensor cores:
+ * S = QL · [c_kv | k_rope]ᵀ (16×16×16 bf16 tiles, float32 accumulators), the split's softmax
+ * statistics per head, then O = P · c_kv. The cache is read straight into the matrix fragments;
+ * its rows past T are finite (m4_cuda_cache) and get probability 0. Shared memory: QL in bf16
+ * [H, Rkv + dr], scores [H, chunk] float32, probabilities [H, chunk] bf16. Partials are indexed
+ * like latent_attention_kernel's, by query row (b·H + h)·S + i. */
+namespace wmma = nvcuda::wmma;
+constexpr int kTile = 16;
+
+__global__ void latent_attention_tc_kernel(const float *__restrict__ QL, const __nv_bfloat16 *__restrict__ c_cache,
+                                           const __nv_bfloat16 *__restrict__ r_cache, int64_t capacity, int64_t H,
+                                           int64_t S, int64_t past, int64_t Rkv, int64_t dr, float scale,
+                                           const int64_t *__restrict__ mask, int64_t chunk, float *__restrict__ part_m,
+                                           float *__restrict__ part_l, float *__restrict__ part_o) {
+    extern __shared__ __align__(32) unsigned char shm_raw[];
+    const int64_t width = Rkv + dr, b = blockIdx.x / S, i = blockIdx.x % S, split = blockIdx.y, splits = gridDim.y;
+    const int64_t T = past + S, j0 = split * chunk, j1 = j0 + chunk < T ? j0 + chunk : T, len = j1 - j0;
+    __nv_bfloat16 *qlb = reinterpret_cast<__nv_bfloat16 *>(shm_raw);                  /* [H, width] */
+    float *scores = reinterpret_cast<float *>(qlb + H * width);                        /* [H, chunk] */
+    __nv_bfloat16 *probs = reinterpret_cast<__nv_bfloat16 *>(scores + H * chunk);     /* [H, chunk] */
+    const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
+    auto q_row = [&](int64_t h) { return (b * H + h) * S + i; };
+    for (int64_t e = threadIdx.x; e < H * width; e += blockDim.x)
+        qlb[e] = __float2bfloat16_rn(QL[q_row(e / width) * width + e % width]);
+    __syncthreads();
+    const __nv_bfloat16 *c_row = c_cache + b * capacity * Rkv, *r_row = r_cache + b * capacity * dr;
+    const int64_t key_tiles = (len + kTile - 1) / kTile, head_tiles = H / kTile;
+    /* S = QL · Kᵀ: tile (head tile, key tile) per warp */
+    for (int64_t t = warp; t < head_tiles * key_tiles; t += warps) {
+        const int64_t hr = t / key_tiles, kt = t % key_tiles, j = j0 + kt * kTile;
+        wmma::fragment<wmma::accumulator, kTile, kTile, kTile, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+        for (int64_t d = 0; d < width; d += kTile) {
+            wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, __nv_bfloat16, wmma::row_major> a;
+            wmma::fragment<wmma::matrix_b, kTile, kTile, kTile, __nv_bfloat16, wmma::col_major> k;
+            wmma::load_matrix_sync(a, qlb + hr * kTile * width + d, (unsigned)width);
+            if (d < Rkv) wmma::load_matrix_sync(k, c_row + j * Rkv + d, (unsigned)Rkv);
+            else wmma::load_matrix_sync(k, r_row + j * dr + (d - Rkv), (unsigned)dr);
+            wmma::mma_sync(acc, a, k, acc);
+        }
+        wmma::store_matrix_sync(scores + hr * kTile * chunk + kt * kTile, acc, (unsigned)chunk, wmma::mem_row_major);
+    }
+    __syncthreads();
+    /* per head: masked, scaled scores → the split's max and sum, probabilities in bf16 */
+    for (int64_t h = warp; h < H; h += warps) {
+        float *z = scores + h * chunk;
+        float m = -INFINITY;
+        for (int64_t j = lane; j < len; j += kWarp) {
+            const int64_t key = j0 + j;
+            const bool allowed = key <= past + i && (!mask || mask[b * T + key] != 0);
+            z[j] = z[j] * scale + (allowed ? 0.0f : -FLT_MAX);
+            m = fmaxf(m, z[j]);
+        }
+        m = warp_max(m);
+        float l = 0.0f;
+        for (int64_t j = lane; j < key_tiles * kTile; j += kWarp) {
+            const __nv_bfloat16 p = __float2bfloat16_rn(j < len ? expf(z[j] - m) : 0.0f);
+            probs[h * chunk + j] = p;
+            l += __bfloat162float(p);
+        }
+        l = warp_sum(l);
+        if (lane == 0) part_m[q_row(h) * splits + split] = m, part_l[q_row(h) * splits + split] = l;
+    }
+    __syncthreads();
+    /* O = P · c_kv: tile (head tile, latent tile) per warp, straight into the partials */
+    const int64_t latent_tiles = Rkv / kTile;
+    for (int64_t t = warp; t < head_tiles * latent_tiles; t += warps) {
+        const int64_t hr = t / latent_tiles, dt = t % latent_tiles;
+        wmma::fragment<wmma::accumulator, kTile, kTile, kTile, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+        for (int64_t kt = 0; kt < key_tiles; kt++) {
+            wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, __nv_bfloat16, wmma::row_major> p;
+            wmma::fragment<wmma::matrix_b, kTile, kTile, kTile, __nv_bfloat16, wmma::row_major> v;
+            wmma::load_matrix_sync(p, probs + hr * kTile * chunk + kt * kTile, (unsigned)chunk);
+            wmma::load_matrix_sync(v, c_row + (j0 + kt * kTile) * Rkv + dt * kTile, (unsigned)Rkv);
+            wmma::mma_sync(acc, p, v, acc);
+        }
+        wmma::store_matrix_sync(part_o + (q_row(hr * kTile) * splits + split) * Rkv + dt * kTile, acc,
+                                (unsigned)(S * splits * Rkv), wmma::mem_row_major);
+    }
+}
+
 __global__ void combine_kernel(const float *__restrict__ part_m, const float *__restrict__ part_l,
                                const float *__restrict__ part_o, int64_t splits, int64_t Rkv, float *__restrict__ O_lat) {
     const int64_t q = blockIdx.x;
@@ -151,12 +237,55 @@ int m4k_mla_absorb_q(const float *Q, const W *kv_b, int64_t BHS, int64_t H, int6
     return 0;
 }
 
+/* The tensor-core path: every head of a query position in one block (bf16 cache only). */
+static int latent_attention_tc(const float *QL, const __nv_bfloat16 *c_cache, const __nv_bfloat16 *r_cache,
+                               int64_t capacity, int64_t B, int64_t H, int64_t S, int64_t past, int64_t Rkv,
+                               int64_t dr, float scale, const int64_t *mask, float *O_lat, cudaStream_t stream,
+                               m4_error *err) {
+    const int64_t BS = B * S, T = past + S;
+    /* chunks of 64–256 keys (whole 64-key tiles), enough of them to give every SM a few blocks */
+    const int64_t want_splits = (264 + BS - 1) / BS;
+    int64_t chunk = (T + want_splits - 1) / want_splits;
+    chunk = (chunk + M4_CUDA_KEY_TILE - 1) / M4_CUDA_KEY_TILE * M4_CUDA_KEY_TILE;
+    chunk = chunk < M4_CUDA_KEY_TILE ? M4_CUDA_KEY_TILE : chunk > 256 ? 256 : chunk;
+    const int64_t splits = (T + chunk - 1) / chunk, BHS = B * H * S;
+    const size_t shared = sizeof(__nv_bfloat16) * (size_t)(H * (Rkv + dr)) + sizeof(float) * (size_t)(H * chunk) +
+                          sizeof(__nv_bfloat16) * (size_t)(H * chunk);
+    if (shared > kMaxShared)
+        return m4_fail(err, "mla decode: %lld heads need %zu bytes of shared memory (limit %zu)", (long long)H, shared, kMaxShared);
+    float *part = nullptr;
+    M4_CUDA_TRY(cudaMallocAsync(&part, sizeof(float) * (size_t)(BHS * splits * (Rkv + 2)), stream), err);
+    float *part_m = part, *part_l = part + BHS * splits, *part_o = part + 2 * BHS * splits;
+    cudaError_t launch = cudaSuccess;
+    if (shared > 48 * 1024)
+        launch = cudaFuncSetAttribute(latent_attention_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared);
+    if (launch == cudaSuccess) {
+        latent_attention_tc_kernel<<<dim3((unsigned)BS, (unsigned)splits), kThreads, shared, stream>>>(
+            QL, c_cache, r_cache, capacity, H, S, past, Rkv, dr, scale, mask, chunk, part_m, part_l, part_o);
+        launch = cudaGetLastError();
+    }
+    if (launch == cudaSuccess) {
+        combine_kernel<<<(unsigned)BHS, kThreads, 0, stream>>>(part_m, part_l, part_o, splits, Rkv, O_lat);
+        launch = cudaGetLastError();
+    }
+    cudaFreeAsync(part, stream);
+    M4_CUDA_TRY(launch, err);
+    return 0;
+}
+
 template <typename W>
 int m4k_mla_latent_attention(const float *QL, const W *c_cache, const W *r_cache, int64_t capacity, int64_t B,
                              int64_t H, int64_t S, int64_t past, int64_t Rkv, int64_t dr, float scale,
                              const int64_t *mask, float *O_lat, cudaStream_t stream, m4_error *err) {
     const int64_t BHS = B * H * S, T = past + S;
     if (BHS <= 0) return 0;
+    if (capacity % M4_CUDA_KEY_TILE != 0)
+        return m4_fail(err, "mla decode: cache rows of %lld positions are not whole %d-position tiles",
+                       (long long)capacity, M4_CUDA_KEY_TILE);
+    if constexpr (std::is_same<W, __nv_bfloat16>::value)
+        if (H % kTile == 0 && Rkv % kTile == 0 && dr % kTile == 0)
+            return latent_attention_tc(QL, c_cache, r_cache, capacity, B, H, S, past, Rkv, dr, scale, mask, O_lat,
+                                       stream, err);
     /* enough splits to fill the GPU at decode sizes, chunks of at least 64 keys */
     int64_t splits = (T + 63) / 64;
     const int64_t max_splits = BHS >= 4096 ? 1 : 4096 / BHS;

@@ -34,10 +34,13 @@ int m4_cuda_session_forward(m4_cuda_session *s, const int64_t *ids, const float 
     m4_arena arena(st->stream);
     float *d_h = inputs_embeds ? arena.upload(inputs_embeds, B * S * D, err) : arena.get<float>(B * S * D, err);
     float *d_logits = arena.get<float>(B * V, err);
-    if (!d_h || !d_logits) return -1;
+    m4_cuda_positions where;
+    if (!d_h || !d_logits ||
+        m4_cuda_upload_positions(st, arena, position_ids, attention_mask, B, S, s->cache.length, &where, err))
+        return -1;
     M4_CUDA_TRY(cudaEventRecord(st->start, st->stream), err);
     if ((!inputs_embeds && m4_cuda_embed(st, ids, B * S, d_h, err)) ||
-        m4_cuda_text_forward(st, &s->cache, d_h, B, S, position_ids, attention_mask, rule, d_logits, err))
+        m4_cuda_text_forward(st, &s->cache, d_h, B, S, where, rule, d_logits, err))
         return -1;
     M4_CUDA_TRY(cudaEventRecord(st->stop, st->stream), err);
     M4_CUDA_TRY(cudaMemcpyAsync(logits, d_logits, sizeof(float) * (size_t)(B * V), cudaMemcpyDeviceToHost, st->stream), err);

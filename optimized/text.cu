@@ -20,15 +20,15 @@ static int download(m4_cuda *st, float *host, const float *d, int64_t n, m4_erro
 /* The part of Mistral4Attention shared by the cached and uncached forms (m4_ref_mla_cached steps
  * 1–4 and 6): the queries, rotated and Llama-4 scaled, Q [B, H, S, dq]; the compressed kv [N, Rkv
  * + dr], its normalised latent c_kv [N, Rkv] and the rotated shared key k_rope [N, dr]. The RoPE
- * and Llama-4 tables come from the host (the reference's functions: YaRN inv_freq, cos/sin of
- * position · inv_freq, get_llama_4_attn_scale). Buffers live in `arena`. */
+ * and Llama-4 tables are computed on the device from the positions (m4k_rope_tables). Buffers
+ * live in `arena`. */
 struct mla_projections {
     float *qa = nullptr, *q = nullptr, *Q = nullptr, *kva = nullptr, *ckv = nullptr, *k_rope = nullptr;
     float *l4 = nullptr;
 };
 
-static int mla_project(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S, int64_t past,
-                       const int64_t *position_ids, m4_arena &arena, mla_projections *p, m4_error *err) {
+static int mla_project(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S, const m4_cuda_positions &where,
+                       m4_arena &arena, mla_projections *p, m4_error *err) {
     const m4_text_config *cfg = &st->model->config.text;
     const m4_text_layer_weights *w = &st->model->weights.layers[layer];
     const int64_t N = B * S, H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim;
@@ -38,18 +38,6 @@ static int mla_project(m4_cuda *st, int layer, const float *d_x, int64_t B, int6
     if (dq != dn + dr || dr % 2 || cfg->num_key_value_heads != H)
         return m4_fail(err, "self_attn: unsupported head dims (nope %lld + rope %lld vs %lld, kv heads %lld)",
                        (long long)dn, (long long)dr, (long long)dq, (long long)cfg->num_key_value_heads);
-    std::vector<float> inv_freq((size_t)half), cos_t((size_t)(N * half)), sin_t((size_t)(N * half)), l4((size_t)N);
-    float attention_factor;
-    if (m4_ref_rope_inv_freq(cfg, inv_freq.data(), &attention_factor, err)) return -1;
-    std::vector<int64_t> pos((size_t)N);              /* HF's default: past + arange(S) per row */
-    for (int64_t t = 0; t < N; t++) pos[(size_t)t] = position_ids ? position_ids[t] : past + t % S;
-    m4_ref_rope_cos_sin(inv_freq.data(), half, attention_factor, pos.data(), N, cos_t.data(), sin_t.data());
-    const m4_rope_config *r = &cfg->rope;
-    for (int64_t t = 0; t < N; t++)
-        l4[(size_t)t] = r->has_llama_4_scaling_beta
-                            ? m4_ref_llama4_scale(pos[(size_t)t], (float)r->llama_4_scaling_beta,
-                                                  r->original_max_position_embeddings)
-                            : 1.0f;
     const m4_dev_weight *kv_a = WEIGHT(w->kv_a_proj_with_mqa, "kv_a_proj_with_mqa");
     const m4_dev_weight *kv_norm = kv_a ? WEIGHT(w->kv_a_layernorm, "kv_a_layernorm") : nullptr;
     if (!kv_norm) return -1;
@@ -60,9 +48,14 @@ static int mla_project(m4_cuda *st, int layer, const float *d_x, int64_t B, int6
     p->kva = arena.get<float>(N * kva_w, err);                            /* [N, Rkv + dr] */
     p->ckv = arena.get<float>(N * Rkv, err);                              /* [N, Rkv] */
     p->k_rope = arena.get<float>(N * dr, err);                            /* [N, dr] */
-    float *d_cos = arena.upload(cos_t.data(), N * half, err), *d_sin = arena.upload(sin_t.data(), N * half, err);
-    p->l4 = arena.upload(l4.data(), N, err);
+    float *d_cos = arena.get<float>(N * half, err), *d_sin = arena.get<float>(N * half, err);
+    p->l4 = arena.get<float>(N, err);
     if (!p->q || !p->Q || !p->kva || !p->ckv || !p->k_rope || !d_cos || !d_sin || !p->l4 || (Rq > 0 && (!p->qa || !qa_norm)))
+        return -1;
+    const m4_rope_config *r = &cfg->rope;
+    if (m4k_rope_tables(where.d_pos, N, st->d_rope_inv_freq, half, st->rope_attention_factor, r->has_llama_4_scaling_beta,
+                        (float)r->llama_4_scaling_beta, r->original_max_position_embeddings, d_cos, d_sin, p->l4,
+                        st->stream, err))
         return -1;
     /* 1. queries: q_b_proj(q_a_layernorm(q_a_proj(x))) or q_proj(x) */
     if (Rq > 0) {
@@ -88,8 +81,8 @@ static int mla_project(m4_cuda *st, int layer, const float *d_x, int64_t B, int6
 /* text.layers.{i}.self_attn — Mistral4Attention.forward (eager, no cache), as m4_ref_mla: the
  * projections, kv_b expanding every key's latent to [k_nope | v] per head, causal attention, o_proj. */
 int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
-                const int64_t *position_ids, const int64_t *attention_mask, float softmax_scale,
-                float *d_out, m4_mla_trace *trace, m4_error *err) {
+                const m4_cuda_positions &where, float softmax_scale, float *d_out, m4_mla_trace *trace,
+                m4_error *err) {
     const m4_text_config *cfg = &st->model->config.text;
     const m4_text_layer_weights *w = &st->model->weights.layers[layer];
     const int64_t N = B * S, H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim;
@@ -97,7 +90,7 @@ int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
     const int64_t Rq = cfg->q_lora_rank, Rkv = cfg->kv_lora_rank;
     m4_arena arena(st->stream);
     mla_projections p;
-    if (mla_project(st, layer, d_x, B, S, 0, position_ids, arena, &p, err)) return -1;
+    if (mla_project(st, layer, d_x, B, S, where, arena, &p, err)) return -1;
     const m4_dev_weight *kv_b = WEIGHT(w->kv_b_proj, "kv_b_proj");
     const m4_dev_weight *o_proj = kv_b ? WEIGHT(w->o_proj, "o_proj") : nullptr;
     if (!o_proj) return -1;
@@ -105,8 +98,7 @@ int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
     float *K = arena.get<float>(N * H * dq, err);                          /* [B, H, S, dq] */
     float *attn = arena.get<float>(N * H * dv, err);                       /* [N, H·dv] */
     float *probs = trace && trace->attn_weights ? arena.get<float>(B * H * S * S, err) : nullptr;
-    int64_t *d_mask = attention_mask ? arena.upload(attention_mask, N, err) : nullptr;
-    if (!kvb || !K || !attn || (trace && trace->attn_weights && !probs) || (attention_mask && !d_mask)) return -1;
+    if (!kvb || !K || !attn || (trace && trace->attn_weights && !probs)) return -1;
     /* 5. keys and values for every head: kv_b_proj(c_kv) = per head [k_nope | v]; key = [k_nope | k_rope] */
     if (m4_cuda_linear(st, p.ckv, N, *kv_b, kvb, err) ||
         m4k_mla_keys(kvb, p.k_rope, S, B, S, H, dn, dr, dv, K, st->stream, err))
@@ -116,7 +108,7 @@ int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
     a.Q = p.Q, a.K = K, a.V = kvb + dn;
     a.B = B, a.H = H, a.S = S, a.T = S, a.dq = dq, a.dv = dv;
     a.v_row_stride = H * (dn + dv), a.v_head_stride = dn + dv;
-    a.scale = softmax_scale, a.causal = true, a.causal_past = 0, a.mask = d_mask;
+    a.scale = softmax_scale, a.causal = true, a.causal_past = 0, a.mask = where.d_mask;
     a.O = attn, a.probs = probs;
     /* 9. o_proj */
     if (m4k_attention(&a, st->stream, err) || m4_cuda_linear(st, attn, N, *o_proj, d_out, err)) return -1;
@@ -147,8 +139,7 @@ int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
  * runs over the T = past + S cached latents [c_kv | k_rope] (FlashMLA's layout), and kv_b's value
  * half is applied to the attended latent. attention_mask [B, T] (NULL: all tokens). */
 int m4_cuda_mla_cached(m4_cuda *st, int layer, m4_cuda_cache *cache, const float *d_x, int64_t B, int64_t S,
-                       const int64_t *position_ids, const int64_t *attention_mask, float softmax_scale,
-                       float *d_out, m4_error *err) {
+                       const m4_cuda_positions &where, float softmax_scale, float *d_out, m4_error *err) {
     const m4_text_config *cfg = &st->model->config.text;
     const m4_text_layer_weights *w = &st->model->weights.layers[layer];
     const int64_t H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
@@ -159,31 +150,30 @@ int m4_cuda_mla_cached(m4_cuda *st, int layer, m4_cuda_cache *cache, const float
                        (long long)past, (long long)S, (long long)cache->capacity);
     m4_arena arena(st->stream);
     mla_projections p;
-    if (mla_project(st, layer, d_x, B, S, past, position_ids, arena, &p, err)) return -1;
+    if (mla_project(st, layer, d_x, B, S, where, arena, &p, err)) return -1;
     const m4_dev_weight *kv_b = WEIGHT(w->kv_b_proj, "kv_b_proj");
     const m4_dev_weight *o_proj = kv_b ? WEIGHT(w->o_proj, "o_proj") : nullptr;
     if (!o_proj) return -1;
     if (kv_b->bf16 != cache->bf16) return m4_fail(err, "self_attn: cache and weights differ in precision");
     float *QL = arena.get<float>(B * H * S * (Rkv + dr), err), *O_lat = arena.get<float>(B * H * S * Rkv, err);
     float *attn = arena.get<float>(B * S * H * dv, err);
-    int64_t *d_mask = attention_mask ? arena.upload(attention_mask, B * T, err) : nullptr;
-    if (!QL || !O_lat || !attn || (attention_mask && !d_mask)) return -1;
+    if (!QL || !O_lat || !attn) return -1;
     const size_t elem = cache->bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
-    char *c_layer = static_cast<char *>(cache->c_kv) + (size_t)(layer * B * cache->capacity * Rkv) * elem;
-    char *r_layer = static_cast<char *>(cache->k_rope) + (size_t)(layer * B * cache->capacity * dr) * elem;
+    char *c_layer = static_cast<char *>(cache->c_kv) + (size_t)(layer * B * cache->stride * Rkv) * elem;
+    char *r_layer = static_cast<char *>(cache->k_rope) + (size_t)(layer * B * cache->stride * dr) * elem;
     int rc;
     if (cache->bf16) {
         auto *c = reinterpret_cast<__nv_bfloat16 *>(c_layer), *r = reinterpret_cast<__nv_bfloat16 *>(r_layer);
-        rc = m4k_cache_append(p.ckv, p.k_rope, B, S, past, cache->capacity, Rkv, dr, c, r, st->stream, err) ||
+        rc = m4k_cache_append(p.ckv, p.k_rope, B, S, past, cache->stride, Rkv, dr, c, r, st->stream, err) ||
              m4k_mla_absorb_q(p.Q, kv_b->b16(), B * H * S, H, S, dn, dr, dv, Rkv, QL, st->stream, err) ||
-             m4k_mla_latent_attention<__nv_bfloat16>(QL, c, r, cache->capacity, B, H, S, past, Rkv, dr, softmax_scale,
-                                                     d_mask, O_lat, st->stream, err) ||
+             m4k_mla_latent_attention<__nv_bfloat16>(QL, c, r, cache->stride, B, H, S, past, Rkv, dr, softmax_scale,
+                                                     where.d_mask, O_lat, st->stream, err) ||
              m4k_mla_unabsorb_v(O_lat, kv_b->b16(), B, H, S, dn, dv, Rkv, attn, st->stream, err);
     } else {
         auto *c = reinterpret_cast<float *>(c_layer), *r = reinterpret_cast<float *>(r_layer);
-        rc = m4k_cache_append(p.ckv, p.k_rope, B, S, past, cache->capacity, Rkv, dr, c, r, st->stream, err) ||
+        rc = m4k_cache_append(p.ckv, p.k_rope, B, S, past, cache->stride, Rkv, dr, c, r, st->stream, err) ||
              m4k_mla_absorb_q(p.Q, kv_b->f32(), B * H * S, H, S, dn, dr, dv, Rkv, QL, st->stream, err) ||
-             m4k_mla_latent_attention<float>(QL, c, r, cache->capacity, B, H, S, past, Rkv, dr, softmax_scale, d_mask,
+             m4k_mla_latent_attention<float>(QL, c, r, cache->stride, B, H, S, past, Rkv, dr, softmax_scale, where.d_mask,
                                              O_lat, st->stream, err) ||
              m4k_mla_unabsorb_v(O_lat, kv_b->f32(), B, H, S, dn, dv, Rkv, attn, st->stream, err);
     }
@@ -308,8 +298,7 @@ int m4_cuda_mlp(m4_cuda *st, int layer, const float *d_x, int64_t n, float *d_ou
 /* text.layers.{i} — h += attn(input_layernorm(h)); h += mlp(post_attention_layernorm(h)), the
  * first residual add fused into the second norm. */
 int m4_cuda_decoder_layer(m4_cuda *st, int layer, m4_cuda_cache *cache, float *d_h, int64_t B, int64_t S,
-                          const int64_t *position_ids, const int64_t *attention_mask,
-                          float softmax_scale, m4_error *err) {
+                          const m4_cuda_positions &where, float softmax_scale, m4_error *err) {
     const m4_text_config *cfg = &st->model->config.text;
     const m4_text_layer_weights *w = &st->model->weights.layers[layer];
     const int64_t N = B * S, D = cfg->hidden_size;
@@ -324,8 +313,8 @@ int m4_cuda_decoder_layer(m4_cuda *st, int layer, m4_cuda_cache *cache, float *d
     float *normed = arena.get<float>(N * D, err), *delta = arena.get<float>(N * D, err);
     if (!normed || !delta) return -1;
     return m4k_rmsnorm(d_h, D, nullptr, nullptr, in_norm->f32(), normed, D, N, D, eps, st->stream, err) ||
-           (cache ? m4_cuda_mla_cached(st, layer, cache, normed, B, S, position_ids, attention_mask, softmax_scale, delta, err)
-                  : m4_cuda_mla(st, layer, normed, B, S, position_ids, attention_mask, softmax_scale, delta, nullptr, err)) ||
+           (cache ? m4_cuda_mla_cached(st, layer, cache, normed, B, S, where, softmax_scale, delta, err)
+                  : m4_cuda_mla(st, layer, normed, B, S, where, softmax_scale, delta, nullptr, err)) ||
            m4k_rmsnorm(d_h, D, d_h, delta, post_norm->f32(), normed, D, N, D, eps, st->stream, err) ||
            m4_cuda_mlp(st, layer, normed, N, delta, err) || m4k_add(d_h, delta, N * D, st->stream, err);
 }
@@ -347,8 +336,8 @@ int m4_cuda_embed(m4_cuda *st, const int64_t *ids, int64_t n, float *d_out, m4_e
 /* Mistral4ForCausalLM.forward from inputs_embeds: the layers, text.norm, text.lm_head (every
  * position, or with a cache each row's last one; the cache then holds S more positions). */
 int m4_cuda_text_forward(m4_cuda *st, m4_cuda_cache *cache, float *d_h, int64_t B, int64_t S,
-                         const int64_t *position_ids, const int64_t *attention_mask,
-                         m4_softmax_scale_rule rule, float *d_logits, m4_error *err) {
+                         const m4_cuda_positions &where, m4_softmax_scale_rule rule, float *d_logits,
+                         m4_error *err) {
     const m4_text_config *cfg = &st->model->config.text;
     const m4_weights *w = &st->model->weights;
     const int64_t D = cfg->hidden_size;
@@ -357,7 +346,7 @@ int m4_cuda_text_forward(m4_cuda *st, m4_cuda_cache *cache, float *d_h, int64_t 
         return m4_fail(err, "text forward: the kv cache has %lld layers, the model %lld", (long long)cache->layers,
                        (long long)cfg->num_hidden_layers);
     for (int64_t l = 0; l < cfg->num_hidden_layers; l++)
-        if (m4_cuda_decoder_layer(st, (int)l, cache, d_h, B, S, position_ids, attention_mask, scale, err)) {
+        if (m4_cuda_decoder_layer(st, (int)l, cache, d_h, B, S, where, scale, err)) {
             m4_fail_context(err, "text.layers.%lld", (long long)l);
             return -1;
         }
@@ -380,17 +369,31 @@ int m4_cuda_text_forward(m4_cuda *st, m4_cuda_cache *cache, float *d_h, int64_t 
     return 0;
 }
 
+int m4_cuda_upload_positions(m4_cuda *st, m4_arena &arena, const int64_t *position_ids,
+                             const int64_t *attention_mask, int64_t B, int64_t S, int64_t past,
+                             m4_cuda_positions *out, m4_error *err) {
+    std::vector<int64_t> pos((size_t)(B * S));        /* HF's default: past + arange(S) per row */
+    for (int64_t t = 0; t < B * S; t++) pos[(size_t)t] = position_ids ? position_ids[t] : past + t % S;
+    out->d_pos = arena.upload(pos.data(), B * S, err);
+    out->d_mask = attention_mask ? arena.upload(attention_mask, B * (past + S), err) : nullptr;
+    return !out->d_pos || (attention_mask && !out->d_mask) ? -1 : 0;
+}
+
 int m4_cuda_cache_init(m4_cuda *st, m4_cuda_cache *cache, int64_t batch, int64_t capacity, m4_error *err) {
     const m4_text_config *cfg = &st->model->config.text;
     if (batch <= 0 || capacity <= 0)
         return m4_fail(err, "kv cache: %lld rows of %lld positions", (long long)batch, (long long)capacity);
     *cache = m4_cuda_cache();
     cache->layers = cfg->num_hidden_layers, cache->batch = batch, cache->capacity = capacity;
+    cache->stride = (capacity + M4_CUDA_KEY_TILE - 1) / M4_CUDA_KEY_TILE * M4_CUDA_KEY_TILE;
     cache->bf16 = st->precision == m4_precision::bf16;
     const size_t elem = cache->bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
-    const size_t slots = (size_t)(cache->layers * batch * capacity);
-    M4_CUDA_TRY(cudaMalloc(&cache->c_kv, slots * (size_t)cfg->kv_lora_rank * elem), err);
-    M4_CUDA_TRY(cudaMalloc(&cache->k_rope, slots * (size_t)cfg->qk_rope_head_dim * elem), err);
+    const size_t slots = (size_t)(cache->layers * batch * cache->stride);
+    const size_t c_bytes = slots * (size_t)cfg->kv_lora_rank * elem, r_bytes = slots * (size_t)cfg->qk_rope_head_dim * elem;
+    M4_CUDA_TRY(cudaMalloc(&cache->c_kv, c_bytes), err);
+    M4_CUDA_TRY(cudaMalloc(&cache->k_rope, r_bytes), err);
+    M4_CUDA_TRY(cudaMemset(cache->c_kv, 0, c_bytes), err);
+    M4_CUDA_TRY(cudaMemset(cache->k_rope, 0, r_bytes), err);
     return 0;
 }
 

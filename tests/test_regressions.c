@@ -255,6 +255,24 @@ static void index_over_the_size_limit_is_refused(void **state) {
 
 /* ---- the conformance runner's trust in golden shapes --------------------------------------- */
 
+/* Replaces dataset `dataset` of golden file `path` by one of shape dims[ndim] (zeros, int64 or
+ * float32). */
+static void replace_dataset(const char *path, const char *dataset, bool as_int, int ndim, const hsize_t *dims) {
+    hid_t file = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(file >= 0);
+    assert_true(H5Ldelete(file, dataset, H5P_DEFAULT) >= 0);
+    hsize_t numel = 1;
+    for (int d = 0; d < ndim; d++) numel *= dims[d];
+    void *zeros = calloc((size_t)numel, 8);
+    assert_non_null(zeros);
+    hid_t type = as_int ? H5T_NATIVE_INT64 : H5T_NATIVE_FLOAT, space = H5Screate_simple(ndim, dims, NULL);
+    hid_t ds = H5Dcreate2(file, dataset, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(ds >= 0);
+    assert_true(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros) >= 0);
+    H5Dclose(ds), H5Sclose(space), H5Fclose(file);
+    free(zeros);
+}
+
 /* Copies committed case `name`'s golden into the fixture's folder and replaces its dataset
  * `dataset` by one of shape dims[ndim] (zeros, int64 or float32). */
 static char *golden_with_dataset(const fixture *f, const char *name, const char *dataset, bool as_int, int ndim,
@@ -275,20 +293,7 @@ static char *golden_with_dataset(const fixture *f, const char *name, const char 
     m4t_write_file(dst, bytes, (size_t)size);
     free(bytes);
     free(src);
-
-    hid_t file = H5Fopen(dst, H5F_ACC_RDWR, H5P_DEFAULT);
-    assert_true(file >= 0);
-    assert_true(H5Ldelete(file, dataset, H5P_DEFAULT) >= 0);
-    hsize_t numel = 1;
-    for (int d = 0; d < ndim; d++) numel *= dims[d];
-    void *zeros = calloc((size_t)numel, 8);
-    assert_non_null(zeros);
-    hid_t type = as_int ? H5T_NATIVE_INT64 : H5T_NATIVE_FLOAT, space = H5Screate_simple(ndim, dims, NULL);
-    hid_t ds = H5Dcreate2(file, dataset, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    assert_true(ds >= 0);
-    assert_true(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros) >= 0);
-    H5Dclose(ds), H5Sclose(space), H5Fclose(file);
-    free(zeros);
+    replace_dataset(dst, dataset, as_int, ndim, dims);
     return dst;
 }
 
@@ -373,6 +378,51 @@ static void conform_golden_short_attention_mask_is_refused(void **state) {
     m4t_assert_contains(err.msg, "dataset \"inputs/attention_mask\" has shape [2, 5] but the config and inputs "
                                  "imply [2, 10]");
     m4_report_free(&r);
+    free(golden);
+}
+
+/* Reported in issue #9 (reading harness/conform.c): the runner never checked its buffers'
+ * allocations (a failed one was handed to the backend as NULL, to write through), and sized them
+ * from the case's inputs with unchecked int64 products. A well-formed case whose input_ids are
+ * [1, 6144] (the rest of the file tiny) implies attention weights of B·H·S·S = 1·4·6144·6144 =
+ * 150,994,944 floats (604 MB), more than any dataset the runner reads may hold, so nothing could
+ * be compared with them. Before the fix the runner allocated them, ran the attention at S = 6144,
+ * and the rows only failed afterwards on the shapes of their datasets. Now every buffer's element
+ * count is computed with overflow checks and bounded by M4_GOLDEN_MAX_ELEMENTS before malloc, and
+ * every malloc is checked: the attention's rows are ERRORs naming the file, the dataset and the
+ * implied shape, the backend does not run, and the run goes on to the next rows. */
+static void conform_golden_buffer_over_the_limit_is_an_error_row(void **state) {
+    fixture *f = *state;
+    const hsize_t S = 6144, ids[2] = {1, S}, in[3] = {1, S, 64};
+    char *golden = golden_with_dataset(f, "text_tiny", "inputs/input_ids", true, 2, ids);
+    replace_dataset(golden, "inputs/position_ids", true, 2, ids);
+    replace_dataset(golden, "inputs/attention_mask", true, 2, ids);
+    replace_dataset(golden, "text.layers.0.self_attn/in", false, 3, in);
+    m4_report r;
+    m4_error err = {{0}};
+    if (conform_on("text_tiny", golden, "text.layers.0.*", &r, &err) != 0) fail_msg("%s", err.msg);
+    static const char *const attention_rows[] = {"text.layers.0.self_attn", "text.layers.0.self_attn.attn_weights",
+                                                 "text.layers.0.self_attn.q_proj"};
+    for (size_t i = 0; i < sizeof attention_rows / sizeof *attention_rows; i++) {
+        const m4_result *row = NULL;
+        for (size_t k = 0; k < r.n; k++)
+            if (strcmp(r.results[k].name, attention_rows[i]) == 0) row = &r.results[k];
+        if (!row) fail_msg("no row %s", attention_rows[i]);
+        if (row->status != M4_RESULT_ERROR)
+            fail_msg("%s is %s, not ERROR (%s)", attention_rows[i], m4_result_status_name(row->status), row->message);
+        m4t_assert_contains(row->message, golden);
+        m4t_assert_contains(row->message, "dataset \"text.layers.0.self_attn/attn_weights\": the config and inputs "
+                                          "imply shape [1, 4, 6144, 6144] (150994944 elements), more than the "
+                                          "134217728-element limit (M4_GOLDEN_MAX_ELEMENTS)");
+    }
+    /* the run went on: the rows after the attention ran (and failed on their own datasets' shapes) */
+    const m4_result *last = &r.results[r.n - 1];
+    assert_string_equal(last->name, "text.layers.0.mlp");
+    assert_int_equal(last->status, M4_RESULT_ERROR);
+    m4t_assert_contains(last->message, "has shape [2, 10, 64] but the config and inputs imply [1, 6144, 64]");
+    assert_int_equal(r.n_error, r.n);
+    m4_report_free(&r);
+    remove(golden);
     free(golden);
 }
 
@@ -508,6 +558,7 @@ int main(void) {
         T(index_over_the_size_limit_is_refused),
         T(conform_golden_shape_mismatch_is_an_error_row),
         T(conform_golden_short_attention_mask_is_refused),
+        T(conform_golden_buffer_over_the_limit_is_an_error_row),
         T(report_writers_leave_a_file_named_like_the_old_temporary_alone),
         T(report_write_error_leaves_the_previous_report),
     };
