@@ -348,6 +348,45 @@ void decode_step(bench &b, const m4_config *published, int64_t T) {
     b.allocations.clear();
 }
 
+/* The GEMV launch configurations (m4k_gemv_config) on the two decode shapes that matter most: the
+ * routed experts of a real-width layer at batch 1 and lm_head at batch 1. Weights made once. */
+void tune_gemv(bench &b, const m4_text_config *cfg) {
+    const int64_t E = cfg->n_routed_experts, K = cfg->num_experts_per_tok, D = cfg->hidden_size, F = cfg->moe_intermediate_size;
+    m4_dev_weight gu = random_weight(b, E, 2 * F, D, true), dn = random_weight(b, E, D, F, true);
+    m4_dev_weight head = random_weight(b, 1, cfg->vocab_size, D, true);
+    float *x = random_f32(b, D, 1.0f), *out = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)cfg->vocab_size));
+    const int sets = 16;
+    std::vector<int32_t> ids((size_t)(sets * K));
+    std::vector<float> wts(ids.size(), 1.0f / (float)K);
+    for (int s = 0; s < sets; s++)
+        for (int64_t k = 0; k < K; k++) ids[(size_t)(s * K + k)] = (int32_t)((s * 37 + k * 11) % E);   /* distinct per set */
+    int32_t *d_ids = static_cast<int32_t *>(device_alloc(b, sizeof(int32_t) * ids.size()));
+    float *d_w = static_cast<float *>(device_alloc(b, sizeof(float) * wts.size()));
+    CHECK(cudaMemcpy(d_ids, ids.data(), sizeof(int32_t) * ids.size(), cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(d_w, wts.data(), sizeof(float) * wts.size(), cudaMemcpyHostToDevice));
+    const m4k_gemv_tuning defaults = m4k_gemv_config;
+    m4_error err = {{0}};
+    for (int blocks : {2, 4, 8})
+        for (int unroll : {2, 4, 8})
+            for (bool shared : {true, false}) {
+                m4k_gemv_config.blocks_per_sm = blocks, m4k_gemv_config.unroll = unroll, m4k_gemv_config.x_in_shared = shared;
+                char label[96];
+                snprintf(label, sizeof label, "blocks_per_sm:%d/unroll:%d/x_shared:%d", blocks, unroll, (int)shared);
+                double ms = time_graph_ms(b, sets, [&](int v) {
+                    must(m4_cuda_moe_experts(&b.st, gu, dn, K, cfg->hidden_act, x, 1, d_ids + v * K, d_w + v * K, nullptr,
+                                             out, &err), err);
+                });
+                add(b, std::string("tune/cuda-bf16/text.layers.N.mlp.experts/decode:1/") + label, "gemv + combine (CUDA graph)",
+                    ms, (double)K * 3.0 * (double)(D * F) * 2.0, 2.0 * K * 3.0 * D * F, "copy");
+                ms = time_graph_ms(b, 1, [&](int) { must(m4_cuda_linear(&b.st, x, 1, head, out, &err), err); });
+                add(b, std::string("tune/cuda-bf16/text.lm_head/decode:1/") + label, "gemv (CUDA graph)", ms,
+                    2.0 * (double)(cfg->vocab_size * D), 2.0 * cfg->vocab_size * D, "copy");
+            }
+    m4k_gemv_config = defaults;
+    for (void *p : b.allocations) cudaFree(p);
+    b.allocations.clear();
+}
+
 void write_json(const bench &b, FILE *f, const char *device, const char *commit) {
     fprintf(f, "{\n  \"schema\": \"mistral4-gpu-bench/1\",\n  \"device\": \"%s\",\n  \"commit\": \"%s\",\n", device, commit);
     fprintf(f, "  \"iterations\": %d,\n  \"statistic\": \"median of CUDA-event times after 3 warm-ups\",\n", b.iters);
@@ -367,7 +406,7 @@ void write_json(const bench &b, FILE *f, const char *device, const char *commit)
 } // namespace
 
 int main(int argc, char **argv) {
-    const char *config_path = "tests/fixtures/mistral-small-4-119b-2603.config.json", *out = nullptr;
+    const char *config_path = "tests/fixtures/mistral-small-4-119b-2603.config.json", *out = nullptr, *only = "";
     const char *commit = getenv("M4_COMMIT") ? getenv("M4_COMMIT") : "unknown";
     bool quick = false;
     bench b;
@@ -376,8 +415,10 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out = argv[++i];
         else if (strcmp(argv[i], "--iters") == 0 && i + 1 < argc) b.iters = atoi(argv[++i]);
         else if (strcmp(argv[i], "--quick") == 0) quick = true;
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
         else {
-            fprintf(stderr, "usage: m4_gpu_bench [--config FILE] [--out FILE] [--iters N] [--quick]\n");
+            fprintf(stderr, "usage: m4_gpu_bench [--config FILE] [--out FILE] [--iters N] [--quick] [--only FAMILY]\n"
+                            "  FAMILY: a substring of linear, experts, attention, latent, layer, tune (the ceilings always run)\n");
             return 2;
         }
     }
@@ -406,6 +447,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "m4_gpu_bench on %s (%d SMs, %.0f MB L2)\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6);
 
     ceilings(b, quick);
+    auto want = [&](const char *family) { return strstr(family, only) != nullptr; };
     const m4_text_config *t = &cfg.text;
     const int64_t D = t->hidden_size, H = t->num_attention_heads;
     struct { const char *name; int64_t out, in; } linears[] = {
@@ -418,20 +460,26 @@ int main(int argc, char **argv) {
         {"text.lm_head", t->vocab_size, D},
     };
     const int64_t decode_sizes[] = {1, 8}, prefill_sizes[] = {512, 4096};
-    for (auto &l : linears) {
-        for (int64_t n : decode_sizes) linear(b, l.name, l.out, l.in, n, true);
-        if (!quick)
-            for (int64_t n : prefill_sizes) linear(b, l.name, l.out, l.in, n, true);
+    if (want("linear")) {
+        for (auto &l : linears) {
+            for (int64_t n : decode_sizes) linear(b, l.name, l.out, l.in, n, true);
+            if (!quick)
+                for (int64_t n : prefill_sizes) linear(b, l.name, l.out, l.in, n, true);
+        }
+        linear(b, "text.layers.N.self_attn.o_proj", D, H * t->v_head_dim, 1, false);
     }
-    linear(b, "text.layers.N.self_attn.o_proj", D, H * t->v_head_dim, 1, false);
-    for (int64_t n : decode_sizes) experts(b, t, n);
-    if (!quick) experts(b, t, 512);
-    attention(b, t, quick ? 256 : 1024);
-    for (int64_t T : {INT64_C(4096), INT64_C(32768), INT64_C(131072)})
-        if (!quick || T == 4096) mla_latent_decode(b, t, T);
-
-    for (int64_t T : {INT64_C(4096), INT64_C(32768)})
-        if (!quick || T == 4096) decode_step(b, &cfg, T);
+    if (want("experts")) {
+        for (int64_t n : decode_sizes) experts(b, t, n);
+        if (!quick) experts(b, t, 512);
+    }
+    if (want("attention")) attention(b, t, quick ? 256 : 1024);
+    if (want("latent"))
+        for (int64_t T : {INT64_C(4096), INT64_C(32768), INT64_C(131072)})
+            if (!quick || T == 4096) mla_latent_decode(b, t, T);
+    if (want("layer"))
+        for (int64_t T : {INT64_C(1), INT64_C(4096), INT64_C(32768)})
+            if (!quick || T == 4096) decode_step(b, &cfg, T);
+    if (want("tune") && !quick) tune_gemv(b, t);
 
     char device[300];
     snprintf(device, sizeof device, "%s, %d SMs, sm_%d%d", prop.name, prop.multiProcessorCount, prop.major, prop.minor);

@@ -89,10 +89,9 @@ template <> struct vec16<float> {
 };
 
 /* Dot products of kRows weight rows with up to kTok input rows x [ntok, cols], each summed across
- * the warp. Every lane first issues kUnroll 16-byte loads per row (up to 8 in flight), then does
- * the arithmetic: a decode GEMV is all memory latency. */
-constexpr int kUnroll = 4;
-template <typename W, int kTok, int kRows>
+ * the warp. Every lane first issues kUnroll 16-byte loads per row, then does the arithmetic: a
+ * decode GEMV is all memory latency. */
+template <typename W, int kTok, int kRows, int kUnroll>
 __device__ void warp_rows_dots(const W *const *rows, const float *x, int64_t cols, int ntok,
                                float (&acc)[kRows][kTok]) {
     constexpr int V = vec16<W>::n;
@@ -139,7 +138,7 @@ __device__ void warp_rows_dots(const W *const *rows, const float *x, int64_t col
 
 /* One warp per output row (or gate/up row pair); the block first copies its input rows to shared
  * memory when they fit (x_in_shared), so the inner loop reads them from there. */
-template <typename W, bool kSwiglu>
+template <typename W, bool kSwiglu, int kUnroll>
 __global__ void gemv_kernel(const W *__restrict__ Wt, int64_t rows, int64_t cols,
                             const int32_t *__restrict__ expert, const float *__restrict__ x,
                             int64_t x_div, int ntok, float *__restrict__ y, m4_activation act,
@@ -164,7 +163,7 @@ __global__ void gemv_kernel(const W *__restrict__ Wt, int64_t rows, int64_t cols
         row_ptrs[0] = m + r * cols;
         if (kSwiglu) row_ptrs[kRows - 1] = m + (out_rows + r) * cols;
         float acc[kRows][M4_CUDA_GEMV_MAX_TOKENS];
-        warp_rows_dots<W, M4_CUDA_GEMV_MAX_TOKENS, kRows>(row_ptrs, xg, cols, ntok, acc);
+        warp_rows_dots<W, M4_CUDA_GEMV_MAX_TOKENS, kRows, kUnroll>(row_ptrs, xg, cols, ntok, acc);
         if (threadIdx.x % kWarp != 0) continue;
 #pragma unroll
         for (int t = 0; t < M4_CUDA_GEMV_MAX_TOKENS; t++) {
@@ -450,6 +449,8 @@ int grid_stride_blocks(int64_t n) {
 
 } // namespace
 
+m4k_gemv_tuning m4k_gemv_config;
+
 /* ---- launchers ------------------------------------------------------------------------------ */
 
 int m4k_rmsnorm(const float *x, int64_t x_stride, float *x_sum, const float *delta, const float *w,
@@ -519,17 +520,27 @@ int m4k_gemv(const W *Wt, int64_t rows, int64_t cols, const int32_t *expert, int
     if (groups <= 0) return 0;
     const int warps = kThreads / kWarp;
     const int64_t out_rows = swiglu ? rows / 2 : rows;
-    /* about two resident blocks per multiprocessor over all groups, each looping over rows */
-    int64_t blocks = (out_rows + warps - 1) / warps, wave = (2 * (int64_t)sm_count() + groups - 1) / groups;
+    /* m4k_gemv_config.blocks_per_sm blocks per multiprocessor over all groups, each looping over rows */
+    const m4k_gemv_tuning &tune = m4k_gemv_config;
+    int64_t blocks = (out_rows + warps - 1) / warps;
+    const int64_t wave = ((int64_t)tune.blocks_per_sm * sm_count() + groups - 1) / groups;
     if (blocks > wave) blocks = wave;
     dim3 grid((unsigned)blocks, (unsigned)groups);
     const size_t x_bytes = sizeof(float) * (size_t)(ntok * cols);
-    const bool x_in_shared = x_bytes <= 32 * 1024;   /* leaves room for several blocks per SM */
+    const bool x_in_shared = tune.x_in_shared && x_bytes <= 32 * 1024;   /* leaves room for several blocks per SM */
     const size_t shared = x_in_shared ? x_bytes : 0;
-    if (swiglu)
-        gemv_kernel<W, true><<<grid, kThreads, shared, stream>>>(Wt, rows, cols, expert, x, x_div, ntok, y, act, x_in_shared);
-    else
-        gemv_kernel<W, false><<<grid, kThreads, shared, stream>>>(Wt, rows, cols, expert, x, x_div, ntok, y, act, x_in_shared);
+#define M4_GEMV_LAUNCH(SWIGLU, UNROLL)                                                               \
+    gemv_kernel<W, SWIGLU, UNROLL><<<grid, kThreads, shared, stream>>>(Wt, rows, cols, expert, x, x_div, ntok, y, \
+                                                                       act, x_in_shared)
+    switch ((swiglu ? 10 : 0) + tune.unroll) {
+    case 2: M4_GEMV_LAUNCH(false, 2); break;
+    case 8: M4_GEMV_LAUNCH(false, 8); break;
+    case 12: M4_GEMV_LAUNCH(true, 2); break;
+    case 18: M4_GEMV_LAUNCH(true, 8); break;
+    case 14: M4_GEMV_LAUNCH(true, 4); break;
+    default: M4_GEMV_LAUNCH(false, 4); break;
+    }
+#undef M4_GEMV_LAUNCH
     M4_CUDA_TRY_LAUNCH(err);
     return 0;
 }

@@ -58,6 +58,17 @@ int m4k_swiglu(const float *gate, int64_t g_stride, const float *up, int64_t u_s
  * starting at x row (g / x_div)·ntok, writing y rows g·ntok…; y [groups·ntok, rows].
  * swiglu: the matrix is a gate_up pair [2F, cols]; row f of y is act(gate_f·x) · (up_f·x) and
  * y has F = rows/2 columns. Needs cols a multiple of 8. */
+/* Launch configuration of m4k_gemv, defaults measured on an H200 (bench/results); m4_gpu_bench's
+ * tune/ rows try the others. blocks_per_sm: blocks per multiprocessor over all groups (the grid
+ * loops over rows); unroll: 16-byte loads per row a lane issues before using them (2, 4 or 8);
+ * x_in_shared: stage the input rows in shared memory when they fit in 32 KiB. */
+struct m4k_gemv_tuning {
+    int blocks_per_sm = 2;
+    int unroll = 4;
+    bool x_in_shared = true;
+};
+extern m4k_gemv_tuning m4k_gemv_config;
+
 template <typename W>
 int m4k_gemv(const W *Wt, int64_t rows, int64_t cols, const int32_t *expert, int64_t groups,
              const float *x, int64_t x_div, int ntok, float *y, bool swiglu, m4_activation act,
