@@ -31,6 +31,9 @@ int cli_usage_error(const char *cmd, const char *fmt, ...);
 /* true when `arg` is -h or --help */
 int cli_is_help(const char *arg);
 
+/* The backends built into this binary, comma-separated ("ref, cuda-fp32, cuda-bf16"). */
+const char *cli_backend_list(void);
+
 /* The version line ("mistral4 0.1.0 (git abc1234)"). */
 const char *cli_version(void);
 

@@ -13,8 +13,8 @@
 
 #define CMD "conform"
 
-/* The backends built into this binary, comma-separated. */
-static const char *backend_list(void) {
+/* The backends built into this binary, comma-separated (cli.h). */
+const char *cli_backend_list(void) {
     static char list[128];
     list[0] = '\0';
     for (const char *const *name = m4_backend_names(); *name; name++)
@@ -60,7 +60,7 @@ static void print_help(void) {
         "\n"
         "Exit status: 0 every row passed (rows the backend does not implement are reported, not\n"
         "failed), 1 a row failed or errored or the inputs could not be read, 2 usage error.\n",
-        backend_list());
+        cli_backend_list());
 }
 
 /* Finds DIR/<name>.h5 and DIR/model for --case. */
@@ -126,7 +126,7 @@ int cmd_conform(int argc, char **argv) {
     }
     if (!model || !golden) return cli_usage_error(CMD, "give --case DIR, or both --model and --golden");
     const m4_backend *backend = m4_backend_find(backend_name);
-    if (!backend) return cli_usage_error(CMD, "unknown backend '%s' (built here: %s)", backend_name, backend_list());
+    if (!backend) return cli_usage_error(CMD, "unknown backend '%s' (built here: %s)", backend_name, cli_backend_list());
     if (strcmp(backend->name, "cuda-bf16") == 0) bf16 = true;
 
     m4_conform_options opt = {.model_dir = model, .golden_path = golden, .backend = backend,

@@ -14,9 +14,13 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "backend.h"
 #include "chat.h"
 #include "cli.h"
 #include "generate.h"
+#ifdef M4_HAVE_CUDA
+#include "cuda_backend.h"
+#endif
 #include "image.h"
 #include "tokenizer.h"
 
@@ -27,9 +31,10 @@ static void print_help(void) {
     printf(
         "Usage: mistral4 run --model DIR (--prompt TEXT | --chat FILE.json | --ids LIST) [options]\n"
         "\n"
-        "Generates with the plain-C float32 reference of Mistral 4: one prefill forward over the\n"
-        "prompt, then one forward per new token over the MLA kv cache (the normalised kv latent and\n"
-        "the rotated rope key of every position, as Hugging Face caches them). Tokens are printed on\n"
+        "Generates with the plain-C float32 reference of Mistral 4 (or, with --backend, the CUDA\n"
+        "implementation): one prefill forward over the prompt, then one forward per new token over\n"
+        "the MLA kv cache (the normalised kv latent and the rotated rope key of every position, as\n"
+        "Hugging Face caches them). Tokens are printed on\n"
         "stdout as they are generated: as text when DIR holds the Tekken tokenizer (tekken.json),\n"
         "otherwise as token ids. Prompt and generation speed go to stderr at the end.\n"
         "\n"
@@ -54,6 +59,9 @@ static void print_help(void) {
         "                       added to the last user message; --ids: see above. Preprocessed with\n"
         "                       the model's patch_size, spatial_merge_size and longest edge\n"
         "                       vision_config.image_size (1540 for the published model).\n"
+        "  --backend NAME       ref (default: the float32 reference on the CPU), or, in a build with\n"
+        "                       CUDA, cuda-bf16 / cuda-fp32: text model, kv cache (absorbed MLA)\n"
+        "                       and vision tower on the GPU (built here: %s)\n"
         "  --raw                with --prompt: <s> then the text, no chat template\n"
         "  --reasoning EFFORT   none (default) or high: the template's reasoning_effort; with high\n"
         "                       the model thinks in [THINK]…[/THINK] before answering\n"
@@ -80,7 +88,8 @@ static void print_help(void) {
         "               --max-tokens 4 --scale-rule mscale2\n"
         "\n"
         "Exit status: 0 generated, 1 the model, tokenizer, images or prompt could not be used,\n"
-        "2 usage error.\n");
+        "2 usage error.\n",
+        cli_backend_list());
 }
 
 static double now_seconds(void) {
@@ -164,6 +173,7 @@ typedef struct {
     m4_sampling sampling;
     uint64_t seed;
     m4_softmax_scale_rule rule;
+    const char *backend;     /* "ref", "cuda-fp32" or "cuda-bf16" */
 } run_args;
 
 static int parse_int(const char *opt, const char *s, int64_t min, int64_t *out) {
@@ -189,7 +199,7 @@ static int parse_float(const char *opt, const char *s, double min, double max, f
 /* Returns CLI_OK, CLI_USAGE (message printed), or -1 for --help (printed). */
 static int parse_args(int argc, char **argv, run_args *a) {
     *a = (run_args){.max_tokens = 128, .sampling = m4_sampling_greedy(), .rule = M4_SOFTMAX_SCALE_BASE,
-                    .effort = M4_REASONING_NONE};
+                    .effort = M4_REASONING_NONE, .backend = "ref"};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (cli_is_help(o)) {
@@ -202,7 +212,7 @@ static int parse_args(int argc, char **argv, run_args *a) {
         }
         static const char *const with_value[] = {"--model", "--prompt", "--chat", "--ids", "--image",
                                                  "--reasoning", "--max-tokens", "--temperature", "--top-k",
-                                                 "--top-p", "--seed", "--scale-rule"};
+                                                 "--top-p", "--seed", "--scale-rule", "--backend"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= strcmp(o, with_value[k]) == 0;
         if (!known) return cli_usage_error(CMD, "unknown option '%s'", o);
@@ -211,6 +221,11 @@ static int parse_args(int argc, char **argv, run_args *a) {
         int64_t n = 0;
         m4_error err;
         if (strcmp(o, "--model") == 0) a->model_dir = v;
+        else if (strcmp(o, "--backend") == 0) {
+            if (strcmp(v, "ref") != 0 && !(m4_backend_find(v) && strncmp(v, "cuda-", 5) == 0))
+                return cli_usage_error(CMD, "--backend: unknown backend '%s' (built here: %s)", v, cli_backend_list());
+            a->backend = v;
+        }
         else if (strcmp(o, "--prompt") == 0) a->prompt = v;
         else if (strcmp(o, "--chat") == 0) a->chat = v;
         else if (strcmp(o, "--ids") == 0) a->ids = v;
@@ -610,6 +625,53 @@ static double checkpoint_gib(const char *dir) {
 
 /* ---- the command ------------------------------------------------------------------------------ */
 
+/* ---- the backend: the reference, or a CUDA generation session ---------------------------------- */
+
+#ifdef M4_HAVE_CUDA
+static int session_forward(void *user, const int64_t *ids, const float *inputs_embeds, int64_t B, int64_t S,
+                           const int64_t *position_ids, const int64_t *attention_mask, m4_softmax_scale_rule rule,
+                           float *logits, m4_error *err) {
+    return m4_cuda_session_forward(user, ids, inputs_embeds, B, S, position_ids, attention_mask, rule, logits, err);
+}
+#endif
+
+/* For a cuda-* backend: a session whose cache holds `capacity` positions, wired into opt->backend
+ * (*gpu set); for ref nothing (*gpu NULL). */
+static int open_backend(const run_args *a, const m4_model *model, int64_t capacity, m4_generate_options *opt,
+                        void **gpu) {
+    *gpu = NULL;
+    if (strcmp(a->backend, "ref") == 0) return CLI_OK;
+#ifdef M4_HAVE_CUDA
+    m4_error err = {{0}};
+    m4_cuda_session *session;
+    if (m4_cuda_session_open(model, strcmp(a->backend, "cuda-bf16") == 0, 1, capacity, &session, &err)) {
+        cli_error(CMD, "%s: %s", a->backend, err.msg);
+        return CLI_FAILED;
+    }
+    *gpu = session;
+    opt->backend = (m4_cached_forward){.forward = session_forward, .user = session};
+    return CLI_OK;
+#else
+    cli_error(CMD, "--backend %s: this build has no CUDA", a->backend);
+    return CLI_FAILED;
+#endif
+}
+
+/* The prompt's embeddings with its images: on the session's GPU, or the reference's. */
+static int prompt_embeds(void *gpu, const m4_model *model, const int64_t *ids, int64_t S, const m4_pixel_batch *px,
+                         float *embeds, m4_error *err) {
+#ifdef M4_HAVE_CUDA
+    if (gpu) return m4_cuda_session_prompt_embeds(gpu, ids, 1, S, px, embeds, err);
+#endif
+    return m4_ref_prompt_embeds(model, ids, 1, S, px, embeds, err);
+}
+
+static void close_backend(void *gpu) {
+#ifdef M4_HAVE_CUDA
+    m4_cuda_session_close(gpu);
+#endif
+}
+
 int cmd_run(int argc, char **argv) {
     run_args a;
     int rc = parse_args(argc, argv, &a);
@@ -622,6 +684,7 @@ int cmd_run(int argc, char **argv) {
     prompt_images im = {0};
     float *embeds = NULL;
     int64_t *out = NULL;
+    void *gpu = NULL;                     /* the CUDA session with --backend cuda-* */
     stream s = {.think = -1, .end_think = -1};
     rc = CLI_FAILED;
 
@@ -668,13 +731,14 @@ int cmd_run(int argc, char **argv) {
     }
     opt.sampling = a.sampling;
     opt.scale_rule = a.rule;
+    if (open_backend(&a, &model, S + opt.max_new_tokens, &opt, &gpu) != CLI_OK) goto done;
     if (im.n > 0) {
         embeds = malloc(sizeof(float) * (size_t)(S * cfg->hidden_size));
         if (!embeds) {
             cli_error(CMD, "out of memory");
             goto done;
         }
-        if (m4_ref_prompt_embeds(&model, ids.v, 1, S, &im.batch, embeds, &err)) {
+        if (prompt_embeds(gpu, &model, ids.v, S, &im.batch, embeds, &err)) {
             cli_error(CMD, "%s", err.msg);
             goto done;
         }
@@ -724,9 +788,9 @@ int cmd_run(int argc, char **argv) {
 
     bool eos = false;
     for (int i = 0; i < opt.n_eos; i++) eos |= s.last == opt.eos_ids[i];
-    fprintf(stderr, "mistral4 run: prompt %lld tokens in %.3f s (%.1f tokens/s); generated %lld tokens, "
+    fprintf(stderr, "mistral4 run (%s): prompt %lld tokens in %.3f s (%.1f tokens/s); generated %lld tokens, "
                     "%lld decode steps in %.3f s (%.2f tokens/s); stopped: %s\n",
-            (long long)stats.prompt_tokens, stats.prefill_seconds, stats.prefill_tokens_per_second,
+            a.backend, (long long)stats.prompt_tokens, stats.prefill_seconds, stats.prefill_tokens_per_second,
             (long long)stats.new_tokens, (long long)stats.decode_steps, stats.decode_seconds,
             stats.decode_tokens_per_second, eos ? "end of sequence" : "token budget");
     if (s.think_tokens > 0)
@@ -734,6 +798,7 @@ int cmd_run(int argc, char **argv) {
                 (long long)s.think_tokens);
     rc = CLI_OK;
 done:
+    close_backend(gpu);
     if (s.have_detok) m4_detokenizer_free(&s.detok);
     for (int i = 0; i < im.n; i++) free(im.paths[i]);
     m4_pixel_batch_free(&im.batch);

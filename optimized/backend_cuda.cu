@@ -345,19 +345,8 @@ int forward_multimodal(void *state, const int64_t *ids, int64_t B, int64_t S, co
     float *d_h = arena.get<float>(N * D, err), *d_logits = arena.get<float>(N * V, err);
     m4_cuda_positions where;
     if (!d_h || !d_logits || m4_cuda_upload_positions(st, arena, position_ids, attention_mask, B, S, 0, &where, err) ||
-        begin(st, err) || m4_cuda_embed(st, ids, N, d_h, err))
+        begin(st, err) || m4_cuda_prompt_embeds(st, ids, B, S, px, d_h, err))
         return -1;
-    if (px && px->n > 0) {
-        std::vector<m4_patch_grid> grids((size_t)px->n);
-        int64_t P;
-        if (m4_ref_patch_grids(&cfg->vision, px, grids.data(), &P, err)) return -1;
-        const int64_t M = m4_ref_merged_tokens(grids.data(), px->n, cfg->spatial_merge_size);
-        float *features = arena.get<float>(P * cfg->vision.hidden_size, err), *projected = arena.get<float>(M * D, err);
-        if (!features || !projected || m4_cuda_vision_tower(st, px, features, err) ||
-            m4_cuda_projector(st, features, grids.data(), px->n, projected, err) ||
-            m4_cuda_merge(st, ids, N, d_h, projected, M, d_h, err))
-            return -1;
-    }
     return m4_cuda_text_forward(st, nullptr, d_h, B, S, where, rule, d_logits, err) ||
            finish(st, {{logits, d_logits, N * V}}, err);
 }

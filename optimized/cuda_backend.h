@@ -12,6 +12,7 @@ extern "C" {
 
 #include "m4_error.h"
 #include "reference.h"
+#include "vision.h"
 
 /* Number of usable CUDA devices; 0 (and success) on a machine without a GPU or driver. */
 int m4_cuda_device_count(int *count, m4_error *err);
@@ -35,6 +36,10 @@ int m4_cuda_session_forward(m4_cuda_session *s, const int64_t *ids, const float 
                             int64_t B, int64_t S, const int64_t *position_ids,
                             const int64_t *attention_mask, m4_softmax_scale_rule rule,
                             float *logits, m4_error *err);
+/* The prompt's inputs_embeds [B, S, D] on the GPU: embed_tokens(ids), the image-token rows
+ * replaced in order by the images' features (vision tower → projector); px NULL: no images. */
+int m4_cuda_session_prompt_embeds(m4_cuda_session *s, const int64_t *ids, int64_t B, int64_t S,
+                                  const m4_pixel_batch *px, float *embeds, m4_error *err);
 /* Positions the cache holds; the device time of the last forward (CUDA events), ms. */
 int64_t m4_cuda_session_length(const m4_cuda_session *s);
 double m4_cuda_session_device_ms(const m4_cuda_session *s);

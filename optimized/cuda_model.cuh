@@ -178,6 +178,10 @@ int m4_cuda_patch_merger(m4_cuda *st, const float *d_x, const m4_patch_grid *gri
                          float *d_out, m4_error *err);
 int m4_cuda_projector(m4_cuda *st, const float *d_x, const m4_patch_grid *grids, int64_t n_images,
                       float *d_out, m4_error *err);
+/* The prompt's inputs_embeds [B·S, D]: embed_tokens(ids) with the image-token rows replaced by
+ * the images' projected features (px NULL or empty: the plain embedding). */
+int m4_cuda_prompt_embeds(m4_cuda *st, const int64_t *ids, int64_t B, int64_t S, const m4_pixel_batch *px,
+                          float *d_h, m4_error *err);
 /* embeds [n, D] with the image-token rows replaced by d_features [n_features, D] (host ids). */
 int m4_cuda_merge(m4_cuda *st, const int64_t *ids, int64_t n, const float *d_embeds,
                   const float *d_features, int64_t n_features, float *d_out, m4_error *err);

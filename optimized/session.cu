@@ -51,6 +51,19 @@ int m4_cuda_session_forward(m4_cuda_session *s, const int64_t *ids, const float 
     return 0;
 }
 
+int m4_cuda_session_prompt_embeds(m4_cuda_session *s, const int64_t *ids, int64_t B, int64_t S,
+                                  const m4_pixel_batch *px, float *embeds, m4_error *err) {
+    m4_cuda *st = s->st;
+    const int64_t n = B * S * st->model->config.text.hidden_size;
+    m4_nvtx_range nvtx("multimodal.merge (prompt)");
+    m4_arena arena(st->stream);
+    float *d_h = arena.get<float>(n, err);
+    if (!d_h || m4_cuda_prompt_embeds(st, ids, B, S, px, d_h, err)) return -1;
+    M4_CUDA_TRY(cudaMemcpyAsync(embeds, d_h, sizeof(float) * (size_t)n, cudaMemcpyDeviceToHost, st->stream), err);
+    M4_CUDA_TRY(cudaStreamSynchronize(st->stream), err);
+    return 0;
+}
+
 int64_t m4_cuda_session_length(const m4_cuda_session *s) { return s->cache.length; }
 
 double m4_cuda_session_device_ms(const m4_cuda_session *s) { return s->st ? s->st->last_device_ms : 0; }

@@ -245,3 +245,22 @@ int m4_cuda_merge(m4_cuda *st, const int64_t *ids, int64_t n, const float *d_emb
     int32_t *d_src = arena.upload(src.data(), n, err);
     return !d_src || m4k_merge_rows(d_embeds, d_features, d_src, n, D, d_out, st->stream, err);
 }
+
+/* Mistral3Model's first step: embed_tokens(ids), then the image-token rows replaced by the images'
+ * features (vision tower → projector), d_h [B·S, D]. px NULL or empty: the plain embedding. */
+int m4_cuda_prompt_embeds(m4_cuda *st, const int64_t *ids, int64_t B, int64_t S, const m4_pixel_batch *px,
+                          float *d_h, m4_error *err) {
+    const m4_config *cfg = &st->model->config;
+    const int64_t N = B * S, D = cfg->text.hidden_size;
+    if (m4_cuda_embed(st, ids, N, d_h, err)) return -1;
+    if (!px || px->n <= 0) return 0;
+    std::vector<m4_patch_grid> grids((size_t)px->n);
+    int64_t P;
+    if (m4_ref_patch_grids(&cfg->vision, px, grids.data(), &P, err)) return -1;
+    const int64_t M = m4_ref_merged_tokens(grids.data(), px->n, cfg->spatial_merge_size);
+    m4_arena arena(st->stream);
+    float *features = arena.get<float>(P * cfg->vision.hidden_size, err), *projected = arena.get<float>(M * D, err);
+    return !features || !projected || m4_cuda_vision_tower(st, px, features, err) ||
+           m4_cuda_projector(st, features, grids.data(), px->n, projected, err) ||
+           m4_cuda_merge(st, ids, N, d_h, projected, M, d_h, err);
+}

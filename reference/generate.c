@@ -35,7 +35,8 @@ static int is_eos(const m4_generate_options *opt, int64_t token) {
 /* The running state of one generation: the cache and the growing 2-D mask, as HF's
  * model_kwargs carry them from step to step. */
 typedef struct {
-    m4_kv_cache cache;
+    m4_kv_cache cache;    /* the reference's (unused with a backend forward) */
+    int64_t length, capacity; /* positions forwarded so far, and room for the whole generation */
     int64_t *mask;        /* [B, capacity]: 1 token / 0 padding of every position so far */
     int64_t *step_mask;   /* [B, T] the mask handed to a forward (its rows contiguous) */
     int64_t *next_pos;    /* [B] position id of each row's next token */
@@ -53,9 +54,22 @@ static void gen_state_free(gen_state *g) {
 
 /* The mask of the cache's positions plus `S` new ones, [B, length + S] with contiguous rows. */
 static const int64_t *step_mask(gen_state *g, int64_t B, int64_t S) {
-    const int64_t T = g->cache.length + S, cap = g->cache.capacity;
+    const int64_t T = g->length + S, cap = g->capacity;
     for (int64_t b = 0; b < B; b++) memcpy(g->step_mask + b * T, g->mask + b * cap, sizeof(int64_t) * (size_t)T);
     return g->step_mask;
+}
+
+/* One cached forward of S positions per row: the backend's, or the reference on g->cache. */
+static int forward(const m4_model *model, const m4_generate_options *opt, gen_state *g, const int64_t *ids,
+                   const float *embeds, int64_t B, int64_t S, const int64_t *pos, const m4_progress *progress,
+                   m4_error *err) {
+    const int64_t *mask = step_mask(g, B, S);
+    int rc = opt->backend.forward
+                 ? opt->backend.forward(opt->backend.user, ids, embeds, B, S, pos, mask, opt->scale_rule, g->logits, err)
+                 : m4_ref_text_forward_cached(model, ids, embeds, B, S, pos, mask, 1, opt->scale_rule, &g->cache,
+                                              progress, g->logits, err);
+    if (rc == 0) g->length += S;
+    return rc;
 }
 
 /* Chooses each running row's next token from g->logits; a stopped row gets the pad id. Writes
@@ -99,9 +113,9 @@ int m4_ref_generate(const m4_model *model, const m4_prompt *prompt, const m4_gen
                        opt->sampling.temperature);
 
     const int64_t capacity = S + max_new;   /* the last token is never forwarded: one to spare */
-    gen_state g = {0};
+    gen_state g = {.capacity = capacity};
     int rc = -1;
-    if (m4_kv_cache_init(&g.cache, cfg, B, capacity, err)) return m4_fail_context(err, "generate");
+    if (!opt->backend.forward && m4_kv_cache_init(&g.cache, cfg, B, capacity, err)) return m4_fail_context(err, "generate");
     g.mask = malloc(sizeof(int64_t) * (size_t)(B * capacity));
     g.step_mask = malloc(sizeof(int64_t) * (size_t)(B * capacity));
     g.next_pos = malloc(sizeof(int64_t) * (size_t)B);
@@ -135,9 +149,7 @@ int m4_ref_generate(const m4_model *model, const m4_prompt *prompt, const m4_gen
     /* prefill: the whole prompt, logits of the last position only */
     m4_generate_stats st = {.prompt_tokens = B * S};
     double t0 = now_seconds();
-    if (m4_ref_text_forward_cached(model, prompt->ids, prompt->inputs_embeds, B, S, pos,
-                                   step_mask(&g, B, S), 1, opt->scale_rule, &g.cache,
-                                   &opt->prefill_progress, g.logits, err)) {
+    if (forward(model, opt, &g, prompt->ids, prompt->inputs_embeds, B, S, pos, &opt->prefill_progress, err)) {
         m4_fail_context(err, "generate: prefill");
         goto done;
     }
@@ -151,13 +163,12 @@ int m4_ref_generate(const m4_model *model, const m4_prompt *prompt, const m4_gen
         int all_done = 1;
         for (int64_t b = 0; b < B; b++) all_done &= g.done[b];
         if (stop || all_done || index + 1 == max_new) break;
-        const int64_t T = g.cache.length + 1;
+        const int64_t T = g.length + 1;
         for (int64_t b = 0; b < B; b++) {
             g.mask[b * capacity + T - 1] = 1;               /* HF appends a 1 for every row */
             g.step_pos[b] = g.next_pos[b]++;
         }
-        if (m4_ref_text_forward_cached(model, g.step_ids, NULL, B, 1, g.step_pos, step_mask(&g, B, 1),
-                                       1, opt->scale_rule, &g.cache, NULL, g.logits, err)) {
+        if (forward(model, opt, &g, g.step_ids, NULL, B, 1, g.step_pos, NULL, err)) {
             m4_fail_context(err, "generate: decode step %lld", (long long)(index + 1));
             goto done;
         }

@@ -71,6 +71,17 @@ typedef struct {
  * report, their token, so every running row ends with the same count). */
 typedef int (*m4_token_fn)(void *user, int64_t row, int64_t index, int64_t token);
 
+/* A cached forward for the loop to call instead of the reference's: ids [B, S] (or
+ * inputs_embeds [B, S, D]) at positions [B, S] after the `length` positions it already holds,
+ * attention_mask [B, length + S] → the last position's logits [B, V]; the implementation keeps
+ * its own cache, sized for the whole generation (e.g. the CUDA session, cuda_backend.h). */
+typedef struct {
+    int (*forward)(void *user, const int64_t *ids, const float *inputs_embeds, int64_t B, int64_t S,
+                   const int64_t *position_ids, const int64_t *attention_mask,
+                   m4_softmax_scale_rule rule, float *logits, m4_error *err);
+    void *user;
+} m4_cached_forward;
+
 typedef struct {
     int64_t max_new_tokens;        /* per row, > 0 */
     m4_sampling sampling;
@@ -81,6 +92,7 @@ typedef struct {
     m4_token_fn on_token;          /* may be NULL */
     void *user;
     m4_progress prefill_progress;  /* layer-by-layer progress of the prefill; may be empty */
+    m4_cached_forward backend;     /* forward NULL: the reference, with a kv cache the loop owns */
 } m4_generate_options;
 
 /* Defaults: greedy, 32 new tokens, the model's eos ids and pad id (0 when it has none), base

@@ -230,6 +230,9 @@ m4_cli_test(cli_run_bad_ids EXPECT_RC 2 ARGS run --model ${M4_RUN_CASES}/text_ti
 m4_cli_test(cli_run_bad_reasoning EXPECT_RC 2
   ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1 --reasoning medium
   CHECKS "STDERR_1=none or high")
+m4_cli_test(cli_run_bad_backend EXPECT_RC 2
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1 --backend tpu
+  CHECKS "STDERR_1=unknown backend 'tpu'")
 m4_cli_test(cli_run_bad_scale_rule EXPECT_RC 2
   ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1 --scale-rule yarn
   CHECKS "STDERR_1=base or mscale2")
