@@ -237,6 +237,25 @@ int m4k_mla_absorb_q(const float *Q, const W *kv_b, int64_t BHS, int64_t H, int6
     return 0;
 }
 
+/* The flash-decoding frame both attention kernels share: `attend(part_m, part_l, part_o)` launches
+ * a split kernel that writes BHS × splits partials (max, sum, unnormalised output [Rkv]) and
+ * returns its launch status; combine_kernel then merges them into O_lat [BHS, Rkv]. */
+template <typename Attend>
+static int attend_in_splits(int64_t BHS, int64_t splits, int64_t Rkv, float *O_lat, cudaStream_t stream,
+                            m4_error *err, Attend attend) {
+    float *part = nullptr;
+    M4_CUDA_TRY(cudaMallocAsync(&part, sizeof(float) * (size_t)(BHS * splits * (Rkv + 2)), stream), err);
+    cudaError_t launch = attend(part, part + BHS * splits, part + 2 * BHS * splits);
+    if (launch == cudaSuccess) {
+        combine_kernel<<<(unsigned)BHS, kThreads, 0, stream>>>(part, part + BHS * splits, part + 2 * BHS * splits,
+                                                               splits, Rkv, O_lat);
+        launch = cudaGetLastError();
+    }
+    cudaFreeAsync(part, stream);
+    M4_CUDA_TRY(launch, err);
+    return 0;
+}
+
 /* The tensor-core path: every head of a query position in one block (bf16 cache only). */
 static int latent_attention_tc(const float *QL, const __nv_bfloat16 *c_cache, const __nv_bfloat16 *r_cache,
                                int64_t capacity, int64_t B, int64_t H, int64_t S, int64_t past, int64_t Rkv,
@@ -253,24 +272,16 @@ static int latent_attention_tc(const float *QL, const __nv_bfloat16 *c_cache, co
                           sizeof(__nv_bfloat16) * (size_t)(H * chunk);
     if (shared > kMaxShared)
         return m4_fail(err, "mla decode: %lld heads need %zu bytes of shared memory (limit %zu)", (long long)H, shared, kMaxShared);
-    float *part = nullptr;
-    M4_CUDA_TRY(cudaMallocAsync(&part, sizeof(float) * (size_t)(BHS * splits * (Rkv + 2)), stream), err);
-    float *part_m = part, *part_l = part + BHS * splits, *part_o = part + 2 * BHS * splits;
-    cudaError_t launch = cudaSuccess;
-    if (shared > 48 * 1024)
-        launch = cudaFuncSetAttribute(latent_attention_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared);
-    if (launch == cudaSuccess) {
+    return attend_in_splits(BHS, splits, Rkv, O_lat, stream, err, [&](float *part_m, float *part_l, float *part_o) {
+        if (shared > 48 * 1024) {
+            cudaError_t status = cudaFuncSetAttribute(latent_attention_tc_kernel,
+                                                      cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared);
+            if (status != cudaSuccess) return status;
+        }
         latent_attention_tc_kernel<<<dim3((unsigned)BS, (unsigned)splits), kThreads, shared, stream>>>(
             QL, c_cache, r_cache, capacity, H, S, past, Rkv, dr, scale, mask, chunk, part_m, part_l, part_o);
-        launch = cudaGetLastError();
-    }
-    if (launch == cudaSuccess) {
-        combine_kernel<<<(unsigned)BHS, kThreads, 0, stream>>>(part_m, part_l, part_o, splits, Rkv, O_lat);
-        launch = cudaGetLastError();
-    }
-    cudaFreeAsync(part, stream);
-    M4_CUDA_TRY(launch, err);
-    return 0;
+        return cudaGetLastError();
+    });
 }
 
 template <typename W>
@@ -295,22 +306,16 @@ int m4k_mla_latent_attention(const float *QL, const W *c_cache, const W *r_cache
     if (shared > kMaxShared)
         return m4_fail(err, "mla decode: %lld keys per split need %zu bytes of shared memory (limit %zu)",
                        (long long)chunk, shared, kMaxShared);
-    float *part = nullptr;
-    M4_CUDA_TRY(cudaMallocAsync(&part, sizeof(float) * (size_t)(BHS * splits * (Rkv + 2)), stream), err);
-    float *part_m = part, *part_l = part + BHS * splits, *part_o = part + 2 * BHS * splits;
-    if (shared > 48 * 1024)
-        M4_CUDA_TRY(cudaFuncSetAttribute(latent_attention_kernel<W>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)shared), err);
-    latent_attention_kernel<W><<<dim3((unsigned)BHS, (unsigned)splits), kThreads, shared, stream>>>(
-        QL, c_cache, r_cache, capacity, H, S, past, Rkv, dr, scale, mask, chunk, part_m, part_l, part_o);
-    cudaError_t launch = cudaGetLastError();
-    if (launch == cudaSuccess) {
-        combine_kernel<<<(unsigned)BHS, kThreads, 0, stream>>>(part_m, part_l, part_o, splits, Rkv, O_lat);
-        launch = cudaGetLastError();
-    }
-    cudaFreeAsync(part, stream);
-    M4_CUDA_TRY(launch, err);
-    return 0;
+    return attend_in_splits(BHS, splits, Rkv, O_lat, stream, err, [&](float *part_m, float *part_l, float *part_o) {
+        if (shared > 48 * 1024) {
+            cudaError_t status = cudaFuncSetAttribute(latent_attention_kernel<W>,
+                                                      cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared);
+            if (status != cudaSuccess) return status;
+        }
+        latent_attention_kernel<W><<<dim3((unsigned)BHS, (unsigned)splits), kThreads, shared, stream>>>(
+            QL, c_cache, r_cache, capacity, H, S, past, Rkv, dr, scale, mask, chunk, part_m, part_l, part_o);
+        return cudaGetLastError();
+    });
 }
 
 template <typename W>

@@ -25,6 +25,7 @@ static int download(m4_cuda *st, float *host, const float *d, int64_t n, m4_erro
 struct mla_projections {
     float *qa = nullptr, *q = nullptr, *Q = nullptr, *kva = nullptr, *ckv = nullptr, *k_rope = nullptr;
     float *l4 = nullptr;
+    const m4_dev_weight *kv_b = nullptr, *o_proj = nullptr;   /* the weights after the projections */
 };
 
 static int mla_project(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S, const m4_cuda_positions &where,
@@ -40,7 +41,9 @@ static int mla_project(m4_cuda *st, int layer, const float *d_x, int64_t B, int6
                        (long long)dn, (long long)dr, (long long)dq, (long long)cfg->num_key_value_heads);
     const m4_dev_weight *kv_a = WEIGHT(w->kv_a_proj_with_mqa, "kv_a_proj_with_mqa");
     const m4_dev_weight *kv_norm = kv_a ? WEIGHT(w->kv_a_layernorm, "kv_a_layernorm") : nullptr;
-    if (!kv_norm) return -1;
+    p->kv_b = kv_norm ? WEIGHT(w->kv_b_proj, "kv_b_proj") : nullptr;
+    p->o_proj = p->kv_b ? WEIGHT(w->o_proj, "o_proj") : nullptr;
+    if (!p->o_proj) return -1;
     p->qa = Rq > 0 ? arena.get<float>(N * Rq, err) : nullptr;             /* [N, Rq] */
     float *qa_norm = Rq > 0 ? arena.get<float>(N * Rq, err) : nullptr;    /* [N, Rq] */
     p->q = arena.get<float>(N * H * dq, err);                             /* [N, H·dq] */
@@ -84,16 +87,13 @@ int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
                 const m4_cuda_positions &where, float softmax_scale, float *d_out, m4_mla_trace *trace,
                 m4_error *err) {
     const m4_text_config *cfg = &st->model->config.text;
-    const m4_text_layer_weights *w = &st->model->weights.layers[layer];
     const int64_t N = B * S, H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim;
     const int64_t dr = cfg->qk_rope_head_dim, dq = cfg->qk_head_dim, dv = cfg->v_head_dim;
     const int64_t Rq = cfg->q_lora_rank, Rkv = cfg->kv_lora_rank;
     m4_arena arena(st->stream);
     mla_projections p;
     if (mla_project(st, layer, d_x, B, S, where, arena, &p, err)) return -1;
-    const m4_dev_weight *kv_b = WEIGHT(w->kv_b_proj, "kv_b_proj");
-    const m4_dev_weight *o_proj = kv_b ? WEIGHT(w->o_proj, "o_proj") : nullptr;
-    if (!o_proj) return -1;
+    const m4_dev_weight *kv_b = p.kv_b, *o_proj = p.o_proj;
     float *kvb = arena.get<float>(N * H * (dn + dv), err);                 /* [N, H·(dn+dv)] */
     float *K = arena.get<float>(N * H * dq, err);                          /* [B, H, S, dq] */
     float *attn = arena.get<float>(N * H * dv, err);                       /* [N, H·dv] */
@@ -141,7 +141,6 @@ int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
 int m4_cuda_mla_cached(m4_cuda *st, int layer, m4_cuda_cache *cache, const float *d_x, int64_t B, int64_t S,
                        const m4_cuda_positions &where, float softmax_scale, float *d_out, m4_error *err) {
     const m4_text_config *cfg = &st->model->config.text;
-    const m4_text_layer_weights *w = &st->model->weights.layers[layer];
     const int64_t H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
     const int64_t dv = cfg->v_head_dim, Rkv = cfg->kv_lora_rank, past = cache->length, T = past + S;
     if (cache->batch != B) return m4_fail(err, "self_attn: the kv cache has %lld rows, the input %lld", (long long)cache->batch, (long long)B);
@@ -151,9 +150,7 @@ int m4_cuda_mla_cached(m4_cuda *st, int layer, m4_cuda_cache *cache, const float
     m4_arena arena(st->stream);
     mla_projections p;
     if (mla_project(st, layer, d_x, B, S, where, arena, &p, err)) return -1;
-    const m4_dev_weight *kv_b = WEIGHT(w->kv_b_proj, "kv_b_proj");
-    const m4_dev_weight *o_proj = kv_b ? WEIGHT(w->o_proj, "o_proj") : nullptr;
-    if (!o_proj) return -1;
+    const m4_dev_weight *kv_b = p.kv_b, *o_proj = p.o_proj;
     if (kv_b->bf16 != cache->bf16) return m4_fail(err, "self_attn: cache and weights differ in precision");
     float *QL = arena.get<float>(B * H * S * (Rkv + dr), err), *O_lat = arena.get<float>(B * H * S * Rkv, err);
     float *attn = arena.get<float>(B * S * H * dv, err);
