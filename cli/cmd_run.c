@@ -25,7 +25,7 @@
 #include "tokenizer.h"
 
 #define CMD "run"
-#define MAX_IMAGES 64
+#define MAX_IMAGES M4_CHAT_MAX_IMAGES   /* images of one prompt, --image and --chat together */
 
 static void print_help(void) {
     printf(
@@ -273,17 +273,16 @@ typedef struct {
     int64_t rows[MAX_IMAGES], cols[MAX_IMAGES];
 } prompt_images;
 
-static int add_image_path(prompt_images *im, const char *dir, const char *path) {
+static int add_image_path(prompt_images *im, const char *path) {
     if (im->n == MAX_IMAGES) {
-        cli_error(CMD, "at most %d images", MAX_IMAGES);
+        cli_error(CMD, "at most %d images (the conversation's and --image's together)", MAX_IMAGES);
         return -1;
     }
-    size_t need = strlen(path) + (dir ? strlen(dir) + 2 : 1);
-    char *p = malloc(need);
-    if (!p) return -1;
-    if (dir && path[0] != '/') snprintf(p, need, "%s/%s", dir, path);
-    else snprintf(p, need, "%s", path);
-    im->paths[im->n++] = p;
+    if (!(im->paths[im->n] = strdup(path))) {
+        cli_error(CMD, "out of memory");
+        return -1;
+    }
+    im->n++;
     return 0;
 }
 
@@ -362,126 +361,29 @@ oom:
     return -1;
 }
 
-/* A conversation file, read into chat messages; image chunks are numbered in order of
- * appearance and their paths added to `im`. The json stays alive while messages point into it. */
-typedef struct {
-    json_t *root;
-    m4_chat_message *messages;
-    m4_chat_chunk *chunks;          /* every message's chunks, in order, with room for MAX_IMAGES more */
-    size_t n_messages, n_chunks;
-} conversation;
-
-static void conversation_free(conversation *c) {
-    json_decref(c->root);
-    free(c->messages), free(c->chunks);
-}
-
-static int read_chunk(const char *file, size_t m, size_t k, json_t *j, m4_chat_chunk *c, prompt_images *im,
-                      const char *dir) {
-    const char *type = json_string_value(json_object_get(j, "type"));
-    if (!json_is_object(j) || !type) {
-        cli_error(CMD, "%s: message %zu chunk %zu: not an object with a \"type\"", file, m, k);
-        return -1;
-    }
-    if (strcmp(type, "text") == 0) {
-        c->kind = M4_CHUNK_TEXT, c->text = json_string_value(json_object_get(j, "text"));
-        if (!c->text) goto missing;
-    } else if (strcmp(type, "thinking") == 0) {
-        json_t *closed = json_object_get(j, "closed");
-        c->kind = M4_CHUNK_THINKING, c->text = json_string_value(json_object_get(j, "thinking"));
-        c->closed = closed ? json_is_true(closed) : 1;
-        if (!c->text) goto missing;
-    } else if (strcmp(type, "image") == 0) {
-        const char *path = json_string_value(json_object_get(j, "path"));
-        if (!path) goto missing;
-        c->kind = M4_CHUNK_IMAGE, c->rows = im->n;          /* the image's index until it is loaded */
-        if (add_image_path(im, dir, path)) return -1;
-    } else {
-        cli_error(CMD, "%s: message %zu chunk %zu: unknown type \"%s\" (text, image or thinking)", file, m, k, type);
-        return -1;
-    }
-    return 0;
-missing:
-    cli_error(CMD, "%s: message %zu chunk %zu: a \"%s\" chunk needs its \"%s\" string", file, m, k, type,
-              strcmp(type, "image") == 0 ? "path" : type);
-    return -1;
-}
-
-static int read_conversation(const char *file, conversation *c, prompt_images *im) {
-    json_error_t jerr;
-    memset(c, 0, sizeof *c);
-    c->root = json_load_file(file, 0, &jerr);
-    if (!c->root) {
-        cli_error(CMD, "%s: line %d: %s", file, jerr.line, jerr.text);
-        return -1;
-    }
-    json_t *msgs = json_is_array(c->root) ? c->root : json_object_get(c->root, "messages");
-    if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
-        cli_error(CMD, "%s: expected a non-empty array of messages (or {\"messages\": [...]})", file);
-        return -1;
-    }
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s", file);
-    char *slash = strrchr(dir, '/');
-    if (slash) *slash = '\0';
-    else snprintf(dir, sizeof dir, ".");
-
-    size_t n_chunks = 0;
-    for (size_t m = 0; m < json_array_size(msgs); m++) {
-        json_t *content = json_object_get(json_array_get(msgs, m), "content");
-        n_chunks += json_is_array(content) ? json_array_size(content) : 1;
-    }
-    c->n_messages = json_array_size(msgs);
-    c->messages = calloc(c->n_messages, sizeof *c->messages);
-    c->chunks = calloc(n_chunks + MAX_IMAGES, sizeof *c->chunks);   /* room for --image chunks */
-    if (!c->messages || !c->chunks) {
-        cli_error(CMD, "out of memory");
-        return -1;
-    }
-    size_t at = 0;
-    for (size_t m = 0; m < c->n_messages; m++) {
-        json_t *msg = json_array_get(msgs, m);
-        const char *role = json_string_value(json_object_get(msg, "role"));
-        json_t *content = json_object_get(msg, "content");
-        m4_chat_message *out = &c->messages[m];
-        if (!role || (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant"))) {
-            cli_error(CMD, "%s: message %zu: \"role\" must be system, user or assistant", file, m);
-            return -1;
-        }
-        out->role = role[0] == 's' ? M4_ROLE_SYSTEM : role[0] == 'u' ? M4_ROLE_USER : M4_ROLE_ASSISTANT;
-        out->chunks = c->chunks + at;
-        if (json_is_string(content)) {
-            c->chunks[at++] = (m4_chat_chunk){.kind = M4_CHUNK_TEXT, .text = json_string_value(content)};
-            out->n_chunks = 1;
-        } else if (json_is_array(content)) {
-            for (size_t k = 0; k < json_array_size(content); k++)
-                if (read_chunk(file, m, k, json_array_get(content, k), &c->chunks[at++], im, dir)) return -1;
-            out->n_chunks = json_array_size(content);
-        } else {
-            cli_error(CMD, "%s: message %zu: \"content\" must be a string or an array of chunks", file, m);
-            return -1;
-        }
-    }
-    c->n_chunks = at;
-    return 0;
-}
-
 /* The prompt's token ids from --ids, --prompt or --chat (images preprocessed on the way). */
 static int build_prompt(const run_args *a, const m4_model *model, const m4_tokenizer *tok, idlist *ids,
                         prompt_images *im) {
     const m4_config *cfg = &model->config;
     m4_error err;
-    conversation conv = {0};
+    m4_chat_file conv = {0};
     m4_token_ids tids = {0};
     int rc = -1;
     if ((a->prompt || a->chat) && !tok) {
         cli_error(CMD, "%s/tekken.json not found: --prompt and --chat need the tokenizer (use --ids)", a->model_dir);
         return -1;
     }
-    if (a->chat && read_conversation(a->chat, &conv, im)) goto done;
+    if (a->chat) {                                   /* room for the --image chunks after the file's */
+        if (m4_chat_file_read(a->chat, MAX_IMAGES, &conv, &err)) {
+            cli_error(CMD, "%s", err.msg);
+            goto done;
+        }
+        for (int i = 0; i < conv.n_images; i++)
+            if (add_image_path(im, conv.image_paths[i])) goto done;
+    }
     const int from_file = im->n;
     for (int i = 0; i < a->n_images; i++)
-        if (add_image_path(im, NULL, a->images[i])) goto done;
+        if (add_image_path(im, a->images[i])) goto done;
     if (im->n > 0) {
         if (!cfg->multimodal) {
             cli_error(CMD, "images need a multimodal model; %s is %s (text only)", a->model_dir, cfg->architecture);
@@ -545,7 +447,7 @@ static int build_prompt(const run_args *a, const m4_model *model, const m4_token
     rc = 0;
 done:
     m4_token_ids_free(&tids);
-    conversation_free(&conv);
+    m4_chat_file_free(&conv);
     return rc;
 }
 

@@ -4,8 +4,11 @@
  * [THINK]…[/THINK] block read back out of generated ids (MODEL.md §6.4). */
 #include "chat.h"
 
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int m4_reasoning_effort_parse(const char *s, m4_reasoning_effort *effort, m4_error *err) {
     if (strcmp(s, "none") == 0) *effort = M4_REASONING_NONE;
@@ -55,7 +58,10 @@ static int aggregate(const m4_chat_message *messages, size_t first, size_t last,
         for (size_t c = 0; c < messages[m].n_chunks; c++) {
             const m4_chat_chunk *ch = &messages[m].chunks[c];
             if (ch->kind == M4_CHUNK_TEXT) {
-                if (!ch->text) return m4_fail(err, "chat: message %zu chunk %zu: text is NULL", m, c);
+                if (!ch->text) {
+                    free(text);              /* the text merged so far is in no piece yet */
+                    return m4_fail(err, "chat: message %zu chunk %zu: text is NULL", m, c);
+                }
                 const size_t add = strlen(ch->text);
                 if (add == 0) continue;
                 const size_t sep = text ? 2 : 0;
@@ -175,12 +181,13 @@ static int validate(const turn *turns, size_t n, m4_error *err) {
     for (size_t i = 0; i < n; i++)
         for (size_t k = 0; k < turns[i].n; k++) {
             const m4_chat_chunk_kind kind = turns[i].pieces[k].kind;
+            const char *article = turns[i].role == M4_ROLE_ASSISTANT ? "an" : "a";
             if (kind == M4_CHUNK_IMAGE && turns[i].role != M4_ROLE_USER)
-                return m4_fail(err, "chat: images are only allowed in user messages (found one in a %s "
-                                    "message)", role_name(turns[i].role));
+                return m4_fail(err, "chat: images are only allowed in user messages (found one in %s %s "
+                                    "message)", article, role_name(turns[i].role));
             if (kind == M4_CHUNK_THINKING && turns[i].role != M4_ROLE_ASSISTANT)
                 return m4_fail(err, "chat: thinking is only allowed in assistant messages (found some "
-                                    "in a %s message)", role_name(turns[i].role));
+                                    "in %s %s message)", article, role_name(turns[i].role));
         }
     for (size_t i = 0; i < n; i++)
         if (turns[i].role == M4_ROLE_ASSISTANT && turns[i].n == 0)
@@ -271,5 +278,112 @@ int m4_chat_split_thinking(const m4_tokenizer *tok, const int32_t *ids, size_t n
 done:
     free(t), free(a);
     m4_token_ids_free(&in), m4_token_ids_free(&outside);
+    return rc;
+}
+
+/* ---- conversation files ------------------------------------------------------------------------ */
+
+void m4_chat_file_free(m4_chat_file *f) {
+    json_decref(f->json);
+    free(f->messages), free(f->chunks);
+    for (int i = 0; i < f->n_images; i++) free(f->image_paths[i]);
+    memset(f, 0, sizeof *f);
+}
+
+/* The file's folder ("." for a bare name), malloc'ed. */
+static char *folder_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    char *dir = malloc(n + 2);
+    if (!dir) return NULL;
+    if (slash) memcpy(dir, path, n), dir[n] = '\0';
+    else strcpy(dir, ".");
+    if (slash && n == 0) strcpy(dir, "/");
+    return dir;
+}
+
+static int read_chunk(const char *file, size_t m, size_t k, json_t *j, const char *dir, m4_chat_chunk *c,
+                      m4_chat_file *f, m4_error *err) {
+    const char *type = json_is_object(j) ? json_string_value(json_object_get(j, "type")) : NULL;
+    if (!type) return m4_fail(err, "%s: message %zu chunk %zu: not an object with a \"type\"", file, m, k);
+    const char *field = strcmp(type, "image") == 0 ? "path" : type;
+    if (strcmp(type, "text") && strcmp(type, "thinking") && strcmp(type, "image"))
+        return m4_fail(err, "%s: message %zu chunk %zu: unknown type \"%s\" (text, image or thinking)", file, m, k, type);
+    const char *value = json_string_value(json_object_get(j, field));
+    if (!value)
+        return m4_fail(err, "%s: message %zu chunk %zu: a \"%s\" chunk needs its \"%s\" string", file, m, k, type, field);
+    if (strcmp(type, "text") == 0) {
+        *c = (m4_chat_chunk){.kind = M4_CHUNK_TEXT, .text = value};
+    } else if (strcmp(type, "thinking") == 0) {
+        json_t *closed = json_object_get(j, "closed");
+        *c = (m4_chat_chunk){.kind = M4_CHUNK_THINKING, .text = value, .closed = closed ? json_is_true(closed) : 1};
+    } else {
+        if (f->n_images == M4_CHAT_MAX_IMAGES)
+            return m4_fail(err, "%s: message %zu chunk %zu: more than %d images", file, m, k, M4_CHAT_MAX_IMAGES);
+        const size_t need = strlen(dir) + strlen(value) + 2;
+        char *resolved = malloc(need);
+        if (!resolved) return m4_fail(err, "%s: out of memory", file);
+        if (value[0] == '/') snprintf(resolved, need, "%s", value);
+        else snprintf(resolved, need, "%s/%s", dir, value);
+        *c = (m4_chat_chunk){.kind = M4_CHUNK_IMAGE, .rows = f->n_images};
+        f->image_paths[f->n_images++] = resolved;
+    }
+    return 0;
+}
+
+static int read_messages(const char *path, size_t extra_chunks, const char *dir, m4_chat_file *f, m4_error *err) {
+    json_t *root = f->json;
+    json_t *msgs = json_is_array(root) ? root : json_object_get(root, "messages");
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0)
+        return m4_fail(err, "%s: expected a non-empty array of messages (or {\"messages\": [...]})", path);
+    size_t n_chunks = 0;
+    for (size_t m = 0; m < json_array_size(msgs); m++) {
+        json_t *content = json_object_get(json_array_get(msgs, m), "content");
+        n_chunks += json_is_array(content) ? json_array_size(content) : 1;
+    }
+    f->n_messages = json_array_size(msgs);
+    f->messages = calloc(f->n_messages, sizeof *f->messages);
+    f->chunks = calloc(n_chunks + extra_chunks, sizeof *f->chunks);
+    if (!f->messages || !f->chunks) return m4_fail(err, "%s: out of memory for %zu chunks", path, n_chunks);
+    for (size_t m = 0; m < f->n_messages; m++) {
+        json_t *msg = json_array_get(msgs, m);
+        const char *role = json_is_object(msg) ? json_string_value(json_object_get(msg, "role")) : NULL;
+        json_t *content = json_is_object(msg) ? json_object_get(msg, "content") : NULL;
+        m4_chat_message *out = &f->messages[m];
+        if (!role || (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant")))
+            return m4_fail(err, "%s: message %zu: \"role\" must be system, user or assistant", path, m);
+        out->role = role[0] == 's' ? M4_ROLE_SYSTEM : role[0] == 'u' ? M4_ROLE_USER : M4_ROLE_ASSISTANT;
+        m4_chat_chunk *chunks = f->chunks + f->n_chunks;
+        out->chunks = chunks;
+        if (json_is_string(content)) {
+            chunks[0] = (m4_chat_chunk){.kind = M4_CHUNK_TEXT, .text = json_string_value(content)};
+            out->n_chunks = 1;
+        } else if (json_is_array(content)) {
+            for (size_t k = 0; k < json_array_size(content); k++)
+                if (read_chunk(path, m, k, json_array_get(content, k), dir, &chunks[k], f, err)) return -1;
+            out->n_chunks = json_array_size(content);
+        } else {
+            return m4_fail(err, "%s: message %zu: \"content\" must be a string or an array of chunks", path, m);
+        }
+        f->n_chunks += out->n_chunks;
+    }
+    return 0;
+}
+
+int m4_chat_file_read(const char *path, size_t extra_chunks, m4_chat_file *out, m4_error *err) {
+    memset(out, 0, sizeof *out);
+    struct stat sb;
+    if (stat(path, &sb) != 0) return m4_fail(err, "%s: cannot read the conversation file", path);
+    if (!S_ISREG(sb.st_mode)) return m4_fail(err, "%s: not a regular file", path);
+    if (sb.st_size > M4_CHAT_FILE_MAX_BYTES)
+        return m4_fail(err, "%s: %lld bytes, more than the %ld a conversation file may have (M4_CHAT_FILE_MAX_BYTES)",
+                       path, (long long)sb.st_size, (long)M4_CHAT_FILE_MAX_BYTES);
+    json_error_t jerr;
+    out->json = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!out->json) return m4_fail(err, "%s: line %d: %s", path, jerr.line, jerr.text);
+    char *dir = folder_of(path);
+    int rc = dir ? read_messages(path, extra_chunks, dir, out, err) : m4_fail(err, "%s: out of memory", path);
+    free(dir);
+    if (rc) m4_chat_file_free(out);
     return rc;
 }

@@ -63,6 +63,34 @@ int m4_reasoning_effort_parse(const char *s, m4_reasoning_effort *effort, m4_err
 int m4_chat_encode(const m4_tokenizer *tok, const m4_chat_message *messages, size_t n_messages,
                    m4_reasoning_effort effort, m4_token_ids *out, m4_error *err);
 
+/* ---- conversation files (`mistral4 run --chat FILE.json`; docs/INPUTS.md §8) ------------------- */
+
+/* Largest conversation file read, and most image chunks in one. */
+#define M4_CHAT_FILE_MAX_BYTES (1L << 20)
+#define M4_CHAT_MAX_IMAGES 64
+
+/* A conversation file: a JSON array of messages (or {"messages": [...]}), each {"role": "system" |
+ * "user" | "assistant", "content": TEXT or [chunks]}; chunks {"type": "text", "text": …},
+ * {"type": "image", "path": FILE} (relative to the file's folder), {"type": "thinking",
+ * "thinking": …, "closed": bool}. An image chunk's `rows` holds its index in image_paths until the
+ * caller, having preprocessed the image, sets its token grid. */
+typedef struct {
+    void *json;                    /* the parsed file (jansson); the chunks' strings point into it */
+    m4_chat_message *messages;     /* [n_messages] */
+    m4_chat_chunk *chunks;         /* every message's chunks in order, then room for extra_chunks */
+    size_t n_messages, n_chunks;
+    char *image_paths[M4_CHAT_MAX_IMAGES]; /* the image chunks' files in order, resolved; owned */
+    int n_images;
+} m4_chat_file;
+
+/* Reads and checks a conversation file, keeping `extra_chunks` free chunk slots after the file's
+ * (for images a caller adds). Fails, naming the file and the message/chunk, on a file that is not
+ * a regular file or is larger than M4_CHAT_FILE_MAX_BYTES, invalid JSON, duplicate keys, a bad
+ * role, content or chunk, or more than M4_CHAT_MAX_IMAGES images. Roles' order and chunk kinds
+ * per role are m4_chat_encode's to check. */
+int m4_chat_file_read(const char *path, size_t extra_chunks, m4_chat_file *out, m4_error *err);
+void m4_chat_file_free(m4_chat_file *f);
+
 /* A generated answer read back: the text of its [THINK]…[/THINK] block (the first one; "" when
  * there is none) and the text outside it, special tokens such as </s> left out; both
  * NUL-terminated, free() them. *think_closed says whether the block was closed (0 also when

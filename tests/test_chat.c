@@ -202,7 +202,10 @@ static void test_errors(void **state) {
     const m4_chat_message b[] = {MSG(M4_ROLE_USER, TEXT("x")), MSG(M4_ROLE_ASSISTANT, TEXT("y"))};
     expect_error(tok, b, 2, "must end with a user message (got assistant)");
     const m4_chat_message c[] = {MSG(M4_ROLE_SYSTEM, img), MSG(M4_ROLE_USER, TEXT("x"))};
-    expect_error(tok, c, 2, "images are only allowed in user messages");
+    expect_error(tok, c, 2, "images are only allowed in user messages (found one in a system message)");
+    const m4_chat_message c2[] = {MSG(M4_ROLE_USER, TEXT("x")), MSG(M4_ROLE_ASSISTANT, img),
+                                  MSG(M4_ROLE_USER, TEXT("y"))};
+    expect_error(tok, c2, 3, "images are only allowed in user messages (found one in an assistant message)");
     const m4_chat_message d[] = {MSG(M4_ROLE_USER, think)};
     expect_error(tok, d, 1, "thinking is only allowed in assistant messages");
     const m4_chat_message e[] = {MSG(M4_ROLE_USER, TEXT("x")), MSG(M4_ROLE_ASSISTANT, TEXT("")),
@@ -246,6 +249,84 @@ static void test_tokenizer_without_settings_tokens(void **state) {
     free(json);
 }
 
+/* Regression (issue #9, found reading chat.c while adding tests/fuzz/fuzz_chat.c): a text chunk
+ * whose text is NULL after non-empty text in the same turn failed with the right message but
+ * leaked the text being merged (LeakSanitizer in the debug preset). The CLI's reader never
+ * passes NULL text, so the fuzzer could not reach it; the library API can. */
+static void test_null_text_after_text_does_not_leak(void **state) {
+    (void)state;
+    m4_tokenizer *tok = load_synthetic();
+    const m4_chat_chunk null_text = {.kind = M4_CHUNK_TEXT, .text = NULL};
+    const m4_chat_message m[] = {MSG(M4_ROLE_USER, TEXT("merged so far"), null_text)};
+    expect_error(tok, m, 1, "message 0 chunk 1: text is NULL");
+    const m4_chat_message two[] = {MSG(M4_ROLE_USER, TEXT("a")), MSG(M4_ROLE_USER, TEXT("b"), null_text)};
+    expect_error(tok, two, 2, "message 1 chunk 1: text is NULL");
+    m4_tokenizer_free(tok);
+}
+
+/* ---- conversation files (m4_chat_file_read) ------------------------------------------------------ */
+
+static char *write_chat(const char *dir, const char *name, const char *json) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *path = malloc(n);
+    snprintf(path, n, "%s/%s", dir, name);
+    m4t_write_text(path, json);
+    return path;
+}
+
+static void test_chat_file_read(void **state) {
+    (void)state;
+    char *dir = m4t_tempdir();
+    m4_chat_file c;
+    m4_error err = {{0}};
+    char *ok = write_chat(dir, "ok.json",
+                          "{\"messages\": [{\"role\": \"system\", \"content\": \"be brief\"},"
+                          " {\"role\": \"user\", \"content\": [{\"type\": \"image\", \"path\": \"cat.png\"},"
+                          " {\"type\": \"text\", \"text\": \"what?\"}]}]}");
+    assert_int_equal(m4_chat_file_read(ok, 2, &c, &err), 0);
+    assert_int_equal(c.n_messages, 2);
+    assert_int_equal(c.n_chunks, 3);
+    assert_int_equal(c.n_images, 1);
+    assert_int_equal(c.chunks[1].kind, M4_CHUNK_IMAGE);
+    assert_int_equal(c.chunks[1].rows, 0);                   /* its index until the caller sets a grid */
+    char want[1100];
+    snprintf(want, sizeof want, "%s/cat.png", dir);          /* resolved against the file's folder */
+    assert_string_equal(c.image_paths[0], want);
+    m4_chat_file_free(&c);
+
+    /* duplicate keys are refused, not resolved silently to the last one */
+    char *dup = write_chat(dir, "dup.json", "[{\"role\": \"user\", \"role\": \"assistant\", \"content\": \"hi\"}]");
+    assert_int_not_equal(m4_chat_file_read(dup, 0, &c, &err), 0);
+    assert_non_null(strstr(err.msg, "dup.json"));
+    assert_non_null(strstr(err.msg, "duplicate"));
+
+    /* a folder is not a conversation file; an oversized file is refused before it is parsed */
+    assert_int_not_equal(m4_chat_file_read(dir, 0, &c, &err), 0);
+    assert_non_null(strstr(err.msg, "not a regular file"));
+    size_t big_n = (size_t)M4_CHAT_FILE_MAX_BYTES + 16;
+    char *big_json = malloc(big_n + 1);
+    memset(big_json, ' ', big_n);
+    big_json[big_n] = '\0';
+    char *big = write_chat(dir, "big.json", big_json);
+    assert_int_not_equal(m4_chat_file_read(big, 0, &c, &err), 0);
+    assert_non_null(strstr(err.msg, "M4_CHAT_FILE_MAX_BYTES"));
+
+    /* more images than a prompt takes: the message names the file */
+    char *many_json = malloc(100 * (M4_CHAT_MAX_IMAGES + 2));
+    strcpy(many_json, "[{\"role\": \"user\", \"content\": [");
+    for (int i = 0; i <= M4_CHAT_MAX_IMAGES; i++)
+        strcat(many_json, i ? ", {\"type\": \"image\", \"path\": \"a.png\"}" : "{\"type\": \"image\", \"path\": \"a.png\"}");
+    strcat(many_json, "]}]");
+    char *many = write_chat(dir, "many.json", many_json);
+    assert_int_not_equal(m4_chat_file_read(many, 0, &c, &err), 0);
+    assert_non_null(strstr(err.msg, "many.json"));
+    assert_non_null(strstr(err.msg, "more than 64 images"));
+
+    free(ok), free(dup), free(big), free(big_json), free(many), free(many_json);
+    m4t_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_user_message),
@@ -255,6 +336,8 @@ int main(void) {
         cmocka_unit_test(test_images),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_tokenizer_without_settings_tokens),
+        cmocka_unit_test(test_null_text_after_text_does_not_leak),
+        cmocka_unit_test(test_chat_file_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
