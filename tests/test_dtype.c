@@ -209,6 +209,64 @@ static void convert_with_scale(void **state) {
     assert_true(dst[0] == 42.0f);
 }
 
+/* m4_convert_f8e4m3_to_f32 (the folded-scale fast path and its overflow fallback) against the
+ * definition, bit for bit: every one of the 256 codes × scales from the smallest subnormal to the
+ * largest float, negative, zero, infinite and NaN, each code's product checked two ways — as the
+ * float32 product m4_f8e4m3_to_f32(code) · scale, and as the exact double product rounded once
+ * to float32 (both factors have ≤ 24 significant bits, so the double product is exact). Codes are
+ * laid at every offset and length around the vector width so the vectorised body, its
+ * remainder loops and unaligned pointers all meet every code. */
+static void fp8_fast_conversion_all_codes_all_scales(void **state) {
+    (void)state;
+    const float scales[] = {
+        1.0f, 0.015625f, 0.0137f, 1.0f / 3, 3.0f, 255.9999847f, 0x1.fffffep7f, /* just below 2^8 */
+        256.0f, 0x1.000002p8f, 1e10f, 1e30f, 3.4028235e38f,                      /* fold overflows */
+        1e-10f, 1e-30f, 1.1754944e-38f /* FLT_MIN */, 1e-40f /* subnormal */, 1e-45f /* 2^-149 */,
+        0x1p-120f, 0x1p-126f, 7.5e-5f, 0.0f, -0.0f, -1.0f, -0.0137f, -1e30f, -1e-40f,
+        INFINITY, -INFINITY, NAN,
+    };
+    enum { MAXN = 256 + 64 };
+    uint8_t codes[MAXN + 8];
+    float got[MAXN + 8];
+    for (size_t si = 0; si < sizeof scales / sizeof *scales; si++) {
+        const float scale = scales[si];
+        for (int offset = 0; offset < 4; offset++) {
+            /* lengths: everything at once, then short runs that end in every remainder */
+            const int lengths[] = {256, 256 + 17, 1, 7, 15, 16, 17, 31, 33, 63};
+            for (size_t li = 0; li < sizeof lengths / sizeof *lengths; li++) {
+                const int n = lengths[li];
+                for (int k = 0; k < n; k++) codes[offset + k] = (uint8_t)((k * 7 + (int)li * 31 + offset) & 0xFF);
+                if (n >= 256)
+                    for (int k = 0; k < 256; k++) codes[offset + k] = (uint8_t)k; /* every code */
+                memset(got, 0xA5, sizeof got);
+                m4_convert_f8e4m3_to_f32(codes + offset, (size_t)n, scale, got + offset);
+                for (int k = 0; k < n; k++) {
+                    unsigned code = codes[offset + k];
+                    float want = m4_f8e4m3_to_f32((uint8_t)code) * scale;
+                    float exact = (float)(fp8_formula(code) * (double)scale);
+                    float g = got[offset + k];
+                    if (!same_float(g, want) || !same_float(g, exact))
+                        fail_msg("FP8 0x%02X × %a (n=%d, offset %d): got %a, want %a", code, (double)scale,
+                                 n, offset, (double)g, (double)want);
+                    if ((code & 0x7F) == 0x7F) assert_true(isnan(g));
+                }
+                /* nothing written outside [offset, offset + n) */
+                uint32_t poison;
+                memset(&poison, 0xA5, sizeof poison);
+                for (int k = 0; k < offset; k++) assert_int_equal(f32_bits(got[k]), poison);
+                assert_int_equal(f32_bits(got[offset + n]), poison);
+            }
+        }
+    }
+    /* m4_convert_to_f32 routes FP8 through it */
+    uint8_t all[256];
+    float a[256], b[256];
+    for (int k = 0; k < 256; k++) all[k] = (uint8_t)k;
+    m4_convert_to_f32(M4_DTYPE_F8_E4M3, all, 256, 0.0137f, a);
+    m4_convert_f8e4m3_to_f32(all, 256, 0.0137f, b);
+    for (int k = 0; k < 256; k++) assert_true(same_float(a[k], b[k]));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fp8_all_256_codes),
@@ -218,6 +276,7 @@ int main(void) {
         cmocka_unit_test(bf16_all_codes_and_round_trip),
         cmocka_unit_test(dtype_names_sizes_and_parse),
         cmocka_unit_test(convert_with_scale),
+        cmocka_unit_test(fp8_fast_conversion_all_codes_all_scales),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,9 +22,15 @@
  *   - "pct_of_ceiling": achieved bytes/s as a percentage of the ceiling named .ceiling, when a case
  *     with that .measures_ceiling ran earlier in the same process (run the ceilings first: they
  *     are registered first). The ceiling case itself reports its GB/s as "ceiling_GB/s";
+ *   - "pct_of_flops_ceiling": the same for FLOP/s against the compute ceiling named
+ *     .flops_ceiling, published by a case with .measures_flops_ceiling (which reports its own
+ *     rate as "ceiling_GFLOP/s");
  *   - "others_cpu_pct": the share of the machine's CPU time that OTHER processes (and hypervisor
  *     steal) used during the timed loop, from /proc/stat minus getrusage — on a shared machine a
  *     figure is only trustworthy when this is near 0;
+ *   - "quiet_wait_s": seconds spent before the timed loop waiting for the machine to be quiet
+ *     (only with M4BENCH_QUIET_PCT=P in the environment: wait, at most M4BENCH_QUIET_MAX_S = 120
+ *     s, until other processes use under P % of the CPUs; scripts/bench --wait-quiet sets it);
  *   - the label: .label, then whatever m4bench_label() added during the run.
  * Console rates print in binary units (bytes_per_second=15.6G/s is GiB/s); the JSON holds
  * plain bytes/s, and ceiling_GB/s is decimal GB/s.
@@ -45,7 +51,8 @@
  * gains m4_commit (git describe at configure time, "-dirty" with uncommitted changes), m4_cpu
  * (model name from /proc/cpuinfo), m4_cores, m4_mem_total, m4_compiler, m4_build_type and
  * m4_smoke; suites add their own with m4bench_context() (m4_openmp_threads,
- * m4_reference_config). */
+ * m4_reference_config, m4_prefill_tokens, m4_vision_patches); scripts/bench adds
+ * m4_loadavg_before/after, and bench/merge_baseline.py m4_hf_baseline. */
 #ifndef M4BENCH_H
 #define M4BENCH_H
 
@@ -78,6 +85,8 @@ typedef struct {
     const char *label;             /* free-form: which path ran, dtype, … (copied; may be NULL) */
     const char *measures_ceiling;  /* this case's bytes/s is the named ceiling (copied; may be NULL) */
     const char *ceiling;           /* report pct_of_ceiling against this ceiling (copied; may be NULL) */
+    const char *measures_flops_ceiling; /* this case's FLOP/s is the named compute ceiling (copied; may be NULL) */
+    const char *flops_ceiling;     /* report pct_of_flops_ceiling against it (copied; may be NULL) */
 } m4bench_case;
 
 /* Adds a case (copied, strings included; fixture and user must outlive the run). Call from a
@@ -99,8 +108,8 @@ void m4bench_context(const char *key, const char *value);
 void m4bench_keep(const void *p);
 
 /* The benchmark files' suite functions, in the order main() calls them (which is the order the
- * cases run in: the memory ceilings first). A new benchmark file adds one X(...) here. */
-#define M4BENCH_SUITES(X) X(memory) X(reference)
+ * cases run in: the memory and compute ceilings first). A new benchmark file adds one X(...) here. */
+#define M4BENCH_SUITES(X) X(memory) X(compute) X(reference) X(vision)
 
 #define M4BENCH_DECLARE_SUITE(name) void m4bench_suite_##name(void);
 M4BENCH_SUITES(M4BENCH_DECLARE_SUITE)
