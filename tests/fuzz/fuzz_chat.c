@@ -24,22 +24,7 @@
 #include "chat.h"
 #include "tokenizer.h"
 
-#ifndef M4_SOURCE_DIR
-#define M4_SOURCE_DIR "."
-#endif
-
-static m4_tokenizer *fixed_tokenizer(void) {
-    static m4_tokenizer *tok;
-    if (tok) return tok;
-    const char *path = getenv("M4_FUZZ_TEKKEN");
-    if (!path || !*path) path = M4_SOURCE_DIR "/tests/fixtures/tokenizer/tekken_v15_synthetic.json";
-    m4_error err;
-    if (m4_tokenizer_load(path, &tok, &err) != 0) {
-        fprintf(stderr, "fuzz_chat: %s\n", err.msg);
-        abort();
-    }
-    return tok;
-}
+#include "fuzz_fixture_tokenizer.h"
 
 static int32_t special(const m4_tokenizer *tok, const char *name) {
     int32_t id;
@@ -84,7 +69,7 @@ static void check_ids(const m4_tokenizer *tok, const m4_chat_file *conv, const m
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    const m4_tokenizer *tok = fixed_tokenizer();
+    const m4_tokenizer *tok = fixed_tokenizer("fuzz_chat");
     char path[600];
     fuzz_path("chat.json", path, sizeof path);
     fuzz_write(path, data, size);

@@ -15,22 +15,7 @@
 #include "fuzz_common.h"
 #include "tokenizer.h"
 
-#ifndef M4_SOURCE_DIR
-#define M4_SOURCE_DIR "."
-#endif
-
-static m4_tokenizer *fixed_tokenizer(void) {
-    static m4_tokenizer *tok;
-    if (tok) return tok;
-    const char *path = getenv("M4_FUZZ_TEKKEN");
-    if (!path || !*path) path = M4_SOURCE_DIR "/tests/fixtures/tokenizer/tekken_v15_synthetic.json";
-    m4_error err;
-    if (m4_tokenizer_load(path, &tok, &err) != 0) {
-        fprintf(stderr, "fuzz_tokenizer: %s\n", err.msg);
-        abort();
-    }
-    return tok;
-}
+#include "fuzz_fixture_tokenizer.h"
 
 /* Encodes text[0..n); when it is valid UTF-8 and `exact`, checks both decoders give it back.
  * (A file's own pattern need not match every character: like tiktoken, text no piece matches is
@@ -86,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const bool json_mode = data[0] & 1;
     data++, size--;
     if (!json_mode) {
-        round_trip(fixed_tokenizer(), (const char *)data, size, true);
+        round_trip(fixed_tokenizer("fuzz_tokenizer"), (const char *)data, size, true);
         return 0;
     }
     m4_tokenizer *tok = NULL;
