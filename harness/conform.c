@@ -318,6 +318,22 @@ static void run_norm(run_ctx *c, const m4_component *comp, const char *group, in
     m4_array_free(&in), m4_array_free(&want);
 }
 
+/* HF's rotary tables are cat(φ, φ) [rows, 2·half] of ours [rows, half]: widens ours into
+ * cos_full/sin_full and compares both with HF's, reporting the worse of the two. */
+static void compare_rope_tables(m4_result *res, const float *cos_half, const float *sin_half, int64_t rows,
+                                int64_t half, float *cos_full, float *sin_full, const m4_array *want_cos,
+                                const m4_array *want_sin) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < 2 * half; j++) {
+            cos_full[r * 2 * half + j] = cos_half[r * half + j % half];
+            sin_full[r * 2 * half + j] = sin_half[r * half + j % half];
+        }
+    compare(res, cos_full, want_cos);
+    m4_comparison s = m4_compare_f32(sin_full, want_sin->f32, want_sin->numel, res->tolerance);
+    if (!s.pass || s.rel_l2 > res->cmp.rel_l2) res->cmp = s;
+    if (!s.pass) res->status = M4_RESULT_FAIL;
+}
+
 /* The rotary table is host-side math shared by every backend: checked once per layer group. */
 static void run_rope(run_ctx *c, const m4_component *comp, const char *group, m4_result *res) {
     m4_error e = {{0}};
@@ -336,7 +352,6 @@ static void run_rope(run_ctx *c, const m4_component *comp, const char *group, m4
         goto done;
     }
     /* HF's table is cat(θ, θ): [.., dr] (the shape checked above); ours is the first half. */
-    int64_t width = dr;
     if (!(cos_full = alloc_f32(c, group, "cos", SHAPE(c->B, c->S, dr), &e)) ||
         !(sin_full = alloc_f32(c, group, "sin", SHAPE(c->B, c->S, dr), &e)) ||
         !(cos_half = alloc_f32(c, group, "cos", SHAPE(n, half), &e)) ||
@@ -347,16 +362,8 @@ static void run_rope(run_ctx *c, const m4_component *comp, const char *group, m4
     double t0 = now_ms();
     m4_ref_rope_cos_sin(inv_freq, half, attention_factor, c->positions.i64, n, cos_half, sin_half);
     res->time_ms = now_ms() - t0;
-    for (int64_t p = 0; p < n; p++)
-        for (int64_t j = 0; j < width; j++) {
-            cos_full[p * width + j] = cos_half[p * half + j % half];
-            sin_full[p * width + j] = sin_half[p * half + j % half];
-        }
     set_cost(c, res, comp, n);
-    compare(res, cos_full, &want_cos);
-    m4_comparison s = m4_compare_f32(sin_full, want_sin.f32, want_sin.numel, res->tolerance);
-    if (!s.pass || s.rel_l2 > res->cmp.rel_l2) res->cmp = s; /* report the worse of cos and sin */
-    if (!s.pass) res->status = M4_RESULT_FAIL;
+    compare_rope_tables(res, cos_half, sin_half, n, half, cos_full, sin_full, &want_cos, &want_sin);
 done:
     free(cos_half), free(sin_half), free(cos_full), free(sin_full);
     m4_array_free(&want_cos), m4_array_free(&want_sin);
@@ -739,16 +746,8 @@ static void run_vision_rope(run_ctx *c, const m4_component *comp, const char *gr
     }
     m4_ref_vision_rope_cos_sin(inv_freq, hd, c->grids, c->px.n, cos_half, sin_half);
     res->time_ms = now_ms() - t0;
-    for (int64_t t = 0; t < P; t++)
-        for (int64_t j = 0; j < hd; j++) {
-            cos_full[t * hd + j] = cos_half[t * half + j % half];
-            sin_full[t * hd + j] = sin_half[t * half + j % half];
-        }
     set_vision_cost(c, res, comp, P);
-    compare(res, cos_full, &want_cos);
-    m4_comparison s = m4_compare_f32(sin_full, want_sin.f32, want_sin.numel, res->tolerance);
-    if (!s.pass || s.rel_l2 > res->cmp.rel_l2) res->cmp = s; /* report the worse of cos and sin */
-    if (!s.pass) res->status = M4_RESULT_FAIL;
+    compare_rope_tables(res, cos_half, sin_half, P, half, cos_full, sin_full, &want_cos, &want_sin);
 done:
     free(cos_half), free(sin_half), free(cos_full), free(sin_full), free(inv_freq);
     m4_array_free(&want_cos), m4_array_free(&want_sin);

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "m4_json.h"
+
 /* Largest accepted size or count: products of two such values still fit in int64_t. */
 #define DIM_MAX M4_CONFIG_MAX_DIM
 
@@ -33,22 +35,8 @@ static where within(const where *w, const char *key) {
     return inner;
 }
 
-static const char *json_kind(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
-    case JSON_TRUE: return "true";
-    case JSON_FALSE: return "false";
-    case JSON_NULL: return "null";
-    }
-    return "an unknown JSON value";
-}
-
 static int fail_type(const where *w, const char *key, const char *wanted, const json_t *v) {
-    return m4_fail(w->err, "%s: %s%s must be %s, not %s", w->src, w->at, key, wanted, json_kind(v));
+    return m4_fail(w->err, "%s: %s%s must be %s, not %s", w->src, w->at, key, wanted, m4_json_kind(v));
 }
 
 static bool is_absent(const json_t *v) { return v == NULL || json_is_null(v); }
@@ -658,7 +646,7 @@ static int config_from_json(const json_t *root, const char *source, m4_config *c
 
     if (!json_is_object(root))
         return m4_fail(err, "%s: the top level must be a JSON object, not %s", source,
-                       json_kind(root));
+                       m4_json_kind(root));
     const char *model_type;
     if (get_string(&top, root, "model_type", NULL, &model_type)) return -1;
     if (!model_type)

@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "m4_json.h"
+
 #define NO_RANK UINT32_MAX
 
 struct m4_tokenizer {
@@ -161,27 +163,13 @@ static uint32_t insert_rank(m4_tokenizer *tok, uint32_t r) {
 /* ------------------------------------------------------------------------------------------------
  * Loading */
 
-static const char *json_kind(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
-    case JSON_TRUE: return "true";
-    case JSON_FALSE: return "false";
-    case JSON_NULL: return "null";
-    }
-    return "an unknown JSON value";
-}
-
 /* obj[key] as an integer in [lo, hi]; `at` is the object's path for messages ("config"). */
 static int get_int(const char *name, const json_t *obj, const char *at, const char *key,
                    long long lo, long long hi, long long *out, m4_error *err) {
     const json_t *v = json_object_get(obj, key);
     if (!v) return m4_fail(err, "%s: %s.%s is missing", name, at, key);
     if (!json_is_integer(v))
-        return m4_fail(err, "%s: %s.%s must be an integer, not %s", name, at, key, json_kind(v));
+        return m4_fail(err, "%s: %s.%s must be an integer, not %s", name, at, key, m4_json_kind(v));
     long long x = json_integer_value(v);
     if (x < lo || x > hi)
         return m4_fail(err, "%s: %s.%s = %lld is out of range [%lld, %lld]", name, at, key, x, lo, hi);
@@ -195,7 +183,7 @@ static int get_string(const char *name, const json_t *obj, const char *at, const
     const json_t *v = json_object_get(obj, key);
     if (!v) return m4_fail(err, "%s: %s.%s is missing", name, at, key);
     if (!json_is_string(v))
-        return m4_fail(err, "%s: %s.%s must be a string, not %s", name, at, key, json_kind(v));
+        return m4_fail(err, "%s: %s.%s must be a string, not %s", name, at, key, m4_json_kind(v));
     *out = json_string_value(v);
     if (strlen(*out) != json_string_length(v))
         return m4_fail(err, "%s: %s.%s contains a NUL character", name, at, key);
@@ -243,7 +231,7 @@ static int load_vocab(m4_tokenizer *tok, const json_t *vocab, m4_error *err) {
         char at[48];
         snprintf(at, sizeof at, "vocab[%zu]", i);
         if (!json_is_object(e))
-            return m4_fail(err, "%s: %s must be an object, not %s", name, at, json_kind(e));
+            return m4_fail(err, "%s: %s must be an object, not %s", name, at, m4_json_kind(e));
         long long rank;
         if (get_int(name, e, at, "rank", 0, 0x7fffffff, &rank, err)) return -1;
         if ((size_t)rank != i) {
@@ -309,7 +297,7 @@ static int load_special(m4_tokenizer *tok, const json_t *list, int version_num, 
     int ns = tok->n_special, n_defined;
     if (list && !json_is_null(list)) {
         if (!json_is_array(list))
-            return m4_fail(err, "%s: special_tokens must be an array, not %s", name, json_kind(list));
+            return m4_fail(err, "%s: special_tokens must be an array, not %s", name, m4_json_kind(list));
         if (json_array_size(list) > (size_t)ns)
             return m4_fail(err, "%s: special_tokens has %zu entries but "
                            "config.default_num_special_tokens is %d", name,
@@ -338,7 +326,7 @@ static int load_special(m4_tokenizer *tok, const json_t *list, int version_num, 
             char at[48];
             snprintf(at, sizeof at, "special_tokens[%d]", i);
             if (!json_is_object(e))
-                return m4_fail(err, "%s: %s must be an object, not %s", name, at, json_kind(e));
+                return m4_fail(err, "%s: %s must be an object, not %s", name, at, m4_json_kind(e));
             long long rank;
             const char *s;
             if (get_int(name, e, at, "rank", 0, 0x7fffffff, &rank, err)) return -1;
@@ -356,7 +344,7 @@ static int load_special(m4_tokenizer *tok, const json_t *list, int version_num, 
             if (!c) return m4_fail(err, "%s: %s.is_control is missing", name, at);
             if (!json_is_boolean(c))
                 return m4_fail(err, "%s: %s.is_control must be true or false, not %s", name, at,
-                               json_kind(c));
+                               m4_json_kind(c));
             total += strlen(s) + 1;
         }
     }
@@ -472,11 +460,11 @@ static int compile_pattern(m4_tokenizer *tok, m4_error *err) {
 static int parse_root(m4_tokenizer *tok, const json_t *root, m4_error *err) {
     const char *name = tok->name;
     if (!json_is_object(root))
-        return m4_fail(err, "%s: the top level must be an object, not %s", name, json_kind(root));
+        return m4_fail(err, "%s: the top level must be an object, not %s", name, m4_json_kind(root));
     const json_t *config = json_object_get(root, "config");
     if (!config) return m4_fail(err, "%s: config is missing", name);
     if (!json_is_object(config))
-        return m4_fail(err, "%s: config must be an object, not %s", name, json_kind(config));
+        return m4_fail(err, "%s: config must be an object, not %s", name, m4_json_kind(config));
 
     const char *pattern, *version;
     long long vocab_size, n_special, n_vocab_tokens;
@@ -505,7 +493,7 @@ static int parse_root(m4_tokenizer *tok, const json_t *root, m4_error *err) {
     const json_t *vocab = json_object_get(root, "vocab");
     if (!vocab) return m4_fail(err, "%s: vocab is missing", name);
     if (!json_is_array(vocab))
-        return m4_fail(err, "%s: vocab must be an array, not %s", name, json_kind(vocab));
+        return m4_fail(err, "%s: vocab must be an array, not %s", name, m4_json_kind(vocab));
     if ((size_t)n_vocab_tokens != json_array_size(vocab))
         return m4_fail(err, "%s: config.num_vocab_tokens is %lld but vocab has %zu entries", name,
                        n_vocab_tokens, json_array_size(vocab));
