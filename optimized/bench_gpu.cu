@@ -270,8 +270,32 @@ void mla_latent_decode(bench &b, const m4_text_config *cfg, int64_t T) {
     const double bytes = 2.0 * (double)T * (Rkv + dr) + 2.0 * (double)H * (dn + dv) * Rkv;
     const double flops = 2.0 * H * (dn * Rkv + T * (Rkv + dr) + T * Rkv + dv * Rkv);
     add(b, "cuda-bf16/text.layers.N.self_attn.latent/decode:1/ctx:" + std::to_string(T),
-        "absorb q + split-K latent attention (tensor cores, all heads per block) + combine + unabsorb v (CUDA graph)", ms,
-        bytes, flops, "copy");
+        "absorb q + split-K latent attention (tensor cores, all heads per block, cp.async tiles) + combine + unabsorb v "
+        "(CUDA graph)", ms, bytes, flops, "copy");
+    for (void *p : b.allocations) cudaFree(p);
+    b.allocations.clear();
+}
+
+/* The latent attention of a whole S-token prompt, causal, past 0 (what the generation session
+ * runs on the prompt: the absorbed form over the cache it just filled) — batch 1, bf16 cache.
+ * FLOPs: the causal half of S² scores over Rkv + dr and outputs over Rkv, per head. */
+void mla_latent_prefill(bench &b, const m4_text_config *cfg, int64_t S) {
+    const int64_t H = cfg->num_attention_heads, dr = cfg->qk_rope_head_dim, Rkv = cfg->kv_lora_rank;
+    const int64_t stride = (S + M4_CUDA_KEY_TILE - 1) / M4_CUDA_KEY_TILE * M4_CUDA_KEY_TILE;
+    m4_dev_weight c_cache = random_weight(b, 1, stride, Rkv, true), r_cache = random_weight(b, 1, stride, dr, true);
+    float *QL = random_f32(b, H * S * (Rkv + dr), 1.0f);
+    float *O_lat = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(H * S * Rkv)));
+    m4_error err = {{0}};
+    double ms = time_ms(b, [&](int) {
+        must(m4k_mla_latent_attention<__nv_bfloat16>(QL, c_cache.b16(), r_cache.b16(), stride, 1, H, S, 0, Rkv, dr, 0.07f,
+                                                     nullptr, O_lat, b.st.stream, &err),
+             err);
+    });
+    const double bytes = 2.0 * (double)S * (Rkv + dr) + 4.0 * (double)H * S * (2 * Rkv + dr);
+    const double flops = 2.0 * H * ((double)S * S / 2) * (2 * Rkv + dr);
+    add(b, "cuda-bf16/text.layers.N.self_attn.latent/prefill:" + std::to_string(S),
+        "latent attention over the prompt's own cache (tensor cores, causal tiles skipped) + combine", ms, bytes, flops,
+        "gemm");
     for (void *p : b.allocations) cudaFree(p);
     b.allocations.clear();
 }
@@ -473,9 +497,11 @@ int main(int argc, char **argv) {
         if (!quick) experts(b, t, 512);
     }
     if (want("attention")) attention(b, t, quick ? 256 : 1024);
-    if (want("latent"))
+    if (want("latent")) {
         for (int64_t T : {INT64_C(4096), INT64_C(32768), INT64_C(131072)})
             if (!quick || T == 4096) mla_latent_decode(b, t, T);
+        mla_latent_prefill(b, t, quick ? 1024 : 4096);
+    }
     if (want("layer"))
         for (int64_t T : {INT64_C(1), INT64_C(4096), INT64_C(32768)})
             if (!quick || T == 4096) decode_step(b, &cfg, T);

@@ -177,13 +177,15 @@ template <typename W>
 int m4k_mla_absorb_q(const float *Q, const W *kv_b, int64_t BHS, int64_t H, int64_t S, int64_t dn,
                      int64_t dr, int64_t dv, int64_t Rkv, float *QL, cudaStream_t stream, m4_error *err);
 
-/* Softmax attention of the latent queries QL [B, H, S, Rkv + dr] over the T = past + S cached
- * positions: z_j = (QL·[c_kv_j | k_rope_j])·scale (+ −FLT_MAX where j > past + i or
- * mask[b·T + j] = 0), O_lat[q] = Σ_j softmax(z)_j c_kv_j. Flash-decoding: the keys are split
- * into chunks that run in parallel, then merged. O_lat [B, H, S, Rkv]. With a bf16 cache and
- * H, Rkv, dr multiples of 16, one block serves every head of a query position on the tensor
- * cores (QL and the probabilities rounded to bf16, float32 accumulation: the cache is read once
- * for all heads, as FlashMLA does); otherwise one block per head and split, in float32. */
+/* Softmax attention of the latent queries QL [B, H, S, Rkv + dr] over the cached positions
+ * j ≤ past + i (query i's causal end; later keys take no part): z_j = (QL·[c_kv_j | k_rope_j])·scale
+ * (+ −FLT_MAX where mask[b·(past + S) + j] = 0, so a query whose visible keys are all masked
+ * averages them), O_lat[q] = Σ_j softmax(z)_j c_kv_j. Flash-decoding: the keys are split into
+ * chunks that run in parallel, then merged. O_lat [B, H, S, Rkv]. With a bf16 cache and H, Rkv,
+ * dr multiples of 16, one block serves every head of a query position on the tensor cores (QL
+ * and the probabilities rounded to bf16, float32 accumulation; key tiles staged through shared
+ * memory with cp.async, the cache read once for all heads, as FlashMLA does); otherwise one
+ * block per head and split, in float32. */
 template <typename W>
 int m4k_mla_latent_attention(const float *QL, const W *c_cache, const W *r_cache, int64_t capacity,
                              int64_t B, int64_t H, int64_t S, int64_t past, int64_t Rkv, int64_t dr,

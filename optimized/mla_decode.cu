@@ -1,6 +1,7 @@
 /* mla_decode.cu — MLA over the latent cache in the absorbed form (kernels.cuh, MODEL.md §6.1):
  * the keys' nope half and the values never leave the Rkv-wide latent space; kv_b is folded into
  * the queries before attention and into the outputs after it. */
+#include <cuda_pipeline.h>
 #include <mma.h>
 
 #include <type_traits>
@@ -49,8 +50,9 @@ __global__ void absorb_q_kernel(const float *__restrict__ Q, const W *__restrict
         for (int64_t d = threadIdx.x; d < dr; d += blockDim.x) QL[q * (Rkv + dr) + Rkv + d] = Q[q * dq + dn + d];
 }
 
-/* grid (query rows, splits): scores of this split's keys in shared memory, then its local max,
- * sum and unnormalised output, merged by combine_kernel. */
+/* grid (query rows, splits): scores of this split's causally visible keys in shared memory, then
+ * its local max, sum and unnormalised output, merged by combine_kernel (a split past the query's
+ * causal end has none: m = −∞, l = 0, o = 0). */
 template <typename W>
 __global__ void latent_attention_kernel(const float *__restrict__ QL, const W *__restrict__ c_cache,
                                         const W *__restrict__ r_cache, int64_t capacity, int64_t H, int64_t S,
@@ -64,7 +66,8 @@ __global__ void latent_attention_kernel(const float *__restrict__ QL, const W *_
     float *ql = shm, *z = shm + width;         /* [Rkv + dr], [chunk] */
     for (int64_t d = threadIdx.x; d < width; d += blockDim.x) ql[d] = QL[q * width + d];
     __syncthreads();
-    const int64_t j0 = split * chunk, j1 = j0 + chunk < T ? j0 + chunk : T;
+    const int64_t end = past + i + 1;          /* keys [0, end) are causally visible */
+    const int64_t j0 = split * chunk, j1 = j0 + chunk < end ? j0 + chunk : end;
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
     const W *c_row = c_cache + b * capacity * Rkv, *r_row = r_cache + b * capacity * dr;
     for (int64_t j = j0 + warp; j < j1; j += warps) {
@@ -73,8 +76,7 @@ __global__ void latent_attention_kernel(const float *__restrict__ QL, const W *_
         for (int64_t d = lane; d < dr; d += kWarp) dot += ql[Rkv + d] * to_float(r_row[j * dr + d]);
         dot = warp_sum(dot);
         if (lane == 0) {
-            const bool allowed = j <= past + i && (!mask || mask[b * T + j] != 0);
-            z[j - j0] = dot * scale + (allowed ? 0.0f : -FLT_MAX);
+            z[j - j0] = dot * scale + (!mask || mask[b * T + j] != 0 ? 0.0f : -FLT_MAX);
         }
     }
     __syncthreads();
@@ -98,99 +100,190 @@ __global__ void latent_attention_kernel(const float *__restrict__ QL, const W *_
     if (threadIdx.x == 0) part_m[q * splits + split] = j1 > j0 ? m : -INFINITY, part_l[q * splits + split] = l;
 }
 
-/* Every head of one query position (b, i) against one split of the keys, on the tensor cores:
- * S = QL · [c_kv | k_rope]ᵀ (16×16×16 bf16 tiles, float32 accumulators), the split's softmax
- * statistics per head, then O = P · c_kv. The cache is read straight into the matrix fragments;
- * its rows past T are finite (m4_cuda_cache) and get probability 0. Shared memory: QL in bf16
- * [H, Rkv + dr], scores [H, chunk] float32, probabilities [H, chunk] bf16. Partials are indexed
- * like latent_attention_kernel's, by query row (b·H + h)·S + i. */
+/* Every head of one query position (b, i) against one split of the keys, on the tensor cores
+ * (FlashMLA's shape: the cache is read once for all heads). The split's keys stream through
+ * shared memory in tiles of M4_CUDA_KEY_TILE positions, `stages` tiles in flight (cp.async), and
+ * per tile: S = QL · [c_kv | k_rope]ᵀ (16×16×16 bf16 fragments, float32 accumulation), an online
+ * softmax per head (running max m and sum l), O = O · exp(m_old − m_new) + P · c_kv with the
+ * float32 O [H, Rkv] in shared memory. Tiles past the query's causal end are not read; the keys
+ * of a tile past T or past that end get probability 0. The cache rows past T are finite
+ * (m4_cuda_cache), so whole tiles are always safe to read. Partials are indexed like
+ * latent_attention_kernel's, by query row (b·H + h)·S + i. */
 namespace wmma = nvcuda::wmma;
-constexpr int kTile = 16;
+constexpr int kTile = 16, kKeys = M4_CUDA_KEY_TILE;
+/* Shared-memory rows are padded by 16 bytes (bank spread for the fragment loads); the row pitch
+ * stays a multiple of 16 bytes and every 16-row fragment base 32-byte aligned. */
+constexpr int kPadHalf = 8, kPadFloat = 4;
 
-__global__ void latent_attention_tc_kernel(const float *__restrict__ QL, const __nv_bfloat16 *__restrict__ c_cache,
-                                           const __nv_bfloat16 *__restrict__ r_cache, int64_t capacity, int64_t H,
-                                           int64_t S, int64_t past, int64_t Rkv, int64_t dr, float scale,
-                                           const int64_t *__restrict__ mask, int64_t chunk, float *__restrict__ part_m,
-                                           float *__restrict__ part_l, float *__restrict__ part_o) {
-    extern __shared__ __align__(32) unsigned char shm_raw[];
+/* The shared-memory plan of latent_attention_tc_kernel, in bytes from the dynamic base. */
+struct latent_tc_layout {
+    int64_t key_pitch, ql_pitch, score_pitch, prob_pitch, o_pitch;   /* elements per row */
+    size_t stage_bytes, ql_at, score_at, prob_at, o_at, stats_at, total;
+    __host__ __device__ latent_tc_layout(int64_t H, int64_t Rkv, int64_t dr, int stages) {
+        key_pitch = Rkv + dr + kPadHalf, ql_pitch = Rkv + dr + kPadHalf;
+        score_pitch = kKeys + kPadFloat, prob_pitch = kKeys + kPadHalf, o_pitch = Rkv + kPadFloat;
+        stage_bytes = sizeof(__nv_bfloat16) * (size_t)(kKeys * key_pitch);
+        ql_at = stage_bytes * (size_t)stages;
+        score_at = ql_at + sizeof(__nv_bfloat16) * (size_t)(H * ql_pitch);
+        prob_at = score_at + sizeof(float) * (size_t)(H * score_pitch);
+        o_at = prob_at + sizeof(__nv_bfloat16) * (size_t)(H * prob_pitch);
+        stats_at = o_at + sizeof(float) * (size_t)(H * o_pitch);
+        total = stats_at + sizeof(float) * (size_t)(3 * H);           /* m, l, alpha per head */
+    }
+};
+
+__global__ void __launch_bounds__(kThreads)
+latent_attention_tc_kernel(const float *__restrict__ QL, const __nv_bfloat16 *__restrict__ c_cache,
+                           const __nv_bfloat16 *__restrict__ r_cache, int64_t capacity, int64_t H, int64_t S,
+                           int64_t past, int64_t Rkv, int64_t dr, float scale, const int64_t *__restrict__ mask,
+                           int64_t tiles_per_split, int stages, float *__restrict__ part_m,
+                           float *__restrict__ part_l, float *__restrict__ part_o) {
+    extern __shared__ __align__(128) unsigned char shm_raw[];
+    const latent_tc_layout L(H, Rkv, dr, stages);
     const int64_t width = Rkv + dr, b = blockIdx.x / S, i = blockIdx.x % S, split = blockIdx.y, splits = gridDim.y;
-    const int64_t T = past + S, j0 = split * chunk, j1 = j0 + chunk < T ? j0 + chunk : T, len = j1 - j0;
-    __nv_bfloat16 *qlb = reinterpret_cast<__nv_bfloat16 *>(shm_raw);                  /* [H, width] */
-    float *scores = reinterpret_cast<float *>(qlb + H * width);                        /* [H, chunk] */
-    __nv_bfloat16 *probs = reinterpret_cast<__nv_bfloat16 *>(scores + H * chunk);     /* [H, chunk] */
+    const int64_t T = past + S, end = past + i + 1;          /* keys [0, end) are causally visible */
+    const int64_t t0 = split * tiles_per_split, t_end = (end + kKeys - 1) / kKeys;
+    const int64_t t1 = t0 + tiles_per_split < t_end ? t0 + tiles_per_split : t_end;
+    auto stage = [&](int64_t t) { return reinterpret_cast<__nv_bfloat16 *>(shm_raw + L.stage_bytes * (size_t)(t % stages)); };
+    __nv_bfloat16 *qlb = reinterpret_cast<__nv_bfloat16 *>(shm_raw + L.ql_at);       /* [H, width] */
+    float *scores = reinterpret_cast<float *>(shm_raw + L.score_at);                  /* [H, kKeys] */
+    __nv_bfloat16 *probs = reinterpret_cast<__nv_bfloat16 *>(shm_raw + L.prob_at);   /* [H, kKeys] */
+    float *O = reinterpret_cast<float *>(shm_raw + L.o_at);                           /* [H, Rkv] */
+    float *m_run = reinterpret_cast<float *>(shm_raw + L.stats_at), *l_run = m_run + H, *alpha = l_run + H;
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
     auto q_row = [&](int64_t h) { return (b * H + h) * S + i; };
-    for (int64_t e = threadIdx.x; e < H * width; e += blockDim.x)
-        qlb[e] = __float2bfloat16_rn(QL[q_row(e / width) * width + e % width]);
-    __syncthreads();
     const __nv_bfloat16 *c_row = c_cache + b * capacity * Rkv, *r_row = r_cache + b * capacity * dr;
-    const int64_t key_tiles = (len + kTile - 1) / kTile, head_tiles = H / kTile;
-    /* S = QL · Kᵀ: tile (head tile, key tile) per warp */
-    for (int64_t t = warp; t < head_tiles * key_tiles; t += warps) {
-        const int64_t hr = t / key_tiles, kt = t % key_tiles, j = j0 + kt * kTile;
-        wmma::fragment<wmma::accumulator, kTile, kTile, kTile, float> acc;
-        wmma::fill_fragment(acc, 0.0f);
-        for (int64_t d = 0; d < width; d += kTile) {
-            wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, __nv_bfloat16, wmma::row_major> a;
-            wmma::fragment<wmma::matrix_b, kTile, kTile, kTile, __nv_bfloat16, wmma::col_major> k;
-            wmma::load_matrix_sync(a, qlb + hr * kTile * width + d, (unsigned)width);
-            if (d < Rkv) wmma::load_matrix_sync(k, c_row + j * Rkv + d, (unsigned)Rkv);
-            else wmma::load_matrix_sync(k, r_row + j * dr + (d - Rkv), (unsigned)dr);
-            wmma::mma_sync(acc, a, k, acc);
+    /* tile t's kKeys rows [c_kv | k_rope] into its stage, 16 bytes per copy */
+    auto load_tile = [&](int64_t t) {
+        if (t < t1) {
+            __nv_bfloat16 *dst = stage(t);
+            const int c_chunks = (int)Rkv / 8, row_chunks = (int)width / 8;
+            for (int e = threadIdx.x; e < kKeys * row_chunks; e += blockDim.x) {
+                const int r = e / row_chunks, c = e % row_chunks;
+                const int64_t j = t * kKeys + r;
+                const __nv_bfloat16 *src = c < c_chunks ? c_row + j * Rkv + c * 8 : r_row + j * dr + (c - c_chunks) * 8;
+                __pipeline_memcpy_async(dst + r * L.key_pitch + c * 8, src, 16);
+            }
         }
-        wmma::store_matrix_sync(scores + hr * kTile * chunk + kt * kTile, acc, (unsigned)chunk, wmma::mem_row_major);
-    }
-    __syncthreads();
-    /* per head: masked, scaled scores → the split's max and sum, probabilities in bf16 */
+        __pipeline_commit();                     /* an empty group past t1 keeps the counting uniform */
+    };
+    for (int s = 0; s < stages - 1; s++) load_tile(t0 + s);
     for (int64_t h = warp; h < H; h += warps) {
-        float *z = scores + h * chunk;
-        float m = -INFINITY;
-        for (int64_t j = lane; j < len; j += kWarp) {
-            const int64_t key = j0 + j;
-            const bool allowed = key <= past + i && (!mask || mask[b * T + key] != 0);
-            z[j] = z[j] * scale + (allowed ? 0.0f : -FLT_MAX);
-            m = fmaxf(m, z[j]);
-        }
-        m = warp_max(m);
-        float l = 0.0f;
-        for (int64_t j = lane; j < key_tiles * kTile; j += kWarp) {
-            const __nv_bfloat16 p = __float2bfloat16_rn(j < len ? expf(z[j] - m) : 0.0f);
-            probs[h * chunk + j] = p;
-            l += __bfloat162float(p);
-        }
-        l = warp_sum(l);
-        if (lane == 0) part_m[q_row(h) * splits + split] = m, part_l[q_row(h) * splits + split] = l;
+        for (int64_t d = lane; d < width; d += kWarp) qlb[h * L.ql_pitch + d] = __float2bfloat16_rn(QL[q_row(h) * width + d]);
+        for (int64_t r = lane; r < Rkv; r += kWarp) O[h * L.o_pitch + r] = 0.0f;
+        if (lane == 0) m_run[h] = -INFINITY, l_run[h] = 0.0f;
     }
-    __syncthreads();
-    /* O = P · c_kv: tile (head tile, latent tile) per warp, straight into the partials */
-    const int64_t latent_tiles = Rkv / kTile;
-    for (int64_t t = warp; t < head_tiles * latent_tiles; t += warps) {
-        const int64_t hr = t / latent_tiles, dt = t % latent_tiles;
-        wmma::fragment<wmma::accumulator, kTile, kTile, kTile, float> acc;
-        wmma::fill_fragment(acc, 0.0f);
-        for (int64_t kt = 0; kt < key_tiles; kt++) {
-            wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, __nv_bfloat16, wmma::row_major> p;
-            wmma::fragment<wmma::matrix_b, kTile, kTile, kTile, __nv_bfloat16, wmma::row_major> v;
-            wmma::load_matrix_sync(p, probs + hr * kTile * chunk + kt * kTile, (unsigned)chunk);
-            wmma::load_matrix_sync(v, c_row + (j0 + kt * kTile) * Rkv + dt * kTile, (unsigned)Rkv);
-            wmma::mma_sync(acc, p, v, acc);
+    const int64_t head_tiles = H / kTile, key_tiles = kKeys / kTile, latent_tiles = Rkv / kTile;
+    for (int64_t t = t0; t < t1; t++) {
+        load_tile(t + stages - 1);
+        __pipeline_wait_prior(stages - 1);       /* tile t's group has landed (this thread's copies) */
+        __syncthreads();                         /* … and every thread's; QL, O and stats are written */
+        const __nv_bfloat16 *keys = stage(t);
+        /* S = QL · Kᵀ: one (head tile, key tile) per warp */
+        for (int64_t f = warp; f < head_tiles * key_tiles; f += warps) {
+            const int64_t hr = f / key_tiles, kt = f % key_tiles;
+            wmma::fragment<wmma::accumulator, kTile, kTile, kTile, float> acc;
+            wmma::fill_fragment(acc, 0.0f);
+            for (int64_t d = 0; d < width; d += kTile) {
+                wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, __nv_bfloat16, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, kTile, kTile, kTile, __nv_bfloat16, wmma::col_major> k;
+                wmma::load_matrix_sync(a, qlb + hr * kTile * L.ql_pitch + d, (unsigned)L.ql_pitch);
+                wmma::load_matrix_sync(k, keys + kt * kTile * L.key_pitch + d, (unsigned)L.key_pitch);
+                wmma::mma_sync(acc, a, k, acc);
+            }
+            wmma::store_matrix_sync(scores + hr * kTile * L.score_pitch + kt * kTile, acc, (unsigned)L.score_pitch,
+                                    wmma::mem_row_major);
         }
-        wmma::store_matrix_sync(part_o + (q_row(hr * kTile) * splits + split) * Rkv + dt * kTile, acc,
-                                (unsigned)(S * splits * Rkv), wmma::mem_row_major);
+        __syncthreads();
+        /* online softmax per head: masked, scaled scores; probabilities in bf16, counted as rounded */
+        for (int64_t h = warp; h < H; h += warps) {
+            float z[kKeys / kWarp], tile_max = -INFINITY;
+#pragma unroll
+            for (int u = 0; u < kKeys / kWarp; u++) {
+                const int64_t key = t * kKeys + u * kWarp + lane;
+                const bool allowed = key < end && (!mask || mask[b * T + key] != 0);
+                z[u] = scores[h * L.score_pitch + u * kWarp + lane] * scale + (allowed ? 0.0f : -FLT_MAX);
+                if (key < end) tile_max = fmaxf(tile_max, z[u]);
+            }
+            const float m_old = m_run[h], m_new = fmaxf(m_old, warp_max(tile_max));
+            float sum = 0.0f;
+#pragma unroll
+            for (int u = 0; u < kKeys / kWarp; u++) {
+                const int64_t key = t * kKeys + u * kWarp + lane;
+                const __nv_bfloat16 p = __float2bfloat16_rn(key < end ? expf(z[u] - m_new) : 0.0f);
+                probs[h * L.prob_pitch + u * kWarp + lane] = p;
+                sum += __bfloat162float(p);
+            }
+            sum = warp_sum(sum);
+            if (lane == 0) {
+                const float a = expf(m_old - m_new);   /* 0 on the first tile (m_old = −∞, m_new finite) */
+                alpha[h] = a, m_run[h] = m_new, l_run[h] = l_run[h] * a + sum;
+            }
+        }
+        __syncthreads();
+        /* O = O · alpha + P · c_kv: one (head tile, latent tile) per warp, rescaled by that warp */
+        for (int64_t f = warp; f < head_tiles * latent_tiles; f += warps) {
+            const int64_t hr = f / latent_tiles, dt = f % latent_tiles;
+            float *o_tile = O + hr * kTile * L.o_pitch + dt * kTile;
+#pragma unroll
+            for (int u = 0; u < kTile * kTile / kWarp; u++) {
+                const int row = (u * kWarp + lane) / kTile, col = (u * kWarp + lane) % kTile;
+                o_tile[row * L.o_pitch + col] *= alpha[hr * kTile + row];
+            }
+            __syncwarp();
+            wmma::fragment<wmma::accumulator, kTile, kTile, kTile, float> acc;
+            wmma::load_matrix_sync(acc, o_tile, (unsigned)L.o_pitch, wmma::mem_row_major);
+            for (int64_t kt = 0; kt < key_tiles; kt++) {
+                wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, __nv_bfloat16, wmma::row_major> p;
+                wmma::fragment<wmma::matrix_b, kTile, kTile, kTile, __nv_bfloat16, wmma::row_major> v;
+                wmma::load_matrix_sync(p, probs + hr * kTile * L.prob_pitch + kt * kTile, (unsigned)L.prob_pitch);
+                wmma::load_matrix_sync(v, keys + kt * kTile * L.key_pitch + dt * kTile, (unsigned)L.key_pitch);
+                wmma::mma_sync(acc, p, v, acc);
+            }
+            wmma::store_matrix_sync(o_tile, acc, (unsigned)L.o_pitch, wmma::mem_row_major);
+        }
+        __syncthreads();                         /* the stage is refilled by the next iteration's load */
+    }
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    for (int64_t h = warp; h < H; h += warps) {
+        for (int64_t r = lane; r < Rkv; r += kWarp) part_o[(q_row(h) * splits + split) * Rkv + r] = O[h * L.o_pitch + r];
+        if (lane == 0) part_m[q_row(h) * splits + split] = m_run[h], part_l[q_row(h) * splits + split] = l_run[h];
     }
 }
 
-__global__ void combine_kernel(const float *__restrict__ part_m, const float *__restrict__ part_l,
-                               const float *__restrict__ part_o, int64_t splits, int64_t Rkv, float *__restrict__ O_lat) {
-    const int64_t q = blockIdx.x;
+/* Merges the splits of every query row: O_lat[q] = Σ_s exp(m_s − M) · o_s / Σ_s exp(m_s − M) · l_s.
+ * grid (query rows, Rkv / 32): a block owns 32 latent columns; its 8 warps each sum every 8th split
+ * (lane = column), then the eight partial sums are added in order. Splits with no keys have
+ * m = −∞, l = 0, o = 0. Shared: the splits' weights [splits]. */
+constexpr int kCombineColumns = 32, kCombineGroups = kThreads / kCombineColumns;
+__global__ void __launch_bounds__(kThreads)
+combine_kernel(const float *__restrict__ part_m, const float *__restrict__ part_l, const float *__restrict__ part_o,
+               int64_t splits, int64_t Rkv, float *__restrict__ O_lat) {
+    extern __shared__ float weight[];            /* [splits] */
+    __shared__ float partial[kCombineGroups][kCombineColumns];
+    __shared__ float scratch[32];
+    const int64_t q = blockIdx.x, r = (int64_t)blockIdx.y * kCombineColumns + threadIdx.x % kCombineColumns;
+    const int group = threadIdx.x / kCombineColumns;
     float M = -INFINITY;
-    for (int64_t s = 0; s < splits; s++) M = fmaxf(M, part_m[q * splits + s]);
+    for (int64_t s = threadIdx.x; s < splits; s += blockDim.x) M = fmaxf(M, part_m[q * splits + s]);
+    M = block_reduce<true>(M, scratch);
     float L = 0.0f;
-    for (int64_t s = 0; s < splits; s++) L += part_l[q * splits + s] * expf(part_m[q * splits + s] - M);
-    for (int64_t r = threadIdx.x; r < Rkv; r += blockDim.x) {
-        float acc = 0.0f;
-        for (int64_t s = 0; s < splits; s++) acc += part_o[(q * splits + s) * Rkv + r] * expf(part_m[q * splits + s] - M);
-        O_lat[q * Rkv + r] = acc / L;
+    for (int64_t s = threadIdx.x; s < splits; s += blockDim.x) {
+        weight[s] = expf(part_m[q * splits + s] - M);
+        L += part_l[q * splits + s] * weight[s];
+    }
+    L = block_reduce<false>(L, scratch);          /* its leading __syncthreads publishes weight[] */
+    float acc = 0.0f;
+    if (r < Rkv)
+#pragma unroll 4
+        for (int64_t s = group; s < splits; s += kCombineGroups) acc += part_o[(q * splits + s) * Rkv + r] * weight[s];
+    partial[group][threadIdx.x % kCombineColumns] = acc;
+    __syncthreads();
+    if (group == 0 && r < Rkv) {
+        float sum = 0.0f;
+        for (int g = 0; g < kCombineGroups; g++) sum += partial[g][threadIdx.x];
+        O_lat[q * Rkv + r] = sum / L;
     }
 }
 
@@ -243,12 +336,16 @@ int m4k_mla_absorb_q(const float *Q, const W *kv_b, int64_t BHS, int64_t H, int6
 template <typename Attend>
 static int attend_in_splits(int64_t BHS, int64_t splits, int64_t Rkv, float *O_lat, cudaStream_t stream,
                             m4_error *err, Attend attend) {
+    const size_t combine_shared = sizeof(float) * (size_t)splits;
+    if (combine_shared > 48 * 1024)
+        return m4_fail(err, "mla decode: %lld splits exceed the combine kernel's %d", (long long)splits, 48 * 1024 / 4);
     float *part = nullptr;
     M4_CUDA_TRY(cudaMallocAsync(&part, sizeof(float) * (size_t)(BHS * splits * (Rkv + 2)), stream), err);
     cudaError_t launch = attend(part, part + BHS * splits, part + 2 * BHS * splits);
     if (launch == cudaSuccess) {
-        combine_kernel<<<(unsigned)BHS, kThreads, 0, stream>>>(part, part + BHS * splits, part + 2 * BHS * splits,
-                                                               splits, Rkv, O_lat);
+        const dim3 grid((unsigned)BHS, (unsigned)((Rkv + kCombineColumns - 1) / kCombineColumns));
+        combine_kernel<<<grid, kThreads, combine_shared, stream>>>(part, part + BHS * splits, part + 2 * BHS * splits,
+                                                                   splits, Rkv, O_lat);
         launch = cudaGetLastError();
     }
     cudaFreeAsync(part, stream);
@@ -256,30 +353,34 @@ static int attend_in_splits(int64_t BHS, int64_t splits, int64_t Rkv, float *O_l
     return 0;
 }
 
-/* The tensor-core path: every head of a query position in one block (bf16 cache only). */
+/* The tensor-core path: every head of a query position in one block (bf16 cache only). Three
+ * tiles in flight when they fit in the device's shared memory, else two; as many splits as
+ * fill the GPU once (B·S blocks already do at prefill sizes: one split, no partial merging). */
 static int latent_attention_tc(const float *QL, const __nv_bfloat16 *c_cache, const __nv_bfloat16 *r_cache,
                                int64_t capacity, int64_t B, int64_t H, int64_t S, int64_t past, int64_t Rkv,
                                int64_t dr, float scale, const int64_t *mask, float *O_lat, cudaStream_t stream,
                                m4_error *err) {
-    const int64_t BS = B * S, T = past + S;
-    /* chunks of 64–256 keys (whole 64-key tiles), enough of them to give every SM a few blocks */
-    const int64_t want_splits = (264 + BS - 1) / BS;
-    int64_t chunk = (T + want_splits - 1) / want_splits;
-    chunk = (chunk + M4_CUDA_KEY_TILE - 1) / M4_CUDA_KEY_TILE * M4_CUDA_KEY_TILE;
-    chunk = chunk < M4_CUDA_KEY_TILE ? M4_CUDA_KEY_TILE : chunk > 256 ? 256 : chunk;
-    const int64_t splits = (T + chunk - 1) / chunk, BHS = B * H * S;
-    const size_t shared = sizeof(__nv_bfloat16) * (size_t)(H * (Rkv + dr)) + sizeof(float) * (size_t)(H * chunk) +
-                          sizeof(__nv_bfloat16) * (size_t)(H * chunk);
-    if (shared > kMaxShared)
-        return m4_fail(err, "mla decode: %lld heads need %zu bytes of shared memory (limit %zu)", (long long)H, shared, kMaxShared);
+    const int64_t BS = B * S, T = past + S, BHS = B * H * S;
+    int device = 0, sms = 0, shared_max = 0, per_sm = 0;
+    M4_CUDA_TRY(cudaGetDevice(&device), err);
+    M4_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), err);
+    M4_CUDA_TRY(cudaDeviceGetAttribute(&shared_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), err);
+    const int stages = latent_tc_layout(H, Rkv, dr, 3).total <= (size_t)shared_max ? 3 : 2;
+    const size_t shared = latent_tc_layout(H, Rkv, dr, stages).total;
+    if (shared > (size_t)shared_max)
+        return m4_fail(err, "mla decode: %lld heads × %lld latent need %zu bytes of shared memory, the device has %d",
+                       (long long)H, (long long)(Rkv + dr), shared, shared_max);
+    M4_CUDA_TRY(cudaFuncSetAttribute(latent_attention_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared), err);
+    M4_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, latent_attention_tc_kernel, kThreads, shared), err);
+    const int64_t tiles = (T + kKeys - 1) / kKeys, wanted = (int64_t)sms * (per_sm > 0 ? per_sm : 1);
+    int64_t splits = (wanted + BS - 1) / BS;
+    splits = splits < 1 ? 1 : splits > tiles ? tiles : splits;
+    const int64_t tiles_per_split = (tiles + splits - 1) / splits;
+    splits = (tiles + tiles_per_split - 1) / tiles_per_split;
     return attend_in_splits(BHS, splits, Rkv, O_lat, stream, err, [&](float *part_m, float *part_l, float *part_o) {
-        if (shared > 48 * 1024) {
-            cudaError_t status = cudaFuncSetAttribute(latent_attention_tc_kernel,
-                                                      cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared);
-            if (status != cudaSuccess) return status;
-        }
         latent_attention_tc_kernel<<<dim3((unsigned)BS, (unsigned)splits), kThreads, shared, stream>>>(
-            QL, c_cache, r_cache, capacity, H, S, past, Rkv, dr, scale, mask, chunk, part_m, part_l, part_o);
+            QL, c_cache, r_cache, capacity, H, S, past, Rkv, dr, scale, mask, tiles_per_split, stages, part_m, part_l,
+            part_o);
         return cudaGetLastError();
     });
 }
