@@ -238,7 +238,9 @@ void experts(bench &b, const m4_text_config *cfg, int64_t n) {
     double ms = decode ? time_graph_ms(b, sets, call) : time_ms(b, call);
     const double bytes = distinct * 3.0 * (double)(D * F) * 2.0 + 4.0 * (double)n * D * 2;
     add(b, "cuda-bf16/text.layers.N.mlp.experts" + std::string(decode ? "/decode:" : "/prefill:") + std::to_string(n),
-        decode ? "gemv (swiglu fused) + combine (CUDA graph)" : "permute + per-expert cublasGemmEx + combine", ms, bytes,
+        decode ? "gemv (swiglu fused) + combine (CUDA graph)"
+               : "permute + gather + grouped GEMM x2 (mma.sync bf16, swiglu fused) + combine",
+        ms, bytes,
         2.0 * n * K * 3.0 * D * F, decode ? "copy" : "gemm");
     if (decode) {
         /* the same step in its three launches, each replayed alone: where the time goes */
@@ -268,7 +270,8 @@ void experts(bench &b, const m4_text_config *cfg, int64_t n) {
     b.allocations.clear();
 }
 
-/* The attention kernel alone (prefill, causal) at S tokens, H heads, dq/dv. */
+/* The attention kernels alone (prefill, causal) at S tokens, H heads, dq/dv: the float32 one (the fp32
+ * path, and traces) and the bf16 path's flash kernel, on the same float32 inputs. */
 void attention(bench &b, const m4_text_config *cfg, int64_t S) {
     const int64_t H = cfg->num_attention_heads, dq = cfg->qk_head_dim, dv = cfg->v_head_dim;
     float *Q = random_f32(b, H * S * dq, 1.0f), *K = random_f32(b, H * S * dq, 1.0f), *V = random_f32(b, S * H * dv, 1.0f);
@@ -278,8 +281,14 @@ void attention(bench &b, const m4_text_config *cfg, int64_t S) {
     a.v_row_stride = H * dv, a.v_head_stride = dv, a.scale = 0.07f, a.causal = true, a.O = O;
     m4_error err = {{0}};
     double ms = time_ms(b, [&](int) { must(m4k_attention(&a, b.st.stream, &err), err); });
+    /* bytes: Q, K, V read and O written once (float32); FLOPs: the causal half of S² scores and outputs */
+    const double bytes = 4.0 * H * S * (2 * dq + dv + dv), flops = 2.0 * H * S * S * (dq + dv) / 2;
     add(b, "cuda-fp32/text.layers.N.self_attn.attention/prefill:" + std::to_string(S), "one block per query (float32)", ms,
-        4.0 * H * S * (2 * dq + dv + dv), 2.0 * H * S * S * (dq + dv) / 2, "gemm");
+        bytes, flops, "gemm");
+    ms = time_ms(b, [&](int) { must(m4k_flash_attention(&a, b.st.stream, &err), err); });
+    add(b, "cuda-bf16/text.layers.N.self_attn.attention/prefill:" + std::to_string(S),
+        "flash attention (tensor cores, wmma bf16: 64 queries x 64-key tiles, online softmax, causal tiles skipped)", ms,
+        bytes, flops, "gemm");
     for (void *p : b.allocations) cudaFree(p);
     b.allocations.clear();
 }
@@ -451,6 +460,9 @@ void tune_gemv(bench &b, const m4_text_config *cfg) {
 void write_json(const bench &b, FILE *f, const char *device, const char *commit) {
     fprintf(f, "{\n  \"schema\": \"mistral4-gpu-bench/1\",\n  \"device\": \"%s\",\n  \"commit\": \"%s\",\n", device, commit);
     fprintf(f, "  \"iterations\": %d,\n  \"statistic\": \"median of CUDA-event times after 3 warm-ups\",\n", b.iters);
+    fprintf(f, "  \"build\": {\"nvcc\": \"%d.%d\", \"build_type\": \"%s\", \"cuda_architectures\": \"%s\", "
+               "\"cuda_flags\": \"%s\"},\n",
+            __CUDACC_VER_MAJOR__, __CUDACC_VER_MINOR__, M4_BUILD_TYPE, M4_CUDA_ARCHS, M4_CUDA_FLAGS);
     fprintf(f, "  \"ceilings\": {\"copy_GBps\": %.1f, \"cublas_bf16_TFLOPs\": %.1f},\n  \"rows\": [\n", b.copy_gbps, b.gemm_tflops);
     for (size_t i = 0; i < b.rows.size(); i++) {
         const row &r = b.rows[i];
@@ -531,7 +543,8 @@ int main(int argc, char **argv) {
     }
     if (want("experts")) {
         for (int64_t n : decode_sizes) experts(b, t, n);
-        if (!quick) experts(b, t, 512);
+        if (!quick)
+            for (int64_t n : prefill_sizes) experts(b, t, n);
     }
     if (want("attention")) attention(b, t, quick ? 256 : 1024);
     if (want("latent")) {

@@ -194,6 +194,12 @@ int m4_cuda_linear_bias(m4_cuda *st, const float *d_x, int64_t n, const m4_dev_w
     return bias ? m4k_add_bias(d_y, bias->f32(), n, w.rows, st->stream, err) : 0;
 }
 
+int m4_cuda_attention(m4_cuda *st, const m4k_attention_args *a, m4_error *err) {
+    if (st->precision == m4_precision::bf16 && m4k_flash_attention_fits(a))   /* fits: probs NULL too */
+        return m4k_flash_attention(a, st->stream, err);
+    return m4k_attention(a, st->stream, err);
+}
+
 int m4_cuda_swiglu_mlp(m4_cuda *st, const float *d_x, int64_t n, const m4_weight *gate,
                        const m4_weight *up, const m4_weight *down, m4_activation act, float *d_y,
                        m4_error *err) {

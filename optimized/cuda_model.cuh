@@ -128,6 +128,10 @@ int m4_cuda_linear_bias(m4_cuda *st, const float *d_x, int64_t n, const m4_dev_w
 int m4_cuda_swiglu_mlp(m4_cuda *st, const float *d_x, int64_t n, const m4_weight *gate,
                        const m4_weight *up, const m4_weight *down, m4_activation act, float *d_y,
                        m4_error *err);
+/* Softmax attention (kernels.cuh's m4k_attention_args) on st->stream: the tensor-core flash kernel
+ * (m4k_flash_attention, bf16 rounding) for precision bf16 when no probabilities are wanted and the
+ * head dims fit it; else the float32 kernel (m4k_attention), which also writes a->probs. */
+int m4_cuda_attention(m4_cuda *st, const m4k_attention_args *a, m4_error *err);
 
 /* ---- text.cu: the text components ------------------------------------------------------- */
 

@@ -74,6 +74,17 @@ int m4k_gemv(const W *Wt, int64_t rows, int64_t cols, const int32_t *expert, int
              const float *x, int64_t x_div, int ntok, float *y, bool swiglu, m4_activation act,
              cudaStream_t stream, m4_error *err);
 
+/* Grouped GEMM over an expert stack, one launch (grouped_gemm.cu), for batches past the GEMV:
+ * the M slots of X [M, cols] are sorted by expert, expert e owning slots [offsets[e],
+ * offsets[e + 1]) (offsets [E + 1] on the device, non-decreasing, offsets[E] ≤ M; slots past
+ * offsets[E] are neither read nor written), and Y[s, :] = X[s, :] · W[e]ᵀ for W [E, rows, cols]
+ * bf16; X is rounded to bf16, sums in float32 (tensor cores). swiglu: W[e] is a gate_up pair
+ * [2F, cols] and Y [M, F] = act(x·gate_fᵀ) · (x·up_fᵀ), as m4k_gemv's. No host synchronisation
+ * (CUDA-graph capturable). Needs cols a multiple of 8 and W, X 16-byte aligned. */
+int m4k_grouped_gemm(const __nv_bfloat16 *W, int64_t E, int64_t rows, int64_t cols, const int32_t *offsets,
+                     const float *X, int64_t M, float *Y, bool swiglu, m4_activation act, cudaStream_t stream,
+                     m4_error *err);
+
 /* Text RoPE + Llama-4 scale into head-major layout: for token t = b·S + s and head h,
  * out[(b·H + h)·S + s, :dq] = [x_nope | rope(x_rope)] · (l4 ? l4[t] : 1), where the head's input
  * is x + t·x_stride + h·x_head_stride (dn nope values, then dr rotary ones; interleaved pairing or
@@ -113,6 +124,16 @@ struct m4k_attention_args {
     float *O, *probs;
 };
 int m4k_attention(const m4k_attention_args *a, cudaStream_t stream, m4_error *err);
+
+/* The same attention on the tensor cores, FlashAttention-2 style (flash_attention.cu): a block per
+ * 64 queries of one (b, h) streams 64-key tiles with an online softmax, causally masked tiles and
+ * tiles outside every query's [lo, hi) skipped. Q, K, V and P are rounded to bf16 (float32
+ * scores, softmax statistics and accumulation): the bf16 path's kernel. Same results as
+ * m4k_attention within bf16 rounding, every-key-masked rows included (the uniform average over
+ * the query's keys). Applies when m4k_flash_attention_fits: no probs (m4k_attention keeps
+ * serving traces), dq and dv multiples of 16 up to 256, T < 2^31, B·H ≤ 65535; otherwise fails. */
+bool m4k_flash_attention_fits(const m4k_attention_args *a);
+int m4k_flash_attention(const m4k_attention_args *a, cudaStream_t stream, m4_error *err);
 
 /* Router: per token, softmax (or sigmoid + bias) of logits [N, E], group-limited top-K (ties to the
  * lower id), weights renormalised when norm_topk_prob and × routed_scaling_factor. ids [N, K]. */

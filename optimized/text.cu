@@ -111,7 +111,7 @@ int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
     a.scale = softmax_scale, a.causal = true, a.causal_past = 0, a.mask = where.d_mask;
     a.O = attn, a.probs = probs;
     /* 9. o_proj */
-    if (m4k_attention(&a, st->stream, err) || m4_cuda_linear(st, attn, N, *o_proj, d_out, err)) return -1;
+    if (m4_cuda_attention(st, &a, err) || m4_cuda_linear(st, attn, N, *o_proj, d_out, err)) return -1;
     if (!trace) return 0;
     if (download(st, Rq > 0 ? trace->q_a : nullptr, p.qa, N * Rq, err) || download(st, trace->q, p.q, N * H * dq, err) ||
         download(st, trace->kv_a, p.kva, N * (Rkv + dr), err) || download(st, trace->c_kv, p.ckv, N * Rkv, err) ||
@@ -204,8 +204,12 @@ int m4_cuda_router(m4_cuda *st, int layer, const float *d_x, int64_t n, float *d
 /* text.layers.{i}.mlp.experts — Mistral4Experts under the given routing, on explicit expert
  * stacks gu [E, 2F, D] and dn [E, D, F]. Decode-sized batches (N ≤ M4_CUDA_GEMV_MAX_TOKENS) run
  * two GEMV launches over the N·K (token, expert) slots, SwiGLU fused into the gate_up one, no host
- * round trip; larger batches are permuted by expert and each expert's tokens go through cuBLAS.
- * Both end in the weighted un-permute (+ shared expert). */
+ * round trip. Larger batches are permuted by expert (slots sorted by expert, offsets [E + 1] on
+ * the device) and gathered; with bf16 weights two grouped GEMM launches follow (m4k_grouped_gemm:
+ * gate_up with SwiGLU fused, then down), still no host round trip, so the step stays
+ * CUDA-graph capturable; with float32 weights (the pedantic precision path that proves the logic
+ * at tight bounds) the offsets are copied to the host and each expert's slots go through cuBLAS.
+ * All end in the weighted un-permute (+ shared expert). */
 int m4_cuda_moe_experts(m4_cuda *st, const m4_dev_weight &gu, const m4_dev_weight &dn, int64_t K,
                         m4_activation act, const float *d_x, int64_t n, const int32_t *d_ids,
                         const float *d_weights, const float *d_shared, float *d_out, m4_error *err) {
@@ -230,11 +234,20 @@ int m4_cuda_moe_experts(m4_cuda *st, const m4_dev_weight &gu, const m4_dev_weigh
     }
     int32_t *counts = arena.get<int32_t>(E, err), *offsets = arena.get<int32_t>(E + 1, err);
     int32_t *slot_token = arena.get<int32_t>(n * K, err), *slot_of = arena.get<int32_t>(n * K, err);
-    float *xs = arena.get<float>(n * K * D, err), *h = arena.get<float>(n * K * 2 * F, err);
-    if (!counts || !offsets || !slot_token || !slot_of || !xs || !h) return -1;
+    float *xs = arena.get<float>(n * K * D, err);
+    if (!counts || !offsets || !slot_token || !slot_of || !xs) return -1;
     if (m4k_moe_permute(d_ids, n, K, E, counts, offsets, slot_token, slot_of, st->stream, err) ||
         m4k_gather_rows(d_x, slot_token, n * K, D, xs, st->stream, err))
         return -1;
+    if (gu.bf16 && D % 8 == 0 && F % 8 == 0) {
+        /* bf16: one grouped GEMM per projection over every expert's slots, offsets read on the device */
+        if (m4k_grouped_gemm(gu.b16(), E, 2 * F, D, offsets, xs, n * K, hm, true, act, st->stream, err) ||
+            m4k_grouped_gemm(dn.b16(), E, D, F, offsets, hm, n * K, y, false, act, st->stream, err))
+            return -1;
+        return m4k_moe_combine(y, slot_of, d_ids, d_weights, d_shared, n, K, D, d_out, st->stream, err);
+    }
+    float *h = arena.get<float>(n * K * 2 * F, err);
+    if (!h) return -1;
     std::vector<int32_t> off((size_t)(E + 1));
     M4_CUDA_TRY(cudaMemcpyAsync(off.data(), offsets, sizeof(int32_t) * (size_t)(E + 1), cudaMemcpyDeviceToHost, st->stream), err);
     M4_CUDA_TRY(cudaStreamSynchronize(st->stream), err);

@@ -100,7 +100,7 @@ int m4_cuda_vision_attention(m4_cuda *st, int layer, const float *d_x, const m4_
     a.v_row_stride = Dv, a.v_head_stride = hd;
     a.scale = (float)pow((double)hd, -0.5), a.causal = false;
     a.block_lo = d_lo, a.block_hi = d_hi, a.O = o, a.probs = probs;
-    if (m4k_attention(&a, st->stream, err) || m4_cuda_linear(st, o, P, *wo, d_out, err)) return -1;
+    if (m4_cuda_attention(st, &a, err) || m4_cuda_linear(st, o, P, *wo, d_out, err)) return -1;
     if (!trace) return 0;
     /* [P, hv·hd] → [hv, P, hd] for the unrotated projections; rotated ones are already head-major */
     float *const views[3] = {trace->q, trace->k, trace->v};
