@@ -305,11 +305,14 @@ void mla_latent_decode(bench &b, const m4_text_config *cfg, int64_t T) {
     float *QL = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(H * (Rkv + dr))));
     float *O_lat = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(H * Rkv)));
     float *O = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(H * dv)));
+    const int64_t past = T - 1;
+    int64_t *d_past = static_cast<int64_t *>(device_alloc(b, sizeof(int64_t)));
+    CHECK(cudaMemcpy(d_past, &past, sizeof past, cudaMemcpyHostToDevice));
     m4_error err = {{0}};
     double ms = time_graph_ms(b, 1, [&](int) {
         must(m4k_mla_absorb_q(Q, kv_b.b16(), H, H, 1, dn, dr, dv, Rkv, QL, b.st.stream, &err) ||
-                 m4k_mla_latent_attention<__nv_bfloat16>(QL, c_cache.b16(), r_cache.b16(), T, 1, H, 1, T - 1, Rkv, dr,
-                                                         0.07f, nullptr, O_lat, b.st.stream, &err) ||
+                 m4k_mla_latent_attention<__nv_bfloat16>(QL, c_cache.b16(), r_cache.b16(), T, 1, H, 1, d_past, Rkv, dr,
+                                                         0.07f, nullptr, 0, O_lat, b.st.stream, &err) ||
                  m4k_mla_unabsorb_v(O_lat, kv_b.b16(), 1, H, 1, dn, dv, Rkv, O, b.st.stream, &err),
              err);
     });
@@ -331,10 +334,12 @@ void mla_latent_prefill(bench &b, const m4_text_config *cfg, int64_t S) {
     m4_dev_weight c_cache = random_weight(b, 1, stride, Rkv, true), r_cache = random_weight(b, 1, stride, dr, true);
     float *QL = random_f32(b, H * S * (Rkv + dr), 1.0f);
     float *O_lat = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(H * S * Rkv)));
+    int64_t *d_past = static_cast<int64_t *>(device_alloc(b, sizeof(int64_t)));
+    CHECK(cudaMemset(d_past, 0, sizeof(int64_t)));
     m4_error err = {{0}};
     double ms = time_ms(b, [&](int) {
-        must(m4k_mla_latent_attention<__nv_bfloat16>(QL, c_cache.b16(), r_cache.b16(), stride, 1, H, S, 0, Rkv, dr, 0.07f,
-                                                     nullptr, O_lat, b.st.stream, &err),
+        must(m4k_mla_latent_attention<__nv_bfloat16>(QL, c_cache.b16(), r_cache.b16(), stride, 1, H, S, d_past, Rkv, dr,
+                                                     0.07f, nullptr, 0, O_lat, b.st.stream, &err),
              err);
     });
     const double bytes = 2.0 * (double)S * (Rkv + dr) + 4.0 * (double)H * S * (2 * Rkv + dr);
@@ -394,7 +399,7 @@ void decode_step(bench &b, const m4_config *published, int64_t T) {
     m4_error err = {{0}};
     m4_cuda_cache cache;
     must(m4_cuda_init_rope(&st, &err) || m4_cuda_cache_init(&st, &cache, 1, T + 1, &err), err);
-    cache.length = T;                         /* T zero-filled positions: the same work as real ones */
+    must(m4_cuda_cache_set_length(&st, &cache, T, &err), err);   /* T zero-filled positions: the same work as real ones */
     bytes += 2.0 * (double)T * (t->kv_lora_rank + t->qk_rope_head_dim);
     const int variants = 16;                  /* different inputs route to different experts */
     float *h = random_f32(b, variants * D, 1.0f);

@@ -24,7 +24,10 @@ int m4_cuda_rmsnorm_f32(const float *d_x, const float *d_w, float *d_y, int rows
 
 /* A text-generation session on the GPU (m4_ref_text_forward_cached's twin): the model's weights
  * on the device in fp32 or bf16, and an MLA cache of `batch` rows × `capacity` positions whose
- * attention runs in the absorbed latent form. */
+ * attention runs in the absorbed latent form. One-token steps of up to 8 rows replay a CUDA
+ * graph of the whole forward, captured at the first such step (environment M4_CUDA_GRAPHS=0, or
+ * m4_cuda_session_use_graphs(s, false), launches them one by one instead; the results are the
+ * same bit for bit). */
 typedef struct m4_cuda_session m4_cuda_session;
 
 int m4_cuda_session_open(const m4_model *model, bool bf16, int64_t batch, int64_t capacity,
@@ -40,6 +43,7 @@ int m4_cuda_session_forward(m4_cuda_session *s, const int64_t *ids, const float 
  * replaced in order by the images' features (vision tower → projector); px NULL: no images. */
 int m4_cuda_session_prompt_embeds(m4_cuda_session *s, const int64_t *ids, int64_t B, int64_t S,
                                   const m4_pixel_batch *px, float *embeds, m4_error *err);
+void m4_cuda_session_use_graphs(m4_cuda_session *s, bool on);
 /* Positions the cache holds; the device time of the last forward (CUDA events), ms. */
 int64_t m4_cuda_session_length(const m4_cuda_session *s);
 double m4_cuda_session_device_ms(const m4_cuda_session *s);

@@ -51,9 +51,12 @@ struct m4_cuda {
  * normalised latent c_kv [Rkv] and the rotated shared key k_rope [dr], in the weights' precision
  * (bf16 or float32). c_kv [L, B, stride, Rkv], k_rope [L, B, stride, dr]: rows hold `stride` ≥
  * capacity positions (whole M4_CUDA_KEY_TILE tiles), zero-filled, so that a tile-wide read past
- * the last position stays in bounds and finite. */
+ * the last position stays in bounds and finite. The length lives twice: on the host (checks,
+ * bookkeeping) and on the device (d_length, what the kernels read), advanced together by every
+ * cached forward — on the device in-stream, so a captured decode step replays at any length. */
 struct m4_cuda_cache {
     int64_t layers = 0, batch = 0, capacity = 0, stride = 0, length = 0;
+    int64_t *d_length = nullptr;
     bool bf16 = false;
     void *c_kv = nullptr, *k_rope = nullptr;
 };
@@ -96,11 +99,12 @@ private:
 };
 
 /* Where a batch's tokens sit, on the device: positions [B·S] and the 2-D attention mask [B, T]
- * (T = cached + S; NULL: every position is a token). Device-resident so that a decode step can be
- * captured in a CUDA graph. */
+ * (T = cached + S; NULL: every position is a token), its rows mask_stride ≥ T apart.
+ * Device-resident so that a decode step can be captured in a CUDA graph. */
 struct m4_cuda_positions {
     const int64_t *d_pos = nullptr;
     const int64_t *d_mask = nullptr;
+    int64_t mask_stride = 0;
 };
 
 /* Uploads position_ids [B, S] (NULL: HF's default past + arange(S) per row) and attention_mask
@@ -156,6 +160,8 @@ int m4_cuda_mlp(m4_cuda *st, int layer, const float *d_x, int64_t n, float *d_ou
 int m4_cuda_mla_cached(m4_cuda *st, int layer, m4_cuda_cache *cache, const float *d_x, int64_t B, int64_t S,
                        const m4_cuda_positions &where, float softmax_scale, float *d_out, m4_error *err);
 int m4_cuda_cache_init(m4_cuda *st, m4_cuda_cache *cache, int64_t batch, int64_t capacity, m4_error *err);
+/* Declares the first `length` positions filled (host and device), e.g. for a benchmark. */
+int m4_cuda_cache_set_length(m4_cuda *st, m4_cuda_cache *cache, int64_t length, m4_error *err);
 void m4_cuda_cache_free(m4_cuda_cache *cache);
 /* text.layers.{i}, d_h [B, S, D] in place (cache NULL: the uncached HF form). */
 int m4_cuda_decoder_layer(m4_cuda *st, int layer, m4_cuda_cache *cache, float *d_h, int64_t B, int64_t S,

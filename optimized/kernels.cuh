@@ -184,12 +184,18 @@ int m4k_merge_rows(const float *embeds, const float *features, const int32_t *sr
  * (a multiple of M4_CUDA_KEY_TILE, the positions past the filled ones finite). */
 #define M4_CUDA_KEY_TILE 64
 
+/* The cache's length is read on the device (d_past: positions already cached), so that a captured
+ * decode step replays at every length; launch shapes depend on the capacity only. */
+
 /* Appends the S new tokens' c_kv [B·S, Rkv] and k_rope [B·S, dr] at positions [past, past + S)
  * of every row: c_cache/r_cache point at this layer's [B, capacity, ·]. */
 template <typename W>
-int m4k_cache_append(const float *ckv, const float *k_rope, int64_t B, int64_t S, int64_t past,
+int m4k_cache_append(const float *ckv, const float *k_rope, int64_t B, int64_t S, const int64_t *d_past,
                      int64_t capacity, int64_t Rkv, int64_t dr, W *c_cache, W *r_cache,
                      cudaStream_t stream, m4_error *err);
+
+/* *d_length += by on the stream (the cache's device-side length after a forward). */
+int m4k_cache_advance(int64_t *d_length, int64_t by, cudaStream_t stream, m4_error *err);
 
 /* Absorbs kv_b's key half into the queries: QL[q, :Rkv] = Σ_d Q[q, d] · kv_b[h·(dn+dv) + d, :]
  * (d < dn) and QL[q, Rkv:] = Q[q, dn:] (the rotated part), for the B·H·S query rows q of
@@ -200,7 +206,7 @@ int m4k_mla_absorb_q(const float *Q, const W *kv_b, int64_t BHS, int64_t H, int6
 
 /* Softmax attention of the latent queries QL [B, H, S, Rkv + dr] over the cached positions
  * j ≤ past + i (query i's causal end; later keys take no part): z_j = (QL·[c_kv_j | k_rope_j])·scale
- * (+ −FLT_MAX where mask[b·(past + S) + j] = 0, so a query whose visible keys are all masked
+ * (+ −FLT_MAX where mask[b·mask_stride + j] = 0, so a query whose visible keys are all masked
  * averages them), O_lat[q] = Σ_j softmax(z)_j c_kv_j. Flash-decoding: the keys are split into
  * chunks that run in parallel, then merged. O_lat [B, H, S, Rkv]. With a bf16 cache and H, Rkv,
  * dr multiples of 16, one block serves every head of a query position on the tensor cores (QL
@@ -209,9 +215,9 @@ int m4k_mla_absorb_q(const float *Q, const W *kv_b, int64_t BHS, int64_t H, int6
  * block per head and split, in float32. */
 template <typename W>
 int m4k_mla_latent_attention(const float *QL, const W *c_cache, const W *r_cache, int64_t capacity,
-                             int64_t B, int64_t H, int64_t S, int64_t past, int64_t Rkv, int64_t dr,
-                             float scale, const int64_t *mask, float *O_lat, cudaStream_t stream,
-                             m4_error *err);
+                             int64_t B, int64_t H, int64_t S, const int64_t *d_past, int64_t Rkv,
+                             int64_t dr, float scale, const int64_t *mask, int64_t mask_stride,
+                             float *O_lat, cudaStream_t stream, m4_error *err);
 
 /* Un-absorbs the values: O[b·S + s, h·dv + e] = kv_b[h·(dn+dv) + dn + e, :] · O_lat[b, h, s, :]. */
 template <typename W>

@@ -15,14 +15,16 @@ constexpr int kThreads = 256;
 
 template <typename W>
 __global__ void cache_append_kernel(const float *__restrict__ ckv, const float *__restrict__ k_rope, int64_t S,
-                                    int64_t past, int64_t capacity, int64_t Rkv, int64_t dr, W *__restrict__ c_cache,
-                                    W *__restrict__ r_cache) {
-    const int64_t t = blockIdx.x, b = t / S, s = t % S, slot = b * capacity + past + s;
+                                    const int64_t *__restrict__ d_past, int64_t capacity, int64_t Rkv, int64_t dr,
+                                    W *__restrict__ c_cache, W *__restrict__ r_cache) {
+    const int64_t t = blockIdx.x, b = t / S, s = t % S, slot = b * capacity + *d_past + s;
     for (int64_t i = threadIdx.x; i < Rkv + dr; i += blockDim.x) {
         if (i < Rkv) c_cache[slot * Rkv + i] = from_float<W>(ckv[t * Rkv + i]);
         else r_cache[slot * dr + i - Rkv] = from_float<W>(k_rope[t * dr + i - Rkv]);
     }
 }
+
+__global__ void cache_advance_kernel(int64_t *length, int64_t by) { *length += by; }
 
 /* grid (query rows, Rkv / 64): a block owns 64 latent columns; its 4 thread groups each sum a
  * quarter of the dn key rows of the query's head, then the quarters are added in order. The
@@ -50,19 +52,22 @@ __global__ void absorb_q_kernel(const float *__restrict__ Q, const W *__restrict
         for (int64_t d = threadIdx.x; d < dr; d += blockDim.x) QL[q * (Rkv + dr) + Rkv + d] = Q[q * dq + dn + d];
 }
 
-/* grid (query rows, splits): scores of this split's causally visible keys in shared memory, then
- * its local max, sum and unnormalised output, merged by combine_kernel (a split past the query's
- * causal end has none: m = −∞, l = 0, o = 0). */
+/* grid (query rows, splits): the T = past + S keys (past read on the device) in `splits` equal
+ * chunks; scores of this split's causally visible keys in shared memory, then its local max, sum
+ * and unnormalised output, merged by combine_kernel (a split past the query's causal end has
+ * none: m = −∞, l = 0, o = 0). Shared memory holds ⌈capacity / splits⌉ ≥ chunk scores. */
 template <typename W>
 __global__ void latent_attention_kernel(const float *__restrict__ QL, const W *__restrict__ c_cache,
                                         const W *__restrict__ r_cache, int64_t capacity, int64_t H, int64_t S,
-                                        int64_t past, int64_t Rkv, int64_t dr, float scale,
-                                        const int64_t *__restrict__ mask, int64_t chunk, float *__restrict__ part_m,
-                                        float *__restrict__ part_l, float *__restrict__ part_o) {
+                                        const int64_t *__restrict__ d_past, int64_t Rkv, int64_t dr, float scale,
+                                        const int64_t *__restrict__ mask, int64_t mask_stride,
+                                        float *__restrict__ part_m, float *__restrict__ part_l,
+                                        float *__restrict__ part_o) {
     extern __shared__ float shm[];
     __shared__ float scratch[32];
     const int64_t q = blockIdx.x, split = blockIdx.y, splits = gridDim.y;
-    const int64_t b = q / (H * S), i = q % S, T = past + S, width = Rkv + dr;
+    const int64_t past = *d_past, b = q / (H * S), i = q % S, width = Rkv + dr;
+    const int64_t chunk = (past + S + splits - 1) / splits;
     float *ql = shm, *z = shm + width;         /* [Rkv + dr], [chunk] */
     for (int64_t d = threadIdx.x; d < width; d += blockDim.x) ql[d] = QL[q * width + d];
     __syncthreads();
@@ -76,7 +81,7 @@ __global__ void latent_attention_kernel(const float *__restrict__ QL, const W *_
         for (int64_t d = lane; d < dr; d += kWarp) dot += ql[Rkv + d] * to_float(r_row[j * dr + d]);
         dot = warp_sum(dot);
         if (lane == 0) {
-            z[j - j0] = dot * scale + (!mask || mask[b * T + j] != 0 ? 0.0f : -FLT_MAX);
+            z[j - j0] = dot * scale + (!mask || mask[b * mask_stride + j] != 0 ? 0.0f : -FLT_MAX);
         }
     }
     __syncthreads();
@@ -135,23 +140,32 @@ struct latent_tc_layout {
 __global__ void __launch_bounds__(kThreads)
 latent_attention_tc_kernel(const float *__restrict__ QL, const __nv_bfloat16 *__restrict__ c_cache,
                            const __nv_bfloat16 *__restrict__ r_cache, int64_t capacity, int64_t H, int64_t S,
-                           int64_t past, int64_t Rkv, int64_t dr, float scale, const int64_t *__restrict__ mask,
-                           int64_t tiles_per_split, int stages, float *__restrict__ part_m,
-                           float *__restrict__ part_l, float *__restrict__ part_o) {
+                           const int64_t *__restrict__ d_past, int64_t Rkv, int64_t dr, float scale,
+                           const int64_t *__restrict__ mask, int64_t mask_stride, int stages,
+                           float *__restrict__ part_m, float *__restrict__ part_l, float *__restrict__ part_o) {
     extern __shared__ __align__(128) unsigned char shm_raw[];
     const latent_tc_layout L(H, Rkv, dr, stages);
-    const int64_t width = Rkv + dr, b = blockIdx.x / S, i = blockIdx.x % S, split = blockIdx.y, splits = gridDim.y;
-    const int64_t T = past + S, end = past + i + 1;          /* keys [0, end) are causally visible */
+    const int64_t past = *d_past, width = Rkv + dr, b = blockIdx.x / S, i = blockIdx.x % S;
+    const int64_t split = blockIdx.y, splits = gridDim.y, end = past + i + 1;   /* keys [0, end) are visible */
+    /* the T = past + S keys' tiles in `splits` equal runs; this split's run, cut at the causal end */
+    const int64_t tiles_per_split = ((past + S + kKeys - 1) / kKeys + splits - 1) / splits;
     const int64_t t0 = split * tiles_per_split, t_end = (end + kKeys - 1) / kKeys;
     const int64_t t1 = t0 + tiles_per_split < t_end ? t0 + tiles_per_split : t_end;
+    const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
+    auto q_row = [&](int64_t h) { return (b * H + h) * S + i; };
+    if (t0 >= t1) {                              /* no visible key in this split: an empty partial */
+        for (int64_t h = warp; h < H; h += warps) {
+            for (int64_t r = lane; r < Rkv; r += kWarp) part_o[(q_row(h) * splits + split) * Rkv + r] = 0.0f;
+            if (lane == 0) part_m[q_row(h) * splits + split] = -INFINITY, part_l[q_row(h) * splits + split] = 0.0f;
+        }
+        return;
+    }
     auto stage = [&](int64_t t) { return reinterpret_cast<__nv_bfloat16 *>(shm_raw + L.stage_bytes * (size_t)(t % stages)); };
     __nv_bfloat16 *qlb = reinterpret_cast<__nv_bfloat16 *>(shm_raw + L.ql_at);       /* [H, width] */
     float *scores = reinterpret_cast<float *>(shm_raw + L.score_at);                  /* [H, kKeys] */
     __nv_bfloat16 *probs = reinterpret_cast<__nv_bfloat16 *>(shm_raw + L.prob_at);   /* [H, kKeys] */
     float *O = reinterpret_cast<float *>(shm_raw + L.o_at);                           /* [H, Rkv] */
     float *m_run = reinterpret_cast<float *>(shm_raw + L.stats_at), *l_run = m_run + H, *alpha = l_run + H;
-    const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
-    auto q_row = [&](int64_t h) { return (b * H + h) * S + i; };
     const __nv_bfloat16 *c_row = c_cache + b * capacity * Rkv, *r_row = r_cache + b * capacity * dr;
     /* tile t's kKeys rows [c_kv | k_rope] into its stage, 16 bytes per copy */
     auto load_tile = [&](int64_t t) {
@@ -201,7 +215,7 @@ latent_attention_tc_kernel(const float *__restrict__ QL, const __nv_bfloat16 *__
 #pragma unroll
             for (int u = 0; u < kKeys / kWarp; u++) {
                 const int64_t key = t * kKeys + u * kWarp + lane;
-                const bool allowed = key < end && (!mask || mask[b * T + key] != 0);
+                const bool allowed = key < end && (!mask || mask[b * mask_stride + key] != 0);
                 z[u] = scores[h * L.score_pitch + u * kWarp + lane] * scale + (allowed ? 0.0f : -FLT_MAX);
                 if (key < end) tile_max = fmaxf(tile_max, z[u]);
             }
@@ -311,10 +325,18 @@ constexpr size_t kMaxShared = 200 * 1024;
 } // namespace
 
 template <typename W>
-int m4k_cache_append(const float *ckv, const float *k_rope, int64_t B, int64_t S, int64_t past, int64_t capacity,
-                     int64_t Rkv, int64_t dr, W *c_cache, W *r_cache, cudaStream_t stream, m4_error *err) {
+int m4k_cache_append(const float *ckv, const float *k_rope, int64_t B, int64_t S, const int64_t *d_past,
+                     int64_t capacity, int64_t Rkv, int64_t dr, W *c_cache, W *r_cache, cudaStream_t stream,
+                     m4_error *err) {
     if (B * S <= 0) return 0;
-    cache_append_kernel<W><<<(unsigned)(B * S), kThreads, 0, stream>>>(ckv, k_rope, S, past, capacity, Rkv, dr, c_cache, r_cache);
+    cache_append_kernel<W><<<(unsigned)(B * S), kThreads, 0, stream>>>(ckv, k_rope, S, d_past, capacity, Rkv, dr,
+                                                                        c_cache, r_cache);
+    M4_CUDA_TRY_LAUNCH(err);
+    return 0;
+}
+
+int m4k_cache_advance(int64_t *d_length, int64_t by, cudaStream_t stream, m4_error *err) {
+    cache_advance_kernel<<<1, 1, 0, stream>>>(d_length, by);
     M4_CUDA_TRY_LAUNCH(err);
     return 0;
 }
@@ -354,13 +376,15 @@ static int attend_in_splits(int64_t BHS, int64_t splits, int64_t Rkv, float *O_l
 }
 
 /* The tensor-core path: every head of a query position in one block (bf16 cache only). Three
- * tiles in flight when they fit in the device's shared memory, else two; as many splits as
- * fill the GPU once (B·S blocks already do at prefill sizes: one split, no partial merging). */
+ * tiles in flight when they fit in the device's shared memory, else two; as many splits as fill
+ * the GPU once, sized from the capacity (the length is on the device: a captured decode step
+ * replays for every length), each split taking an equal run of the filled tiles. B·S blocks
+ * already fill the GPU at prefill sizes: one split there, no partial merging. */
 static int latent_attention_tc(const float *QL, const __nv_bfloat16 *c_cache, const __nv_bfloat16 *r_cache,
-                               int64_t capacity, int64_t B, int64_t H, int64_t S, int64_t past, int64_t Rkv,
-                               int64_t dr, float scale, const int64_t *mask, float *O_lat, cudaStream_t stream,
-                               m4_error *err) {
-    const int64_t BS = B * S, T = past + S, BHS = B * H * S;
+                               int64_t capacity, int64_t B, int64_t H, int64_t S, const int64_t *d_past,
+                               int64_t Rkv, int64_t dr, float scale, const int64_t *mask, int64_t mask_stride,
+                               float *O_lat, cudaStream_t stream, m4_error *err) {
+    const int64_t BS = B * S, BHS = B * H * S;
     int device = 0, sms = 0, shared_max = 0, per_sm = 0;
     M4_CUDA_TRY(cudaGetDevice(&device), err);
     M4_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), err);
@@ -372,14 +396,12 @@ static int latent_attention_tc(const float *QL, const __nv_bfloat16 *c_cache, co
                        (long long)H, (long long)(Rkv + dr), shared, shared_max);
     M4_CUDA_TRY(cudaFuncSetAttribute(latent_attention_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared), err);
     M4_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, latent_attention_tc_kernel, kThreads, shared), err);
-    const int64_t tiles = (T + kKeys - 1) / kKeys, wanted = (int64_t)sms * (per_sm > 0 ? per_sm : 1);
+    const int64_t max_tiles = capacity / kKeys, wanted = (int64_t)sms * (per_sm > 0 ? per_sm : 1);
     int64_t splits = (wanted + BS - 1) / BS;
-    splits = splits < 1 ? 1 : splits > tiles ? tiles : splits;
-    const int64_t tiles_per_split = (tiles + splits - 1) / splits;
-    splits = (tiles + tiles_per_split - 1) / tiles_per_split;
+    splits = splits < 1 ? 1 : splits > max_tiles ? max_tiles : splits;
     return attend_in_splits(BHS, splits, Rkv, O_lat, stream, err, [&](float *part_m, float *part_l, float *part_o) {
         latent_attention_tc_kernel<<<dim3((unsigned)BS, (unsigned)splits), kThreads, shared, stream>>>(
-            QL, c_cache, r_cache, capacity, H, S, past, Rkv, dr, scale, mask, tiles_per_split, stages, part_m, part_l,
+            QL, c_cache, r_cache, capacity, H, S, d_past, Rkv, dr, scale, mask, mask_stride, stages, part_m, part_l,
             part_o);
         return cudaGetLastError();
     });
@@ -387,26 +409,27 @@ static int latent_attention_tc(const float *QL, const __nv_bfloat16 *c_cache, co
 
 template <typename W>
 int m4k_mla_latent_attention(const float *QL, const W *c_cache, const W *r_cache, int64_t capacity, int64_t B,
-                             int64_t H, int64_t S, int64_t past, int64_t Rkv, int64_t dr, float scale,
-                             const int64_t *mask, float *O_lat, cudaStream_t stream, m4_error *err) {
-    const int64_t BHS = B * H * S, T = past + S;
+                             int64_t H, int64_t S, const int64_t *d_past, int64_t Rkv, int64_t dr, float scale,
+                             const int64_t *mask, int64_t mask_stride, float *O_lat, cudaStream_t stream,
+                             m4_error *err) {
+    const int64_t BHS = B * H * S, width = Rkv + dr;
     if (BHS <= 0) return 0;
-    if (capacity % M4_CUDA_KEY_TILE != 0)
+    if (capacity <= 0 || capacity % M4_CUDA_KEY_TILE != 0)
         return m4_fail(err, "mla decode: cache rows of %lld positions are not whole %d-position tiles",
                        (long long)capacity, M4_CUDA_KEY_TILE);
     if constexpr (std::is_same<W, __nv_bfloat16>::value)
         if (H % kTile == 0 && Rkv % kTile == 0 && dr % kTile == 0)
-            return latent_attention_tc(QL, c_cache, r_cache, capacity, B, H, S, past, Rkv, dr, scale, mask, O_lat,
-                                       stream, err);
-    /* enough splits to fill the GPU at decode sizes, chunks of at least 64 keys */
-    int64_t splits = (T + 63) / 64;
+            return latent_attention_tc(QL, c_cache, r_cache, capacity, B, H, S, d_past, Rkv, dr, scale, mask,
+                                       mask_stride, O_lat, stream, err);
+    /* enough splits to fill the GPU at decode sizes, chunks of at least 64 keys, and few enough keys
+     * per split that their scores fit in shared memory at any length up to the capacity */
+    const int64_t max_keys = (int64_t)(kMaxShared / sizeof(float)) - width;
+    int64_t splits = (capacity + 63) / 64;
     const int64_t max_splits = BHS >= 4096 ? 1 : 4096 / BHS;
     if (splits > max_splits) splits = max_splits;
-    const int64_t chunk = (T + splits - 1) / splits;
-    const size_t shared = sizeof(float) * (size_t)(Rkv + dr + chunk);
-    if (shared > kMaxShared)
-        return m4_fail(err, "mla decode: %lld keys per split need %zu bytes of shared memory (limit %zu)",
-                       (long long)chunk, shared, kMaxShared);
+    if (max_keys < 64) return m4_fail(err, "mla decode: a %lld-wide latent leaves no room for scores", (long long)width);
+    if ((capacity + splits - 1) / splits > max_keys) splits = (capacity + max_keys - 1) / max_keys;
+    const size_t shared = sizeof(float) * (size_t)(width + (capacity + splits - 1) / splits);
     return attend_in_splits(BHS, splits, Rkv, O_lat, stream, err, [&](float *part_m, float *part_l, float *part_o) {
         if (shared > 48 * 1024) {
             cudaError_t status = cudaFuncSetAttribute(latent_attention_kernel<W>,
@@ -414,7 +437,7 @@ int m4k_mla_latent_attention(const float *QL, const W *c_cache, const W *r_cache
             if (status != cudaSuccess) return status;
         }
         latent_attention_kernel<W><<<dim3((unsigned)BHS, (unsigned)splits), kThreads, shared, stream>>>(
-            QL, c_cache, r_cache, capacity, H, S, past, Rkv, dr, scale, mask, chunk, part_m, part_l, part_o);
+            QL, c_cache, r_cache, capacity, H, S, d_past, Rkv, dr, scale, mask, mask_stride, part_m, part_l, part_o);
         return cudaGetLastError();
     });
 }
@@ -430,13 +453,13 @@ int m4k_mla_unabsorb_v(const float *O_lat, const W *kv_b, int64_t B, int64_t H, 
 }
 
 #define M4_INSTANTIATE(W)                                                                           \
-    template int m4k_cache_append<W>(const float *, const float *, int64_t, int64_t, int64_t, int64_t, int64_t, \
-                                     int64_t, W *, W *, cudaStream_t, m4_error *);                \
+    template int m4k_cache_append<W>(const float *, const float *, int64_t, int64_t, const int64_t *, int64_t,   \
+                                     int64_t, int64_t, W *, W *, cudaStream_t, m4_error *);       \
     template int m4k_mla_absorb_q<W>(const float *, const W *, int64_t, int64_t, int64_t, int64_t, int64_t,     \
                                      int64_t, int64_t, float *, cudaStream_t, m4_error *);        \
     template int m4k_mla_latent_attention<W>(const float *, const W *, const W *, int64_t, int64_t, int64_t,     \
-                                             int64_t, int64_t, int64_t, int64_t, float, const int64_t *,         \
-                                             float *, cudaStream_t, m4_error *);                  \
+                                             int64_t, const int64_t *, int64_t, int64_t, float, const int64_t *, \
+                                             int64_t, float *, cudaStream_t, m4_error *);         \
     template int m4k_mla_unabsorb_v<W>(const float *, const W *, int64_t, int64_t, int64_t, int64_t, int64_t,    \
                                        int64_t, float *, cudaStream_t, m4_error *);
 M4_INSTANTIATE(float)

@@ -161,17 +161,18 @@ int m4_cuda_mla_cached(m4_cuda *st, int layer, m4_cuda_cache *cache, const float
     int rc;
     if (cache->bf16) {
         auto *c = reinterpret_cast<__nv_bfloat16 *>(c_layer), *r = reinterpret_cast<__nv_bfloat16 *>(r_layer);
-        rc = m4k_cache_append(p.ckv, p.k_rope, B, S, past, cache->stride, Rkv, dr, c, r, st->stream, err) ||
+        rc = m4k_cache_append(p.ckv, p.k_rope, B, S, cache->d_length, cache->stride, Rkv, dr, c, r, st->stream, err) ||
              m4k_mla_absorb_q(p.Q, kv_b->b16(), B * H * S, H, S, dn, dr, dv, Rkv, QL, st->stream, err) ||
-             m4k_mla_latent_attention<__nv_bfloat16>(QL, c, r, cache->stride, B, H, S, past, Rkv, dr, softmax_scale,
-                                                     where.d_mask, O_lat, st->stream, err) ||
+             m4k_mla_latent_attention<__nv_bfloat16>(QL, c, r, cache->stride, B, H, S, cache->d_length, Rkv, dr,
+                                                     softmax_scale, where.d_mask, where.mask_stride, O_lat, st->stream,
+                                                     err) ||
              m4k_mla_unabsorb_v(O_lat, kv_b->b16(), B, H, S, dn, dv, Rkv, attn, st->stream, err);
     } else {
         auto *c = reinterpret_cast<float *>(c_layer), *r = reinterpret_cast<float *>(r_layer);
-        rc = m4k_cache_append(p.ckv, p.k_rope, B, S, past, cache->stride, Rkv, dr, c, r, st->stream, err) ||
+        rc = m4k_cache_append(p.ckv, p.k_rope, B, S, cache->d_length, cache->stride, Rkv, dr, c, r, st->stream, err) ||
              m4k_mla_absorb_q(p.Q, kv_b->f32(), B * H * S, H, S, dn, dr, dv, Rkv, QL, st->stream, err) ||
-             m4k_mla_latent_attention<float>(QL, c, r, cache->stride, B, H, S, past, Rkv, dr, softmax_scale, where.d_mask,
-                                             O_lat, st->stream, err) ||
+             m4k_mla_latent_attention<float>(QL, c, r, cache->stride, B, H, S, cache->d_length, Rkv, dr, softmax_scale,
+                                             where.d_mask, where.mask_stride, O_lat, st->stream, err) ||
              m4k_mla_unabsorb_v(O_lat, kv_b->f32(), B, H, S, dn, dv, Rkv, attn, st->stream, err);
     }
     return rc || m4_cuda_linear(st, attn, B * S, *o_proj, d_out, err);
@@ -375,8 +376,9 @@ int m4_cuda_text_forward(m4_cuda *st, m4_cuda_cache *cache, float *d_h, int64_t 
                              st->stream, err) ||
         m4_cuda_linear(st, last, rows, *lm_head, d_logits, err))
         return -1;
-    if (cache) cache->length += S;
-    return 0;
+    if (!cache) return 0;
+    cache->length += S;
+    return m4k_cache_advance(cache->d_length, S, st->stream, err);
 }
 
 int m4_cuda_upload_positions(m4_cuda *st, m4_arena &arena, const int64_t *position_ids,
@@ -386,6 +388,7 @@ int m4_cuda_upload_positions(m4_cuda *st, m4_arena &arena, const int64_t *positi
     for (int64_t t = 0; t < B * S; t++) pos[(size_t)t] = position_ids ? position_ids[t] : past + t % S;
     out->d_pos = arena.upload(pos.data(), B * S, err);
     out->d_mask = attention_mask ? arena.upload(attention_mask, B * (past + S), err) : nullptr;
+    out->mask_stride = past + S;
     return !out->d_pos || (attention_mask && !out->d_mask) ? -1 : 0;
 }
 
@@ -400,6 +403,8 @@ int m4_cuda_cache_init(m4_cuda *st, m4_cuda_cache *cache, int64_t batch, int64_t
     const size_t elem = cache->bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
     const size_t slots = (size_t)(cache->layers * batch * cache->stride);
     const size_t c_bytes = slots * (size_t)cfg->kv_lora_rank * elem, r_bytes = slots * (size_t)cfg->qk_rope_head_dim * elem;
+    M4_CUDA_TRY(cudaMalloc(&cache->d_length, sizeof(int64_t)), err);
+    M4_CUDA_TRY(cudaMemset(cache->d_length, 0, sizeof(int64_t)), err);
     M4_CUDA_TRY(cudaMalloc(&cache->c_kv, c_bytes), err);
     M4_CUDA_TRY(cudaMalloc(&cache->k_rope, r_bytes), err);
     M4_CUDA_TRY(cudaMemset(cache->c_kv, 0, c_bytes), err);
@@ -407,7 +412,16 @@ int m4_cuda_cache_init(m4_cuda *st, m4_cuda_cache *cache, int64_t batch, int64_t
     return 0;
 }
 
+int m4_cuda_cache_set_length(m4_cuda *st, m4_cuda_cache *cache, int64_t length, m4_error *err) {
+    if (length < 0 || length > cache->capacity)
+        return m4_fail(err, "kv cache: length %lld outside [0, %lld]", (long long)length, (long long)cache->capacity);
+    M4_CUDA_TRY(cudaMemcpyAsync(cache->d_length, &length, sizeof length, cudaMemcpyHostToDevice, st->stream), err);
+    M4_CUDA_TRY(cudaStreamSynchronize(st->stream), err);
+    cache->length = length;
+    return 0;
+}
+
 void m4_cuda_cache_free(m4_cuda_cache *cache) {
-    cudaFree(cache->c_kv), cudaFree(cache->k_rope);
+    cudaFree(cache->c_kv), cudaFree(cache->k_rope), cudaFree(cache->d_length);
     *cache = m4_cuda_cache();
 }

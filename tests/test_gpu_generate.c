@@ -3,7 +3,9 @@
  * HF generate()'s tokens (/generate/ids) on every golden case. After every step the last
  * position's logits must match the reference's uncached forward over the same prefix (cuda-fp32:
  * relative L2 1e-5, the reference's own cached-vs-uncached budget; cuda-bf16: 2e-2), and under
- * fp32 the greedy token must be HF's. Skips (exit 77) without a GPU. */
+ * fp32 the greedy token must be HF's. The one-token steps replay a CUDA graph; a second session
+ * launching them one by one runs beside it and must give the same logits bit for bit. Skips
+ * (exit 77) without a GPU. */
 #include "testutil.h"
 
 #include <math.h>
@@ -94,9 +96,12 @@ static void run_case(const char *name, bool bf16) {
     if (m4_ref_text_forward(&model, embeds ? NULL : seq, embeds, B, Tlast, seq_pos, seq_mask, 0, rule, all, &err))
         fail_msg("%s: %s", name, err.msg);
 
-    m4_cuda_session *s;
-    if (m4_cuda_session_open(&model, bf16, B, Tmax, &s, &err)) fail_msg("%s: %s", name, err.msg);
+    m4_cuda_session *s, *eager;
+    if (m4_cuda_session_open(&model, bf16, B, Tmax, &s, &err) || m4_cuda_session_open(&model, bf16, B, Tmax, &eager, &err))
+        fail_msg("%s: %s", name, err.msg);
+    m4_cuda_session_use_graphs(s, true), m4_cuda_session_use_graphs(eager, false);
     float *logits = malloc(sizeof(float) * (size_t)(B * V)), *want = malloc(sizeof(float) * (size_t)(B * V));
+    float *eager_logits = malloc(sizeof(float) * (size_t)(B * V));
     int64_t *step_ids = malloc(sizeof(int64_t) * (size_t)B), *step_pos = malloc(sizeof(int64_t) * (size_t)B);
     int64_t *step_mask = malloc(sizeof(int64_t) * (size_t)(B * Tlast));
     float *step_emb = embeds ? malloc(sizeof(float) * (size_t)(B * S * D)) : NULL;
@@ -115,8 +120,13 @@ static void run_case(const char *name, bool bf16) {
         for (int64_t b = 0; b < B; b++)
             for (int64_t j = 0; j < n; j++)
                 prompt_ids[b * n + j] = seq[b * Tlast + first + j], prompt_pos[b * n + j] = seq_pos[b * Tlast + first + j];
-        if (m4_cuda_session_forward(s, step_emb ? NULL : prompt_ids, step_emb, B, n, prompt_pos, step_mask, rule, logits, &err))
+        if (m4_cuda_session_forward(s, step_emb ? NULL : prompt_ids, step_emb, B, n, prompt_pos, step_mask, rule, logits, &err) ||
+            m4_cuda_session_forward(eager, step_emb ? NULL : prompt_ids, step_emb, B, n, prompt_pos, step_mask, rule,
+                                    eager_logits, &err))
             fail_msg("%s T=%lld: %s", name, (long long)T, err.msg);
+        if (memcmp(logits, eager_logits, sizeof(float) * (size_t)(B * V)) != 0)
+            fail_msg("%s %s T=%lld: the graph-replayed step differs from the same step launched eagerly", name,
+                     bf16 ? "bf16" : "fp32", (long long)T);
         free(prompt_ids), free(prompt_pos);
         assert_int_equal(m4_cuda_session_length(s), T);
         for (int64_t b = 0; b < B; b++) {
@@ -132,7 +142,8 @@ static void run_case(const char *name, bool bf16) {
                   "%lld steps; greedy tokens differing from HF: %lld of %lld\n", name, bf16 ? "bf16" : "fp32", worst,
                   (long long)(Tlast - S), (long long)greedy_mismatches, (long long)(B * (Tmax - S)));
     if (!bf16) assert_int_equal(greedy_mismatches, 0);
-    m4_cuda_session_close(s);
+    m4_cuda_session_close(s), m4_cuda_session_close(eager);
+    free(eager_logits);
     free(seq), free(seq_mask), free(seq_pos), free(embeds), free(all), free(logits), free(want);
     free(step_ids), free(step_pos), free(step_mask), free(step_emb);
     m4_array_free(&ids), m4_array_free(&mask), m4_array_free(&pos), m4_array_free(&gen);

@@ -22,14 +22,16 @@ static float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x
 static void tensor_cores_match_float32(void **state) {
     (void)state;
     const int64_t H = 32, Rkv = 256, dr = 64, B = 2;
-    /* {T, S}: decode lengths with partial and single-tile splits; new positions with a past; a
-     * whole prompt (causal tiles skipped per query) */
-    const int64_t cases[][2] = {{1, 1}, {70, 1}, {1000, 1}, {5000, 1}, {300, 3}, {700, 129}, {200, 200}};
+    /* {T, S, spare capacity}: decode lengths with partial and single-tile splits; new positions
+     * with a past; a whole prompt (causal tiles skipped per query); short contexts in a long cache
+     * (launch shapes follow the capacity, the work the length read on the device: most splits empty) */
+    const int64_t cases[][3] = {{1, 1, 0},    {70, 1, 0},    {1000, 1, 0},  {5000, 1, 0}, {300, 3, 0},
+                                {700, 129, 0}, {200, 200, 0}, {70, 1, 8192}, {5, 3, 100000}};
     unsigned seed = 12345;
     auto uniform = [&]() { seed = seed * 1664525u + 1013904223u; return ((float)(seed >> 8) / (float)(1 << 24) - 0.5f) * 2.0f; };
     for (const auto &c : cases) {
         const int64_t T = c[0], S = c[1], past = T - S;
-        const int64_t capacity = (T + M4_CUDA_KEY_TILE - 1) / M4_CUDA_KEY_TILE * M4_CUDA_KEY_TILE;
+        const int64_t capacity = (T + c[2] + M4_CUDA_KEY_TILE - 1) / M4_CUDA_KEY_TILE * M4_CUDA_KEY_TILE;
         std::vector<float> ql((size_t)(B * H * S * (Rkv + dr))), ckv((size_t)(B * capacity * Rkv), 0.0f),
             kr((size_t)(B * capacity * dr), 0.0f);
         std::vector<__nv_bfloat16> ckv16(ckv.size(), __float2bfloat16_rn(0.0f)), kr16(kr.size(), __float2bfloat16_rn(0.0f));
@@ -66,12 +68,15 @@ static void tensor_cores_match_float32(void **state) {
         cudaMemcpy(d_mask, mask.data(), sizeof(int64_t) * mask.size(), cudaMemcpyHostToDevice);
         cudaMemset(d_out32, 0xff, sizeof(float) * (size_t)(B * H * S * Rkv));   /* NaN: every output must be written */
         cudaMemset(d_out16, 0xff, sizeof(float) * (size_t)(B * H * S * Rkv));
+        int64_t *d_past;
+        assert_int_equal(cudaMalloc(&d_past, sizeof(int64_t)), cudaSuccess);
+        cudaMemcpy(d_past, &past, sizeof past, cudaMemcpyHostToDevice);
         m4_error err = {{0}};
         const float scale = 0.0589f;
-        assert_int_equal(m4k_mla_latent_attention<float>(d_ql, d_ckv, d_kr, capacity, B, H, S, past, Rkv, dr, scale,
-                                                         d_mask, d_out32, 0, &err), 0);
-        assert_int_equal(m4k_mla_latent_attention<__nv_bfloat16>(d_ql, d_ckv16, d_kr16, capacity, B, H, S, past, Rkv,
-                                                                 dr, scale, d_mask, d_out16, 0, &err), 0);
+        assert_int_equal(m4k_mla_latent_attention<float>(d_ql, d_ckv, d_kr, capacity, B, H, S, d_past, Rkv, dr, scale,
+                                                         d_mask, T, d_out32, 0, &err), 0);
+        assert_int_equal(m4k_mla_latent_attention<__nv_bfloat16>(d_ql, d_ckv16, d_kr16, capacity, B, H, S, d_past, Rkv,
+                                                                 dr, scale, d_mask, T, d_out16, 0, &err), 0);
         assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
         std::vector<float> want((size_t)(B * H * S * Rkv)), got(want.size());
         cudaMemcpy(want.data(), d_out32, sizeof(float) * want.size(), cudaMemcpyDeviceToHost);
@@ -86,7 +91,7 @@ static void tensor_cores_match_float32(void **state) {
         fprintf(stderr, "T=%lld S=%lld: tensor-core vs float32 latent attention rel L2 %.2e\n", (long long)T, (long long)S, rel);
         assert_true(rel <= 1e-2);
         cudaFree(d_ql), cudaFree(d_ckv), cudaFree(d_kr), cudaFree(d_ckv16), cudaFree(d_kr16), cudaFree(d_mask);
-        cudaFree(d_out32), cudaFree(d_out16);
+        cudaFree(d_out32), cudaFree(d_out16), cudaFree(d_past);
     }
 }
 
