@@ -83,6 +83,44 @@ m4_dev_weight random_weight(bench &b, int64_t experts, int64_t rows, int64_t col
     return w;
 }
 
+/* Random FP8 codes (a hash of the index; the NaN codes 0x7F / 0xFF replaced by ±448) and scales
+ * uniform in [2^-9, 2^-8) (a hash too), for random_fp8_weight. */
+__global__ void fill_fp8(uint8_t *codes, int64_t n, float *scales, int64_t n_scales, uint32_t seed) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ (uint32_t)(i >> 32) * 2246822519u ^ seed;
+        h ^= h >> 15, h *= 2246822519u, h ^= h >> 13, h *= 3266489917u, h ^= h >> 16;
+        const uint8_t code = (uint8_t)(h >> 24);
+        codes[i] = (code & 0x7F) == 0x7F ? (uint8_t)(code - 1) : code;
+        if (i < n_scales) scales[i] = (1.0f + (float)(h & 0xFFFF) / 65536.0f) * (1.0f / 512.0f);
+    }
+}
+
+/* An FP8 weight [experts, rows, cols] with block_rows × block_cols scale blocks (the published
+ * checkpoint: one per matrix, block = [rows, cols]). */
+m4_dev_weight random_fp8_weight(bench &b, int64_t experts, int64_t rows, int64_t cols, int64_t block_rows,
+                                int64_t block_cols) {
+    m4_dev_weight w;
+    w.experts = experts, w.rows = rows, w.cols = cols, w.fp8 = true;
+    w.block_rows = block_rows, w.block_cols = block_cols;
+    const int64_t n = experts * rows * cols;
+    const int64_t n_scales = experts * m4_fp8_blocks(rows, block_rows) * m4_fp8_blocks(cols, block_cols);
+    w.data = device_alloc(b, (size_t)n);
+    float *scales = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)n_scales));
+    w.scales = scales;
+    static uint32_t seed = 7;
+    fill_fp8<<<1024, 256, 0, b.st.stream>>>(static_cast<uint8_t *>(w.data), n, scales, n_scales, seed++);
+    CHECK(cudaGetLastError());
+    CHECK(cudaStreamSynchronize(b.st.stream));
+    return w;
+}
+
+/* Device bytes of a weight as stored (FP8: codes + scales). */
+double stored_bytes(const m4_dev_weight &w) {
+    double bytes = (double)(w.experts * w.rows * w.cols) * (double)w.elem_bytes();
+    if (w.fp8) bytes += 4.0 * (double)(w.experts * m4_fp8_blocks(w.rows, w.block_rows) * m4_fp8_blocks(w.cols, w.block_cols));
+    return bytes;
+}
+
 /* Median milliseconds of fn(i) over b.iters event-timed runs after 3 warm-ups. */
 template <typename Fn> double time_ms(bench &b, Fn fn) {
     cudaEvent_t start, stop;
@@ -181,30 +219,39 @@ void ceilings(bench &b, bool quick) {
 /* ---- components ------------------------------------------------------------------------------ */
 
 /* nn.Linear of the model at n tokens, through m4_cuda_linear (GEMV for n ≤ 8, cuBLAS above).
- * Enough weight copies rotate that the set exceeds L2 several times over. */
-void linear(bench &b, const char *component, int64_t out, int64_t in, int64_t n, bool bf16) {
-    const size_t elem = bf16 ? 2 : 4, weight_bytes = (size_t)(out * in) * elem;
+ * Enough weight copies rotate that the set exceeds L2 several times over. fp8: FP8 weights with
+ * per-tensor scales (the published checkpoint's form) on the bf16 path; bytes are FP8 bytes +
+ * scales. */
+void linear(bench &b, const char *component, int64_t out, int64_t in, int64_t n, bool bf16, bool fp8 = false) {
+    const size_t elem = fp8 ? 1 : bf16 ? 2 : 4, weight_bytes = (size_t)(out * in) * elem;
     const int copies = (int)std::min<size_t>(16, std::max<size_t>(1, ((size_t)256 << 20) / weight_bytes + 1));
     std::vector<m4_dev_weight> w;
-    for (int c = 0; c < copies; c++) w.push_back(random_weight(b, 1, out, in, bf16));
+    for (int c = 0; c < copies; c++)
+        w.push_back(fp8 ? random_fp8_weight(b, 1, out, in, out, in) : random_weight(b, 1, out, in, bf16));
     float *x = random_f32(b, n * in, 1.0f), *y = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(n * out)));
     m4_error err = {{0}};
     const bool decode = n <= M4_CUDA_GEMV_MAX_TOKENS;
     auto call = [&](int i) { must(m4_cuda_linear(&b.st, x, n, w[(size_t)i % w.size()], y, &err), err); };
     double ms = decode ? time_graph_ms(b, (int)w.size(), call) : time_ms(b, call);
-    const double bytes = (double)weight_bytes + 4.0 * n * (in + out);
-    add(b, std::string("cuda-") + (bf16 ? "bf16/" : "fp32/") + component + (decode ? "/decode:" : "/prefill:") + std::to_string(n),
-        decode ? "gemv (CUDA graph)" : (bf16 ? "cublasGemmEx bf16 (+ x→bf16)" : "cublasSgemm pedantic"), ms, bytes,
-        2.0 * n * out * in, decode ? "copy" : "gemm");
+    const double bytes = stored_bytes(w[0]) + 4.0 * n * (in + out);
+    add(b, std::string("cuda-") + (fp8 ? "fp8/" : bf16 ? "bf16/" : "fp32/") + component + (decode ? "/decode:" : "/prefill:") +
+               std::to_string(n),
+        decode ? (fp8 ? "gemv fp8 codes × scale (CUDA graph)" : "gemv (CUDA graph)")
+               : (fp8 ? "fp8 → bf16 dequant + cublasGemmEx bf16 (+ x→bf16)"
+                      : bf16 ? "cublasGemmEx bf16 (+ x→bf16)" : "cublasSgemm pedantic"),
+        ms, bytes, 2.0 * n * out * in, decode ? "copy" : "gemm");
     for (void *p : b.allocations) cudaFree(p);
     b.allocations.clear();
 }
 
 /* The routed experts of one real-width MoE layer (E × [2F, D] + E × [D, F]) at n tokens, top-K
- * routing drawn at random (distinct experts per token). Bytes: each distinct expert's weights once. */
-void experts(bench &b, const m4_text_config *cfg, int64_t n) {
+ * routing drawn at random (distinct experts per token). Bytes: each distinct expert's weights once
+ * (fp8: FP8 stacks with one scale per expert, the published form; FP8 bytes + scales). */
+void experts(bench &b, const m4_text_config *cfg, int64_t n, bool fp8 = false) {
     const int64_t E = cfg->n_routed_experts, K = cfg->num_experts_per_tok, D = cfg->hidden_size, F = cfg->moe_intermediate_size;
-    m4_dev_weight gu = random_weight(b, E, 2 * F, D, true), dn = random_weight(b, E, D, F, true);
+    m4_dev_weight gu = fp8 ? random_fp8_weight(b, E, 2 * F, D, 2 * F, D) : random_weight(b, E, 2 * F, D, true);
+    m4_dev_weight dn = fp8 ? random_fp8_weight(b, E, D, F, D, F) : random_weight(b, E, D, F, true);
+    const double elem = fp8 ? 1.0 : 2.0;                  /* weight bytes per element */
     float *x = random_f32(b, n * D, 1.0f), *out = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(n * D)));
     srand(1234);
     const int sets = 16;                       /* rotate routings so experts differ run to run */
@@ -236,17 +283,20 @@ void experts(bench &b, const m4_text_config *cfg, int64_t n) {
         must(m4_cuda_moe_experts(&b.st, gu, dn, K, cfg->hidden_act, x, n, d_ids + s * n * K, d_w + s * n * K, nullptr, out, &err), err);
     };
     double ms = decode ? time_graph_ms(b, sets, call) : time_ms(b, call);
-    const double bytes = distinct * 3.0 * (double)(D * F) * 2.0 + 4.0 * (double)n * D * 2;
-    add(b, "cuda-bf16/text.layers.N.mlp.experts" + std::string(decode ? "/decode:" : "/prefill:") + std::to_string(n),
-        decode ? "gemv (swiglu fused) + combine (CUDA graph)"
-               : "permute + gather + grouped GEMM x2 (mma.sync bf16, swiglu fused) + combine",
+    const double bytes = distinct * (3.0 * (double)(D * F) * elem + (fp8 ? 8.0 : 0.0)) + 4.0 * (double)n * D * 2;
+    const std::string prefix = fp8 ? "cuda-fp8/" : "cuda-bf16/";
+    add(b, prefix + "text.layers.N.mlp.experts" + (decode ? "/decode:" : "/prefill:") + std::to_string(n),
+        decode ? (fp8 ? "gemv fp8 (swiglu fused) + combine (CUDA graph)" : "gemv (swiglu fused) + combine (CUDA graph)")
+               : (fp8 ? "permute + gather + grouped GEMM x2 (fp8 staged, dequantised in shared memory, mma.sync bf16, "
+                        "swiglu fused) + combine"
+                      : "permute + gather + grouped GEMM x2 (mma.sync bf16, swiglu fused) + combine"),
         ms, bytes,
         2.0 * n * K * 3.0 * D * F, decode ? "copy" : "gemm");
     if (decode) {
         /* the same step in its three launches, each replayed alone: where the time goes */
         float *hm = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(n * K * F)));
         float *y = static_cast<float *>(device_alloc(b, sizeof(float) * (size_t)(n * K * D)));
-        const double part_bytes[3] = {distinct * 2.0 * (double)(D * F) * 2.0, distinct * (double)(D * F) * 2.0,
+        const double part_bytes[3] = {distinct * 2.0 * (double)(D * F) * elem, distinct * (double)(D * F) * elem,
                                       4.0 * (double)n * K * D + 4.0 * (double)n * D};
         const char *part_names[3] = {"gate_up", "down", "combine"};
         const char *part_paths[3] = {"gemv, swiglu fused (CUDA graph)", "gemv (CUDA graph)", "weighted un-permute (CUDA graph)"};
@@ -254,14 +304,14 @@ void experts(bench &b, const m4_text_config *cfg, int64_t n) {
             const double part_ms = time_graph_ms(b, sets, [&](int i) {
                 const int32_t *set_ids = d_ids + (i % sets) * n * K;
                 if (part == 0)
-                    must(m4k_gemv(gu.b16(), 2 * F, D, set_ids, n * K, x, K, 1, hm, true, cfg->hidden_act, b.st.stream, &err), err);
+                    must(m4_cuda_gemv(&b.st, gu, set_ids, n * K, x, K, 1, hm, true, cfg->hidden_act, &err), err);
                 else if (part == 1)
-                    must(m4k_gemv(dn.b16(), D, F, set_ids, n * K, hm, 1, 1, y, false, cfg->hidden_act, b.st.stream, &err), err);
+                    must(m4_cuda_gemv(&b.st, dn, set_ids, n * K, hm, 1, 1, y, false, cfg->hidden_act, &err), err);
                 else
                     must(m4k_moe_combine(y, nullptr, set_ids, d_w + (i % sets) * n * K, nullptr, n, K, D, out, b.st.stream, &err),
                          err);
             });
-            add(b, "cuda-bf16/text.layers.N.mlp.experts." + std::string(part_names[part]) + "/decode:" + std::to_string(n),
+            add(b, prefix + "text.layers.N.mlp.experts." + part_names[part] + "/decode:" + std::to_string(n),
                 part_paths[part], part_ms, part_bytes[part], part == 2 ? 0.0 : 2.0 * n * K * (part == 0 ? 2.0 : 1.0) * D * F,
                 "copy");
         }
@@ -545,11 +595,19 @@ int main(int argc, char **argv) {
                 for (int64_t n : prefill_sizes) linear(b, l.name, l.out, l.in, n, true);
         }
         linear(b, "text.layers.N.self_attn.o_proj", D, H * t->v_head_dim, 1, false);
+        /* FP8 weights kept as FP8 (bf16 path): lm_head is the largest decode GEMV (bf16 in the
+         * published checkpoint, FP8 here to show the kernel's bandwidth share), o_proj a real FP8
+         * projection, also at a prefill size (dequantise + cuBLAS) */
+        linear(b, "text.lm_head", t->vocab_size, D, 1, true, true);
+        linear(b, "text.layers.N.self_attn.o_proj", D, H * t->v_head_dim, 1, true, true);
+        if (!quick) linear(b, "text.layers.N.self_attn.o_proj", D, H * t->v_head_dim, 512, true, true);
     }
     if (want("experts")) {
         for (int64_t n : decode_sizes) experts(b, t, n);
         if (!quick)
             for (int64_t n : prefill_sizes) experts(b, t, n);
+        experts(b, t, 1, true);                               /* FP8 stacks, as the published checkpoint */
+        if (!quick) experts(b, t, 512, true);
     }
     if (want("attention")) attention(b, t, quick ? 256 : 1024);
     if (want("latent")) {

@@ -2,6 +2,8 @@
  * the shared loader, and the linear layers every component is made of. */
 #include <limits.h>
 
+#include <algorithm>
+
 #include "cuda_model.cuh"
 
 #include "cuda_backend.h"
@@ -16,26 +18,64 @@
 
 m4_dev_weight m4_dev_weight::expert(int64_t e) const {
     m4_dev_weight w = *this;
-    const size_t elem = bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
-    w.data = static_cast<char *>(data) + (size_t)(e * rows * cols) * elem;
+    w.data = static_cast<char *>(data) + (size_t)(e * rows * cols) * elem_bytes();
+    if (fp8) w.scales = scales + e * m4_fp8_blocks(rows, block_rows) * m4_fp8_blocks(cols, block_cols);
     w.experts = 1;
     return w;
 }
 
 /* ---- weights ------------------------------------------------------------------------------- */
 
-/* Copies `experts` matrices [rows, cols], matrix e's rows produced by row(e, r, dst), to the
- * device as float32 or bf16, one matrix at a time through a host buffer. */
-template <typename RowFn>
-static int upload_matrices(m4_cuda *st, const void *key, const char *name, int64_t experts,
-                           int64_t rows, int64_t cols, bool bf16, RowFn row, m4_error *err) {
+/* How a weight is kept on the device. */
+enum class dev_form { f32, bf16, fp8 };
+
+/* What a weight is used for decides its form: norms, biases and the router stay float32; a `dense`
+ * weight takes the precision's type (kv_b_proj: the cached MLA's kernels read it directly, as
+ * float32 or bf16; embed_tokens: gathered, never FP8 in a checkpoint); a `gemm` weight — one that
+ * only m4_cuda_linear, m4_cuda_gemv and m4_cuda_grouped_gemm read — keeps an FP8 checkpoint's
+ * codes as FP8 under precision bf16. Precision fp32 dequantises everything to float32 (it proves
+ * the logic at the reference's bounds). */
+enum class weight_use { f32, dense, gemm };
+static dev_form form_of(const m4_cuda *st, m4_dtype dtype, weight_use use) {
+    if (use == weight_use::f32 || st->precision == m4_precision::fp32) return dev_form::f32;
+    return use == weight_use::gemm && dtype == M4_DTYPE_F8_E4M3 ? dev_form::fp8 : dev_form::bf16;
+}
+
+/* Copies `experts` matrices [rows, cols] to the device under `key` (the host data pointer):
+ * f32/bf16: matrix e's rows as produced by row(e, r, dst) (dequantised float32), one matrix at a
+ * time through a host buffer; fp8: the e4m3 codes at `codes` [experts, rows, cols] as they are,
+ * one matrix per copy straight from the checkpoint's mapping (no float32 copy), and one float32
+ * scale per matrix, scale(e), placed after the codes in the same allocation (block = the matrix:
+ * the loader's FP8 is per tensor, per expert for the stacks). */
+template <typename RowFn, typename ScaleFn>
+static int upload_matrices(m4_cuda *st, const void *key, const char *name, int64_t experts, int64_t rows,
+                           int64_t cols, dev_form form, const uint8_t *codes, RowFn row, ScaleFn scale,
+                           m4_error *err) {
     if (st->weights.count(key)) return 0;                  /* tied embedding / lm_head */
-    const size_t matrix = (size_t)(rows * cols), elem = bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
+    const bool bf16 = form == dev_form::bf16;
     m4_dev_weight dw;
-    dw.bf16 = bf16, dw.experts = experts, dw.rows = rows, dw.cols = cols;
-    M4_CUDA_TRY(cudaMalloc(&dw.data, matrix * (size_t)experts * elem), err);
+    dw.bf16 = bf16, dw.fp8 = form == dev_form::fp8, dw.experts = experts, dw.rows = rows, dw.cols = cols;
+    const size_t matrix = (size_t)(rows * cols), elem = dw.elem_bytes(), data_bytes = matrix * (size_t)experts * elem;
+    const size_t scale_offset = (data_bytes + 255) / 256 * 256;
+    const size_t bytes = dw.fp8 ? scale_offset + sizeof(float) * (size_t)experts : data_bytes;
+    M4_CUDA_TRY(cudaMalloc(&dw.data, bytes), err);
+    if (dw.fp8) {
+        dw.scales = reinterpret_cast<const float *>(static_cast<char *>(dw.data) + scale_offset);
+        dw.block_rows = rows, dw.block_cols = cols;
+    }
     st->weights[key] = dw;                                  /* owned from here: freed at close */
-    st->device_bytes += matrix * (size_t)experts * elem;
+    st->device_bytes += bytes;
+    if (dw.fp8) {
+        std::vector<float> scales((size_t)experts);
+        for (int64_t e = 0; e < experts; e++) scales[(size_t)e] = scale(e);
+        cudaError_t status = cudaMemcpy(const_cast<float *>(dw.scales), scales.data(), sizeof(float) * scales.size(),
+                                        cudaMemcpyHostToDevice);
+        for (int64_t e = 0; status == cudaSuccess && e < experts; e++)
+            status = cudaMemcpy(static_cast<char *>(dw.data) + (size_t)e * matrix, codes + (size_t)e * matrix, matrix,
+                                cudaMemcpyHostToDevice);
+        if (status != cudaSuccess) return m4_fail(err, "cuda: uploading %s: %s", name, cudaGetErrorString(status));
+        return 0;
+    }
     std::vector<float> host(matrix);
     std::vector<__nv_bfloat16> host_bf16(bf16 ? matrix : 0);
     for (int64_t e = 0; e < experts; e++) {
@@ -53,53 +93,56 @@ static int upload_matrices(m4_cuda *st, const void *key, const char *name, int64
     return 0;
 }
 
-/* A plain weight; `keep_f32` for norms, biases and the router (float32 in both precisions). */
-static int upload_weight(m4_cuda *st, const m4_weight &w, bool keep_f32, m4_error *err) {
+/* A plain weight, in the form its use and the precision give it. */
+static int upload_weight(m4_cuda *st, const m4_weight &w, weight_use use, m4_error *err) {
     if (!w.data) return 0;
-    const bool bf16 = !keep_f32 && st->precision == m4_precision::bf16;
-    return upload_matrices(st, w.data, w.name, 1, w.rows, w.cols, bf16,
-                           [&](int64_t, int64_t r, float *dst) { m4_weight_row_f32(&w, r, dst); }, err);
+    return upload_matrices(st, w.data, w.name, 1, w.rows, w.cols, form_of(st, w.dtype, use), w.data,
+                           [&](int64_t, int64_t r, float *dst) { m4_weight_row_f32(&w, r, dst); },
+                           [&](int64_t) { return w.scale; }, err);
 }
 
+/* An expert stack (a GEMM weight: the expert kernels read it). */
 static int upload_stack(m4_cuda *st, const m4_expert_stack &s, m4_error *err) {
     if (!s.data) return 0;
-    const bool bf16 = st->precision == m4_precision::bf16;
-    return upload_matrices(st, s.data, s.name, s.experts, s.rows, s.cols, bf16,
+    return upload_matrices(st, s.data, s.name, s.experts, s.rows, s.cols, form_of(st, s.dtype, weight_use::gemm), s.data,
                            [&](int64_t e, int64_t r, float *dst) {
                                m4_weight w = m4_expert_weight(&s, e);
                                m4_weight_row_f32(&w, r, dst);
                            },
-                           err);
+                           [&](int64_t e) { return m4_expert_weight(&s, e).scale; }, err);
 }
 
 static int upload_model(m4_cuda *st, m4_error *err) {
     const m4_config *cfg = &st->model->config;
     const m4_weights *w = &st->model->weights;
-    int rc = upload_weight(st, w->embed_tokens, false, err) || upload_weight(st, w->norm, true, err) ||
-             upload_weight(st, w->lm_head, false, err);
+    const weight_use F32 = weight_use::f32, DENSE = weight_use::dense, GEMM = weight_use::gemm;
+    int rc = upload_weight(st, w->embed_tokens, DENSE, err) || upload_weight(st, w->norm, F32, err) ||
+             upload_weight(st, w->lm_head, GEMM, err);
     for (int64_t l = 0; !rc && l < cfg->text.num_hidden_layers; l++) {
         const m4_text_layer_weights *L = &w->layers[l];
         const m4_weight *f32[] = {&L->input_layernorm, &L->q_a_layernorm, &L->kv_a_layernorm,
                                   &L->post_attention_layernorm, &L->router, &L->router_bias};
-        const m4_weight *dense[] = {&L->q_proj, &L->q_a_proj, &L->q_b_proj, &L->kv_a_proj_with_mqa,
-                                    &L->kv_b_proj, &L->o_proj, &L->shared_gate_proj, &L->shared_up_proj,
-                                    &L->shared_down_proj, &L->gate_proj, &L->up_proj, &L->down_proj};
-        for (const m4_weight *x : f32) rc = rc || upload_weight(st, *x, true, err);
-        for (const m4_weight *x : dense) rc = rc || upload_weight(st, *x, false, err);
+        const m4_weight *gemm[] = {&L->q_proj, &L->q_a_proj, &L->q_b_proj, &L->kv_a_proj_with_mqa,
+                                   &L->o_proj, &L->shared_gate_proj, &L->shared_up_proj,
+                                   &L->shared_down_proj, &L->gate_proj, &L->up_proj, &L->down_proj};
+        for (const m4_weight *x : f32) rc = rc || upload_weight(st, *x, F32, err);
+        for (const m4_weight *x : gemm) rc = rc || upload_weight(st, *x, GEMM, err);
+        /* kv_b_proj: m4_cuda_mla's linear, but also read directly by the cached MLA's kernels */
+        rc = rc || upload_weight(st, L->kv_b_proj, DENSE, err);
         rc = rc || upload_stack(st, L->experts_gate_up, err) || upload_stack(st, L->experts_down, err);
         if (rc) m4_fail_context(err, "text.layers.%lld", (long long)l);
     }
     if (rc || !cfg->multimodal) return rc;
-    rc = upload_weight(st, w->patch_conv, false, err) || upload_weight(st, w->ln_pre, true, err) ||
-         upload_weight(st, w->projector_norm, true, err) || upload_weight(st, w->patch_merger, false, err) ||
-         upload_weight(st, w->linear_1, false, err) || upload_weight(st, w->linear_2, false, err) ||
-         upload_weight(st, w->linear_1_bias, true, err) || upload_weight(st, w->linear_2_bias, true, err);
+    rc = upload_weight(st, w->patch_conv, GEMM, err) || upload_weight(st, w->ln_pre, F32, err) ||
+         upload_weight(st, w->projector_norm, F32, err) || upload_weight(st, w->patch_merger, GEMM, err) ||
+         upload_weight(st, w->linear_1, GEMM, err) || upload_weight(st, w->linear_2, GEMM, err) ||
+         upload_weight(st, w->linear_1_bias, F32, err) || upload_weight(st, w->linear_2_bias, F32, err);
     for (int64_t l = 0; !rc && l < cfg->vision.num_hidden_layers; l++) {
         const m4_vision_layer_weights *L = &w->vision_layers[l];
         const m4_weight *dense[] = {&L->q_proj, &L->k_proj, &L->v_proj, &L->o_proj,
                                     &L->gate_proj, &L->up_proj, &L->down_proj};
-        rc = upload_weight(st, L->attention_norm, true, err) || upload_weight(st, L->ffn_norm, true, err);
-        for (const m4_weight *x : dense) rc = rc || upload_weight(st, *x, false, err);
+        rc = upload_weight(st, L->attention_norm, F32, err) || upload_weight(st, L->ffn_norm, F32, err);
+        for (const m4_weight *x : dense) rc = rc || upload_weight(st, *x, GEMM, err);
         if (rc) m4_fail_context(err, "vision.layers.%lld", (long long)l);
     }
     return rc;
@@ -161,13 +204,42 @@ const m4_dev_weight *m4_cuda_weight(const m4_cuda *st, const void *host_data, co
 
 /* ---- linear layers -------------------------------------------------------------------------- */
 
+bool m4_cuda_gemv_fits(const m4_dev_weight &w) {
+    if (!w.fp8) return w.cols % 8 == 0;
+    return w.cols % 16 == 0 && w.scales && w.block_rows >= 1 && m4_fp8_col_shift(w.cols, w.block_cols, 16) >= 0;
+}
+
+int m4_cuda_gemv(m4_cuda *st, const m4_dev_weight &w, const int32_t *expert, int64_t groups, const float *d_x,
+                 int64_t x_div, int ntok, float *d_y, bool swiglu, m4_activation act, m4_error *err) {
+    if (w.fp8) {
+        const m4k_fp8_scales sc = w.fp8_scales();
+        return m4k_gemv(w.f8(), w.rows, w.cols, expert, groups, d_x, x_div, ntok, d_y, swiglu, act, st->stream, err, &sc);
+    }
+    return w.bf16 ? m4k_gemv(w.b16(), w.rows, w.cols, expert, groups, d_x, x_div, ntok, d_y, swiglu, act, st->stream, err)
+                  : m4k_gemv(w.f32(), w.rows, w.cols, expert, groups, d_x, x_div, ntok, d_y, swiglu, act, st->stream, err);
+}
+
+bool m4_cuda_grouped_gemm_fits(const m4_dev_weight &w) {
+    if (w.fp8) return w.cols % 8 == 0 && w.scales && w.block_rows >= 1 && m4_fp8_col_shift(w.cols, w.block_cols, 32) >= 0;
+    return w.bf16 && w.cols % 8 == 0;
+}
+
+int m4_cuda_grouped_gemm(m4_cuda *st, const m4_dev_weight &w, const int32_t *d_offsets, const float *d_x, int64_t M,
+                         float *d_y, bool swiglu, m4_activation act, m4_error *err) {
+    if (w.fp8) {
+        const m4k_fp8_scales sc = w.fp8_scales();
+        return m4k_grouped_gemm(w.f8(), w.experts, w.rows, w.cols, d_offsets, d_x, M, d_y, swiglu, act, st->stream, err, &sc);
+    }
+    if (!w.bf16) return m4_fail(err, "grouped gemm: float32 weights are not supported (the fp32 path uses cuBLAS)");
+    return m4k_grouped_gemm(w.b16(), w.experts, w.rows, w.cols, d_offsets, d_x, M, d_y, swiglu, act, st->stream, err);
+}
+
+int64_t m4_cuda_fp8_chunk_elements = INT64_C(1) << 25;
+
 int m4_cuda_linear(m4_cuda *st, const float *d_x, int64_t n, const m4_dev_weight &w, float *d_y, m4_error *err) {
     if (n <= 0) return 0;
-    if (n <= M4_CUDA_GEMV_MAX_TOKENS && w.cols % 8 == 0)
-        return w.bf16 ? m4k_gemv(w.b16(), w.rows, w.cols, nullptr, 1, d_x, 1, (int)n, d_y, false,
-                                 M4_ACT_SILU, st->stream, err)
-                      : m4k_gemv(w.f32(), w.rows, w.cols, nullptr, 1, d_x, 1, (int)n, d_y, false,
-                                 M4_ACT_SILU, st->stream, err);
+    if (n <= M4_CUDA_GEMV_MAX_TOKENS && m4_cuda_gemv_fits(w))
+        return m4_cuda_gemv(st, w, nullptr, 1, d_x, 1, (int)n, d_y, false, M4_ACT_SILU, err);
     if (n > INT_MAX || w.rows > INT_MAX || w.cols > INT_MAX)
         return m4_fail(err, "cuda linear: [%lld, %lld] x [%lld, %lld] exceeds cuBLAS's int dimensions",
                        (long long)n, (long long)w.cols, (long long)w.rows, (long long)w.cols);
@@ -182,9 +254,29 @@ int m4_cuda_linear(m4_cuda *st, const float *d_x, int64_t n, const m4_dev_weight
     m4_arena arena(st->stream);
     __nv_bfloat16 *xb = arena.get<__nv_bfloat16>(n * w.cols, err);
     if (!xb || m4k_to_bf16(d_x, xb, n * w.cols, st->stream, err)) return -1;
-    M4_CUBLAS_TRY(cublasGemmEx(st->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w.data, CUDA_R_16BF,
-                               k, xb, CUDA_R_16BF, k, &zero, d_y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
-                               CUBLAS_GEMM_DEFAULT), err);
+    if (!w.fp8) {
+        M4_CUBLAS_TRY(cublasGemmEx(st->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w.data, CUDA_R_16BF,
+                                   k, xb, CUDA_R_16BF, k, &zero, d_y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT), err);
+        return 0;
+    }
+    /* FP8 weight, prefill-sized batch: rows dequantised to bf16 (m4k_fp8_to_bf16: exactly the values
+     * the bf16 upload used to store), a chunk of rows at a time into one stream-ordered scratch
+     * buffer, each chunk a bf16 GEMM into its rows of y (column-major yᵀ: offset r0, ldc = rows).
+     * Not cuBLASLt's FP8 GEMM: that takes FP8 for both operands (activations quantised, which is
+     * not the reference's math), and 128 × 128 weight-block scales only from cuBLAS 12.9, on sm_90
+     * alone (per-tensor scales before) — this keeps the bf16 path's numerics on every GPU. */
+    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(w.rows, m4_cuda_fp8_chunk_elements / w.cols));
+    __nv_bfloat16 *wb = arena.get<__nv_bfloat16>(chunk * w.cols, err);
+    if (!wb) return -1;
+    const m4k_fp8_scales sc = w.fp8_scales();
+    for (int64_t r0 = 0; r0 < w.rows; r0 += chunk) {
+        const int64_t mc = std::min(chunk, w.rows - r0);
+        if (m4k_fp8_to_bf16(w.f8(), sc, w.rows, w.cols, r0, mc, wb, st->stream, err)) return -1;
+        M4_CUBLAS_TRY(cublasGemmEx(st->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)mc, nn, k, &one, wb, CUDA_R_16BF, k, xb,
+                                   CUDA_R_16BF, k, &zero, d_y + r0, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT), err);
+    }
     return 0;
 }
 

@@ -3,7 +3,9 @@
  * One function per HF module, like reference.h, but on device pointers (d_*): the backend
  * entries (backend_cuda.cu) copy the harness's host arrays in and out around them. Weights are
  * uploaded once at open, dequantised through the shared loader: float32 for precision fp32,
- * bf16 for precision bf16 (norm weights, biases and the router stay float32 in both). */
+ * bf16 for precision bf16 (norm weights, biases and the router stay float32 in both) — except
+ * that with precision bf16 an FP8 checkpoint's GEMM weights (the projections, the expert stacks,
+ * lm_head if FP8) stay FP8: their e4m3 bytes as stored, plus their scales (m4_dev_weight). */
 #ifndef M4_CUDA_MODEL_CUH
 #define M4_CUDA_MODEL_CUH
 
@@ -22,13 +24,25 @@ extern "C" {
 
 enum class m4_precision { fp32, bf16 };
 
-/* A weight on the device: [experts, rows, cols] (experts = 1 for a plain weight), float32 or bf16. */
+/* A weight on the device: [experts, rows, cols] (experts = 1 for a plain weight), float32, bf16,
+ * or FP8: e4m3 codes with float32 scales [experts, ⌈rows / block_rows⌉, ⌈cols / block_cols⌉]
+ * (fp8_blocks.h; the loader's per-tensor scales give block = the whole matrix). An uploaded FP8
+ * weight's scales live in the same allocation, after the codes (freed with `data`). Only GEMM
+ * weights are FP8 — m4_cuda_linear, m4_cuda_gemv and m4_cuda_grouped_gemm take every form; code
+ * that reads b16()/f32() directly (embeddings, kv_b_proj in the cached MLA) gets bf16/float32. */
 struct m4_dev_weight {
     void *data = nullptr;
     bool bf16 = false;
+    bool fp8 = false;
+    const float *scales = nullptr;               /* fp8 only */
+    int64_t block_rows = 0, block_cols = 0;      /* fp8 only */
     int64_t experts = 1, rows = 0, cols = 0;
     const float *f32() const { return static_cast<const float *>(data); }
     const __nv_bfloat16 *b16() const { return static_cast<const __nv_bfloat16 *>(data); }
+    const __nv_fp8_e4m3 *f8() const { return static_cast<const __nv_fp8_e4m3 *>(data); }
+    m4k_fp8_scales fp8_scales() const { return {scales, block_rows, block_cols}; }
+    /* Bytes of one element of data. */
+    size_t elem_bytes() const { return fp8 ? 1 : bf16 ? sizeof(__nv_bfloat16) : sizeof(float); }
     /* Expert e as a plain weight. */
     m4_dev_weight expert(int64_t e) const;
 };
@@ -122,9 +136,22 @@ void m4_cuda_close(m4_cuda *st);
 /* The device copy of a loader weight; NULL with err set when it was never uploaded. */
 const m4_dev_weight *m4_cuda_weight(const m4_cuda *st, const void *host_data, const char *what, m4_error *err);
 
-/* nn.Linear without bias: y[n, out] = x[n, in] · Wᵀ. GEMV kernel for n ≤ M4_CUDA_GEMV_MAX_TOKENS,
- * else cuBLAS (fp32: pedantic float32, no TF32; bf16: x rounded to bf16, float32 accumulate). */
+/* nn.Linear without bias: y[n, out] = x[n, in] · Wᵀ. GEMV kernel for n ≤ M4_CUDA_GEMV_MAX_TOKENS
+ * (when m4_cuda_gemv_fits), else cuBLAS (fp32: pedantic float32, no TF32; bf16: x rounded to
+ * bf16, float32 accumulate; FP8: the weight dequantised to bf16 in row chunks of at most
+ * m4_cuda_fp8_chunk_elements into stream-ordered scratch, then the bf16 GEMM). */
 int m4_cuda_linear(m4_cuda *st, const float *d_x, int64_t n, const m4_dev_weight &w, float *d_y, m4_error *err);
+/* Most weight elements one FP8 dequantisation chunk of m4_cuda_linear holds (default 2^25: 64 MB
+ * of bf16 scratch; the real model's FP8 projections, ≤ 4096 × 4096, take one chunk). */
+extern int64_t m4_cuda_fp8_chunk_elements;
+/* m4k_gemv / m4k_grouped_gemm on a device weight of any form (the FP8 scales passed along), and
+ * whether that weight's form and shape suit them (else: m4_cuda_linear's cuBLAS path). */
+bool m4_cuda_gemv_fits(const m4_dev_weight &w);
+int m4_cuda_gemv(m4_cuda *st, const m4_dev_weight &w, const int32_t *expert, int64_t groups, const float *d_x,
+                 int64_t x_div, int ntok, float *d_y, bool swiglu, m4_activation act, m4_error *err);
+bool m4_cuda_grouped_gemm_fits(const m4_dev_weight &w);
+int m4_cuda_grouped_gemm(m4_cuda *st, const m4_dev_weight &w, const int32_t *d_offsets, const float *d_x, int64_t M,
+                         float *d_y, bool swiglu, m4_activation act, m4_error *err);
 /* The same with an optional bias (NULL: none). */
 int m4_cuda_linear_bias(m4_cuda *st, const float *d_x, int64_t n, const m4_dev_weight &w,
                         const m4_dev_weight *bias, float *d_y, m4_error *err);

@@ -4,7 +4,9 @@
 #define M4_CUDA_DEVICE_CUH
 
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <float.h>
+#include <stdint.h>
 
 extern "C" {
 #include "config.h"
@@ -53,6 +55,16 @@ __device__ __forceinline__ float activate(float x, m4_activation act) {
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+/* Four e4m3 codes, the bytes of `w` (lowest address first, as loaded), → float32. Exact: every
+ * e4m3 value is a half and every half a float (cvt.rn.f16x2.e4m3x2 on sm_89+, cuda_fp8.h's
+ * emulation before), so out[i] == m4_f8e4m3_to_f32(byte i) bit for bit, NaN codes giving NaN. */
+__device__ __forceinline__ void e4m3x4_to_float(uint32_t w, float *out) {
+    const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(w & 0xFFFFu), __NV_E4M3);
+    const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(w >> 16), __NV_E4M3);
+    const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
+    out[0] = a.x, out[1] = a.y, out[2] = b.x, out[3] = b.y;
+}
 
 /* float32 → the storage type W (round to nearest even for bf16). */
 template <typename W> __device__ __forceinline__ W from_float(float v);

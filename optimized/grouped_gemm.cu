@@ -26,9 +26,29 @@
  * SwiGLU. The block's 128 weight rows are 64 gate rows [f0, f0 + 64) and the matching up rows
  * [F + f0, F + f0 + 64), interleaved so that each warp's 32 columns are 16 gate features and the
  * same 16 up features: accumulator fragments 0–1 (gate) and 2–3 (up) of a thread hold the same
- * (slot, feature) pairs, and the epilogue writes act(gate) · up straight from registers. */
+ * (slot, feature) pairs, and the epilogue writes act(gate) · up straight from registers.
+ *
+ * FP8 weights (W = __nv_fp8_e4m3 with block scales). The codes are staged as bytes: each stage
+ * holds the tile's 128 rows × 32 codes (4 KiB, half the bf16 stage) and one float32 scale per row
+ * (a 32-column k-tile lies in one column block), both filled by cp.async — 8-byte copies, so cols
+ * need only be a multiple of 8 as for bf16 (rows of a multiple of 8 but not 16 codes are not
+ * 16-byte aligned), 4 bytes for the scale. One step ahead of the multiplies, every thread turns
+ * its 16 staged codes (row tid % 128, columns 16·(tid / 128) …) into bf16_rn(float(code) · scale)
+ * and stores them into a bf16 tile laid out exactly as a bf16 stage (double-buffered), from
+ * which the unchanged ldmatrix/mma loop reads. Converting once per block rather than per warp
+ * fragment halves the conversion work (each weight feeds the two warps of its output column) and
+ * keeps the fragment code identical to the bf16 kernel's — the results are the bf16 kernel's on
+ * m4k_fp8_to_bf16's output, bit for bit. Pipeline: the k loop waits for stage kt + 1 (not kt), so
+ * two stages stay in flight instead of three; still one barrier per step: the conversion of
+ * stage kt + 1 writes the tile the multiplies of step kt − 1 read, which every warp left before
+ * step kt's barrier, and step kt + 1's barrier publishes it. The raw stage's two 16-code halves
+ * are swapped on rows 4–7 of every 8 (an XOR swizzle), so that the conversion's 16-byte reads
+ * are free of bank conflicts; the bf16 tile's 80-byte rows make its 16-byte stores free of them.
+ * Shared memory 78 KiB (bf16: 80 KiB), two blocks per SM on sm_80 and sm_90. */
 #include <limits.h>
 #include <stdint.h>
+
+#include <type_traits>
 
 #include "device.cuh"
 #include "kernels.cuh"
@@ -43,6 +63,11 @@ constexpr int kLdw = kBK + 8;    /* bf16 per staged weight row: 80 bytes, 8 rows
 constexpr int kXStageBytes = kBM * kLdx * (int)sizeof(float);
 constexpr int kWStageBytes = kBN * kLdw * (int)sizeof(__nv_bfloat16);
 constexpr size_t kGemmShared = (size_t)kStages * (kXStageBytes + kWStageBytes);
+constexpr int kRawStageBytes = kBN * kBK;                    /* FP8: e4m3 codes, 32-byte rows */
+constexpr int kScaleStageBytes = kBN * (int)sizeof(float);   /* FP8: one scale per staged row */
+constexpr size_t kGemmSharedFp8 = (size_t)kStages * (kXStageBytes + kRawStageBytes + kScaleStageBytes) + 2 * (size_t)kWStageBytes;
+static_assert(kBN * kBK / 16 == kGemmThreads, "FP8: 16 codes of one staged row per thread and stage");
+static_assert(kGemmSharedFp8 <= kGemmShared, "FP8 staging fits the bf16 kernel's shared memory");
 static_assert(kBM * kBK / 4 == 2 * kGemmThreads, "two 16-byte activation chunks per thread and stage");
 static_assert(kBN * kBK / 8 == 2 * kGemmThreads, "two 16-byte weight chunks per thread and stage");
 static_assert(kWarpM == 32 && kWarpN == 32 && (kBM / kWarpM) * kWarpsN * kWarp == kGemmThreads, "warp layout");
@@ -54,6 +79,13 @@ __device__ __forceinline__ uint32_t shared_address(const void *p) {
 /* 16 bytes global → shared, asynchronously; bytes = 0 writes zeros and reads nothing. */
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+/* 8 or 4 bytes global → shared (.ca: the only form for copies under 16 bytes); bytes = 0 zero-fills. */
+__device__ __forceinline__ void cp_async8(uint32_t dst, const void *src, int bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, int bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int kPending> __device__ __forceinline__ void cp_async_wait() {
@@ -92,11 +124,13 @@ __device__ __forceinline__ void store2(float *row, int64_t c, int64_t width, boo
     }
 }
 
-template <bool kSwiglu>
+/* W: __nv_bfloat16, or __nv_fp8_e4m3 with `sc` and col_shift (m4_fp8_col_shift) locating the scales. */
+template <typename W, bool kSwiglu>
 __global__ void __launch_bounds__(kGemmThreads, 2)
-    grouped_gemm_kernel(const __nv_bfloat16 *__restrict__ W, int E, int64_t rows, int64_t cols,
+    grouped_gemm_kernel(const W *__restrict__ Wt, int E, int64_t rows, int64_t cols,
                         const int32_t *__restrict__ offsets, const float *__restrict__ X, int64_t M,
-                        float *__restrict__ Y, bool pairs, m4_activation act) {
+                        float *__restrict__ Y, bool pairs, m4_activation act, m4k_fp8_scales sc, int col_shift) {
+    constexpr bool kFp8 = std::is_same<W, __nv_fp8_e4m3>::value;
     extern __shared__ __align__(16) unsigned char shm_raw[];
     __shared__ int64_t s_row0;
     __shared__ int s_expert, s_valid;
@@ -140,43 +174,98 @@ __global__ void __launch_bounds__(kGemmThreads, 2)
     const int expert = s_expert, valid = s_valid;
     const int64_t row0 = s_row0, F = rows / 2, out_cols = kSwiglu ? F : rows;
 
-    /* 2. this thread's two weight and two activation chunks of every stage */
-    unsigned char *x_stages = shm_raw, *w_stages = shm_raw + kStages * kXStageBytes;
-    const __nv_bfloat16 *w_expert = W + (int64_t)expert * rows * cols;
+    /* 2. this thread's two weight and two activation chunks of every stage (FP8: its 16 codes of one
+     * staged row, and that row's scale when it is the row's first thread) */
+    unsigned char *x_stages = shm_raw, *w_stages = shm_raw + kStages * kXStageBytes;   /* FP8: raw codes */
+    unsigned char *s_stages = w_stages + kStages * kRawStageBytes;                       /* FP8: scales */
+    unsigned char *tiles = s_stages + kStages * kScaleStageBytes;                        /* FP8: 2 bf16 tiles */
+    const W *w_expert = Wt + (int64_t)expert * rows * cols;
+    /* staged weight row j → row of the expert's matrix (SwiGLU: each warp's 32 columns are 16 gate
+     * rows and the same 16 up rows); false past the matrix */
+    auto weight_row = [&](int j, int64_t &global_row) {
+        if (kSwiglu) {
+            const int64_t f = (int64_t)blockIdx.x * (kBN / 2) + (j / kWarpN) * (kWarpN / 2) + (j % (kWarpN / 2));
+            global_row = (j % kWarpN) < kWarpN / 2 ? f : F + f;
+            return f < F;
+        }
+        global_row = (int64_t)blockIdx.x * kBN + j;
+        return global_row < rows;
+    };
     const int w_chunk = tid % 4, x_chunk = tid % 8;
-    const __nv_bfloat16 *w_src[2];
+    const W *w_src[2];
     const float *x_src[2];
     bool w_ok[2], x_ok[2];
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-        const int j = tid / 4 + i * (kBN / 2);                 /* staged weight row */
-        int64_t global_row;
-        if (kSwiglu) {
-            const int64_t f = (int64_t)blockIdx.x * (kBN / 2) + (j / kWarpN) * (kWarpN / 2) + (j % (kWarpN / 2));
-            w_ok[i] = f < F;
-            global_row = (j % kWarpN) < kWarpN / 2 ? f : F + f;
-        } else {
-            global_row = (int64_t)blockIdx.x * kBN + j;
-            w_ok[i] = global_row < rows;
+        if constexpr (!kFp8) {
+            int64_t global_row;
+            w_ok[i] = weight_row(tid / 4 + i * (kBN / 2), global_row);
+            w_src[i] = w_ok[i] ? w_expert + global_row * cols + w_chunk * 8 : Wt;
         }
-        w_src[i] = w_ok[i] ? w_expert + global_row * cols + w_chunk * 8 : W;
         const int r = tid / 8 + i * (kBM / 2);                 /* staged slot row */
         x_ok[i] = r < valid;
         x_src[i] = x_ok[i] ? X + (row0 + r) * cols + x_chunk * 4 : X;
     }
     const uint32_t x_dst = shared_address(x_stages) + (uint32_t)(((tid / 8) * kLdx + x_chunk * 4) * sizeof(float));
     const uint32_t w_dst = shared_address(w_stages) + (uint32_t)(((tid / 4) * kLdw + w_chunk * 8) * sizeof(__nv_bfloat16));
+    /* FP8: staged row f_row, codes [16·f_half, 16·f_half + 16) of each k-tile, at a swizzled offset */
+    const int f_row = tid % kBN, f_half = tid / kBN;
+    const uint32_t f_raw = (uint32_t)(f_row * kBK + ((f_half ^ ((f_row >> 2) & 1)) * 16));
+    const unsigned char *f_src = reinterpret_cast<const unsigned char *>(Wt);
+    const float *s_src = sc.scale;
+    bool f_ok = false;
+    if constexpr (kFp8) {
+        int64_t global_row;
+        f_ok = weight_row(f_row, global_row);
+        if (f_ok) {
+            f_src = reinterpret_cast<const unsigned char *>(w_expert) + global_row * cols + f_half * 16;
+            s_src = sc.scale + ((int64_t)expert * m4_fp8_blocks(rows, sc.block_rows) + global_row / sc.block_rows) *
+                                   m4_fp8_blocks(cols, sc.block_cols);
+        }
+    }
     auto load_stage = [&](int stage, int kt) {
         const int64_t k0 = (int64_t)kt * kBK;
         const bool w_in = k0 + w_chunk * 8 < cols, x_in = k0 + x_chunk * 4 < cols;
 #pragma unroll
         for (int i = 0; i < 2; i++) {
-            const bool w_go = w_ok[i] && w_in, x_go = x_ok[i] && x_in;
-            cp_async16(w_dst + stage * kWStageBytes + i * (kBN / 2) * kLdw * (int)sizeof(__nv_bfloat16),
-                       w_go ? (const void *)(w_src[i] + k0) : (const void *)W, w_go ? 16 : 0);
+            if constexpr (!kFp8) {
+                const bool w_go = w_ok[i] && w_in;
+                cp_async16(w_dst + stage * kWStageBytes + i * (kBN / 2) * kLdw * (int)sizeof(__nv_bfloat16),
+                           w_go ? (const void *)(w_src[i] + k0) : (const void *)Wt, w_go ? 16 : 0);
+            }
+            const bool x_go = x_ok[i] && x_in;
             cp_async16(x_dst + stage * kXStageBytes + i * (kBM / 2) * kLdx * (int)sizeof(float),
                        x_go ? (const void *)(x_src[i] + k0) : (const void *)X, x_go ? 16 : 0);
         }
+        if constexpr (kFp8) {
+            const uint32_t dst = shared_address(w_stages + stage * kRawStageBytes) + f_raw;
+#pragma unroll
+            for (int q = 0; q < 2; q++) {                      /* 8 + 8 codes: cols % 8 == 0 keeps them aligned */
+                const bool go = f_ok && k0 + f_half * 16 + q * 8 < cols;
+                cp_async8(dst + q * 8, go ? (const void *)(f_src + k0 + q * 8) : (const void *)Wt, go ? 8 : 0);
+            }
+            if (f_half == 0)                                   /* the row's scale for this k-tile's column block */
+                cp_async4(shared_address(s_stages + stage * kScaleStageBytes) + f_row * (int)sizeof(float),
+                          f_ok ? (const void *)(s_src + (k0 >> col_shift)) : (const void *)sc.scale, f_ok ? 4 : 0);
+        }
+    };
+    /* FP8: this thread's 16 staged codes of `stage` → bf16_rn(float(code) · scale) in tile `buf` */
+    auto convert = [&](int stage, int buf) {
+        const uint4 raw = *reinterpret_cast<const uint4 *>(w_stages + stage * kRawStageBytes + f_raw);
+        const float scale = *reinterpret_cast<const float *>(s_stages + stage * kScaleStageBytes + f_row * (int)sizeof(float));
+        const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+        uint32_t packed[8];
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            float v[4];
+            e4m3x4_to_float(words[q], v);
+            packed[2 * q] = pack_bf16x2(make_float2(__fmul_rn(v[0], scale), __fmul_rn(v[1], scale)));
+            packed[2 * q + 1] = pack_bf16x2(make_float2(__fmul_rn(v[2], scale), __fmul_rn(v[3], scale)));
+        }
+        uint4 *dst = reinterpret_cast<uint4 *>(tiles + buf * kWStageBytes +
+                                               (f_row * kLdw + f_half * 16) * (int)sizeof(__nv_bfloat16));
+        dst[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+        dst[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
     };
 
     /* 3. the K loop: wait for stage kt, refill the stage freed by step kt − 1, multiply stage kt */
@@ -200,16 +289,25 @@ __global__ void __launch_bounds__(kGemmThreads, 2)
         if (s < ktiles) load_stage(s, s);
         cp_async_commit();
     }
-    for (int kt = 0; kt < ktiles; kt++) {
+    if constexpr (kFp8) {                                      /* tile 0 before the loop */
         cp_async_wait<kStages - 2>();
+        __syncthreads();                                       /* every row's scale (its first thread's copy) */
+        convert(0, 0);
+    }
+    for (int kt = 0; kt < ktiles; kt++) {
+        /* bf16: stage kt has landed; FP8: stage kt + 1 (converted below, one step ahead) */
+        cp_async_wait<kFp8 ? kStages - 3 : kStages - 2>();
         __syncthreads();
         const int next = kt + kStages - 1;
         if (next < ktiles) load_stage(next % kStages, next);
         cp_async_commit();
+        if constexpr (kFp8)
+            if (kt + 1 < ktiles) convert((kt + 1) % kStages, (kt + 1) % 2);
         if (rows_here <= 0) continue;
         const int stage = kt % kStages;
         const float *xs = reinterpret_cast<const float *>(x_stages + stage * kXStageBytes) + a_lane;
-        const uint32_t ws = shared_address(w_stages + stage * kWStageBytes) + b_lane;
+        const uint32_t ws = (kFp8 ? shared_address(tiles + (kt % 2) * kWStageBytes)
+                                  : shared_address(w_stages + stage * kWStageBytes)) + b_lane;
 #pragma unroll
         for (int kk = 0; kk < kBK; kk += 16) {
             uint32_t b[4][2];
@@ -262,19 +360,33 @@ __global__ void __launch_bounds__(kGemmThreads, 2)
 
 } // namespace
 
-int m4k_grouped_gemm(const __nv_bfloat16 *W, int64_t E, int64_t rows, int64_t cols, const int32_t *offsets,
+template <typename W>
+int m4k_grouped_gemm(const W *Wt, int64_t E, int64_t rows, int64_t cols, const int32_t *offsets,
                      const float *X, int64_t M, float *Y, bool swiglu, m4_activation act, cudaStream_t stream,
-                     m4_error *err) {
+                     m4_error *err, const m4k_fp8_scales *scales) {
+    constexpr bool kFp8 = std::is_same<W, __nv_fp8_e4m3>::value;
     if (E <= 0 || E > INT_MAX || rows <= 0 || cols <= 0 || M < 0 || M > INT_MAX || cols % 8 != 0 ||
         (swiglu && rows % 2 != 0))
         return m4_fail(err, "grouped gemm: unsupported shape (%lld experts [%lld, %lld]%s, %lld slots): needs cols "
                             "a multiple of 8%s",
                        (long long)E, (long long)rows, (long long)cols, swiglu ? " gate_up" : "", (long long)M,
                        swiglu ? " and an even number of rows" : "");
-    if (!W || !offsets || (M > 0 && (!X || !Y)))
+    if (!Wt || !offsets || (M > 0 && (!X || !Y)))
         return m4_fail(err, "grouped gemm: missing weight, offsets, input or output");
-    if ((uintptr_t)W % 16 != 0 || (uintptr_t)X % 16 != 0)
+    if ((uintptr_t)Wt % 16 != 0 || (uintptr_t)X % 16 != 0)
         return m4_fail(err, "grouped gemm: weight and input must be 16-byte aligned");
+    m4k_fp8_scales sc;
+    int col_shift = 0;
+    if (kFp8) {
+        if (!scales || !scales->scale || scales->block_rows < 1)
+            return m4_fail(err, "grouped gemm: an FP8 weight needs its scales and block size");
+        sc = *scales;
+        col_shift = m4_fp8_col_shift(cols, sc.block_cols, kBK);
+        if (col_shift < 0)
+            return m4_fail(err, "grouped gemm: FP8 column blocks of %lld over %lld columns: the kernel needs one block "
+                                "over the width or a power of two that is a multiple of %d",
+                           (long long)sc.block_cols, (long long)cols, kBK);
+    }
     if (M == 0) return 0;
     const int64_t out_cols = swiglu ? rows / 2 : rows;
     const int64_t n_tiles = swiglu ? (out_cols + kBN / 2 - 1) / (kBN / 2) : (rows + kBN - 1) / kBN;
@@ -284,17 +396,16 @@ int m4k_grouped_gemm(const __nv_bfloat16 *W, int64_t E, int64_t rows, int64_t co
         return m4_fail(err, "grouped gemm: %lld slots over %lld experts exceed the grid", (long long)M, (long long)E);
     const bool pairs = out_cols % 2 == 0 && (uintptr_t)Y % 8 == 0;
     const dim3 grid((unsigned)n_tiles, (unsigned)m_tiles);
-    if (swiglu) {
-        M4_CUDA_TRY(cudaFuncSetAttribute(grouped_gemm_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)kGemmShared), err);
-        grouped_gemm_kernel<true><<<grid, kGemmThreads, kGemmShared, stream>>>(W, (int)E, rows, cols, offsets, X, M, Y,
-                                                                               pairs, act);
-    } else {
-        M4_CUDA_TRY(cudaFuncSetAttribute(grouped_gemm_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)kGemmShared), err);
-        grouped_gemm_kernel<false><<<grid, kGemmThreads, kGemmShared, stream>>>(W, (int)E, rows, cols, offsets, X, M,
-                                                                                Y, pairs, act);
-    }
+    const size_t shared = kFp8 ? kGemmSharedFp8 : kGemmShared;
+    auto kernel = swiglu ? grouped_gemm_kernel<W, true> : grouped_gemm_kernel<W, false>;
+    M4_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared), err);
+    kernel<<<grid, kGemmThreads, shared, stream>>>(Wt, (int)E, rows, cols, offsets, X, M, Y, pairs, act, sc, col_shift);
     M4_CUDA_TRY_LAUNCH(err);
     return 0;
 }
+template int m4k_grouped_gemm<__nv_bfloat16>(const __nv_bfloat16 *, int64_t, int64_t, int64_t, const int32_t *,
+                                             const float *, int64_t, float *, bool, m4_activation, cudaStream_t,
+                                             m4_error *, const m4k_fp8_scales *);
+template int m4k_grouped_gemm<__nv_fp8_e4m3>(const __nv_fp8_e4m3 *, int64_t, int64_t, int64_t, const int32_t *,
+                                             const float *, int64_t, float *, bool, m4_activation, cudaStream_t,
+                                             m4_error *, const m4k_fp8_scales *);

@@ -1,7 +1,8 @@
 /* kernels.cuh — the CUDA kernels of the optimized backend, behind host launch functions.
  *
  * Conventions: activations are float32 on the device in both precisions; weights are float32
- * (precision fp32) or bf16 (precision bf16), hence the templates over the weight type W. Every
+ * (precision fp32) or bf16 (precision bf16), or on the bf16 path FP8 e4m3 codes with block scales
+ * (__nv_fp8_e4m3 + m4k_fp8_scales, fp8_blocks.h), hence the templates over the weight type W. Every
  * launcher enqueues on `stream`, checks the launch, and returns 0 or -1 with `err` set. Shapes in
  * the comments use reference.h's notation (N tokens, D hidden, H heads, dq/dn/dr/dv head dims,
  * E experts, K experts per token, F expert hidden). */
@@ -9,9 +10,11 @@
 #define M4_CUDA_KERNELS_CUH
 
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <stdint.h>
 
 #include "common.cuh"
+#include "fp8_blocks.h"
 
 extern "C" {
 #include "config.h"
@@ -52,12 +55,25 @@ int m4k_activation(float *x, int64_t n, m4_activation act, cudaStream_t stream, 
 int m4k_swiglu(const float *gate, int64_t g_stride, const float *up, int64_t u_stride, float *out,
                int64_t rows, int64_t F, m4_activation act, cudaStream_t stream, m4_error *err);
 
+/* The scales of an FP8 weight stack W [E, rows, cols] (fp8_blocks.h): scale [E, ⌈rows /
+ * block_rows⌉, ⌈cols / block_cols⌉] on the device, element (e, r, c) = float(W[e, r, c]) ·
+ * scale[e][r / block_rows][c / block_cols] in float32. Per-tensor FP8: block = the whole matrix. */
+struct m4k_fp8_scales {
+    const float *scale = nullptr;
+    int64_t block_rows = 0, block_cols = 0;
+};
+
 /* Matrix-vector products for up to M4_CUDA_GEMV_MAX_TOKENS tokens, one warp per output row, the
  * weight read once with 16-byte loads. `groups` independent problems (grid.y): group g multiplies
  * matrix (expert ? expert[g] : 0) of the stack W [*, rows, cols] with the `ntok` input rows
  * starting at x row (g / x_div)·ntok, writing y rows g·ntok…; y [groups·ntok, rows].
  * swiglu: the matrix is a gate_up pair [2F, cols]; row f of y is act(gate_f·x) · (up_f·x) and
- * y has F = rows/2 columns. Needs cols a multiple of 8. */
+ * y has F = rows/2 columns. Needs cols a multiple of 8.
+ * FP8 (W = __nv_fp8_e4m3, `scales` required): a 16-byte load is 16 codes, converted exactly
+ * (e4m3 → half → float, the hardware conversion on sm_89+) and multiplied by their block's scale
+ * in float32 — the reference's dequantised weight, bit for bit — before the float32 dot product.
+ * Needs cols a multiple of 16 and block_cols the whole width or a power of two ≥ 16
+ * (m4_fp8_col_shift); any block_rows. */
 /* Launch configuration of m4k_gemv, defaults measured on an H200 (bench/results); m4_gpu_bench's
  * tune/ rows try the others. blocks_per_sm: blocks per multiprocessor over all groups (the grid
  * loops over rows); unroll: 16-byte loads per row a lane issues before using them (2, 4 or 8);
@@ -72,7 +88,14 @@ extern m4k_gemv_tuning m4k_gemv_config;
 template <typename W>
 int m4k_gemv(const W *Wt, int64_t rows, int64_t cols, const int32_t *expert, int64_t groups,
              const float *x, int64_t x_div, int ntok, float *y, bool swiglu, m4_activation act,
-             cudaStream_t stream, m4_error *err);
+             cudaStream_t stream, m4_error *err, const m4k_fp8_scales *scales = nullptr);
+
+/* Dequantises rows [row0, row0 + n_rows) of one FP8 matrix W [rows, cols] (scales: that matrix's
+ * [⌈rows / block_rows⌉, ⌈cols / block_cols⌉], any block sizes) to bf16:
+ * out[(r − row0)·cols + c] = bf16_rn(float(W[r, c]) · scale[r / block_rows][c / block_cols]) —
+ * bit for bit the bf16 rounding of m4_weight_row_f32, i.e. what the bf16 upload used to store. */
+int m4k_fp8_to_bf16(const __nv_fp8_e4m3 *W, const m4k_fp8_scales &scales, int64_t rows, int64_t cols,
+                    int64_t row0, int64_t n_rows, __nv_bfloat16 *out, cudaStream_t stream, m4_error *err);
 
 /* Grouped GEMM over an expert stack, one launch (grouped_gemm.cu), for batches past the GEMV:
  * the M slots of X [M, cols] are sorted by expert, expert e owning slots [offsets[e],
@@ -80,10 +103,16 @@ int m4k_gemv(const W *Wt, int64_t rows, int64_t cols, const int32_t *expert, int
  * offsets[E] are neither read nor written), and Y[s, :] = X[s, :] · W[e]ᵀ for W [E, rows, cols]
  * bf16; X is rounded to bf16, sums in float32 (tensor cores). swiglu: W[e] is a gate_up pair
  * [2F, cols] and Y [M, F] = act(x·gate_fᵀ) · (x·up_fᵀ), as m4k_gemv's. No host synchronisation
- * (CUDA-graph capturable). Needs cols a multiple of 8 and W, X 16-byte aligned. */
-int m4k_grouped_gemm(const __nv_bfloat16 *W, int64_t E, int64_t rows, int64_t cols, const int32_t *offsets,
+ * (CUDA-graph capturable). Needs cols a multiple of 8 and W, X 16-byte aligned.
+ * FP8 (W = __nv_fp8_e4m3, `scales` required): the codes are staged as bytes with cp.async and
+ * dequantised in shared memory to bf16_rn(float(code) · scale) — m4k_fp8_to_bf16's values — ahead
+ * of the same tensor-core loop, so the result equals the bf16 kernel's on m4k_fp8_to_bf16's output
+ * bit for bit. Needs block_cols the whole width or a power of two ≥ 32 (m4_fp8_col_shift); any
+ * block_rows. */
+template <typename W>
+int m4k_grouped_gemm(const W *Wt, int64_t E, int64_t rows, int64_t cols, const int32_t *offsets,
                      const float *X, int64_t M, float *Y, bool swiglu, m4_activation act, cudaStream_t stream,
-                     m4_error *err);
+                     m4_error *err, const m4k_fp8_scales *scales = nullptr);
 
 /* Text RoPE + Llama-4 scale into head-major layout: for token t = b·S + s and head h,
  * out[(b·H + h)·S + s, :dq] = [x_nope | rope(x_rope)] · (l4 ? l4[t] : 1), where the head's input

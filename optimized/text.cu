@@ -206,11 +206,14 @@ int m4_cuda_router(m4_cuda *st, int layer, const float *d_x, int64_t n, float *d
  * stacks gu [E, 2F, D] and dn [E, D, F]. Decode-sized batches (N ≤ M4_CUDA_GEMV_MAX_TOKENS) run
  * two GEMV launches over the N·K (token, expert) slots, SwiGLU fused into the gate_up one, no host
  * round trip. Larger batches are permuted by expert (slots sorted by expert, offsets [E + 1] on
- * the device) and gathered; with bf16 weights two grouped GEMM launches follow (m4k_grouped_gemm:
- * gate_up with SwiGLU fused, then down), still no host round trip, so the step stays
- * CUDA-graph capturable; with float32 weights (the pedantic precision path that proves the logic
- * at tight bounds) the offsets are copied to the host and each expert's slots go through cuBLAS.
- * All end in the weighted un-permute (+ shared expert). */
+ * the device) and gathered; with bf16 or FP8 weights two grouped GEMM launches follow
+ * (m4k_grouped_gemm: gate_up with SwiGLU fused, then down; FP8 codes dequantised in shared
+ * memory), still no host round trip, so the step stays CUDA-graph capturable; with float32
+ * weights (the pedantic precision path that proves the logic at tight bounds) the offsets are
+ * copied to the host and each expert's slots go through cuBLAS. The GEMV and grouped GEMM take
+ * every weight form (m4_cuda_gemv, m4_cuda_grouped_gemm); a shape they do not fit takes the host
+ * loop (m4_cuda_linear: FP8 dequantised per expert). All end in the weighted un-permute (+ shared
+ * expert). */
 int m4_cuda_moe_experts(m4_cuda *st, const m4_dev_weight &gu, const m4_dev_weight &dn, int64_t K,
                         m4_activation act, const float *d_x, int64_t n, const int32_t *d_ids,
                         const float *d_weights, const float *d_shared, float *d_out, m4_error *err) {
@@ -224,13 +227,11 @@ int m4_cuda_moe_experts(m4_cuda *st, const m4_dev_weight &gu, const m4_dev_weigh
     float *hm = arena.get<float>(n * K * F, err);                /* [N·K, F] act(gate) · up */
     float *y = arena.get<float>(n * K * D, err);                 /* [N·K, D] expert outputs */
     if (!hm || !y) return -1;
-    if (n <= M4_CUDA_GEMV_MAX_TOKENS && D % 8 == 0 && F % 8 == 0) {
+    if (n <= M4_CUDA_GEMV_MAX_TOKENS && m4_cuda_gemv_fits(gu) && m4_cuda_gemv_fits(dn)) {
         /* slot g = t·K + k: expert ids[g], token g / K */
-        int rc = gu.bf16 ? m4k_gemv(gu.b16(), 2 * F, D, d_ids, n * K, d_x, K, 1, hm, true, act, st->stream, err) ||
-                               m4k_gemv(dn.b16(), D, F, d_ids, n * K, hm, 1, 1, y, false, act, st->stream, err)
-                         : m4k_gemv(gu.f32(), 2 * F, D, d_ids, n * K, d_x, K, 1, hm, true, act, st->stream, err) ||
-                               m4k_gemv(dn.f32(), D, F, d_ids, n * K, hm, 1, 1, y, false, act, st->stream, err);
-        if (rc) return -1;
+        if (m4_cuda_gemv(st, gu, d_ids, n * K, d_x, K, 1, hm, true, act, err) ||
+            m4_cuda_gemv(st, dn, d_ids, n * K, hm, 1, 1, y, false, act, err))
+            return -1;
         return m4k_moe_combine(y, nullptr, d_ids, d_weights, d_shared, n, K, D, d_out, st->stream, err);
     }
     int32_t *counts = arena.get<int32_t>(E, err), *offsets = arena.get<int32_t>(E + 1, err);
@@ -240,10 +241,10 @@ int m4_cuda_moe_experts(m4_cuda *st, const m4_dev_weight &gu, const m4_dev_weigh
     if (m4k_moe_permute(d_ids, n, K, E, counts, offsets, slot_token, slot_of, st->stream, err) ||
         m4k_gather_rows(d_x, slot_token, n * K, D, xs, st->stream, err))
         return -1;
-    if (gu.bf16 && D % 8 == 0 && F % 8 == 0) {
-        /* bf16: one grouped GEMM per projection over every expert's slots, offsets read on the device */
-        if (m4k_grouped_gemm(gu.b16(), E, 2 * F, D, offsets, xs, n * K, hm, true, act, st->stream, err) ||
-            m4k_grouped_gemm(dn.b16(), E, D, F, offsets, hm, n * K, y, false, act, st->stream, err))
+    if (m4_cuda_grouped_gemm_fits(gu) && m4_cuda_grouped_gemm_fits(dn)) {
+        /* bf16 / FP8: one grouped GEMM per projection over every expert's slots, offsets read on the device */
+        if (m4_cuda_grouped_gemm(st, gu, offsets, xs, n * K, hm, true, act, err) ||
+            m4_cuda_grouped_gemm(st, dn, offsets, hm, n * K, y, false, act, err))
             return -1;
         return m4k_moe_combine(y, slot_of, d_ids, d_weights, d_shared, n, K, D, d_out, st->stream, err);
     }
