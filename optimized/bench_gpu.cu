@@ -434,17 +434,26 @@ void decode_step(bench &b, const m4_config *published, int64_t T) {
         st.weights[s.data] = random_weight(b, E, rows, cols, true);
         bytes += (double)(t->num_experts_per_tok * rows * cols) * 2;
     };
+    /* two weights with one input, side by side in one allocation, as the upload places them */
+    auto pair = [&](m4_weight &a, int64_t a_rows, m4_weight &c, int64_t c_rows, int64_t cols) {
+        m4_dev_weight both = random_weight(b, 1, a_rows + c_rows, cols, true), view = both;
+        a.data = reinterpret_cast<const uint8_t *>(&keys[next_key++]), c.data = reinterpret_cast<const uint8_t *>(&keys[next_key++]);
+        a.rows = a_rows, c.rows = c_rows, a.cols = c.cols = cols, a.name = c.name = "synthetic";
+        view.rows = a_rows, st.weights[a.data] = view;
+        view.rows = c_rows, view.data = static_cast<__nv_bfloat16 *>(both.data) + a_rows * cols, st.weights[c.data] = view;
+        bytes += (double)((a_rows + c_rows) * cols) * 2;
+    };
     plain(layer.input_layernorm, 1, D, true), plain(layer.post_attention_layernorm, 1, D, true);
-    plain(layer.q_a_proj, t->q_lora_rank, D, false), plain(layer.q_a_layernorm, 1, t->q_lora_rank, true);
+    pair(layer.q_a_proj, t->q_lora_rank, layer.kv_a_proj_with_mqa, t->kv_lora_rank + t->qk_rope_head_dim, D);
+    plain(layer.q_a_layernorm, 1, t->q_lora_rank, true);
     plain(layer.q_b_proj, H * t->qk_head_dim, t->q_lora_rank, false);
-    plain(layer.kv_a_proj_with_mqa, t->kv_lora_rank + t->qk_rope_head_dim, D, false);
     plain(layer.kv_a_layernorm, 1, t->kv_lora_rank, true);
     plain(layer.kv_b_proj, H * (t->qk_nope_head_dim + t->v_head_dim), t->kv_lora_rank, false);
     plain(layer.o_proj, D, H * t->v_head_dim, false);
     layer.moe = true;
     plain(layer.router, E, D, true);
     stack(layer.experts_gate_up, 2 * F, D), stack(layer.experts_down, D, F);
-    plain(layer.shared_gate_proj, F * t->n_shared_experts, D, false), plain(layer.shared_up_proj, F * t->n_shared_experts, D, false);
+    pair(layer.shared_gate_proj, F * t->n_shared_experts, layer.shared_up_proj, F * t->n_shared_experts, D);
     plain(layer.shared_down_proj, D, F * t->n_shared_experts, false);
     m4_error err = {{0}};
     m4_cuda_cache cache;

@@ -41,47 +41,32 @@ static dev_form form_of(const m4_cuda *st, m4_dtype dtype, weight_use use) {
     return use == weight_use::gemm && dtype == M4_DTYPE_F8_E4M3 ? dev_form::fp8 : dev_form::bf16;
 }
 
-/* Copies `experts` matrices [rows, cols] to the device under `key` (the host data pointer):
- * f32/bf16: matrix e's rows as produced by row(e, r, dst) (dequantised float32), one matrix at a
- * time through a host buffer; fp8: the e4m3 codes at `codes` [experts, rows, cols] as they are,
- * one matrix per copy straight from the checkpoint's mapping (no float32 copy), and one float32
- * scale per matrix, scale(e), placed after the codes in the same allocation (block = the matrix:
- * the loader's FP8 is per tensor, per expert for the stacks). */
+/* Fills the device weight `dw` (allocated, its form set): f32/bf16: matrix e's rows as produced by
+ * row(e, r, dst) (dequantised float32), one matrix at a time through a host buffer; fp8: the e4m3
+ * codes at `codes` [experts, rows, cols] as they are, one matrix per copy straight from the
+ * checkpoint's mapping (no float32 copy), and one float32 scale per matrix, scale(e) (block = the
+ * matrix: the loader's FP8 is per tensor, per expert for the stacks). */
 template <typename RowFn, typename ScaleFn>
-static int upload_matrices(m4_cuda *st, const void *key, const char *name, int64_t experts, int64_t rows,
-                           int64_t cols, dev_form form, const uint8_t *codes, RowFn row, ScaleFn scale,
-                           m4_error *err) {
-    if (st->weights.count(key)) return 0;                  /* tied embedding / lm_head */
-    const bool bf16 = form == dev_form::bf16;
-    m4_dev_weight dw;
-    dw.bf16 = bf16, dw.fp8 = form == dev_form::fp8, dw.experts = experts, dw.rows = rows, dw.cols = cols;
-    const size_t matrix = (size_t)(rows * cols), elem = dw.elem_bytes(), data_bytes = matrix * (size_t)experts * elem;
-    const size_t scale_offset = (data_bytes + 255) / 256 * 256;
-    const size_t bytes = dw.fp8 ? scale_offset + sizeof(float) * (size_t)experts : data_bytes;
-    M4_CUDA_TRY(cudaMalloc(&dw.data, bytes), err);
+static int fill_matrices(const m4_dev_weight &dw, const char *name, const uint8_t *codes, RowFn row, ScaleFn scale,
+                         m4_error *err) {
+    const size_t matrix = (size_t)(dw.rows * dw.cols), elem = dw.elem_bytes();
     if (dw.fp8) {
-        dw.scales = reinterpret_cast<const float *>(static_cast<char *>(dw.data) + scale_offset);
-        dw.block_rows = rows, dw.block_cols = cols;
-    }
-    st->weights[key] = dw;                                  /* owned from here: freed at close */
-    st->device_bytes += bytes;
-    if (dw.fp8) {
-        std::vector<float> scales((size_t)experts);
-        for (int64_t e = 0; e < experts; e++) scales[(size_t)e] = scale(e);
+        std::vector<float> scales((size_t)dw.experts);
+        for (int64_t e = 0; e < dw.experts; e++) scales[(size_t)e] = scale(e);
         cudaError_t status = cudaMemcpy(const_cast<float *>(dw.scales), scales.data(), sizeof(float) * scales.size(),
                                         cudaMemcpyHostToDevice);
-        for (int64_t e = 0; status == cudaSuccess && e < experts; e++)
+        for (int64_t e = 0; status == cudaSuccess && e < dw.experts; e++)
             status = cudaMemcpy(static_cast<char *>(dw.data) + (size_t)e * matrix, codes + (size_t)e * matrix, matrix,
                                 cudaMemcpyHostToDevice);
         if (status != cudaSuccess) return m4_fail(err, "cuda: uploading %s: %s", name, cudaGetErrorString(status));
         return 0;
     }
     std::vector<float> host(matrix);
-    std::vector<__nv_bfloat16> host_bf16(bf16 ? matrix : 0);
-    for (int64_t e = 0; e < experts; e++) {
-        for (int64_t r = 0; r < rows; r++) row(e, r, host.data() + r * cols);
+    std::vector<__nv_bfloat16> host_bf16(dw.bf16 ? matrix : 0);
+    for (int64_t e = 0; e < dw.experts; e++) {
+        for (int64_t r = 0; r < dw.rows; r++) row(e, r, host.data() + r * dw.cols);
         const void *src = host.data();
-        if (bf16) {
+        if (dw.bf16) {
             for (size_t i = 0; i < matrix; i++) host_bf16[i] = __float2bfloat16_rn(host[i]);
             src = host_bf16.data();
         }
@@ -93,12 +78,79 @@ static int upload_matrices(m4_cuda *st, const void *key, const char *name, int64
     return 0;
 }
 
+/* Allocates `experts` matrices [rows, cols] in `form` (an FP8 weight's per-matrix scales after its
+ * codes, in the same allocation), owned by st: freed at close. */
+static int alloc_weight(m4_cuda *st, dev_form form, int64_t experts, int64_t rows, int64_t cols, m4_dev_weight *dw,
+                        m4_error *err) {
+    *dw = m4_dev_weight();
+    dw->bf16 = form == dev_form::bf16, dw->fp8 = form == dev_form::fp8, dw->experts = experts, dw->rows = rows;
+    dw->cols = cols, dw->owner = true;
+    const size_t data_bytes = (size_t)(rows * cols) * (size_t)experts * dw->elem_bytes();
+    const size_t scale_offset = (data_bytes + 255) / 256 * 256;
+    const size_t bytes = dw->fp8 ? scale_offset + sizeof(float) * (size_t)experts : data_bytes;
+    M4_CUDA_TRY(cudaMalloc(&dw->data, bytes), err);
+    if (dw->fp8) {
+        dw->scales = reinterpret_cast<const float *>(static_cast<char *>(dw->data) + scale_offset);
+        dw->block_rows = rows, dw->block_cols = cols;
+    }
+    st->device_bytes += bytes;
+    return 0;
+}
+
+/* Copies `experts` matrices [rows, cols] to the device under `key` (the host data pointer), in
+ * `form` (fill_matrices says how). */
+template <typename RowFn, typename ScaleFn>
+static int upload_matrices(m4_cuda *st, const void *key, const char *name, int64_t experts, int64_t rows,
+                           int64_t cols, dev_form form, const uint8_t *codes, RowFn row, ScaleFn scale,
+                           m4_error *err) {
+    if (st->weights.count(key)) return 0;                  /* tied embedding / lm_head */
+    m4_dev_weight dw;
+    if (alloc_weight(st, form, experts, rows, cols, &dw, err)) return -1;
+    st->weights[key] = dw;                                  /* owned from here: freed at close */
+    return fill_matrices(dw, name, codes, row, scale, err);
+}
+
 /* A plain weight, in the form its use and the precision give it. */
 static int upload_weight(m4_cuda *st, const m4_weight &w, weight_use use, m4_error *err) {
     if (!w.data) return 0;
     return upload_matrices(st, w.data, w.name, 1, w.rows, w.cols, form_of(st, w.dtype, use), w.data,
                            [&](int64_t, int64_t r, float *dst) { m4_weight_row_f32(&w, r, dst); },
                            [&](int64_t) { return w.scale; }, err);
+}
+
+/* GEMM weights that read the same input (q_a_proj and kv_a_proj_with_mqa; gate_proj and
+ * up_proj), stacked row-wise in one allocation: each registered as its own view, and the
+ * consecutive views together one wider weight (m4_cuda_weight_pair), so one GEMV or GEMM serves
+ * them all. FP8 weights, and parts that differ in width or form, are uploaded one by one. */
+static int upload_fused(m4_cuda *st, const m4_weight *const *parts, int n, m4_error *err) {
+    bool fuse = n > 1;
+    int64_t rows = 0;
+    const dev_form form = form_of(st, parts[0]->dtype, weight_use::gemm);
+    for (int i = 0; i < n; i++) {
+        const m4_weight *w = parts[i];
+        fuse = fuse && w->data && !st->weights.count(w->data) && w->cols == parts[0]->cols &&
+               form_of(st, w->dtype, weight_use::gemm) == form;
+        rows += w->data ? w->rows : 0;
+    }
+    if (!fuse || form == dev_form::fp8) {
+        for (int i = 0; i < n; i++)
+            if (upload_weight(st, *parts[i], weight_use::gemm, err)) return -1;
+        return 0;
+    }
+    m4_dev_weight all;
+    if (alloc_weight(st, form, 1, rows, parts[0]->cols, &all, err)) return -1;
+    int64_t first = 0;
+    for (int i = 0; i < n; first += parts[i]->rows, i++) {
+        const m4_weight *w = parts[i];
+        m4_dev_weight view = all;
+        view.data = static_cast<char *>(all.data) + (size_t)(first * w->cols) * all.elem_bytes();
+        view.rows = w->rows, view.owner = i == 0;          /* the first view frees the allocation */
+        st->weights[w->data] = view;
+        if (fill_matrices(view, w->name, w->data, [&](int64_t, int64_t r, float *dst) { m4_weight_row_f32(w, r, dst); },
+                          [&](int64_t) { return w->scale; }, err))
+            return -1;
+    }
+    return 0;
 }
 
 /* An expert stack (a GEMM weight: the expert kernels read it). */
@@ -122,11 +174,14 @@ static int upload_model(m4_cuda *st, m4_error *err) {
         const m4_text_layer_weights *L = &w->layers[l];
         const m4_weight *f32[] = {&L->input_layernorm, &L->q_a_layernorm, &L->kv_a_layernorm,
                                   &L->post_attention_layernorm, &L->router, &L->router_bias};
-        const m4_weight *gemm[] = {&L->q_proj, &L->q_a_proj, &L->q_b_proj, &L->kv_a_proj_with_mqa,
-                                   &L->o_proj, &L->shared_gate_proj, &L->shared_up_proj,
-                                   &L->shared_down_proj, &L->gate_proj, &L->up_proj, &L->down_proj};
+        const m4_weight *gemm[] = {&L->q_proj, &L->q_b_proj, &L->o_proj, &L->shared_down_proj, &L->down_proj};
+        const m4_weight *qkv_a[] = {&L->q_a_proj, &L->kv_a_proj_with_mqa};
+        const m4_weight *shared_gate_up[] = {&L->shared_gate_proj, &L->shared_up_proj};
+        const m4_weight *gate_up[] = {&L->gate_proj, &L->up_proj};
         for (const m4_weight *x : f32) rc = rc || upload_weight(st, *x, F32, err);
         for (const m4_weight *x : gemm) rc = rc || upload_weight(st, *x, GEMM, err);
+        rc = rc || upload_fused(st, qkv_a, 2, err) || upload_fused(st, shared_gate_up, 2, err) ||
+             upload_fused(st, gate_up, 2, err);
         /* kv_b_proj: m4_cuda_mla's linear, but also read directly by the cached MLA's kernels */
         rc = rc || upload_weight(st, L->kv_b_proj, DENSE, err);
         rc = rc || upload_stack(st, L->experts_gate_up, err) || upload_stack(st, L->experts_down, err);
@@ -139,9 +194,10 @@ static int upload_model(m4_cuda *st, m4_error *err) {
          upload_weight(st, w->linear_1_bias, F32, err) || upload_weight(st, w->linear_2_bias, F32, err);
     for (int64_t l = 0; !rc && l < cfg->vision.num_hidden_layers; l++) {
         const m4_vision_layer_weights *L = &w->vision_layers[l];
-        const m4_weight *dense[] = {&L->q_proj, &L->k_proj, &L->v_proj, &L->o_proj,
-                                    &L->gate_proj, &L->up_proj, &L->down_proj};
-        rc = upload_weight(st, L->attention_norm, F32, err) || upload_weight(st, L->ffn_norm, F32, err);
+        const m4_weight *dense[] = {&L->q_proj, &L->k_proj, &L->v_proj, &L->o_proj, &L->down_proj};
+        const m4_weight *gate_up[] = {&L->gate_proj, &L->up_proj};
+        rc = upload_weight(st, L->attention_norm, F32, err) || upload_weight(st, L->ffn_norm, F32, err) ||
+             upload_fused(st, gate_up, 2, err);
         for (const m4_weight *x : dense) rc = rc || upload_weight(st, *x, GEMM, err);
         if (rc) m4_fail_context(err, "vision.layers.%lld", (long long)l);
     }
@@ -184,7 +240,8 @@ int m4_cuda_init_rope(m4_cuda *st, m4_error *err) {
 void m4_cuda_close(m4_cuda *st) {
     if (!st) return;
     if (st->stream) cudaStreamSynchronize(st->stream);
-    for (auto &kv : st->weights) cudaFree(kv.second.data);
+    for (auto &kv : st->weights)
+        if (kv.second.owner) cudaFree(kv.second.data);
     cudaFree(st->d_rope_inv_freq);
     if (st->cublas) cublasDestroy(st->cublas);
     if (st->start) cudaEventDestroy(st->start);
@@ -200,6 +257,16 @@ const m4_dev_weight *m4_cuda_weight(const m4_cuda *st, const void *host_data, co
         return nullptr;
     }
     return &it->second;
+}
+
+bool m4_cuda_weight_pair(const m4_dev_weight &first, const m4_dev_weight &second, m4_dev_weight *both) {
+    if (first.fp8 || second.fp8 || first.bf16 != second.bf16 || first.experts != 1 || second.experts != 1 ||
+        first.cols != second.cols ||
+        static_cast<const char *>(first.data) + (size_t)(first.rows * first.cols) * first.elem_bytes() != second.data)
+        return false;
+    *both = first;
+    both->rows = first.rows + second.rows, both->owner = false;
+    return true;
 }
 
 /* ---- linear layers -------------------------------------------------------------------------- */
@@ -305,6 +372,19 @@ int m4_cuda_swiglu_mlp(m4_cuda *st, const float *d_x, int64_t n, const m4_weight
                             "[%lld, %lld]", (long long)g->rows, (long long)g->cols, (long long)u->rows,
                        (long long)u->cols, (long long)d->rows, (long long)d->cols);
     m4_arena arena(st->stream);
+    m4_dev_weight gu;
+    if (m4_cuda_weight_pair(*g, *u, &gu)) {
+        /* gate and up in one weight [2F, in]: one GEMV with the SwiGLU fused, or one GEMM */
+        float *h = arena.get<float>(n * F, err), *both = nullptr;
+        if (!h) return -1;
+        if (n <= M4_CUDA_GEMV_MAX_TOKENS && m4_cuda_gemv_fits(gu)) {
+            if (m4_cuda_gemv(st, gu, nullptr, 1, d_x, 1, (int)n, h, true, act, err)) return -1;
+        } else if (!(both = arena.get<float>(n * 2 * F, err)) || m4_cuda_linear(st, d_x, n, gu, both, err) ||
+                   m4k_swiglu(both, 2 * F, both + F, 2 * F, h, n, F, act, st->stream, err)) {
+            return -1;
+        }
+        return m4_cuda_linear(st, h, n, *d, d_y, err);
+    }
     float *hg = arena.get<float>(n * F, err), *hu = hg ? arena.get<float>(n * F, err) : nullptr;
     if (!hu) return -1;
     return m4_cuda_linear(st, d_x, n, *g, hg, err) || m4_cuda_linear(st, d_x, n, *u, hu, err) ||

@@ -37,6 +37,7 @@ struct m4_dev_weight {
     const float *scales = nullptr;               /* fp8 only */
     int64_t block_rows = 0, block_cols = 0;      /* fp8 only */
     int64_t experts = 1, rows = 0, cols = 0;
+    bool owner = false;                          /* data is an allocation of its own (freed at close) */
     const float *f32() const { return static_cast<const float *>(data); }
     const __nv_bfloat16 *b16() const { return static_cast<const __nv_bfloat16 *>(data); }
     const __nv_fp8_e4m3 *f8() const { return static_cast<const __nv_fp8_e4m3 *>(data); }
@@ -135,6 +136,10 @@ int m4_cuda_init_rope(m4_cuda *st, m4_error *err);
 void m4_cuda_close(m4_cuda *st);
 /* The device copy of a loader weight; NULL with err set when it was never uploaded. */
 const m4_dev_weight *m4_cuda_weight(const m4_cuda *st, const void *host_data, const char *what, m4_error *err);
+/* Two weights uploaded side by side (first's rows, then second's, same width and form; not FP8)
+ * as one [first.rows + second.rows, cols] weight in *both; false when they are not. The upload
+ * stacks q_a_proj with kv_a_proj_with_mqa and gate_proj with up_proj this way. */
+bool m4_cuda_weight_pair(const m4_dev_weight &first, const m4_dev_weight &second, m4_dev_weight *both);
 
 /* nn.Linear without bias: y[n, out] = x[n, in] · Wᵀ. GEMV kernel for n ≤ M4_CUDA_GEMV_MAX_TOKENS
  * (when m4_cuda_gemv_fits), else cuBLAS (fp32: pedantic float32, no TF32; bf16: x rounded to

@@ -17,14 +17,26 @@ static int download(m4_cuda *st, float *host, const float *d, int64_t n, m4_erro
     return 0;
 }
 
+/* The same for `rows` rows of `cols` floats, `pitch` floats apart on the device. */
+static int download_rows(m4_cuda *st, float *host, const float *d, int64_t rows, int64_t cols, int64_t pitch,
+                         m4_error *err) {
+    if (!host || rows * cols <= 0) return 0;
+    M4_CUDA_TRY(cudaMemcpy2DAsync(host, sizeof(float) * (size_t)cols, d, sizeof(float) * (size_t)pitch,
+                                  sizeof(float) * (size_t)cols, (size_t)rows, cudaMemcpyDeviceToHost, st->stream), err);
+    return 0;
+}
+
 /* The part of Mistral4Attention shared by the cached and uncached forms (m4_ref_mla_cached steps
  * 1–4 and 6): the queries, rotated and Llama-4 scaled, Q [B, H, S, dq]; the compressed kv [N, Rkv
  * + dr], its normalised latent c_kv [N, Rkv] and the rotated shared key k_rope [N, dr]. The RoPE
- * and Llama-4 tables are computed on the device from the positions (m4k_rope_tables). Buffers
- * live in `arena`. */
+ * and Llama-4 tables are computed on the device from the positions (m4k_rope_tables). q_a_proj
+ * and kv_a_proj_with_mqa read the same input: uploaded side by side (m4_cuda_weight_pair) they run
+ * as one GEMV/GEMM, and qa [N, Rq] and kva [N, Rkv + dr] are then column ranges of its output,
+ * rows qa_stride / kva_stride apart. Buffers live in `arena`. */
 struct mla_projections {
     float *qa = nullptr, *q = nullptr, *Q = nullptr, *kva = nullptr, *ckv = nullptr, *k_rope = nullptr;
     float *l4 = nullptr;
+    int64_t qa_stride = 0, kva_stride = 0;
     const m4_dev_weight *kv_b = nullptr, *o_proj = nullptr;   /* the weights after the projections */
 };
 
@@ -44,11 +56,22 @@ static int mla_project(m4_cuda *st, int layer, const float *d_x, int64_t B, int6
     p->kv_b = kv_norm ? WEIGHT(w->kv_b_proj, "kv_b_proj") : nullptr;
     p->o_proj = p->kv_b ? WEIGHT(w->o_proj, "o_proj") : nullptr;
     if (!p->o_proj) return -1;
-    p->qa = Rq > 0 ? arena.get<float>(N * Rq, err) : nullptr;             /* [N, Rq] */
+    const m4_dev_weight *q_a = Rq > 0 ? WEIGHT(w->q_a_proj, "q_a_proj") : nullptr;
+    if (Rq > 0 && !q_a) return -1;
+    m4_dev_weight both;                                                   /* [Rq + Rkv + dr, D] */
+    const bool paired = Rq > 0 && m4_cuda_weight_pair(*q_a, *kv_a, &both);
+    if (paired) {
+        p->qa = arena.get<float>(N * (Rq + kva_w), err);                  /* [N, Rq | Rkv + dr] */
+        p->kva = p->qa ? p->qa + Rq : nullptr;
+        p->qa_stride = p->kva_stride = Rq + kva_w;
+    } else {
+        p->qa = Rq > 0 ? arena.get<float>(N * Rq, err) : nullptr;         /* [N, Rq] */
+        p->kva = arena.get<float>(N * kva_w, err);                        /* [N, Rkv + dr] */
+        p->qa_stride = Rq, p->kva_stride = kva_w;
+    }
     float *qa_norm = Rq > 0 ? arena.get<float>(N * Rq, err) : nullptr;    /* [N, Rq] */
     p->q = arena.get<float>(N * H * dq, err);                             /* [N, H·dq] */
     p->Q = arena.get<float>(N * H * dq, err);                             /* [B, H, S, dq] */
-    p->kva = arena.get<float>(N * kva_w, err);                            /* [N, Rkv + dr] */
     p->ckv = arena.get<float>(N * Rkv, err);                              /* [N, Rkv] */
     p->k_rope = arena.get<float>(N * dr, err);                            /* [N, dr] */
     float *d_cos = arena.get<float>(N * half, err), *d_sin = arena.get<float>(N * half, err);
@@ -60,23 +83,24 @@ static int mla_project(m4_cuda *st, int layer, const float *d_x, int64_t B, int6
                         (float)r->llama_4_scaling_beta, r->original_max_position_embeddings, d_cos, d_sin, p->l4,
                         st->stream, err))
         return -1;
-    /* 1. queries: q_b_proj(q_a_layernorm(q_a_proj(x))) or q_proj(x) */
+    /* 1–2. the input's down-projections: q_a_proj(x) and kv_a_proj_with_mqa(x), paired or not */
+    if (paired ? m4_cuda_linear(st, d_x, N, both, p->qa, err)
+               : (Rq > 0 && m4_cuda_linear(st, d_x, N, *q_a, p->qa, err)) || m4_cuda_linear(st, d_x, N, *kv_a, p->kva, err))
+        return -1;
+    /* 1. queries: q_b_proj(q_a_layernorm(q_a)) or q_proj(x) */
     if (Rq > 0) {
-        const m4_dev_weight *q_a = WEIGHT(w->q_a_proj, "q_a_proj");
-        const m4_dev_weight *q_norm = q_a ? WEIGHT(w->q_a_layernorm, "q_a_layernorm") : nullptr;
+        const m4_dev_weight *q_norm = WEIGHT(w->q_a_layernorm, "q_a_layernorm");
         const m4_dev_weight *q_b = q_norm ? WEIGHT(w->q_b_proj, "q_b_proj") : nullptr;
-        if (!q_b || m4_cuda_linear(st, d_x, N, *q_a, p->qa, err) ||
-            m4k_rmsnorm(p->qa, Rq, nullptr, nullptr, q_norm->f32(), qa_norm, Rq, N, Rq, 1e-6f, st->stream, err) ||
+        if (!q_b || m4k_rmsnorm(p->qa, p->qa_stride, nullptr, nullptr, q_norm->f32(), qa_norm, Rq, N, Rq, 1e-6f, st->stream, err) ||
             m4_cuda_linear(st, qa_norm, N, *q_b, p->q, err))
             return -1;
     } else {
         const m4_dev_weight *q_proj = WEIGHT(w->q_proj, "q_proj");
         if (!q_proj || m4_cuda_linear(st, d_x, N, *q_proj, p->q, err)) return -1;
     }
-    /* 2–4. compressed kv, its norm, the rotated shared key; 6. query = [q_nope | rope(q_rope)] · l4 */
-    return m4_cuda_linear(st, d_x, N, *kv_a, p->kva, err) ||
-           m4k_rmsnorm(p->kva, kva_w, nullptr, nullptr, kv_norm->f32(), p->ckv, Rkv, N, Rkv, 1e-6f, st->stream, err) ||
-           m4k_rope(p->kva + Rkv, kva_w, 0, 1, N, 1, 0, dr, d_cos, d_sin, nullptr, cfg->rope_interleave, p->k_rope,
+    /* 3–4. the compressed kv's norm, the rotated shared key; 6. query = [q_nope | rope(q_rope)] · l4 */
+    return m4k_rmsnorm(p->kva, p->kva_stride, nullptr, nullptr, kv_norm->f32(), p->ckv, Rkv, N, Rkv, 1e-6f, st->stream, err) ||
+           m4k_rope(p->kva + Rkv, p->kva_stride, 0, 1, N, 1, 0, dr, d_cos, d_sin, nullptr, cfg->rope_interleave, p->k_rope,
                     st->stream, err) ||
            m4k_rope(p->q, H * dq, dq, B, S, H, dn, dr, d_cos, d_sin, p->l4, cfg->rope_interleave, p->Q, st->stream, err);
 }
@@ -113,8 +137,8 @@ int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
     /* 9. o_proj */
     if (m4_cuda_attention(st, &a, err) || m4_cuda_linear(st, attn, N, *o_proj, d_out, err)) return -1;
     if (!trace) return 0;
-    if (download(st, Rq > 0 ? trace->q_a : nullptr, p.qa, N * Rq, err) || download(st, trace->q, p.q, N * H * dq, err) ||
-        download(st, trace->kv_a, p.kva, N * (Rkv + dr), err) || download(st, trace->c_kv, p.ckv, N * Rkv, err) ||
+    if (download_rows(st, Rq > 0 ? trace->q_a : nullptr, p.qa, N, Rq, p.qa_stride, err) ||
+        download(st, trace->q, p.q, N * H * dq, err) || download_rows(st, trace->kv_a, p.kva, N, Rkv + dr, p.kva_stride, err) || download(st, trace->c_kv, p.ckv, N * Rkv, err) ||
         download(st, trace->kv_b, kvb, N * H * (dn + dv), err) || download(st, trace->q_rot, p.Q, N * H * dq, err) ||
         download(st, trace->k_rot, K, N * H * dq, err) || download(st, trace->llama4_scale, p.l4, N, err) ||
         download(st, trace->attn_weights, probs, B * H * S * S, err) ||
