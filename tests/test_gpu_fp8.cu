@@ -796,6 +796,13 @@ static void golden_upload_forms(void **state) {
                                        &L->up_proj, &L->down_proj})
                 gemm(*w);
             other(L->kv_b_proj, false);                       /* read directly by the cached MLA */
+            /* weights sharing an input sit side by side (one GEMV/GEMM), unless FP8 */
+            m4_dev_weight both;
+            assert_int_equal(m4_cuda_weight_pair(*dev(L->q_a_proj.data), *dev(L->kv_a_proj_with_mqa.data), &both),
+                             !dev(L->q_a_proj.data)->fp8 && !dev(L->kv_a_proj_with_mqa.data)->fp8);
+            if (L->shared_gate_proj.data)
+                assert_int_equal(m4_cuda_weight_pair(*dev(L->shared_gate_proj.data), *dev(L->shared_up_proj.data), &both),
+                                 !dev(L->shared_gate_proj.data)->fp8 && !dev(L->shared_up_proj.data)->fp8);
             for (const m4_weight *w : {&L->input_layernorm, &L->q_a_layernorm, &L->kv_a_layernorm,
                                        &L->post_attention_layernorm, &L->router})
                 other(*w, true);
