@@ -25,7 +25,7 @@ int m4_cuda_rmsnorm_f32(const float *d_x, const float *d_w, float *d_y, int rows
 /* A text-generation session on the GPU (m4_ref_text_forward_cached's twin): the model's weights
  * on the device in fp32 or bf16, and an MLA cache of `batch` rows × `capacity` positions whose
  * attention runs in the absorbed latent form. One-token steps of up to 8 rows replay a CUDA
- * graph of the whole forward, captured at the first such step (environment M4_CUDA_GRAPHS=0, or
+ * graph of the whole forward, captured at the first such step (environment M4_CUDA_DISABLE=graphs, or
  * m4_cuda_session_use_graphs(s, false), launches them one by one instead; the results are the
  * same bit for bit). */
 typedef struct m4_cuda_session m4_cuda_session;

@@ -1,6 +1,7 @@
 /* cuda_model.cu — the CUDA backend's state: device, stream, cuBLAS, the weights uploaded through
  * the shared loader, and the linear layers every component is made of. */
 #include <limits.h>
+#include <stdlib.h>
 
 #include <algorithm>
 
@@ -132,7 +133,7 @@ static int upload_fused(m4_cuda *st, const m4_weight *const *parts, int n, m4_er
                form_of(st, w->dtype, weight_use::gemm) == form;
         rows += w->data ? w->rows : 0;
     }
-    if (!fuse || form == dev_form::fp8) {
+    if (!fuse || form == dev_form::fp8 || !m4k_path_switches.pairs) {
         for (int i = 0; i < n; i++)
             if (upload_weight(st, *parts[i], weight_use::gemm, err)) return -1;
         return 0;
@@ -211,6 +212,7 @@ int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m
     m4_cuda *st = new m4_cuda;
     st->model = model, st->precision = precision;
     *out = st;
+    if (m4k_paths_parse(getenv("M4_CUDA_DISABLE"), &m4k_path_switches, err)) return -1;
     /* Keep freed stream-ordered memory in the pool: per-call scratch then costs no cudaMalloc. */
     cudaMemPool_t pool;
     uint64_t keep = UINT64_MAX;
@@ -354,7 +356,7 @@ int m4_cuda_linear_bias(m4_cuda *st, const float *d_x, int64_t n, const m4_dev_w
 }
 
 int m4_cuda_attention(m4_cuda *st, const m4k_attention_args *a, m4_error *err) {
-    if (st->precision == m4_precision::bf16 && m4k_flash_attention_fits(a))   /* fits: probs NULL too */
+    if (st->precision == m4_precision::bf16 && m4k_path_switches.flash && m4k_flash_attention_fits(a))   /* fits: probs NULL too */
         return m4k_flash_attention(a, st->stream, err);
     return m4k_attention(a, st->stream, err);
 }

@@ -1,5 +1,6 @@
 /* kernels.cu — the CUDA kernels of the optimized backend (kernels.cuh says what each computes). */
 #include <float.h>
+#include <string.h>
 
 #include "device.cuh"
 #include "kernels.cuh"
@@ -496,6 +497,27 @@ int grid_stride_blocks(int64_t n) {
 } // namespace
 
 m4k_gemv_tuning m4k_gemv_config;
+m4k_paths m4k_path_switches;
+
+int m4k_paths_parse(const char *list, m4k_paths *out, m4_error *err) {
+    *out = m4k_paths();
+    struct named { const char *name; bool m4k_paths::*on; };
+    static const named paths[] = {{"flash", &m4k_paths::flash}, {"grouped", &m4k_paths::grouped},
+                                  {"pairs", &m4k_paths::pairs}, {"latent_tc", &m4k_paths::latent_tc},
+                                  {"graphs", &m4k_paths::graphs}};
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        const size_t len = end ? (size_t)(end - p) : strlen(p);
+        bool known = len == 0;
+        for (const named &n : paths)
+            if (strlen(n.name) == len && strncmp(n.name, p, len) == 0) out->*n.on = false, known = true;
+        if (!known)
+            return m4_fail(err, "M4_CUDA_DISABLE: unknown path '%.*s' (known: flash, grouped, pairs, latent_tc, graphs)",
+                           (int)len, p);
+        p = end ? end + 1 : p + len;
+    }
+    return 0;
+}
 
 /* ---- launchers ------------------------------------------------------------------------------ */
 

@@ -85,6 +85,21 @@ struct m4k_gemv_tuning {
 };
 extern m4k_gemv_tuning m4k_gemv_config;
 
+/* The fast paths that have an older, simpler twin, each of which can be switched off to bisect a
+ * failure or to measure one against the other (environment M4_CUDA_DISABLE, a comma-separated list
+ * of these names, read by m4_cuda_paths_from_env; default: all on). With one off, its twin runs:
+ *   flash       bf16 prefill attention on the tensor cores  → the float32 one-block-per-query kernel
+ *   grouped     bf16/FP8 grouped expert GEMM                → per-expert GEMMs after a host sync
+ *   pairs       weights sharing an input run as one         → one GEMV/GEMM each (at upload)
+ *   latent_tc   tensor-core latent attention (bf16 cache)   → the CUDA-core split kernel
+ *   graphs      the session's decode step as a CUDA graph   → launched one by one */
+struct m4k_paths {
+    bool flash = true, grouped = true, pairs = true, latent_tc = true, graphs = true;
+};
+extern m4k_paths m4k_path_switches;
+/* Sets m4k_path_switches from `list` (NULL or empty: all on); -1 with err naming an unknown path. */
+int m4k_paths_parse(const char *list, m4k_paths *out, m4_error *err);
+
 template <typename W>
 int m4k_gemv(const W *Wt, int64_t rows, int64_t cols, const int32_t *expert, int64_t groups,
              const float *x, int64_t x_div, int ntok, float *y, bool swiglu, m4_activation act,

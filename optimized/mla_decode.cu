@@ -418,7 +418,7 @@ int m4k_mla_latent_attention(const float *QL, const W *c_cache, const W *r_cache
         return m4_fail(err, "mla decode: cache rows of %lld positions are not whole %d-position tiles",
                        (long long)capacity, M4_CUDA_KEY_TILE);
     if constexpr (std::is_same<W, __nv_bfloat16>::value)
-        if (H % kTile == 0 && Rkv % kTile == 0 && dr % kTile == 0)
+        if (m4k_path_switches.latent_tc && H % kTile == 0 && Rkv % kTile == 0 && dr % kTile == 0)
             return latent_attention_tc(QL, c_cache, r_cache, capacity, B, H, S, d_past, Rkv, dr, scale, mask,
                                        mask_stride, O_lat, stream, err);
     /* enough splits to fill the GPU at decode sizes, chunks of at least 64 keys, and few enough keys

@@ -1,8 +1,5 @@
 /* session.cu — text generation on the GPU behind cuda_backend.h's C interface: one m4_cuda
  * state (weights on the device) and one device MLA cache. */
-#include <stdlib.h>
-#include <string.h>
-
 #include <vector>
 
 #include "cuda_backend.h"
@@ -28,13 +25,12 @@ int m4_cuda_session_open(const m4_model *model, bool bf16, int64_t batch, int64_
                          m4_cuda_session **out, m4_error *err) {
     m4_cuda_session *s = new m4_cuda_session;
     *out = nullptr;
-    const char *env = getenv("M4_CUDA_GRAPHS");
-    s->use_graphs = !(env && strcmp(env, "0") == 0);
     if (m4_cuda_open(model, bf16 ? m4_precision::bf16 : m4_precision::fp32, &s->st, err) ||
         m4_cuda_cache_init(s->st, &s->cache, batch, capacity, err)) {
         m4_cuda_session_close(s);
         return -1;
     }
+    s->use_graphs = m4k_path_switches.graphs;
     *out = s;
     return 0;
 }
@@ -68,8 +64,8 @@ static int capture_step(m4_cuda_session *s, m4_softmax_scale_rule rule, m4_error
     if (rc || ended != cudaSuccess) {
         if (graph) cudaGraphDestroy(graph);
         if (!rc) m4_fail(err, "cuda: cudaStreamEndCapture: %s", cudaGetErrorString(ended));
-        m4_fail_context(err, "cuda session: capturing the decode step in a CUDA graph (M4_CUDA_GRAPHS=0 runs it "
-                             "without one)");
+        m4_fail_context(err, "cuda session: capturing the decode step in a CUDA graph (M4_CUDA_DISABLE=graphs runs "
+                             "it without one)");
         return -1;
     }
     const cudaError_t made = cudaGraphInstantiate(&s->step, graph, 0);

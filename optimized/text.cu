@@ -265,7 +265,7 @@ int m4_cuda_moe_experts(m4_cuda *st, const m4_dev_weight &gu, const m4_dev_weigh
     if (m4k_moe_permute(d_ids, n, K, E, counts, offsets, slot_token, slot_of, st->stream, err) ||
         m4k_gather_rows(d_x, slot_token, n * K, D, xs, st->stream, err))
         return -1;
-    if (m4_cuda_grouped_gemm_fits(gu) && m4_cuda_grouped_gemm_fits(dn)) {
+    if (m4k_path_switches.grouped && m4_cuda_grouped_gemm_fits(gu) && m4_cuda_grouped_gemm_fits(dn)) {
         /* bf16 / FP8: one grouped GEMM per projection over every expert's slots, offsets read on the device */
         if (m4_cuda_grouped_gemm(st, gu, offsets, xs, n * K, hm, true, act, err) ||
             m4_cuda_grouped_gemm(st, dn, offsets, hm, n * K, y, false, act, err))
