@@ -492,19 +492,20 @@ static int on_token(void *user, int64_t row, int64_t index, int64_t token) {
     return 0;
 }
 
-/* Prefill progress on stderr, once the prefill has taken more than a second. */
+/* Layer-by-layer progress of a long step on stderr (the prefill, the upload to the GPU), once it
+ * has taken more than a second. */
 typedef struct {
     double start;
-    int64_t tokens;
+    const char *what;        /* "prefill of 12 tokens", "upload to the GPU" */
     bool shown;
-} prefill_watch;
+} layer_watch;
 
 static void on_layer(void *user, int64_t layer, int64_t layers) {
-    prefill_watch *w = user;
+    layer_watch *w = user;
     double t = now_seconds() - w->start;
     if (t > 1.0 || w->shown) {
-        fprintf(stderr, "\rmistral4 run: prefill of %lld tokens: layer %lld/%lld, %.1f s", (long long)w->tokens,
-                (long long)(layer + 1), (long long)layers, t);
+        fprintf(stderr, "\rmistral4 run: %s: layer %lld/%lld, %.1f s", w->what, (long long)(layer + 1),
+                (long long)layers, t);
         w->shown = true;
         if (layer + 1 == layers) fputc('\n', stderr);
     }
@@ -549,7 +550,10 @@ static int open_backend(const run_args *a, const m4_model *model, int64_t capaci
 #ifdef M4_HAVE_CUDA
     m4_error err = {{0}};
     m4_cuda_session *session;
-    if (m4_cuda_session_open(model, strcmp(a->backend, "cuda-bf16") == 0, 1, capacity, &session, &err)) {
+    layer_watch watch = {.start = now_seconds(), .what = "upload to the GPU"};
+    const m4_progress upload = {.layer_done = on_layer, .user = &watch};
+    if (m4_cuda_session_open(model, strcmp(a->backend, "cuda-bf16") == 0, 1, capacity, &upload, &session, &err)) {
+        if (watch.shown) fputc('\n', stderr);
         cli_error(CMD, "%s: %s", a->backend, err.msg);
         return CLI_FAILED;
     }
@@ -662,7 +666,9 @@ int cmd_run(int argc, char **argv) {
             s.think = s.end_think = -1;
     }
     opt.on_token = on_token, opt.user = &s;
-    prefill_watch watch = {.start = now_seconds(), .tokens = S};
+    char prefill_what[64];
+    snprintf(prefill_what, sizeof prefill_what, "prefill of %lld tokens", (long long)S);
+    layer_watch watch = {.start = now_seconds(), .what = prefill_what};
     opt.prefill_progress = (m4_progress){.layer_done = on_layer, .user = &watch};
     m4_prompt prompt = {.batch = 1, .length = S, .ids = ids.v, .inputs_embeds = embeds};
     m4_rng rng;

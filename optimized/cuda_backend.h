@@ -30,8 +30,9 @@ int m4_cuda_rmsnorm_f32(const float *d_x, const float *d_w, float *d_y, int rows
  * same bit for bit). */
 typedef struct m4_cuda_session m4_cuda_session;
 
+/* upload_progress (may be NULL) hears of each text layer's weights uploaded. */
 int m4_cuda_session_open(const m4_model *model, bool bf16, int64_t batch, int64_t capacity,
-                         m4_cuda_session **out, m4_error *err);
+                         const m4_progress *upload_progress, m4_cuda_session **out, m4_error *err);
 /* ids [B, S] (or inputs_embeds [B, S, D] when non-NULL) follow the cache's length positions
  * (position_ids NULL: length + arange(S); attention_mask [B, length + S] or NULL) → the last
  * position's logits [B, V]; the cache then holds S more positions. */

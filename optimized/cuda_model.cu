@@ -165,7 +165,7 @@ static int upload_stack(m4_cuda *st, const m4_expert_stack &s, m4_error *err) {
                            [&](int64_t e) { return m4_expert_weight(&s, e).scale; }, err);
 }
 
-static int upload_model(m4_cuda *st, m4_error *err) {
+static int upload_model(m4_cuda *st, const m4_progress *progress, m4_error *err) {
     const m4_config *cfg = &st->model->config;
     const m4_weights *w = &st->model->weights;
     const weight_use F32 = weight_use::f32, DENSE = weight_use::dense, GEMM = weight_use::gemm;
@@ -187,6 +187,7 @@ static int upload_model(m4_cuda *st, m4_error *err) {
         rc = rc || upload_weight(st, L->kv_b_proj, DENSE, err);
         rc = rc || upload_stack(st, L->experts_gate_up, err) || upload_stack(st, L->experts_down, err);
         if (rc) m4_fail_context(err, "text.layers.%lld", (long long)l);
+        else if (progress && progress->layer_done) progress->layer_done(progress->user, l, cfg->text.num_hidden_layers);
     }
     if (rc || !cfg->multimodal) return rc;
     rc = upload_weight(st, w->patch_conv, GEMM, err) || upload_weight(st, w->ln_pre, F32, err) ||
@@ -205,7 +206,8 @@ static int upload_model(m4_cuda *st, m4_error *err) {
     return rc;
 }
 
-int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m4_error *err) {
+int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m4_error *err,
+                 const m4_progress *progress) {
     int devices = 0;
     if (m4_cuda_device_count(&devices, err)) return -1;
     if (devices == 0) return m4_fail(err, "cuda: no CUDA device on this machine");
@@ -227,7 +229,7 @@ int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m
     M4_CUBLAS_TRY(cublasSetMathMode(st->cublas, precision == m4_precision::fp32 ? CUBLAS_PEDANTIC_MATH
                                                                                 : CUBLAS_DEFAULT_MATH),
                   err);
-    return m4_cuda_init_rope(st, err) || upload_model(st, err);
+    return m4_cuda_init_rope(st, err) || upload_model(st, progress, err);
 }
 
 int m4_cuda_init_rope(m4_cuda *st, m4_error *err) {

@@ -130,7 +130,10 @@ int m4_cuda_upload_positions(m4_cuda *st, m4_arena &arena, const int64_t *positi
 
 /* ---- cuda_model.cu: state, weights, linear layers --------------------------------------- */
 
-int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m4_error *err);
+/* Opens the device state and uploads the model's weights (progress, when non-NULL, hears of each
+ * text layer uploaded: the published model's 121 GB take a while). */
+int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m4_error *err,
+                 const m4_progress *progress = nullptr);
 /* The text RoPE frequencies on the device (part of m4_cuda_open; st->model set). */
 int m4_cuda_init_rope(m4_cuda *st, m4_error *err);
 void m4_cuda_close(m4_cuda *st);

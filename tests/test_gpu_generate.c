@@ -97,7 +97,8 @@ static void run_case(const char *name, bool bf16) {
         fail_msg("%s: %s", name, err.msg);
 
     m4_cuda_session *s, *eager;
-    if (m4_cuda_session_open(&model, bf16, B, Tmax, &s, &err) || m4_cuda_session_open(&model, bf16, B, Tmax, &eager, &err))
+    if (m4_cuda_session_open(&model, bf16, B, Tmax, NULL, &s, &err) ||
+        m4_cuda_session_open(&model, bf16, B, Tmax, NULL, &eager, &err))
         fail_msg("%s: %s", name, err.msg);
     m4_cuda_session_use_graphs(s, true), m4_cuda_session_use_graphs(eager, false);
     float *logits = malloc(sizeof(float) * (size_t)(B * V)), *want = malloc(sizeof(float) * (size_t)(B * V));
