@@ -588,12 +588,13 @@ int main(int argc, char **argv) {
     const m4_text_config *t = &cfg.text;
     const int64_t D = t->hidden_size, H = t->num_attention_heads;
     struct { const char *name; int64_t out, in; } linears[] = {
-        {"text.layers.N.self_attn.q_a_proj", t->q_lora_rank, D},
+        /* q_a_proj and kv_a_proj_with_mqa run as one weight (m4_cuda_weight_pair), as in the model */
+        {"text.layers.N.self_attn.q_a_proj+kv_a_proj_with_mqa", t->q_lora_rank + t->kv_lora_rank + t->qk_rope_head_dim, D},
         {"text.layers.N.self_attn.q_b_proj", H * t->qk_head_dim, t->q_lora_rank},
-        {"text.layers.N.self_attn.kv_a_proj_with_mqa", t->kv_lora_rank + t->qk_rope_head_dim, D},
         {"text.layers.N.self_attn.kv_b_proj", H * (t->qk_nope_head_dim + t->v_head_dim), t->kv_lora_rank},
         {"text.layers.N.self_attn.o_proj", D, H * t->v_head_dim},
-        {"text.layers.N.mlp.shared_experts.up_proj", t->moe_intermediate_size * t->n_shared_experts, D},
+        /* the shared expert's gate_proj and up_proj, one weight (its SwiGLU is fused in decode) */
+        {"text.layers.N.mlp.shared_experts.gate_proj+up_proj", 2 * t->moe_intermediate_size * t->n_shared_experts, D},
         {"text.lm_head", t->vocab_size, D},
     };
     const int64_t decode_sizes[] = {1, 8}, prefill_sizes[] = {512, 4096};
