@@ -24,9 +24,9 @@
 extern "C" {
 #include "testutil.h"
 }
+#include "gpu_test_util.cuh"
 #include "kernels.cuh"
 
-static float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
 /* One attention problem. V lives inside rows of H·(dn + dv) floats (V = buffer + dn, per head
  * dn + dv apart): m4_cuda_mla's kv_b layout for dn > 0, the vision layout [P, H·dv] for dn = 0. */
@@ -219,11 +219,7 @@ static void refusals(void **state) {
 }
 
 int main(void) {
-    int devices = 0;
-    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-        fprintf(stderr, "test_gpu_flash_attention: no CUDA device, skipped\n");
-        return 77;
-    }
+    if (!gpu_present("test_gpu_flash_attention")) return 77;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(mla_prefill), cmocka_unit_test(mla_with_past), cmocka_unit_test(vision_blocks),
         cmocka_unit_test(tiny_dims),   cmocka_unit_test(other_paths),   cmocka_unit_test(refusals),

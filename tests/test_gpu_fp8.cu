@@ -59,6 +59,7 @@ extern "C" {
 #include "testutil.h"
 }
 #include "cuda_model.cuh"
+#include "gpu_test_util.cuh"
 
 /* ---- data --------------------------------------------------------------------------------------- */
 
@@ -92,7 +93,6 @@ static float random_scale() {
     return ldexpf(m, k);
 }
 
-static float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
 /* An FP8 stack [E, rows, cols] on the device: codes from the hash, scales [E, nbr, nbc] random. */
 struct fp8_stack {
@@ -149,15 +149,6 @@ struct fp8_stack {
 
 /* ---- checking ----------------------------------------------------------------------------------- */
 
-static double act_ref(double x, m4_activation act) {
-    switch (act) {
-    case M4_ACT_SILU: return x / (1.0 + exp(-x));
-    case M4_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
-    case M4_ACT_GELU_TANH: return 0.5 * x * (1.0 + tanh(0.79788456080286535588 * (x + 0.044715 * x * x * x)));
-    case M4_ACT_RELU: return x > 0 ? x : 0;
-    }
-    return x;
-}
 
 /* γ_h = h·u / (1 − h·u) */
 static double gamma_of(double h, double u) { return h * u / (1.0 - h * u); }
@@ -453,23 +444,9 @@ static void run_grouped(const ggcase &c) {
     assert_int_equal(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
     assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
     const m4k_fp8_scales sc = s.dev_scales();
-    if (c.graph) {
-        cudaGraph_t graph;
-        cudaGraphExec_t exec;
-        assert_int_equal(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-        const int rc = m4k_grouped_gemm(s.codes(), E, rows, cols, d_off, d_x, M, d_y, c.swiglu, c.act, stream, &err, &sc);
-        assert_int_equal(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-        if (rc) fprintf(stderr, "%s: %s\n", c.name, err.msg);
-        assert_int_equal(rc, 0);
-        assert_int_equal(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-        assert_int_equal(cudaGraphLaunch(exec, stream), cudaSuccess);
-        assert_int_equal(cudaStreamSynchronize(stream), cudaSuccess);
-        cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
-    } else {
-        const int rc = m4k_grouped_gemm(s.codes(), E, rows, cols, d_off, d_x, M, d_y, c.swiglu, c.act, stream, &err, &sc);
-        if (rc) fprintf(stderr, "%s: %s\n", c.name, err.msg);
-        assert_int_equal(rc, 0);
-    }
+    launch_on(stream, c.graph, c.name, [&](m4_error *e) {
+        return m4k_grouped_gemm(s.codes(), E, rows, cols, d_off, d_x, M, d_y, c.swiglu, c.act, stream, e, &sc);
+    });
     assert_int_equal(m4k_grouped_gemm(d_w16, E, rows, cols, d_off, d_x, M, d_y16, c.swiglu, c.act, stream, &err), 0);
     assert_int_equal(cudaStreamSynchronize(stream), cudaSuccess);
     assert_int_equal(cudaStreamDestroy(stream), cudaSuccess);
@@ -482,60 +459,11 @@ static void run_grouped(const ggcase &c) {
     if (differ) fprintf(stderr, "%s: %lld values differ from the bf16 kernel on m4k_fp8_to_bf16's weights\n", c.name, (long long)differ);
     assert_int_equal(differ, 0);
 
-    /* 2. against float64 on bf16-rounded weights and activations (test_gpu_grouped_gemm's budget) */
-    int64_t unwritten = 0, touched = 0;
-    for (int64_t i = 0; i < owned * out_cols; i++) unwritten += !isfinite(y[(size_t)i]);
-    for (size_t i = (size_t)(owned * out_cols); i < y_n; i++) {
-        uint32_t bits;
-        memcpy(&bits, &y[i], sizeof bits);
-        touched += bits != 0xffffffffu;
-    }
-    if (unwritten || touched)
-        fprintf(stderr, "%s: %lld owned outputs not finite, %lld values past the owned slots written\n", c.name,
-                (long long)unwritten, (long long)touched);
-    assert_int_equal(unwritten, 0);
-    assert_int_equal(touched, 0);
-    std::vector<int64_t> cols_checked;
-    for (int64_t j = 0; j < out_cols; j++) {
-        const bool tile_edge = j < 200 && (j % 64 >= 56 || j % 64 < 8);
-        if (!c.sample || tile_edge || j % 37 == 0 || j >= out_cols - 9) cols_checked.push_back(j);
-    }
-    std::vector<float> xr((size_t)(owned * cols));
-    for (int64_t i = 0; i < owned * cols; i++) xr[(size_t)i] = bf16_round(x[(size_t)i]);
-    double num = 0, den = 0, worst = 0;
-    int64_t checked = 0;
-    const size_t per_col = c.swiglu ? 2 : 1;
-    std::vector<float> w(cols_checked.size() * per_col * (size_t)cols);   /* the checked rows, bf16-rounded */
-    for (int64_t e = 0; e < E; e++) {
-        if (c.counts[(size_t)e] == 0) continue;
-        for (size_t q = 0; q < cols_checked.size(); q++)
-            for (size_t p = 0; p < per_col; p++)
-                s.dequant_row(e, cols_checked[q] + (int64_t)p * F, w.data() + (q * per_col + p) * cols);
-        for (float &v : w) v = bf16_round(v);
-        for (int64_t m = offsets[(size_t)e]; m < offsets[(size_t)e + 1]; m++)
-            for (size_t q = 0; q < cols_checked.size(); q++) {
-                const int64_t j = cols_checked[q];
-                const float *xm = xr.data() + m * cols, *wq = w.data() + q * per_col * cols;
-                double want;
-                if (c.swiglu) {
-                    const double g = dot_of(wq, xm, cols).v, u = dot_of(wq + cols, xm, cols).v;
-                    want = act_ref(g, c.act) * u;
-                } else {
-                    want = dot_of(wq, xm, cols).v;
-                }
-                const double got = y[(size_t)(m * out_cols + j)];
-                num += (got - want) * (got - want), den += want * want, worst = fmax(worst, fabs(got - want));
-                checked++;
-            }
-    }
-    const double rel = den > 0 ? sqrt(num / den) : sqrt(num), rms = sqrt(den / (double)(checked > 0 ? checked : 1));
-    fprintf(stderr, "%-52s E %3lld [%5lld, %5lld] %lldx%lld blocks, %lld slots: bit-identical to bf16; rel L2 %.2e, "
-                    "max |err| %.2e (rms %.3f)\n",
-            c.name, (long long)E, (long long)rows, (long long)cols, (long long)c.br, (long long)c.bc, (long long)owned, rel,
-            worst, rms);
-    assert_true(owned == 0 || den > 0);
-    assert_true(rel <= 1e-3);
-    assert_true(worst <= 1e-3 * rms);
+    /* 2. against float64 on bf16-rounded weights and activations (test_gpu_grouped_gemm's check) */
+    check_grouped_output(c.name, y, x, offsets, cols, out_cols, c.swiglu, c.act, c.sample, [&](int64_t e, int64_t r, float *dst) {
+        s.dequant_row(e, r, dst);
+        for (int64_t k = 0; k < cols; k++) dst[k] = bf16_round(dst[k]);
+    });
 }
 
 static void grouped_small_shapes(void **state) {
@@ -561,21 +489,6 @@ static void grouped_small_shapes(void **state) {
     for (const ggcase &c : cases) run_grouped(c);
 }
 
-static std::vector<int32_t> published_counts() {
-    const int E = 128, M = 2048;
-    std::vector<int32_t> counts((size_t)E, 0);
-    counts[5] = 300;
-    unsigned s = 4242u;
-    for (int i = 0; i < M - 300; i++) {
-        int e;
-        do {
-            s = s * 1664525u + 1013904223u;
-            e = (int)((s >> 8) % (unsigned)E);
-        } while (e % 9 == 4 || e == 5);
-        counts[(size_t)e]++;
-    }
-    return counts;
-}
 
 static void grouped_published_widths(void **state) {
     (void)state;
@@ -912,11 +825,7 @@ static void rejects_bad_arguments(void **state) {
 }
 
 int main(void) {
-    int devices = 0;
-    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-        fprintf(stderr, "test_gpu_fp8: no CUDA device, skipped\n");
-        return 77;
-    }
+    if (!gpu_present("test_gpu_fp8")) return 77;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rejects_bad_arguments),
         cmocka_unit_test(dequant_bit_exact),

@@ -21,6 +21,7 @@
 extern "C" {
 #include "testutil.h"
 }
+#include "gpu_test_util.cuh"
 #include "kernels.cuh"
 
 /* Weight i of a stack: a hash of i mapped to k / 1024, k in [−128, 127] — exact in bf16, the same
@@ -36,17 +37,7 @@ __global__ void fill_weights(__nv_bfloat16 *w, uint64_t n, uint32_t seed) {
         w[i] = __float2bfloat16_rn(weight_value(i, seed));
 }
 
-static float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
-static double act_ref(double x, m4_activation act) {
-    switch (act) {
-    case M4_ACT_SILU: return x / (1.0 + exp(-x));
-    case M4_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
-    case M4_ACT_GELU_TANH: return 0.5 * x * (1.0 + tanh(0.79788456080286535588 * (x + 0.044715 * x * x * x)));
-    case M4_ACT_RELU: return x > 0 ? x : 0;
-    }
-    return x;
-}
 
 struct gcase {
     const char *name;
@@ -92,94 +83,20 @@ static void run_case(const gcase &c) {
     assert_int_equal(cudaMemset(d_y, 0xff, sizeof(float) * y_count), cudaSuccess);   /* NaN bits */
     assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
 
-    m4_error err = m4_error{};
     cudaStream_t stream;
     assert_int_equal(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
-    if (c.graph) {
-        cudaGraph_t graph;
-        cudaGraphExec_t exec;
-        assert_int_equal(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-        const int rc = m4k_grouped_gemm(d_w, E, rows, cols, d_off, d_x, M, d_y, c.swiglu, c.act, stream, &err);
-        assert_int_equal(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-        if (rc) fprintf(stderr, "%s: %s\n", c.name, err.msg);
-        assert_int_equal(rc, 0);
-        assert_int_equal(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-        assert_int_equal(cudaGraphLaunch(exec, stream), cudaSuccess);
-        assert_int_equal(cudaStreamSynchronize(stream), cudaSuccess);
-        cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
-    } else {
-        const int rc = m4k_grouped_gemm(d_w, E, rows, cols, d_off, d_x, M, d_y, c.swiglu, c.act, stream, &err);
-        if (rc) fprintf(stderr, "%s: %s\n", c.name, err.msg);
-        assert_int_equal(rc, 0);
-    }
-    assert_int_equal(cudaStreamSynchronize(stream), cudaSuccess);
+    launch_on(stream, c.graph, c.name, [&](m4_error *err) {
+        return m4k_grouped_gemm(d_w, E, rows, cols, d_off, d_x, M, d_y, c.swiglu, c.act, stream, err);
+    });
     assert_int_equal(cudaStreamDestroy(stream), cudaSuccess);
     std::vector<float> y(y_count);
     assert_int_equal(cudaMemcpy(y.data(), d_y, sizeof(float) * y_count, cudaMemcpyDeviceToHost), cudaSuccess);
     cudaFree(d_w), cudaFree(d_x), cudaFree(d_y), cudaFree(d_off);
 
-    /* every owned value written and finite; everything past the owned slots untouched */
-    int64_t unwritten = 0, touched = 0;
-    for (int64_t i = 0; i < owned * out_cols; i++) unwritten += !isfinite(y[(size_t)i]);
-    for (size_t i = (size_t)(owned * out_cols); i < y_count; i++) {
-        uint32_t bits;
-        memcpy(&bits, &y[i], sizeof bits);
-        touched += bits != 0xffffffffu;
-    }
-    if (unwritten || touched)
-        fprintf(stderr, "%s: %lld owned outputs not finite, %lld values past the owned slots written\n", c.name,
-                (long long)unwritten, (long long)touched);
-    assert_int_equal(unwritten, 0);
-    assert_int_equal(touched, 0);
-
-    /* the reference on the checked columns (all, or a sample touching each tile edge) */
-    std::vector<int64_t> check;
-    for (int64_t j = 0; j < out_cols; j++) {
-        const bool tile_edge = j < 200 && (j % 64 >= 56 || j % 64 < 8);   /* the 64-feature / 128-row tile edges */
-        if (!c.sample || tile_edge || j % 37 == 0 || j >= out_cols - 9) check.push_back(j);
-    }
-    std::vector<float> xr((size_t)(owned * cols));
-    for (int64_t i = 0; i < owned * cols; i++) xr[(size_t)i] = bf16_round(x[(size_t)i]);
-    const int64_t per_col = c.swiglu ? 2 : 1;
-    std::vector<double> wrow((size_t)(check.size() * per_col * cols));
-    std::vector<double> want((size_t)owned * check.size());
-    for (int64_t e = 0; e < E; e++) {
-        if (c.counts[(size_t)e] == 0) continue;
-        for (size_t q = 0; q < check.size(); q++)
-            for (int64_t p = 0; p < per_col; p++) {
-                const int64_t r = c.swiglu ? check[q] + p * F : check[q];
-                for (int64_t k = 0; k < cols; k++)
-                    wrow[(q * per_col + p) * cols + k] = weight_value((uint64_t)((e * rows + r) * cols + k), seed);
-            }
-        for (int64_t m = offsets[(size_t)e]; m < offsets[(size_t)e + 1]; m++) {
-            const float *xm = xr.data() + m * cols;
-            for (size_t q = 0; q < check.size(); q++) {
-                double dot[2] = {0, 0};
-                for (int64_t p = 0; p < per_col; p++) {
-                    const double *w = wrow.data() + (q * per_col + p) * cols;
-                    double acc = 0;
-                    for (int64_t k = 0; k < cols; k++) acc += w[k] * xm[k];
-                    dot[p] = acc;
-                }
-                want[(size_t)m * check.size() + q] = c.swiglu ? act_ref(dot[0], c.act) * dot[1] : dot[0];
-            }
-        }
-    }
-    double num = 0, den = 0, worst = 0;
-    for (int64_t m = 0; m < owned; m++)
-        for (size_t q = 0; q < check.size(); q++) {
-            const double w = want[(size_t)m * check.size() + q], g = y[(size_t)(m * out_cols + check[q])];
-            num += (g - w) * (g - w), den += w * w;
-            worst = fmax(worst, fabs(g - w));
-        }
-    const double rel = den > 0 ? sqrt(num / den) : sqrt(num);
-    const double rms = sqrt(den / (double)(owned * (int64_t)check.size() > 0 ? owned * (int64_t)check.size() : 1));
-    fprintf(stderr, "%-44s E %3lld [%5lld, %5lld] %lld slots, %zu of %lld columns checked: rel L2 %.2e, max |err| %.2e (rms %.3f)\n",
-            c.name, (long long)E, (long long)rows, (long long)cols, (long long)owned, check.size(), (long long)out_cols,
-            rel, worst, rms);
-    assert_true(owned == 0 || den > 0);
-    assert_true(rel <= 1e-3);
-    assert_true(worst <= 1e-3 * rms);
+    check_grouped_output(c.name, y, x, offsets, cols, out_cols, c.swiglu, c.act, c.sample,
+                         [&](int64_t e, int64_t r, float *dst) {
+                             for (int64_t k = 0; k < cols; k++) dst[k] = weight_value((uint64_t)((e * rows + r) * cols + k), seed);
+                         });
 }
 
 static void small_shapes(void **state) {
@@ -208,22 +125,6 @@ static void small_shapes(void **state) {
         }
 }
 
-/* The published widths: 128 experts, 2048 slots, uneven counts (empty experts, one of 300 slots). */
-static std::vector<int32_t> published_counts() {
-    const int E = 128, M = 2048;
-    std::vector<int32_t> counts((size_t)E, 0);
-    counts[5] = 300;
-    unsigned s = 4242u;
-    for (int i = 0; i < M - 300; i++) {
-        int e;
-        do {
-            s = s * 1664525u + 1013904223u;
-            e = (int)((s >> 8) % (unsigned)E);
-        } while (e % 9 == 4 || e == 5);
-        counts[(size_t)e]++;
-    }
-    return counts;
-}
 
 static void published_gate_up(void **state) {
     (void)state;
@@ -260,11 +161,7 @@ static void rejects_bad_arguments(void **state) {
 }
 
 int main(void) {
-    int devices = 0;
-    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-        fprintf(stderr, "test_gpu_grouped_gemm: no CUDA device, skipped\n");
-        return 77;
-    }
+    if (!gpu_present("test_gpu_grouped_gemm")) return 77;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rejects_bad_arguments),
         cmocka_unit_test(small_shapes),

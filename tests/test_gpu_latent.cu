@@ -15,9 +15,9 @@
 extern "C" {
 #include "testutil.h"
 }
+#include "gpu_test_util.cuh"
 #include "kernels.cuh"
 
-static float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
 static void tensor_cores_match_float32(void **state) {
     (void)state;
@@ -96,11 +96,7 @@ static void tensor_cores_match_float32(void **state) {
 }
 
 int main(void) {
-    int devices = 0;
-    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-        fprintf(stderr, "test_gpu_latent: no CUDA device, skipped\n");
-        return 77;
-    }
+    if (!gpu_present("test_gpu_latent")) return 77;
     const struct CMUnitTest tests[] = {cmocka_unit_test(tensor_cores_match_float32)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
