@@ -4,7 +4,10 @@
  * checkpoint needed). Writes one JSON document (stdout, or --out FILE) and a table on stderr.
  *
  *   m4_gpu_bench [--config tests/fixtures/mistral-small-4-119b-2603.config.json] [--out FILE]
- *                [--iters N] [--quick]
+ *                [--iters N] [--quick] [--only FAMILY]
+ *
+ * M4_CUDA_DISABLE (kernels.cuh, m4k_paths) switches fast paths off, so that two runs compare them;
+ * the result file records it.
  *
  * Each row: median of N event-timed runs after 3 warm-ups, inputs rotating over several copies so
  * that no weight stays in L2 between runs where the weight set is smaller than 4× L2. */
@@ -287,6 +290,7 @@ void experts(bench &b, const m4_text_config *cfg, int64_t n, bool fp8 = false) {
     const std::string prefix = fp8 ? "cuda-fp8/" : "cuda-bf16/";
     add(b, prefix + "text.layers.N.mlp.experts" + (decode ? "/decode:" : "/prefill:") + std::to_string(n),
         decode ? (fp8 ? "gemv fp8 (swiglu fused) + combine (CUDA graph)" : "gemv (swiglu fused) + combine (CUDA graph)")
+               : !m4k_path_switches.grouped ? "permute + gather + per-expert GEMMs after a host sync + combine (grouped off)"
                : (fp8 ? "permute + gather + grouped GEMM x2 (fp8 staged, dequantised in shared memory, mma.sync bf16, "
                         "swiglu fused) + combine"
                       : "permute + gather + grouped GEMM x2 (mma.sync bf16, swiglu fused) + combine"),
@@ -369,8 +373,12 @@ void mla_latent_decode(bench &b, const m4_text_config *cfg, int64_t T) {
     const double bytes = 2.0 * (double)T * (Rkv + dr) + 2.0 * (double)H * (dn + dv) * Rkv;
     const double flops = 2.0 * H * (dn * Rkv + T * (Rkv + dr) + T * Rkv + dv * Rkv);
     add(b, "cuda-bf16/text.layers.N.self_attn.latent/decode:1/ctx:" + std::to_string(T),
-        "absorb q + split-K latent attention (tensor cores, all heads per block, cp.async tiles) + combine + unabsorb v "
-        "(CUDA graph)", ms, bytes, flops, "copy");
+        m4k_path_switches.latent_tc
+            ? "absorb q + split-K latent attention (tensor cores, all heads per block, cp.async tiles) + combine + "
+              "unabsorb v (CUDA graph)"
+            : "absorb q + split-K latent attention (CUDA cores, a block per head and split; latent_tc off) + combine + "
+              "unabsorb v (CUDA graph)",
+        ms, bytes, flops, "copy");
     for (void *p : b.allocations) cudaFree(p);
     b.allocations.clear();
 }
@@ -395,17 +403,60 @@ void mla_latent_prefill(bench &b, const m4_text_config *cfg, int64_t S) {
     const double bytes = 2.0 * (double)S * (Rkv + dr) + 4.0 * (double)H * S * (2 * Rkv + dr);
     const double flops = 2.0 * H * ((double)S * S / 2) * (2 * Rkv + dr);
     add(b, "cuda-bf16/text.layers.N.self_attn.latent/prefill:" + std::to_string(S),
-        "latent attention over the prompt's own cache (tensor cores, causal tiles skipped) + combine", ms, bytes, flops,
+        m4k_path_switches.latent_tc ? "latent attention over the prompt's own cache (tensor cores, causal tiles skipped)"
+                                    : "latent attention over the prompt's own cache (CUDA cores; latent_tc off)",
+        ms, bytes, flops,
         "gemm");
     for (void *p : b.allocations) cudaFree(p);
     b.allocations.clear();
 }
 
+/* Synthetic device weights for a one-layer model at the published widths: random tensors
+ * registered in b.st.weights under dummy host keys (one distinct address each), the bytes a
+ * step reads counted as they are made. */
+struct synthetic_weights {
+    bench &b;
+    char keys[64];
+    int next_key = 0;
+    double bytes = 0;
+    explicit synthetic_weights(bench &bench_) : b(bench_) {}
+    const uint8_t *key() { return reinterpret_cast<const uint8_t *>(&keys[next_key++]); }
+    void plain(m4_weight &w, int64_t rows, int64_t cols, bool f32) {
+        w.data = key(), w.rows = rows, w.cols = cols, w.name = "synthetic";
+        b.st.weights[w.data] = random_weight(b, 1, rows, cols, !f32);
+        bytes += (double)(rows * cols) * (f32 ? 4 : 2);
+    }
+    /* an expert stack of which `read` experts are read per step */
+    void stack(m4_expert_stack &s, int64_t experts, int64_t rows, int64_t cols, int64_t read) {
+        s.data = key(), s.experts = experts, s.rows = rows, s.cols = cols, s.name = "synthetic";
+        b.st.weights[s.data] = random_weight(b, experts, rows, cols, true);
+        bytes += (double)(read * rows * cols) * 2;
+    }
+    /* two weights with one input, side by side in one allocation, as the upload places them */
+    void pair(m4_weight &a, int64_t a_rows, m4_weight &c, int64_t c_rows, int64_t cols) {
+        m4_dev_weight both = random_weight(b, 1, a_rows + c_rows, cols, true), view = both;
+        a.data = key(), c.data = key();
+        a.rows = a_rows, c.rows = c_rows, a.cols = c.cols = cols, a.name = c.name = "synthetic";
+        view.rows = a_rows, b.st.weights[a.data] = view;
+        view.rows = c_rows, view.data = static_cast<__nv_bfloat16 *>(both.data) + a_rows * cols, b.st.weights[c.data] = view;
+        bytes += (double)((a_rows + c_rows) * cols) * 2;
+    }
+    /* the device state back as it was: no model, no weights, every allocation freed */
+    ~synthetic_weights() {
+        cudaFree(b.st.d_rope_inv_freq);
+        b.st.d_rope_inv_freq = nullptr;
+        b.st.weights.clear();
+        b.st.model = nullptr;
+        for (void *p : b.allocations) cudaFree(p);
+        b.allocations.clear();
+    }
+};
+
 /* The decode step of one real-width decoder layer (input norm, MLA over a T-position latent cache
  * in the absorbed form, post norm, router, 4 of 128 experts, shared expert) at batch 1, bf16,
- * captured in a CUDA graph. The layer is synthetic: random device weights registered under dummy
- * host keys in a one-layer copy of the published config. Bytes: every weight the step reads
- * (4 distinct experts of the stacks) and the cache. */
+ * captured in a CUDA graph. The layer is synthetic (synthetic_weights) in a one-layer copy of the
+ * published config. Bytes: every weight the step reads (4 distinct experts of the stacks) and the
+ * cache. */
 void decode_step(bench &b, const m4_config *published, int64_t T) {
     m4_model model;
     memset(&model, 0, sizeof model);
@@ -416,33 +467,12 @@ void decode_step(bench &b, const m4_config *published, int64_t T) {
     model.weights.layers = &layer;
     const m4_text_config *t = &model.config.text;
     const int64_t D = t->hidden_size, H = t->num_attention_heads, F = t->moe_intermediate_size, E = t->n_routed_experts;
-    static char keys[32];                     /* one distinct address per weight */
-    int next_key = 0;
-    double bytes = 0;
     m4_cuda &st = b.st;
     st.model = &model;
     st.precision = m4_precision::bf16;
-    auto plain = [&](m4_weight &w, int64_t rows, int64_t cols, bool f32) {
-        w.data = reinterpret_cast<const uint8_t *>(&keys[next_key++]);
-        w.rows = rows, w.cols = cols, w.name = "synthetic";
-        st.weights[w.data] = random_weight(b, 1, rows, cols, !f32);
-        bytes += (double)(rows * cols) * (f32 ? 4 : 2);
-    };
-    auto stack = [&](m4_expert_stack &s, int64_t rows, int64_t cols) {
-        s.data = reinterpret_cast<const uint8_t *>(&keys[next_key++]);
-        s.experts = E, s.rows = rows, s.cols = cols, s.name = "synthetic";
-        st.weights[s.data] = random_weight(b, E, rows, cols, true);
-        bytes += (double)(t->num_experts_per_tok * rows * cols) * 2;
-    };
-    /* two weights with one input, side by side in one allocation, as the upload places them */
-    auto pair = [&](m4_weight &a, int64_t a_rows, m4_weight &c, int64_t c_rows, int64_t cols) {
-        m4_dev_weight both = random_weight(b, 1, a_rows + c_rows, cols, true), view = both;
-        a.data = reinterpret_cast<const uint8_t *>(&keys[next_key++]), c.data = reinterpret_cast<const uint8_t *>(&keys[next_key++]);
-        a.rows = a_rows, c.rows = c_rows, a.cols = c.cols = cols, a.name = c.name = "synthetic";
-        view.rows = a_rows, st.weights[a.data] = view;
-        view.rows = c_rows, view.data = static_cast<__nv_bfloat16 *>(both.data) + a_rows * cols, st.weights[c.data] = view;
-        bytes += (double)((a_rows + c_rows) * cols) * 2;
-    };
+    synthetic_weights w(b);
+    auto plain = [&](m4_weight &x, int64_t rows, int64_t cols, bool f32) { w.plain(x, rows, cols, f32); };
+    auto pair = [&](m4_weight &x, int64_t x_rows, m4_weight &y, int64_t y_rows, int64_t cols) { w.pair(x, x_rows, y, y_rows, cols); };
     plain(layer.input_layernorm, 1, D, true), plain(layer.post_attention_layernorm, 1, D, true);
     pair(layer.q_a_proj, t->q_lora_rank, layer.kv_a_proj_with_mqa, t->kv_lora_rank + t->qk_rope_head_dim, D);
     plain(layer.q_a_layernorm, 1, t->q_lora_rank, true);
@@ -452,14 +482,14 @@ void decode_step(bench &b, const m4_config *published, int64_t T) {
     plain(layer.o_proj, D, H * t->v_head_dim, false);
     layer.moe = true;
     plain(layer.router, E, D, true);
-    stack(layer.experts_gate_up, 2 * F, D), stack(layer.experts_down, D, F);
+    w.stack(layer.experts_gate_up, E, 2 * F, D, t->num_experts_per_tok), w.stack(layer.experts_down, E, D, F, t->num_experts_per_tok);
     pair(layer.shared_gate_proj, F * t->n_shared_experts, layer.shared_up_proj, F * t->n_shared_experts, D);
     plain(layer.shared_down_proj, D, F * t->n_shared_experts, false);
     m4_error err = {{0}};
     m4_cuda_cache cache;
     must(m4_cuda_init_rope(&st, &err) || m4_cuda_cache_init(&st, &cache, 1, T + 1, &err), err);
     must(m4_cuda_cache_set_length(&st, &cache, T, &err), err);   /* T zero-filled positions: the same work as real ones */
-    bytes += 2.0 * (double)T * (t->kv_lora_rank + t->qk_rope_head_dim);
+    const double bytes = w.bytes + 2.0 * (double)T * (t->kv_lora_rank + t->qk_rope_head_dim);
     const int variants = 16;                  /* different inputs route to different experts */
     float *h = random_f32(b, variants * D, 1.0f);
     int64_t *d_pos = static_cast<int64_t *>(device_alloc(b, sizeof(int64_t)));
@@ -474,12 +504,38 @@ void decode_step(bench &b, const m4_config *published, int64_t T) {
         "whole decoder layer: norms, absorbed MLA over the latent cache, router, 4+1 experts (CUDA graph)", ms, bytes,
         0, "copy");
     m4_cuda_cache_free(&cache);
-    cudaFree(st.d_rope_inv_freq);
-    st.d_rope_inv_freq = nullptr;
-    st.weights.clear();
-    st.model = nullptr;
-    for (void *p : b.allocations) cudaFree(p);
-    b.allocations.clear();
+}
+
+/* One real-width Pixtral layer (attention_norm, block-diagonal attention with 2-D RoPE, ffn_norm,
+ * SwiGLU MLP with gate/up paired) over one image of side×side pixels, bf16, synthetic weights
+ * (synthetic_weights) in a one-layer copy of the published vision config. FLOPs: the four
+ * projections, the MLP, and the attention's scores and outputs over the whole image. */
+void vision_layer(bench &b, const m4_config *published, int64_t side) {
+    m4_model model;
+    memset(&model, 0, sizeof model);
+    model.config = *published;
+    model.config.vision.num_hidden_layers = 1;
+    m4_vision_layer_weights layer;
+    memset(&layer, 0, sizeof layer);
+    model.weights.vision_layers = &layer;
+    const m4_vision_config *v = &model.config.vision;
+    const int64_t Dv = v->hidden_size, I = v->intermediate_size, grid = side / v->patch_size, P = grid * grid;
+    b.st.model = &model;
+    b.st.precision = m4_precision::bf16;
+    synthetic_weights w(b);
+    w.plain(layer.attention_norm, 1, Dv, true), w.plain(layer.ffn_norm, 1, Dv, true);
+    w.plain(layer.q_proj, Dv, Dv, false), w.plain(layer.k_proj, Dv, Dv, false), w.plain(layer.v_proj, Dv, Dv, false);
+    w.plain(layer.o_proj, Dv, Dv, false);
+    w.pair(layer.gate_proj, I, layer.up_proj, I, Dv), w.plain(layer.down_proj, Dv, I, false);
+    const m4_patch_grid grids[1] = {{grid, grid}};
+    float *h = random_f32(b, P * Dv, 1.0f);
+    m4_error err = {{0}};
+    const double ms = time_ms(b, [&](int) { must(m4_cuda_vision_layer(&b.st, 0, h, grids, 1, &err), err); });
+    const double flops = 2.0 * P * (4.0 * Dv * Dv + 3.0 * Dv * I) + 4.0 * (double)P * P * Dv;
+    add(b, "cuda-bf16/vision.layers.N/image:" + std::to_string(side) + "px",
+        std::string("one Pixtral layer over ") + std::to_string(P) + " patches: cuBLAS projections, paired gate/up, " +
+            (m4k_path_switches.flash ? "flash" : "float32") + " block-diagonal attention",
+        ms, w.bytes + 4.0 * 2 * (double)P * Dv, flops, "gemm");
 }
 
 /* The GEMV launch configurations (m4k_gemv_config) on the two decode shapes that matter most: the
@@ -527,6 +583,8 @@ void write_json(const bench &b, FILE *f, const char *device, const char *commit)
     fprintf(f, "  \"build\": {\"nvcc\": \"%d.%d\", \"build_type\": \"%s\", \"cuda_architectures\": \"%s\", "
                "\"cuda_flags\": \"%s\"},\n",
             __CUDACC_VER_MAJOR__, __CUDACC_VER_MINOR__, M4_BUILD_TYPE, M4_CUDA_ARCHS, M4_CUDA_FLAGS);
+    const char *disabled = getenv("M4_CUDA_DISABLE");
+    fprintf(f, "  \"paths_disabled\": \"%s\",\n", disabled ? disabled : "");
     fprintf(f, "  \"ceilings\": {\"copy_GBps\": %.1f, \"cublas_bf16_TFLOPs\": %.1f},\n  \"rows\": [\n", b.copy_gbps, b.gemm_tflops);
     for (size_t i = 0; i < b.rows.size(); i++) {
         const row &r = b.rows[i];
@@ -555,14 +613,14 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
         else {
             fprintf(stderr, "usage: m4_gpu_bench [--config FILE] [--out FILE] [--iters N] [--quick] [--only FAMILY]\n"
-                            "  FAMILY: a substring of linear, experts, attention, latent, layer, tune (the ceilings always run)\n");
+                            "  FAMILY: a substring of linear, experts, attention, latent, layer, vision, tune (the ceilings always run)\n");
             return 2;
         }
     }
     if (b.iters < 1) b.iters = 1;
     m4_config cfg;
     m4_error err = {{0}};
-    if (m4_config_load(config_path, &cfg, &err)) {
+    if (m4_config_load(config_path, &cfg, &err) || m4k_paths_parse(getenv("M4_CUDA_DISABLE"), &m4k_path_switches, &err)) {
         fprintf(stderr, "m4_gpu_bench: %s\n", err.msg);
         return 1;
     }
@@ -628,6 +686,7 @@ int main(int argc, char **argv) {
     if (want("layer"))
         for (int64_t T : {INT64_C(1), INT64_C(4096), INT64_C(32768)})
             if (!quick || T == 4096) decode_step(b, &cfg, T);
+    if (want("vision") && cfg.multimodal) vision_layer(b, &cfg, quick ? 448 : cfg.vision.image_size);
     if (want("tune") && !quick) tune_gemv(b, t);
 
     char device[300];
