@@ -63,6 +63,17 @@ def test_compare(tmp):
     rc, out, err = run(COMPARE, FIX / "a.json", FIX / "b.json", "--filter", "self_attn")
     check("compare --filter", rc == 0 and "self_attn" in out and "experts" not in out, out + err)
 
+    # GPU results: an m4_gpu_bench file against a gpu-check result file holding one
+    rc, out, err = run(COMPARE, FIX / "gpu-a.json", FIX / "gpu-b.json")
+    shown = f"--- stdout ---\n{out}\n--- stderr ---\n{err}"
+    experts = line_of(out, "cuda-bf16/text.layers.N.mlp.experts/decode:1")
+    check("compare gpu: exit 0, commits and devices named", rc == 0 and "(aaaaaaa, Crafted GPU" in out
+          and "(bbbbbbb, Crafted GPU" in out, shown)
+    check("compare gpu: ms → B/A 0.5, GB/s and FLOP/s ×2, % of ceiling",
+          "200.000 us" in experts and "100.000 us" in experts and " 0.500 " in experts and " 2.000 " in experts
+          and "25.0→ 50.0" in experts, shown)
+    check("compare gpu: rows only in A listed", "only in A: cuda-bf16/only_in_a" in out, shown)
+
     # errors: each names the file and what is wrong, exit 2
     bad_json = tmp / "bad.json"
     bad_json.write_text("{ not json")
@@ -74,6 +85,10 @@ def test_compare(tmp):
     bad_unit.write_text(json.dumps({"benchmarks": [{"name": "x", "real_time": 1, "time_unit": "fortnight"}]}))
     empty = tmp / "empty.json"
     empty.write_text(json.dumps({"benchmarks": []}))
+    gpu_no_bench = tmp / "gpu_no_bench.json"
+    gpu_no_bench.write_text(json.dumps({"schema": "mistral4-gpu-check/1", "passed": False}))
+    gpu_bad_row = tmp / "gpu_bad_row.json"
+    gpu_bad_row.write_text(json.dumps({"schema": "mistral4-gpu-bench/1", "rows": [{"name": "x", "ms": "fast"}]}))
     cases = [
         (tmp / "missing.json", "no such file"),
         (bad_json, "not valid JSON"),
@@ -81,6 +96,8 @@ def test_compare(tmp):
         (no_time, "has no \"real_time\""),
         (bad_unit, "unknown time_unit"),
         (empty, "holds no benchmark rows"),
+        (gpu_no_bench, "a GPU result without benchmark rows"),
+        (gpu_bad_row, "rows[0] has no \"name\" and numeric \"ms\""),
         (tmp, "is a directory"),
     ]
     for path, message in cases:
