@@ -80,7 +80,8 @@ static int fill_matrices(const m4_dev_weight &dw, const char *name, const uint8_
 }
 
 /* Allocates `experts` matrices [rows, cols] in `form` (an FP8 weight's per-matrix scales after its
- * codes, in the same allocation), owned by st: freed at close. */
+ * codes, in the same allocation), owned by st: freed at close. While `planning`, only counts the
+ * bytes (data stays NULL; nothing is filled). */
 static int alloc_weight(m4_cuda *st, dev_form form, int64_t experts, int64_t rows, int64_t cols, m4_dev_weight *dw,
                         m4_error *err) {
     *dw = m4_dev_weight();
@@ -89,12 +90,13 @@ static int alloc_weight(m4_cuda *st, dev_form form, int64_t experts, int64_t row
     const size_t data_bytes = (size_t)(rows * cols) * (size_t)experts * dw->elem_bytes();
     const size_t scale_offset = (data_bytes + 255) / 256 * 256;
     const size_t bytes = dw->fp8 ? scale_offset + sizeof(float) * (size_t)experts : data_bytes;
+    st->device_bytes += bytes;
+    if (st->planning) return 0;
     M4_CUDA_TRY(cudaMalloc(&dw->data, bytes), err);
     if (dw->fp8) {
         dw->scales = reinterpret_cast<const float *>(static_cast<char *>(dw->data) + scale_offset);
         dw->block_rows = rows, dw->block_cols = cols;
     }
-    st->device_bytes += bytes;
     return 0;
 }
 
@@ -108,7 +110,7 @@ static int upload_matrices(m4_cuda *st, const void *key, const char *name, int64
     m4_dev_weight dw;
     if (alloc_weight(st, form, experts, rows, cols, &dw, err)) return -1;
     st->weights[key] = dw;                                  /* owned from here: freed at close */
-    return fill_matrices(dw, name, codes, row, scale, err);
+    return st->planning ? 0 : fill_matrices(dw, name, codes, row, scale, err);
 }
 
 /* A plain weight, in the form its use and the precision give it. */
@@ -144,10 +146,10 @@ static int upload_fused(m4_cuda *st, const m4_weight *const *parts, int n, m4_er
     for (int i = 0; i < n; first += parts[i]->rows, i++) {
         const m4_weight *w = parts[i];
         m4_dev_weight view = all;
-        view.data = static_cast<char *>(all.data) + (size_t)(first * w->cols) * all.elem_bytes();
+        view.data = all.data ? static_cast<char *>(all.data) + (size_t)(first * w->cols) * all.elem_bytes() : nullptr;
         view.rows = w->rows, view.owner = i == 0;          /* the first view frees the allocation */
         st->weights[w->data] = view;
-        if (fill_matrices(view, w->name, w->data, [&](int64_t, int64_t r, float *dst) { m4_weight_row_f32(w, r, dst); },
+        if (!st->planning && fill_matrices(view, w->name, w->data, [&](int64_t, int64_t r, float *dst) { m4_weight_row_f32(w, r, dst); },
                           [&](int64_t) { return w->scale; }, err))
             return -1;
     }
@@ -206,6 +208,25 @@ static int upload_model(m4_cuda *st, const m4_progress *progress, m4_error *err)
     return rc;
 }
 
+/* The weights' device bytes as the upload will keep them, counted before anything is allocated:
+ * a model that cannot fit fails at once, with the numbers, not minutes into the upload. */
+static int check_device_memory(m4_cuda *st, m4_error *err) {
+    st->planning = true;
+    const int rc = upload_model(st, nullptr, err);
+    st->planning = false;
+    const size_t need = st->device_bytes;
+    st->weights.clear(), st->device_bytes = 0;
+    if (rc) return -1;
+    size_t free_bytes = 0, total_bytes = 0;
+    M4_CUDA_TRY(cudaMemGetInfo(&free_bytes, &total_bytes), err);
+    if (need <= free_bytes) return 0;
+    const bool fp32 = st->precision == m4_precision::fp32;
+    return m4_fail(err, "cuda-%s: the model's weights take %.2f GB on the device as this backend keeps them, and the "
+                        "device has %.2f GB free of %.2f GB%s",
+                   fp32 ? "fp32" : "bf16", (double)need / 1e9, (double)free_bytes / 1e9, (double)total_bytes / 1e9,
+                   fp32 ? " (cuda-bf16 keeps them in bf16, or FP8 as an FP8 checkpoint stores them)" : "");
+}
+
 int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m4_error *err,
                  const m4_progress *progress) {
     int devices = 0;
@@ -229,7 +250,7 @@ int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m
     M4_CUBLAS_TRY(cublasSetMathMode(st->cublas, precision == m4_precision::fp32 ? CUBLAS_PEDANTIC_MATH
                                                                                 : CUBLAS_DEFAULT_MATH),
                   err);
-    return m4_cuda_init_rope(st, err) || upload_model(st, progress, err);
+    return m4_cuda_init_rope(st, err) || check_device_memory(st, err) || upload_model(st, progress, err);
 }
 
 int m4_cuda_init_rope(m4_cuda *st, m4_error *err) {

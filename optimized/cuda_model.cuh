@@ -60,6 +60,7 @@ struct m4_cuda {
     /* host weight data pointer → its device copy */
     std::unordered_map<const void *, m4_dev_weight> weights;
     size_t device_bytes = 0;
+    bool planning = false;             /* the upload only counts device_bytes (m4_cuda_open's check) */
 };
 
 /* The MLA cache on the device (reference.h's m4_kv_cache): per layer, row and position the
