@@ -42,5 +42,6 @@ int cmd_inspect(int argc, char **argv);
 int cmd_conform(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

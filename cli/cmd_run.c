@@ -2,7 +2,6 @@
  * a time over the MLA kv cache), streaming the tokens as they come. The prompt is a user message
  * through the chat template, a conversation file, or raw token ids; images go through the Pixtral
  * preprocessing and the vision tower. */
-#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -12,15 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "backend.h"
 #include "chat.h"
 #include "cli.h"
 #include "generate.h"
-#ifdef M4_HAVE_CUDA
-#include "cuda_backend.h"
-#endif
+#include "generation.h"
 #include "image.h"
 #include "tokenizer.h"
 
@@ -93,12 +89,6 @@ static void print_help(void) {
         "Exit status: 0 generated, 1 the model, tokenizer, images or prompt could not be used,\n"
         "2 usage error.\n",
         cli_backend_list());
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* ---- the command line ----------------------------------------------------------------------- */
@@ -179,15 +169,6 @@ typedef struct {
     const char *backend;     /* "ref", "cuda-fp32" or "cuda-bf16" */
 } run_args;
 
-static int parse_int(const char *opt, const char *s, int64_t min, int64_t *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < min)
-        return cli_usage_error(CMD, "%s wants a whole number >= %lld, got '%s'", opt, (long long)min, s);
-    *out = v;
-    return 0;
-}
 
 static int parse_float(const char *opt, const char *s, double min, double max, float *out) {
     char *end;
@@ -225,9 +206,7 @@ static int parse_args(int argc, char **argv, run_args *a) {
         m4_error err;
         if (strcmp(o, "--model") == 0) a->model_dir = v;
         else if (strcmp(o, "--backend") == 0) {
-            if (strcmp(v, "ref") != 0 && !(m4_backend_find(v) && strncmp(v, "cuda-", 5) == 0))
-                return cli_usage_error(CMD, "--backend: unknown backend '%s' (built here: %s)", v, cli_backend_list());
-            a->backend = v;
+            if (cli_parse_backend(CMD, v, &a->backend)) return CLI_USAGE;
         }
         else if (strcmp(o, "--prompt") == 0) a->prompt = v;
         else if (strcmp(o, "--chat") == 0) a->chat = v;
@@ -238,15 +217,15 @@ static int parse_args(int argc, char **argv, run_args *a) {
         } else if (strcmp(o, "--reasoning") == 0) {
             if (m4_reasoning_effort_parse(v, &a->effort, &err)) return cli_usage_error(CMD, "--reasoning: %s", err.msg);
         } else if (strcmp(o, "--max-tokens") == 0) {
-            if (parse_int(o, v, 1, &a->max_tokens)) return CLI_USAGE;
+            if (cli_parse_count(CMD, o, v, 1, INT64_MAX, &a->max_tokens)) return CLI_USAGE;
         } else if (strcmp(o, "--temperature") == 0) {
             if (parse_float(o, v, 0.0, 1e6, &a->sampling.temperature)) return CLI_USAGE;
         } else if (strcmp(o, "--top-k") == 0) {
-            if (parse_int(o, v, 0, &a->sampling.top_k)) return CLI_USAGE;
+            if (cli_parse_count(CMD, o, v, 0, INT64_MAX, &a->sampling.top_k)) return CLI_USAGE;
         } else if (strcmp(o, "--top-p") == 0) {
             if (parse_float(o, v, 1e-6, 1.0, &a->sampling.top_p)) return CLI_USAGE;
         } else if (strcmp(o, "--seed") == 0) {
-            if (parse_int(o, v, 0, &n)) return CLI_USAGE;
+            if (cli_parse_count(CMD, o, v, 0, INT64_MAX, &n)) return CLI_USAGE;
             a->seed = (uint64_t)n;
         } else if (strcmp(o, "--scale-rule") == 0) {
             if (strcmp(v, "base") == 0) a->rule = M4_SOFTMAX_SCALE_BASE;
@@ -492,94 +471,7 @@ static int on_token(void *user, int64_t row, int64_t index, int64_t token) {
     return 0;
 }
 
-/* Layer-by-layer progress of a long step on stderr (the prefill, the upload to the GPU), once it
- * has taken more than a second. */
-typedef struct {
-    double start;
-    const char *what;        /* "prefill of 12 tokens", "upload to the GPU" */
-    bool shown;
-} layer_watch;
-
-static void on_layer(void *user, int64_t layer, int64_t layers) {
-    layer_watch *w = user;
-    double t = now_seconds() - w->start;
-    if (t > 1.0 || w->shown) {
-        fprintf(stderr, "\rmistral4 run: %s: layer %lld/%lld, %.1f s", w->what, (long long)(layer + 1),
-                (long long)layers, t);
-        w->shown = true;
-        if (layer + 1 == layers) fputc('\n', stderr);
-    }
-}
-
-/* Bytes of the checkpoint's safetensors files (to announce a long load). */
-static double checkpoint_gib(const char *dir) {
-    DIR *d = opendir(dir);
-    double bytes = 0;
-    if (!d) return 0;
-    struct dirent *e;
-    char path[2048];
-    while ((e = readdir(d))) {
-        size_t n = strlen(e->d_name);
-        struct stat st;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (n > 12 && strcmp(e->d_name + n - 12, ".safetensors") == 0 && stat(path, &st) == 0)
-            bytes += (double)st.st_size;
-    }
-    closedir(d);
-    return bytes / (1024.0 * 1024.0 * 1024.0);
-}
-
 /* ---- the command ------------------------------------------------------------------------------ */
-
-/* ---- the backend: the reference, or a CUDA generation session ---------------------------------- */
-
-#ifdef M4_HAVE_CUDA
-static int session_forward(void *user, const int64_t *ids, const float *inputs_embeds, int64_t B, int64_t S,
-                           const int64_t *position_ids, const int64_t *attention_mask, m4_softmax_scale_rule rule,
-                           float *logits, m4_error *err) {
-    return m4_cuda_session_forward(user, ids, inputs_embeds, B, S, position_ids, attention_mask, rule, logits, err);
-}
-#endif
-
-/* For a cuda-* backend: a session whose cache holds `capacity` positions, wired into opt->backend
- * (*gpu set); for ref nothing (*gpu NULL). */
-static int open_backend(const run_args *a, const m4_model *model, int64_t capacity, m4_generate_options *opt,
-                        void **gpu) {
-    *gpu = NULL;
-    if (strcmp(a->backend, "ref") == 0) return CLI_OK;
-#ifdef M4_HAVE_CUDA
-    m4_error err = {{0}};
-    m4_cuda_session *session;
-    layer_watch watch = {.start = now_seconds(), .what = "upload to the GPU"};
-    const m4_progress upload = {.layer_done = on_layer, .user = &watch};
-    if (m4_cuda_session_open(model, strcmp(a->backend, "cuda-bf16") == 0, 1, capacity, &upload, &session, &err)) {
-        if (watch.shown) fputc('\n', stderr);
-        cli_error(CMD, "%s: %s", a->backend, err.msg);
-        return CLI_FAILED;
-    }
-    *gpu = session;
-    opt->backend = (m4_cached_forward){.forward = session_forward, .user = session};
-    return CLI_OK;
-#else
-    cli_error(CMD, "--backend %s: this build has no CUDA", a->backend);
-    return CLI_FAILED;
-#endif
-}
-
-/* The prompt's embeddings with its images: on the session's GPU, or the reference's. */
-static int prompt_embeds(void *gpu, const m4_model *model, const int64_t *ids, int64_t S, const m4_pixel_batch *px,
-                         float *embeds, m4_error *err) {
-#ifdef M4_HAVE_CUDA
-    if (gpu) return m4_cuda_session_prompt_embeds(gpu, ids, 1, S, px, embeds, err);
-#endif
-    return m4_ref_prompt_embeds(model, ids, 1, S, px, embeds, err);
-}
-
-static void close_backend(void *gpu) {
-#ifdef M4_HAVE_CUDA
-    m4_cuda_session_close(gpu);
-#endif
-}
 
 int cmd_run(int argc, char **argv) {
     run_args a;
@@ -597,8 +489,8 @@ int cmd_run(int argc, char **argv) {
     stream s = {.think = -1, .end_think = -1};
     rc = CLI_FAILED;
 
-    const double gib = checkpoint_gib(a.model_dir);
-    double t0 = now_seconds();
+    const double gib = cli_checkpoint_gib(a.model_dir);
+    double t0 = cli_now_seconds();
     if (gib > 1.0) fprintf(stderr, "mistral4 run: loading %s (%.1f GiB) ...\n", a.model_dir, gib);
     if (m4_model_open(a.model_dir, &model, &err)) {
         cli_error(CMD, "%s", err.msg);
@@ -615,7 +507,7 @@ int cmd_run(int argc, char **argv) {
     } else if (a.ids) {
         fprintf(stderr, "mistral4 run: no tokenizer found (%s): printing token ids\n", tekken);
     }
-    if (now_seconds() - t0 > 1.0) fprintf(stderr, "mistral4 run: loaded in %.1f s\n", now_seconds() - t0);
+    if (cli_now_seconds() - t0 > 1.0) fprintf(stderr, "mistral4 run: loaded in %.1f s\n", cli_now_seconds() - t0);
 
     if (build_prompt(&a, &model, tok, &ids, &im)) goto done;
     const m4_text_config *cfg = &model.config.text;
@@ -640,14 +532,14 @@ int cmd_run(int argc, char **argv) {
     }
     opt.sampling = a.sampling;
     opt.scale_rule = a.rule;
-    if (open_backend(&a, &model, S + opt.max_new_tokens, &opt, &gpu) != CLI_OK) goto done;
+    if (cli_backend_open(CMD, a.backend, &model, S + opt.max_new_tokens, &opt, &gpu) != CLI_OK) goto done;
     if (im.n > 0) {
         embeds = malloc(sizeof(float) * (size_t)(S * cfg->hidden_size));
         if (!embeds) {
             cli_error(CMD, "out of memory");
             goto done;
         }
-        if (prompt_embeds(gpu, &model, ids.v, S, &im.batch, embeds, &err)) {
+        if (cli_prompt_embeds(gpu, &model, ids.v, S, &im.batch, embeds, &err)) {
             cli_error(CMD, "%s", err.msg);
             goto done;
         }
@@ -668,8 +560,8 @@ int cmd_run(int argc, char **argv) {
     opt.on_token = on_token, opt.user = &s;
     char prefill_what[64];
     snprintf(prefill_what, sizeof prefill_what, "prefill of %lld tokens", (long long)S);
-    layer_watch watch = {.start = now_seconds(), .what = prefill_what};
-    opt.prefill_progress = (m4_progress){.layer_done = on_layer, .user = &watch};
+    cli_layer_watch watch = {.cmd = CMD, .what = prefill_what, .start = cli_now_seconds()};
+    opt.prefill_progress = (m4_progress){.layer_done = cli_on_layer, .user = &watch};
     m4_prompt prompt = {.batch = 1, .length = S, .ids = ids.v, .inputs_embeds = embeds};
     m4_rng rng;
     m4_rng_seed(&rng, a.seed);
@@ -679,7 +571,7 @@ int cmd_run(int argc, char **argv) {
         cli_error(CMD, "out of memory");
         goto done;
     }
-    watch.start = now_seconds();
+    watch.start = cli_now_seconds();
     if (m4_ref_generate(&model, &prompt, &opt, &rng, out, NULL, &stats, &err)) {
         fputc('\n', stdout);
         cli_error(CMD, "%s", err.msg);
@@ -709,7 +601,7 @@ int cmd_run(int argc, char **argv) {
                 (long long)s.think_tokens);
     rc = CLI_OK;
 done:
-    close_backend(gpu);
+    cli_backend_close(gpu);
     if (s.have_detok) m4_detokenizer_free(&s.detok);
     for (int i = 0; i < im.n; i++) free(im.paths[i]);
     m4_pixel_batch_free(&im.batch);

@@ -20,12 +20,13 @@ typedef struct {
 } cli_command;
 
 /* Every subcommand, in the order `mistral4 --help` lists them. Adding a command is one row here,
- * its prototype in cli.h and its cmd_<name>.c. Planned: bench (benchmarks and roofline). */
+ * its prototype in cli.h and its cmd_<name>.c. */
 static const cli_command commands[] = {
     {"inspect", "print a model's config, module tree, parameter counts and per-token cost", cmd_inspect},
     {"conform", "check an implementation against golden Hugging Face activations", cmd_conform},
     {"preprocess", "decode images and compute Pixtral pixel values, image sizes and image tokens", cmd_preprocess},
     {"run", "generate text from a prompt, a conversation or token ids (+ images)", cmd_run},
+    {"bench", "time generation end to end (prefill and decode tokens/s) on a backend", cmd_bench},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 

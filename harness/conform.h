@@ -72,5 +72,9 @@ void m4_report_free(m4_report *report);
 void m4_report_print_table(const m4_report *r, FILE *out);
 int m4_report_write_json(const m4_report *r, const char *path, m4_error *err);
 int m4_report_write_junit(const m4_report *r, const char *path, m4_error *err);
+/* Any JSON document (a jansson json_t *), written the same way: through a temporary file beside
+ * `path`, renamed over it only when complete (a reader never sees half of it); `what` names the
+ * document in the error ("benchmark result"). */
+int m4_write_json_file(const void *json_root, const char *path, const char *what, m4_error *err);
 
 #endif

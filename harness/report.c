@@ -98,6 +98,10 @@ static int fill_json(FILE *f, const void *root) {
     return json_dumpf(root, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 }
 
+int m4_write_json_file(const void *json_root, const char *path, const char *what, m4_error *err) {
+    return write_atomically(path, what, fill_json, json_root, err);
+}
+
 int m4_report_write_json(const m4_report *r, const char *path, m4_error *err) {
     json_t *root = json_object(), *rows = json_array();
     json_object_set_new(root, "schema", json_string("mistral4-conform/1"));
@@ -132,7 +136,7 @@ int m4_report_write_json(const m4_report *r, const char *path, m4_error *err) {
         json_array_append_new(rows, row);
     }
     json_object_set_new(root, "results", rows);
-    int rc = write_atomically(path, "JSON report", fill_json, root, err);
+    int rc = m4_write_json_file(root, path, "JSON report", err);
     json_decref(root);
     return rc;
 }

@@ -8,6 +8,7 @@ extern "C" {
 #endif
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "m4_error.h"
@@ -45,6 +46,10 @@ int m4_cuda_session_forward(m4_cuda_session *s, const int64_t *ids, const float 
 int m4_cuda_session_prompt_embeds(m4_cuda_session *s, const int64_t *ids, int64_t B, int64_t S,
                                   const m4_pixel_batch *px, float *embeds, m4_error *err);
 void m4_cuda_session_use_graphs(m4_cuda_session *s, bool on);
+/* Empties the cache: the next forward starts at position 0 (the weights stay on the device). */
+int m4_cuda_session_reset(m4_cuda_session *s, m4_error *err);
+/* The current device's name ("NVIDIA H200") into buf. */
+int m4_cuda_device_name(char *buf, size_t n, m4_error *err);
 /* Positions the cache holds; the device time of the last forward (CUDA events), ms. */
 int64_t m4_cuda_session_length(const m4_cuda_session *s);
 double m4_cuda_session_device_ms(const m4_cuda_session *s);

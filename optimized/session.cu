@@ -1,5 +1,7 @@
 /* session.cu — text generation on the GPU behind cuda_backend.h's C interface: one m4_cuda
  * state (weights on the device) and one device MLA cache. */
+#include <stdio.h>
+
 #include <vector>
 
 #include "cuda_backend.h"
@@ -152,6 +154,19 @@ int m4_cuda_session_prompt_embeds(m4_cuda_session *s, const int64_t *ids, int64_
     if (!d_h || m4_cuda_prompt_embeds(st, ids, B, S, px, d_h, err)) return -1;
     M4_CUDA_TRY(cudaMemcpyAsync(embeds, d_h, sizeof(float) * (size_t)n, cudaMemcpyDeviceToHost, st->stream), err);
     M4_CUDA_TRY(cudaStreamSynchronize(st->stream), err);
+    return 0;
+}
+
+int m4_cuda_session_reset(m4_cuda_session *s, m4_error *err) {
+    return m4_cuda_cache_set_length(s->st, &s->cache, 0, err);
+}
+
+int m4_cuda_device_name(char *buf, size_t n, m4_error *err) {
+    int device = 0;
+    cudaDeviceProp prop;
+    M4_CUDA_TRY(cudaGetDevice(&device), err);
+    M4_CUDA_TRY(cudaGetDeviceProperties(&prop, device), err);
+    snprintf(buf, n, "%s", prop.name);
     return 0;
 }
 

@@ -303,3 +303,40 @@ add_test(NAME cli_conform_report_unwritable
   COMMAND sh -c "d=$(mktemp -d); mkdir \"$d/adir\"; \"$0\" conform --case \"$1\" --quiet --report \"$d/missing/r.json\" --junit \"$d/adir\" >/dev/null 2>\"$d/err\"; rc=$?; ok=1; [ $rc -eq 1 ] || { echo \"exit $rc, expected 1\"; ok=0; }; grep -q 'missing/r.json: cannot write the JSON report' \"$d/err\" || { echo 'no JSON report message'; ok=0; }; grep -q 'adir: cannot write the JUnit report' \"$d/err\" || { echo 'no JUnit report message'; ok=0; }; left=$(cd \"$d\" && find . -mindepth 1 ! -name err ! -name adir); [ -z \"$left\" ] || { echo \"left behind: $left\"; ok=0; }; [ -z \"$(ls -A \"$d/adir\")\" ] || { echo 'written into adir'; ok=0; }; cat \"$d/err\"; rm -rf \"$d\"; [ $ok -eq 1 ]"
           $<TARGET_FILE:mistral4> ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny)
 set_tests_properties(cli_conform_report_unwritable PROPERTIES LABELS cpu TIMEOUT 60)
+
+# ---- bench: end-to-end generation timing (the reference on the tiny models) -------------------
+m4_cli_test(cli_bench_help EXPECT_RC 0 ARGS bench --help
+  CHECKS "STDOUT_1=Usage: mistral4 bench --model DIR" "STDOUT_2=--repeat N" "STDOUT_3=mistral4-bench/1"
+         "STDOUT_4=Exit status")
+# One table line per prompt length: length, the --gen tokens, then five figures.
+m4_cli_test(cli_bench_table EXPECT_RC 0
+  ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --prompt 8,16 --gen 3 --repeat 2
+  CHECKS "STDOUT_1=on ref \\(CPU\\), 3 new tokens per run, median of 2 after 1 warm-up"
+         "STDOUT_2=prompt tok/s" "STDOUT_3=\n +8 +3 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+\n"
+         "STDOUT_4=\n +16 +3 +[0-9.]+")
+# --gen 4 generates 4 tokens with 3 one-token steps (the last token is never forwarded), even on a
+# model whose eos id may come up: end-of-sequence is ignored.
+m4_cli_test(cli_bench_json EXPECT_RC 0
+  ARGS bench --model ${M4_RUN_CASES}/fp8/model --prompt 5 --gen 4 --repeat 2 --warmup 0 --json
+  CHECKS "JSON_1=schema=mistral4-bench/1" "JSON_2=backend=ref" "JSON_3=rows.0.prompt_tokens=5"
+         "JSON_4=rows.0.new_tokens=4" "JSON_5=rows.0.decode_steps=3" "JSON_6=repeat=2" "JSON_7=device=CPU")
+m4_cli_test(cli_bench_too_long EXPECT_RC 1
+  ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --prompt 8,250 --gen 8
+  CHECKS "STDERR_1=a prompt of 250 tokens and 8 new ones need 257 positions, more than the model's max_position_embeddings \\(256\\)")
+m4_cli_test(cli_bench_bad_length EXPECT_RC 2
+  ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --prompt 8,x CHECKS "STDERR_1=--prompt wants a whole number")
+m4_cli_test(cli_bench_empty_length EXPECT_RC 2
+  ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --prompt 8,,16 CHECKS "STDERR_1=is not a list of lengths")
+m4_cli_test(cli_bench_bad_repeat EXPECT_RC 2
+  ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --repeat 0 CHECKS "STDERR_1=--repeat wants a whole number in 1..1000")
+m4_cli_test(cli_bench_no_model EXPECT_RC 2 ARGS bench --prompt 8 CHECKS "STDERR_1=missing --model")
+m4_cli_test(cli_bench_bad_backend EXPECT_RC 2
+  ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --backend tpu CHECKS "STDERR_1=unknown backend 'tpu'")
+m4_cli_test(cli_bench_out_unwritable EXPECT_RC 1
+  ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --prompt 4 --gen 2 --repeat 1 --out /nonexistent-dir/b.json
+  CHECKS "STDERR_1=/nonexistent-dir/b.json: cannot write the benchmark result")
+# --out writes the same JSON as --json prints: the file is read back by a second command
+add_test(NAME cli_bench_out
+  COMMAND sh -c "d=$(mktemp -d); \"$0\" bench --model \"$1\" --prompt 4 --gen 2 --repeat 1 --out \"$d/b.json\" >/dev/null 2>\"$d/err\" && grep -q 'wrote' \"$d/err\" && grep -q '\"schema\": \"mistral4-bench/1\"' \"$d/b.json\" && grep -q '\"prompt_tokens\": 4' \"$d/b.json\"; rc=$?; ls \"$d\" | grep -q tmp && rc=1; rm -rf \"$d\"; exit $rc"
+          $<TARGET_FILE:mistral4> ${M4_RUN_CASES}/text_tiny/model)
+set_tests_properties(cli_bench_out PROPERTIES LABELS cpu TIMEOUT 60)

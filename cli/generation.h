@@ -1,0 +1,51 @@
+/* generation.h — what `mistral4 run` and `mistral4 bench` share to generate: the clock, progress
+ * of long steps on stderr, and the generation backend (the reference, or a CUDA session wired
+ * into m4_generate_options.backend). */
+#ifndef M4_CLI_GENERATION_H
+#define M4_CLI_GENERATION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "generate.h"
+#include "vision.h"
+
+/* --backend of a generating command: "ref", or a cuda-* backend built into this binary. Sets *out,
+ * or prints a usage error and returns CLI_USAGE. */
+int cli_parse_backend(const char *cmd, const char *value, const char **out);
+/* A whole number in [min, max] for option `opt`; else a usage error (CLI_USAGE). */
+int cli_parse_count(const char *cmd, const char *opt, const char *value, int64_t min, int64_t max, int64_t *out);
+
+/* CLOCK_MONOTONIC, in seconds. */
+double cli_now_seconds(void);
+
+/* Layer-by-layer progress of a long step on stderr ("mistral4 CMD: WHAT: layer i/n, t s"), once
+ * it has taken more than a second; pass cli_on_layer and a watch as an m4_progress. */
+typedef struct {
+    const char *cmd;         /* "run", "bench" */
+    const char *what;        /* "prefill of 12 tokens", "upload to the GPU" */
+    double start;
+    bool shown;
+} cli_layer_watch;
+void cli_on_layer(void *watch, int64_t layer, int64_t layers);
+
+/* GiB of a checkpoint folder's *.safetensors files (to announce a long load); 0 when unreadable. */
+double cli_checkpoint_gib(const char *dir);
+
+/* The generation backend named `backend` ("ref", "cuda-fp32", "cuda-bf16") for one row of up to
+ * `capacity` positions: for a cuda-* backend a CUDA session (weights uploaded, with progress),
+ * wired into opt->backend; for ref nothing. *gpu is the session or NULL. Prints the error as
+ * `mistral4 CMD: …` and returns CLI_FAILED when it cannot be opened. */
+int cli_backend_open(const char *cmd, const char *backend, const m4_model *model, int64_t capacity,
+                     m4_generate_options *opt, void **gpu);
+/* The prompt's embeddings with its images: on the session's GPU, or the reference's. */
+int cli_prompt_embeds(void *gpu, const m4_model *model, const int64_t *ids, int64_t S, const m4_pixel_batch *px,
+                      float *embeds, m4_error *err);
+/* Empties the session's cache (a new generation from position 0); nothing for the reference. */
+int cli_backend_reset(void *gpu, m4_error *err);
+/* "NVIDIA H200" for a session, "CPU" for the reference (into buf). */
+void cli_backend_device(void *gpu, char *buf, size_t n);
+void cli_backend_close(void *gpu);
+
+#endif
