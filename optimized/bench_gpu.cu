@@ -416,10 +416,21 @@ void mla_latent_prefill(bench &b, const m4_text_config *cfg, int64_t S) {
  * step reads counted as they are made. */
 struct synthetic_weights {
     bench &b;
+    m4_model model;                        /* the published config, one text and one vision layer */
+    m4_text_layer_weights text_layer;
+    m4_vision_layer_weights vision_layer;
     char keys[64];
     int next_key = 0;
     double bytes = 0;
-    explicit synthetic_weights(bench &bench_) : b(bench_) {}
+    /* b.st runs `model` in bf16 until this goes */
+    synthetic_weights(bench &bench_, const m4_config *published) : b(bench_) {
+        memset(&model, 0, sizeof model), memset(&text_layer, 0, sizeof text_layer);
+        memset(&vision_layer, 0, sizeof vision_layer);
+        model.config = *published;
+        model.config.text.num_hidden_layers = 1, model.config.vision.num_hidden_layers = 1;
+        model.weights.layers = &text_layer, model.weights.vision_layers = &vision_layer;
+        b.st.model = &model, b.st.precision = m4_precision::bf16;
+    }
     const uint8_t *key() { return reinterpret_cast<const uint8_t *>(&keys[next_key++]); }
     void plain(m4_weight &w, int64_t rows, int64_t cols, bool f32) {
         w.data = key(), w.rows = rows, w.cols = cols, w.name = "synthetic";
@@ -458,19 +469,11 @@ struct synthetic_weights {
  * published config. Bytes: every weight the step reads (4 distinct experts of the stacks) and the
  * cache. */
 void decode_step(bench &b, const m4_config *published, int64_t T) {
-    m4_model model;
-    memset(&model, 0, sizeof model);
-    model.config = *published;
-    model.config.text.num_hidden_layers = 1;
-    m4_text_layer_weights layer;
-    memset(&layer, 0, sizeof layer);
-    model.weights.layers = &layer;
-    const m4_text_config *t = &model.config.text;
+    synthetic_weights w(b, published);
+    m4_text_layer_weights &layer = w.text_layer;
+    const m4_text_config *t = &w.model.config.text;
     const int64_t D = t->hidden_size, H = t->num_attention_heads, F = t->moe_intermediate_size, E = t->n_routed_experts;
     m4_cuda &st = b.st;
-    st.model = &model;
-    st.precision = m4_precision::bf16;
-    synthetic_weights w(b);
     auto plain = [&](m4_weight &x, int64_t rows, int64_t cols, bool f32) { w.plain(x, rows, cols, f32); };
     auto pair = [&](m4_weight &x, int64_t x_rows, m4_weight &y, int64_t y_rows, int64_t cols) { w.pair(x, x_rows, y, y_rows, cols); };
     plain(layer.input_layernorm, 1, D, true), plain(layer.post_attention_layernorm, 1, D, true);
@@ -511,18 +514,10 @@ void decode_step(bench &b, const m4_config *published, int64_t T) {
  * (synthetic_weights) in a one-layer copy of the published vision config. FLOPs: the four
  * projections, the MLP, and the attention's scores and outputs over the whole image. */
 void vision_layer(bench &b, const m4_config *published, int64_t side) {
-    m4_model model;
-    memset(&model, 0, sizeof model);
-    model.config = *published;
-    model.config.vision.num_hidden_layers = 1;
-    m4_vision_layer_weights layer;
-    memset(&layer, 0, sizeof layer);
-    model.weights.vision_layers = &layer;
-    const m4_vision_config *v = &model.config.vision;
+    synthetic_weights w(b, published);
+    m4_vision_layer_weights &layer = w.vision_layer;
+    const m4_vision_config *v = &w.model.config.vision;
     const int64_t Dv = v->hidden_size, I = v->intermediate_size, grid = side / v->patch_size, P = grid * grid;
-    b.st.model = &model;
-    b.st.precision = m4_precision::bf16;
-    synthetic_weights w(b);
     w.plain(layer.attention_norm, 1, Dv, true), w.plain(layer.ffn_norm, 1, Dv, true);
     w.plain(layer.q_proj, Dv, Dv, false), w.plain(layer.k_proj, Dv, Dv, false), w.plain(layer.v_proj, Dv, Dv, false);
     w.plain(layer.o_proj, Dv, Dv, false);
