@@ -60,7 +60,7 @@ static void print_help(void) {
         "                       and vision tower on the GPU (built here: %s); each one-token step\n"
         "                       replays a CUDA graph. Environment M4_CUDA_DISABLE=LIST switches\n"
         "                       fast paths off for their simpler twins (flash, grouped, pairs,\n"
-        "                       latent_tc, graphs; optimized/kernels.cuh)\n"
+        "                       latent_tc, graphs, prompt_expand; optimized/kernels.cuh)\n"
         "  --raw                with --prompt: <s> then the text, no chat template\n"
         "  --reasoning EFFORT   none (default) or high: the template's reasoning_effort; with high\n"
         "                       the model thinks in [THINK]…[/THINK] before answering\n"

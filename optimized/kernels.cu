@@ -504,7 +504,7 @@ int m4k_paths_parse(const char *list, m4k_paths *out, m4_error *err) {
     struct named { const char *name; bool m4k_paths::*on; };
     static const named paths[] = {{"flash", &m4k_paths::flash}, {"grouped", &m4k_paths::grouped},
                                   {"pairs", &m4k_paths::pairs}, {"latent_tc", &m4k_paths::latent_tc},
-                                  {"graphs", &m4k_paths::graphs}};
+                                  {"graphs", &m4k_paths::graphs}, {"prompt_expand", &m4k_paths::prompt_expand}};
     for (const char *p = list; p && *p;) {
         const char *end = strchr(p, ',');
         const size_t len = end ? (size_t)(end - p) : strlen(p);
@@ -512,8 +512,8 @@ int m4k_paths_parse(const char *list, m4k_paths *out, m4_error *err) {
         for (const named &n : paths)
             if (strlen(n.name) == len && strncmp(n.name, p, len) == 0) out->*n.on = false, known = true;
         if (!known)
-            return m4_fail(err, "M4_CUDA_DISABLE: unknown path '%.*s' (known: flash, grouped, pairs, latent_tc, graphs)",
-                           (int)len, p);
+            return m4_fail(err, "M4_CUDA_DISABLE: unknown path '%.*s' (known: flash, grouped, pairs, latent_tc, graphs, "
+                                "prompt_expand)", (int)len, p);
         p = end ? end + 1 : p + len;
     }
     return 0;

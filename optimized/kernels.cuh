@@ -92,9 +92,11 @@ extern m4k_gemv_tuning m4k_gemv_config;
  *   grouped     bf16/FP8 grouped expert GEMM                → per-expert GEMMs after a host sync
  *   pairs       weights sharing an input run as one         → one GEMV/GEMM each (at upload)
  *   latent_tc   tensor-core latent attention (bf16 cache)   → the CUDA-core split kernel
- *   graphs      the session's decode step as a CUDA graph   → launched one by one */
+ *   graphs      the session's decode step as a CUDA graph   → launched one by one
+ *   prompt_expand  a prompt into an empty cache in the HF form (kv_b expands its latents, flash
+ *               attention)                                  → the absorbed latent attention */
 struct m4k_paths {
-    bool flash = true, grouped = true, pairs = true, latent_tc = true, graphs = true;
+    bool flash = true, grouped = true, pairs = true, latent_tc = true, graphs = true, prompt_expand = true;
 };
 extern m4k_paths m4k_path_switches;
 /* Sets m4k_path_switches from `list` (NULL or empty: all on); -1 with err naming an unknown path. */

@@ -105,6 +105,29 @@ static int mla_project(m4_cuda *st, int layer, const float *d_x, int64_t B, int6
            m4k_rope(p->q, H * dq, dq, B, S, H, dn, dr, d_cos, d_sin, p->l4, cfg->rope_interleave, p->Q, st->stream, err);
 }
 
+/* Steps 5 and 7–8 of the HF form over S positions with no past: kv_b_proj expands every key's
+ * latent to [k_nope | v] per head, key = [k_nope | k_rope], causal softmax attention over the S
+ * keys with the values read from kv_b's output in place (m4_cuda_attention: the flash kernel on
+ * the bf16 path unless probs are wanted). kvb [N, H·(dn+dv)], K [B, H, S, dq], attn [N, H·dv],
+ * probs [B, H, S, S] or NULL. */
+static int mla_attend_expanded(m4_cuda *st, const mla_projections &p, int64_t B, int64_t S,
+                               const m4_cuda_positions &where, float softmax_scale, float *kvb, float *K, float *attn,
+                               float *probs, m4_error *err) {
+    const m4_text_config *cfg = &st->model->config.text;
+    const int64_t N = B * S, H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim;
+    const int64_t dr = cfg->qk_rope_head_dim, dq = cfg->qk_head_dim, dv = cfg->v_head_dim;
+    if (m4_cuda_linear(st, p.ckv, N, *p.kv_b, kvb, err) ||
+        m4k_mla_keys(kvb, p.k_rope, S, B, S, H, dn, dr, dv, K, st->stream, err))
+        return -1;
+    m4k_attention_args a = {};
+    a.Q = p.Q, a.K = K, a.V = kvb + dn;
+    a.B = B, a.H = H, a.S = S, a.T = S, a.dq = dq, a.dv = dv;
+    a.v_row_stride = H * (dn + dv), a.v_head_stride = dn + dv;
+    a.scale = softmax_scale, a.causal = true, a.causal_past = 0, a.mask = where.d_mask;
+    a.O = attn, a.probs = probs;
+    return m4_cuda_attention(st, &a, err);
+}
+
 /* text.layers.{i}.self_attn — Mistral4Attention.forward (eager, no cache), as m4_ref_mla: the
  * projections, kv_b expanding every key's latent to [k_nope | v] per head, causal attention, o_proj. */
 int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
@@ -117,25 +140,15 @@ int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
     m4_arena arena(st->stream);
     mla_projections p;
     if (mla_project(st, layer, d_x, B, S, where, arena, &p, err)) return -1;
-    const m4_dev_weight *kv_b = p.kv_b, *o_proj = p.o_proj;
     float *kvb = arena.get<float>(N * H * (dn + dv), err);                 /* [N, H·(dn+dv)] */
     float *K = arena.get<float>(N * H * dq, err);                          /* [B, H, S, dq] */
     float *attn = arena.get<float>(N * H * dv, err);                       /* [N, H·dv] */
     float *probs = trace && trace->attn_weights ? arena.get<float>(B * H * S * S, err) : nullptr;
     if (!kvb || !K || !attn || (trace && trace->attn_weights && !probs)) return -1;
-    /* 5. keys and values for every head: kv_b_proj(c_kv) = per head [k_nope | v]; key = [k_nope | k_rope] */
-    if (m4_cuda_linear(st, p.ckv, N, *kv_b, kvb, err) ||
-        m4k_mla_keys(kvb, p.k_rope, S, B, S, H, dn, dr, dv, K, st->stream, err))
+    /* 5, 7–8, then 9. o_proj */
+    if (mla_attend_expanded(st, p, B, S, where, softmax_scale, kvb, K, attn, probs, err) ||
+        m4_cuda_linear(st, attn, N, *p.o_proj, d_out, err))
         return -1;
-    /* 7–8. causal softmax attention over the S keys, values read from kv_b's output in place */
-    m4k_attention_args a = {};
-    a.Q = p.Q, a.K = K, a.V = kvb + dn;
-    a.B = B, a.H = H, a.S = S, a.T = S, a.dq = dq, a.dv = dv;
-    a.v_row_stride = H * (dn + dv), a.v_head_stride = dn + dv;
-    a.scale = softmax_scale, a.causal = true, a.causal_past = 0, a.mask = where.d_mask;
-    a.O = attn, a.probs = probs;
-    /* 9. o_proj */
-    if (m4_cuda_attention(st, &a, err) || m4_cuda_linear(st, attn, N, *o_proj, d_out, err)) return -1;
     if (!trace) return 0;
     if (download_rows(st, Rq > 0 ? trace->q_a : nullptr, p.qa, N, Rq, p.qa_stride, err) ||
         download(st, trace->q, p.q, N * H * dq, err) || download_rows(st, trace->kv_a, p.kva, N, Rkv + dr, p.kva_stride, err) || download(st, trace->c_kv, p.ckv, N * Rkv, err) ||
@@ -161,7 +174,10 @@ int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
 /* text.layers.{i}.self_attn with the device cache — m4_ref_mla_cached's math in the absorbed
  * form: the S new latents are appended, kv_b's key half is folded into the queries, attention
  * runs over the T = past + S cached latents [c_kv | k_rope] (FlashMLA's layout), and kv_b's value
- * half is applied to the attended latent. attention_mask [B, T] (NULL: all tokens). */
+ * half is applied to the attended latent. A prompt (S > 1 into an empty cache) takes the HF form
+ * instead, as DeepSeek's and FlashMLA's serving do: kv_b expands its own S latents and the flash
+ * kernel attends (fewer FLOPs where the step is compute-bound; path `prompt_expand`, kernels.cuh).
+ * attention_mask [B, T] (NULL: all tokens). */
 int m4_cuda_mla_cached(m4_cuda *st, int layer, m4_cuda_cache *cache, const float *d_x, int64_t B, int64_t S,
                        const m4_cuda_positions &where, float softmax_scale, float *d_out, m4_error *err) {
     const m4_text_config *cfg = &st->model->config.text;
@@ -176,14 +192,29 @@ int m4_cuda_mla_cached(m4_cuda *st, int layer, m4_cuda_cache *cache, const float
     if (mla_project(st, layer, d_x, B, S, where, arena, &p, err)) return -1;
     const m4_dev_weight *kv_b = p.kv_b, *o_proj = p.o_proj;
     if (kv_b->bf16 != cache->bf16) return m4_fail(err, "self_attn: cache and weights differ in precision");
-    float *QL = arena.get<float>(B * H * S * (Rkv + dr), err), *O_lat = arena.get<float>(B * H * S * Rkv, err);
-    float *attn = arena.get<float>(B * S * H * dv, err);
-    if (!QL || !O_lat || !attn) return -1;
+    const int64_t N = B * S, dq = cfg->qk_head_dim;
+    const bool prompt = m4k_path_switches.prompt_expand && past == 0 && S > 1 && (!where.d_mask || where.mask_stride == S);
+    float *attn = arena.get<float>(N * H * dv, err);                                       /* [N, H·dv] */
+    float *QL = prompt ? nullptr : arena.get<float>(N * H * (Rkv + dr), err);              /* [B, H, S, Rkv + dr] */
+    float *O_lat = prompt ? nullptr : arena.get<float>(N * H * Rkv, err);                  /* [B, H, S, Rkv] */
+    float *kvb = prompt ? arena.get<float>(N * H * (dn + dv), err) : nullptr;              /* [N, H·(dn+dv)] */
+    float *K = prompt ? arena.get<float>(N * H * dq, err) : nullptr;                       /* [B, H, S, dq] */
+    if (!attn || (prompt ? !kvb || !K : !QL || !O_lat)) return -1;
     const size_t elem = cache->bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
     char *c_layer = static_cast<char *>(cache->c_kv) + (size_t)(layer * B * cache->stride * Rkv) * elem;
     char *r_layer = static_cast<char *>(cache->k_rope) + (size_t)(layer * B * cache->stride * dr) * elem;
     int rc;
-    if (cache->bf16) {
+    if (prompt) {
+        /* the HF form over the prompt's own latents (m4_cuda_mla's steps 5, 7–8); the latents are
+         * appended for the steps that follow */
+        rc = (cache->bf16 ? m4k_cache_append(p.ckv, p.k_rope, B, S, cache->d_length, cache->stride, Rkv, dr,
+                                             reinterpret_cast<__nv_bfloat16 *>(c_layer),
+                                             reinterpret_cast<__nv_bfloat16 *>(r_layer), st->stream, err)
+                          : m4k_cache_append(p.ckv, p.k_rope, B, S, cache->d_length, cache->stride, Rkv, dr,
+                                             reinterpret_cast<float *>(c_layer), reinterpret_cast<float *>(r_layer),
+                                             st->stream, err)) ||
+             mla_attend_expanded(st, p, B, S, where, softmax_scale, kvb, K, attn, nullptr, err);
+    } else if (cache->bf16) {
         auto *c = reinterpret_cast<__nv_bfloat16 *>(c_layer), *r = reinterpret_cast<__nv_bfloat16 *>(r_layer);
         rc = m4k_cache_append(p.ckv, p.k_rope, B, S, cache->d_length, cache->stride, Rkv, dr, c, r, st->stream, err) ||
              m4k_mla_absorb_q(p.Q, kv_b->b16(), B * H * S, H, S, dn, dr, dv, Rkv, QL, st->stream, err) ||

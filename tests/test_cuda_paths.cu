@@ -14,7 +14,7 @@ static void all_on_by_default(void **state) {
     m4_error err = {{0}};
     for (const char *list : {(const char *)nullptr, "", ","}) {
         assert_int_equal(m4k_paths_parse(list, &p, &err), 0);
-        assert_true(p.flash && p.grouped && p.pairs && p.latent_tc && p.graphs);
+        assert_true(p.flash && p.grouped && p.pairs && p.latent_tc && p.graphs && p.prompt_expand);
     }
 }
 
@@ -22,7 +22,7 @@ static void each_name_switches_its_path(void **state) {
     (void)state;
     struct { const char *name; bool m4k_paths::*on; } cases[] = {
         {"flash", &m4k_paths::flash},         {"grouped", &m4k_paths::grouped}, {"pairs", &m4k_paths::pairs},
-        {"latent_tc", &m4k_paths::latent_tc}, {"graphs", &m4k_paths::graphs}};
+        {"latent_tc", &m4k_paths::latent_tc}, {"graphs", &m4k_paths::graphs}, {"prompt_expand", &m4k_paths::prompt_expand}};
     for (const auto &c : cases) {
         m4k_paths p;
         m4_error err = {{0}};
@@ -32,7 +32,7 @@ static void each_name_switches_its_path(void **state) {
     m4k_paths p;
     m4_error err = {{0}};
     assert_int_equal(m4k_paths_parse("pairs,,graphs,", &p, &err), 0);
-    assert_true(p.flash && p.grouped && !p.pairs && p.latent_tc && !p.graphs);
+    assert_true(p.flash && p.grouped && !p.pairs && p.latent_tc && !p.graphs && p.prompt_expand);
 }
 
 static void unknown_names_are_errors(void **state) {
@@ -42,7 +42,7 @@ static void unknown_names_are_errors(void **state) {
         m4_error err = {{0}};
         assert_int_equal(m4k_paths_parse(list, &p, &err), -1);
         assert_non_null(strstr(err.msg, "M4_CUDA_DISABLE: unknown path"));
-        assert_non_null(strstr(err.msg, "known: flash, grouped, pairs, latent_tc, graphs"));
+        assert_non_null(strstr(err.msg, "known: flash, grouped, pairs, latent_tc, graphs, prompt_expand"));
     }
 }
 
