@@ -250,6 +250,20 @@ template <typename W>
 int m4k_mla_absorb_q(const float *Q, const W *kv_b, int64_t BHS, int64_t H, int64_t S, int64_t dn,
                      int64_t dr, int64_t dv, int64_t Rkv, float *QL, cudaStream_t stream, m4_error *err);
 
+/* The key tiles [first, last) (of M4_CUDA_KEY_TILE positions) that split `split` of `splits`
+ * reads for query i of S after `past` cached positions, in the tensor-core latent attention: the
+ * tiles of the T = past + S keys in equal runs, each cut at the query's causal end (key past + i).
+ * first ≥ last: the split has nothing to read for that query. */
+struct m4k_tile_range {
+    int64_t first, last;
+};
+__host__ __device__ inline m4k_tile_range m4k_latent_split_tiles(int64_t past, int64_t S, int64_t i, int64_t split,
+                                                                 int64_t splits) {
+    const int64_t per_split = ((past + S + M4_CUDA_KEY_TILE - 1) / M4_CUDA_KEY_TILE + splits - 1) / splits;
+    const int64_t first = split * per_split, causal_end = (past + i + 1 + M4_CUDA_KEY_TILE - 1) / M4_CUDA_KEY_TILE;
+    return {first, first + per_split < causal_end ? first + per_split : causal_end};
+}
+
 /* Softmax attention of the latent queries QL [B, H, S, Rkv + dr] over the cached positions
  * j ≤ past + i (query i's causal end; later keys take no part): z_j = (QL·[c_kv_j | k_rope_j])·scale
  * (+ −FLT_MAX where mask[b·mask_stride + j] = 0, so a query whose visible keys are all masked

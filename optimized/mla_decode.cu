@@ -147,10 +147,8 @@ latent_attention_tc_kernel(const float *__restrict__ QL, const __nv_bfloat16 *__
     const latent_tc_layout L(H, Rkv, dr, stages);
     const int64_t past = *d_past, width = Rkv + dr, b = blockIdx.x / S, i = blockIdx.x % S;
     const int64_t split = blockIdx.y, splits = gridDim.y, end = past + i + 1;   /* keys [0, end) are visible */
-    /* the T = past + S keys' tiles in `splits` equal runs; this split's run, cut at the causal end */
-    const int64_t tiles_per_split = ((past + S + kKeys - 1) / kKeys + splits - 1) / splits;
-    const int64_t t0 = split * tiles_per_split, t_end = (end + kKeys - 1) / kKeys;
-    const int64_t t1 = t0 + tiles_per_split < t_end ? t0 + tiles_per_split : t_end;
+    const m4k_tile_range tiles = m4k_latent_split_tiles(past, S, i, split, splits);
+    const int64_t t0 = tiles.first, t1 = tiles.last;
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
     auto q_row = [&](int64_t h) { return (b * H + h) * S + i; };
     if (t0 >= t1) {                              /* no visible key in this split: an empty partial */
