@@ -6,8 +6,8 @@
  *   m4_gpu_bench [--config tests/fixtures/mistral-small-4-119b-2603.config.json] [--out FILE]
  *                [--iters N] [--quick] [--only FAMILY]
  *
- * M4_CUDA_DISABLE (kernels.cuh, m4k_paths) switches fast paths off, so that two runs compare them;
- * the result file records it.
+ * M4_CUDA_ENABLE / M4_CUDA_DISABLE (paths.h) switch fast paths on and off, so that two runs compare
+ * them; the result file records which were on.
  *
  * Each row: median of N event-timed runs after 3 warm-ups, inputs rotating over several copies so
  * that no weight stays in L2 between runs where the weight set is smaller than 4× L2. */
@@ -290,7 +290,7 @@ void experts(bench &b, const m4_text_config *cfg, int64_t n, bool fp8 = false) {
     const std::string prefix = fp8 ? "cuda-fp8/" : "cuda-bf16/";
     add(b, prefix + "text.layers.N.mlp.experts" + (decode ? "/decode:" : "/prefill:") + std::to_string(n),
         decode ? (fp8 ? "gemv fp8 (swiglu fused) + combine (CUDA graph)" : "gemv (swiglu fused) + combine (CUDA graph)")
-               : !m4k_path_switches.grouped ? "permute + gather + per-expert GEMMs after a host sync + combine (grouped off)"
+               : !m4_cuda_path_on(M4_PATH_GROUPED) ? "permute + gather + per-expert GEMMs after a host sync + combine (grouped off)"
                : (fp8 ? "permute + gather + grouped GEMM x2 (fp8 staged, dequantised in shared memory, mma.sync bf16, "
                         "swiglu fused) + combine"
                       : "permute + gather + grouped GEMM x2 (mma.sync bf16, swiglu fused) + combine"),
@@ -373,7 +373,7 @@ void mla_latent_decode(bench &b, const m4_text_config *cfg, int64_t T) {
     const double bytes = 2.0 * (double)T * (Rkv + dr) + 2.0 * (double)H * (dn + dv) * Rkv;
     const double flops = 2.0 * H * (dn * Rkv + T * (Rkv + dr) + T * Rkv + dv * Rkv);
     add(b, "cuda-bf16/text.layers.N.self_attn.latent/decode:1/ctx:" + std::to_string(T),
-        m4k_path_switches.latent_tc
+        m4_cuda_path_on(M4_PATH_LATENT_TC)
             ? "absorb q + split-K latent attention (tensor cores, all heads per block, cp.async tiles) + combine + "
               "unabsorb v (CUDA graph)"
             : "absorb q + split-K latent attention (CUDA cores, a block per head and split; latent_tc off) + combine + "
@@ -403,7 +403,7 @@ void mla_latent_prefill(bench &b, const m4_text_config *cfg, int64_t S) {
     const double bytes = 2.0 * (double)S * (Rkv + dr) + 4.0 * (double)H * S * (2 * Rkv + dr);
     const double flops = 2.0 * H * ((double)S * S / 2) * (2 * Rkv + dr);
     add(b, "cuda-bf16/text.layers.N.self_attn.latent/prefill:" + std::to_string(S),
-        m4k_path_switches.latent_tc ? "latent attention over the prompt's own cache (tensor cores, causal tiles skipped)"
+        m4_cuda_path_on(M4_PATH_LATENT_TC) ? "latent attention over the prompt's own cache (tensor cores, causal tiles skipped)"
                                     : "latent attention over the prompt's own cache (CUDA cores; latent_tc off)",
         ms, bytes, flops,
         "gemm");
@@ -443,13 +443,17 @@ struct synthetic_weights {
         b.st.weights[s.data] = random_weight(b, experts, rows, cols, true);
         bytes += (double)(read * rows * cols) * 2;
     }
-    /* two weights with one input, side by side in one allocation, as the upload places them */
+    /* two weights with one input, side by side in one allocation, as the upload places them
+     * (switch `pairs`; off: two weights, as the upload keeps them then) */
     void pair(m4_weight &a, int64_t a_rows, m4_weight &c, int64_t c_rows, int64_t cols) {
+        if (!m4_cuda_path_on(M4_PATH_PAIRS)) return plain(a, a_rows, cols, false), plain(c, c_rows, cols, false);
         m4_dev_weight both = random_weight(b, 1, a_rows + c_rows, cols, true), view = both;
+        view.paired_with_next = true;
         a.data = key(), c.data = key();
         a.rows = a_rows, c.rows = c_rows, a.cols = c.cols = cols, a.name = c.name = "synthetic";
         view.rows = a_rows, b.st.weights[a.data] = view;
-        view.rows = c_rows, view.data = static_cast<__nv_bfloat16 *>(both.data) + a_rows * cols, b.st.weights[c.data] = view;
+        view.rows = c_rows, view.data = static_cast<__nv_bfloat16 *>(both.data) + a_rows * cols, view.paired_with_next = false;
+        b.st.weights[c.data] = view;
         bytes += (double)((a_rows + c_rows) * cols) * 2;
     }
     /* the device state back as it was: no model, no weights, every allocation freed */
@@ -529,7 +533,7 @@ void vision_layer(bench &b, const m4_config *published, int64_t side) {
     const double flops = 2.0 * P * (4.0 * Dv * Dv + 3.0 * Dv * I) + 4.0 * (double)P * P * Dv;
     add(b, "cuda-bf16/vision.layers.N/image:" + std::to_string(side) + "px",
         std::string("one Pixtral layer over ") + std::to_string(P) + " patches: cuBLAS projections, paired gate/up, " +
-            (m4k_path_switches.flash ? "flash" : "float32") + " block-diagonal attention",
+            (m4_cuda_path_on(M4_PATH_FLASH) ? "flash" : "float32") + " block-diagonal attention",
         ms, w.bytes + 4.0 * 2 * (double)P * Dv, flops, "gemm");
 }
 
@@ -578,8 +582,9 @@ void write_json(const bench &b, FILE *f, const char *device, const char *commit)
     fprintf(f, "  \"build\": {\"nvcc\": \"%d.%d\", \"build_type\": \"%s\", \"cuda_architectures\": \"%s\", "
                "\"cuda_flags\": \"%s\"},\n",
             __CUDACC_VER_MAJOR__, __CUDACC_VER_MINOR__, M4_BUILD_TYPE, M4_CUDA_ARCHS, M4_CUDA_FLAGS);
-    const char *disabled = getenv("M4_CUDA_DISABLE");
-    fprintf(f, "  \"paths_disabled\": \"%s\",\n", disabled ? disabled : "");
+    char on[256];
+    m4_cuda_paths_list_on(&m4_cuda_path_switches, on, sizeof on);
+    fprintf(f, "  \"paths_on\": \"%s\",\n", on);
     fprintf(f, "  \"ceilings\": {\"copy_GBps\": %.1f, \"cublas_bf16_TFLOPs\": %.1f},\n  \"rows\": [\n", b.copy_gbps, b.gemm_tflops);
     for (size_t i = 0; i < b.rows.size(); i++) {
         const row &r = b.rows[i];
@@ -615,7 +620,7 @@ int main(int argc, char **argv) {
     if (b.iters < 1) b.iters = 1;
     m4_config cfg;
     m4_error err = {{0}};
-    if (m4_config_load(config_path, &cfg, &err) || m4k_paths_parse(getenv("M4_CUDA_DISABLE"), &m4k_path_switches, &err)) {
+    if (m4_config_load(config_path, &cfg, &err) || m4_cuda_paths_from_env(&m4_cuda_path_switches, &err)) {
         fprintf(stderr, "m4_gpu_bench: %s\n", err.msg);
         return 1;
     }

@@ -34,12 +34,13 @@ enum class dev_form { f32, bf16, fp8 };
  * weight takes the precision's type (kv_b_proj: the cached MLA's kernels read it directly, as
  * float32 or bf16; embed_tokens: gathered, never FP8 in a checkpoint); a `gemm` weight — one that
  * only m4_cuda_linear, m4_cuda_gemv and m4_cuda_grouped_gemm read — keeps an FP8 checkpoint's
- * codes as FP8 under precision bf16. Precision fp32 dequantises everything to float32 (it proves
+ * codes as FP8 under precision bf16 (switch `fp8_codes`; off: dequantised to bf16). Precision fp32 dequantises everything to float32 (it proves
  * the logic at the reference's bounds). */
 enum class weight_use { f32, dense, gemm };
 static dev_form form_of(const m4_cuda *st, m4_dtype dtype, weight_use use) {
     if (use == weight_use::f32 || st->precision == m4_precision::fp32) return dev_form::f32;
-    return use == weight_use::gemm && dtype == M4_DTYPE_F8_E4M3 ? dev_form::fp8 : dev_form::bf16;
+    const bool fp8_codes = use == weight_use::gemm && dtype == M4_DTYPE_F8_E4M3 && m4_cuda_path_on(M4_PATH_FP8_CODES);
+    return fp8_codes ? dev_form::fp8 : dev_form::bf16;
 }
 
 /* Fills the device weight `dw` (allocated, its form set): f32/bf16: matrix e's rows as produced by
@@ -135,7 +136,7 @@ static int upload_fused(m4_cuda *st, const m4_weight *const *parts, int n, m4_er
                form_of(st, w->dtype, weight_use::gemm) == form;
         rows += w->data ? w->rows : 0;
     }
-    if (!fuse || form == dev_form::fp8 || !m4k_path_switches.pairs) {
+    if (!fuse || form == dev_form::fp8 || !m4_cuda_path_on(M4_PATH_PAIRS)) {
         for (int i = 0; i < n; i++)
             if (upload_weight(st, *parts[i], weight_use::gemm, err)) return -1;
         return 0;
@@ -148,6 +149,7 @@ static int upload_fused(m4_cuda *st, const m4_weight *const *parts, int n, m4_er
         m4_dev_weight view = all;
         view.data = all.data ? static_cast<char *>(all.data) + (size_t)(first * w->cols) * all.elem_bytes() : nullptr;
         view.rows = w->rows, view.owner = i == 0;          /* the first view frees the allocation */
+        view.paired_with_next = i + 1 < n;
         st->weights[w->data] = view;
         if (!st->planning && fill_matrices(view, w->name, w->data, [&](int64_t, int64_t r, float *dst) { m4_weight_row_f32(w, r, dst); },
                           [&](int64_t) { return w->scale; }, err))
@@ -235,7 +237,7 @@ int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m
     m4_cuda *st = new m4_cuda;
     st->model = model, st->precision = precision;
     *out = st;
-    if (m4k_paths_parse(getenv("M4_CUDA_DISABLE"), &m4k_path_switches, err)) return -1;
+    if (m4_cuda_paths_from_env(&m4_cuda_path_switches, err)) return -1;
     /* Keep freed stream-ordered memory in the pool: per-call scratch then costs no cudaMalloc. */
     cudaMemPool_t pool;
     uint64_t keep = UINT64_MAX;
@@ -285,7 +287,7 @@ const m4_dev_weight *m4_cuda_weight(const m4_cuda *st, const void *host_data, co
 }
 
 bool m4_cuda_weight_pair(const m4_dev_weight &first, const m4_dev_weight &second, m4_dev_weight *both) {
-    if (first.fp8 || second.fp8 || first.bf16 != second.bf16 || first.experts != 1 || second.experts != 1 ||
+    if (!first.paired_with_next || first.fp8 || second.fp8 || first.bf16 != second.bf16 || first.experts != 1 || second.experts != 1 ||
         first.cols != second.cols ||
         static_cast<const char *>(first.data) + (size_t)(first.rows * first.cols) * first.elem_bytes() != second.data)
         return false;
@@ -378,9 +380,17 @@ int m4_cuda_linear_bias(m4_cuda *st, const float *d_x, int64_t n, const m4_dev_w
     return bias ? m4k_add_bias(d_y, bias->f32(), n, w.rows, st->stream, err) : 0;
 }
 
+/* The bf16 flash kernel serves a (switch `flash`). */
+static bool flash_serves(const m4_cuda *st, const m4k_attention_args *a) {
+    return st->precision == m4_precision::bf16 && m4_cuda_path_on(M4_PATH_FLASH) && m4k_flash_attention_fits(a);  /* fits: probs NULL too */
+}
+
+bool m4_cuda_attention_fits(const m4_cuda *st, const m4k_attention_args *a) {
+    return flash_serves(st, a) || m4k_attention_fits(a);
+}
+
 int m4_cuda_attention(m4_cuda *st, const m4k_attention_args *a, m4_error *err) {
-    if (st->precision == m4_precision::bf16 && m4k_path_switches.flash && m4k_flash_attention_fits(a))   /* fits: probs NULL too */
-        return m4k_flash_attention(a, st->stream, err);
+    if (flash_serves(st, a)) return m4k_flash_attention(a, st->stream, err);
     return m4k_attention(a, st->stream, err);
 }
 

@@ -38,6 +38,8 @@ struct m4_dev_weight {
     int64_t block_rows = 0, block_cols = 0;      /* fp8 only */
     int64_t experts = 1, rows = 0, cols = 0;
     bool owner = false;                          /* data is an allocation of its own (freed at close) */
+    bool paired_with_next = false;               /* the upload stacked the pair's next weight right after
+                                                    this one (upload_fused; switch `pairs`) */
     const float *f32() const { return static_cast<const float *>(data); }
     const __nv_bfloat16 *b16() const { return static_cast<const __nv_bfloat16 *>(data); }
     const __nv_fp8_e4m3 *f8() const { return static_cast<const __nv_fp8_e4m3 *>(data); }
@@ -140,9 +142,11 @@ int m4_cuda_init_rope(m4_cuda *st, m4_error *err);
 void m4_cuda_close(m4_cuda *st);
 /* The device copy of a loader weight; NULL with err set when it was never uploaded. */
 const m4_dev_weight *m4_cuda_weight(const m4_cuda *st, const void *host_data, const char *what, m4_error *err);
-/* Two weights uploaded side by side (first's rows, then second's, same width and form; not FP8)
- * as one [first.rows + second.rows, cols] weight in *both; false when they are not. The upload
- * stacks q_a_proj with kv_a_proj_with_mqa and gate_proj with up_proj this way. */
+/* Two weights the upload stacked as a pair (first.paired_with_next, and the second's rows right
+ * after the first's, same width and form; not FP8) as one [first.rows + second.rows, cols] weight
+ * in *both; false when they are not. Two separate allocations that happen to lie back to back are
+ * not a pair: the flag, set only while the switch `pairs` is on, decides. The upload stacks
+ * q_a_proj with kv_a_proj_with_mqa and gate_proj with up_proj this way. */
 bool m4_cuda_weight_pair(const m4_dev_weight &first, const m4_dev_weight &second, m4_dev_weight *both);
 
 /* nn.Linear without bias: y[n, out] = x[n, in] · Wᵀ. GEMV kernel for n ≤ M4_CUDA_GEMV_MAX_TOKENS
@@ -172,6 +176,8 @@ int m4_cuda_swiglu_mlp(m4_cuda *st, const float *d_x, int64_t n, const m4_weight
  * (m4k_flash_attention, bf16 rounding) for precision bf16 when no probabilities are wanted and the
  * head dims fit it; else the float32 kernel (m4k_attention), which also writes a->probs. */
 int m4_cuda_attention(m4_cuda *st, const m4k_attention_args *a, m4_error *err);
+/* Whether m4_cuda_attention can serve a (shapes only: no pointer is read). */
+bool m4_cuda_attention_fits(const m4_cuda *st, const m4k_attention_args *a);
 
 /* ---- text.cu: the text components ------------------------------------------------------- */
 

@@ -2,6 +2,8 @@
 #include <float.h>
 #include <string.h>
 
+#include <algorithm>
+
 #include "device.cuh"
 #include "kernels.cuh"
 
@@ -497,28 +499,6 @@ int grid_stride_blocks(int64_t n) {
 } // namespace
 
 m4k_gemv_tuning m4k_gemv_config;
-m4k_paths m4k_path_switches;
-
-int m4k_paths_parse(const char *list, m4k_paths *out, m4_error *err) {
-    *out = m4k_paths();
-    struct named { const char *name; bool m4k_paths::*on; };
-    static const named paths[] = {{"flash", &m4k_paths::flash}, {"grouped", &m4k_paths::grouped},
-                                  {"pairs", &m4k_paths::pairs}, {"latent_tc", &m4k_paths::latent_tc},
-                                  {"graphs", &m4k_paths::graphs}, {"prompt_expand", &m4k_paths::prompt_expand}};
-    for (const char *p = list; p && *p;) {
-        const char *end = strchr(p, ',');
-        const size_t len = end ? (size_t)(end - p) : strlen(p);
-        bool known = len == 0;
-        for (const named &n : paths)
-            if (strlen(n.name) == len && strncmp(n.name, p, len) == 0) out->*n.on = false, known = true;
-        if (!known)
-            return m4_fail(err, "M4_CUDA_DISABLE: unknown path '%.*s' (known: flash, grouped, pairs, latent_tc, graphs, "
-                                "prompt_expand)", (int)len, p);
-        p = end ? end + 1 : p + len;
-    }
-    return 0;
-}
-
 /* ---- launchers ------------------------------------------------------------------------------ */
 
 int m4k_rmsnorm(const float *x, int64_t x_stride, float *x_sum, const float *delta, const float *w,
@@ -678,13 +658,28 @@ int m4k_mla_keys(const float *kvb, const float *k_rope, int64_t rope_row_stride,
     return 0;
 }
 
-/* Scores of one query row live in shared memory: up to 48 KiB without opting in, 227 KiB with. */
-#define M4_ATTENTION_MAX_KEYS (200 * 1024 / 4)
+size_t m4k_shared_memory_optin(void) {
+    int device = 0, bytes = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess)
+        return 0;
+    return (size_t)bytes;
+}
+
+/* Scores of one query row live in shared memory: up to 48 KiB without opting in, the device's
+ * opt-in limit with (227 KiB on sm_90, 99 KiB on sm_86/89), at most 200 KiB. */
+static int64_t attention_max_keys(void) {
+    const size_t bytes = std::min(m4k_shared_memory_optin(), (size_t)200 * 1024);
+    return (int64_t)(bytes / sizeof(float));
+}
+
+bool m4k_attention_fits(const m4k_attention_args *a) { return a->T <= attention_max_keys(); }
 
 int m4k_attention(const m4k_attention_args *a, cudaStream_t stream, m4_error *err) {
     if (a->B * a->H * a->S <= 0) return 0;
-    if (a->T > M4_ATTENTION_MAX_KEYS)
-        return m4_fail(err, "attention: %lld keys exceed this kernel's %d", (long long)a->T, M4_ATTENTION_MAX_KEYS);
+    if (!m4k_attention_fits(a))
+        return m4_fail(err, "attention: %lld keys exceed this kernel's %lld on this device (its scores live in shared "
+                            "memory)", (long long)a->T, (long long)attention_max_keys());
     const size_t shared = sizeof(float) * (size_t)a->T;
     if (shared > 48 * 1024)
         M4_CUDA_TRY(cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -15,6 +15,7 @@
 
 #include "common.cuh"
 #include "fp8_blocks.h"
+#include "paths.h"
 
 extern "C" {
 #include "config.h"
@@ -85,22 +86,7 @@ struct m4k_gemv_tuning {
 };
 extern m4k_gemv_tuning m4k_gemv_config;
 
-/* The fast paths that have an older, simpler twin, each of which can be switched off to bisect a
- * failure or to measure one against the other (environment M4_CUDA_DISABLE, a comma-separated list
- * of these names, read by m4_cuda_paths_from_env; default: all on). With one off, its twin runs:
- *   flash       bf16 prefill attention on the tensor cores  → the float32 one-block-per-query kernel
- *   grouped     bf16/FP8 grouped expert GEMM                → per-expert GEMMs after a host sync
- *   pairs       weights sharing an input run as one         → one GEMV/GEMM each (at upload)
- *   latent_tc   tensor-core latent attention (bf16 cache)   → the CUDA-core split kernel
- *   graphs      the session's decode step as a CUDA graph   → launched one by one
- *   prompt_expand  a prompt into an empty cache in the HF form (kv_b expands its latents, flash
- *               attention)                                  → the absorbed latent attention */
-struct m4k_paths {
-    bool flash = true, grouped = true, pairs = true, latent_tc = true, graphs = true, prompt_expand = true;
-};
-extern m4k_paths m4k_path_switches;
-/* Sets m4k_path_switches from `list` (NULL or empty: all on); -1 with err naming an unknown path. */
-int m4k_paths_parse(const char *list, m4k_paths *out, m4_error *err);
+/* The fast paths with a simpler twin, their switches and their proof: paths.h. */
 
 template <typename W>
 int m4k_gemv(const W *Wt, int64_t rows, int64_t cols, const int32_t *expert, int64_t groups,
@@ -170,6 +156,11 @@ struct m4k_attention_args {
     float *O, *probs;
 };
 int m4k_attention(const m4k_attention_args *a, cudaStream_t stream, m4_error *err);
+/* Whether m4k_attention serves a: one query row's T scores fit the current device's opt-in shared
+ * memory (and at most 200 KiB: 51,200 keys on an H100/H200, about 25,000 on sm_86/sm_89). */
+bool m4k_attention_fits(const m4k_attention_args *a);
+/* The current device's opt-in shared memory per block, in bytes (0 when it cannot be read). */
+size_t m4k_shared_memory_optin(void);
 
 /* The same attention on the tensor cores, FlashAttention-2 style (flash_attention.cu): a block per
  * 64 queries of one (b, h) streams 64-key tiles with an online softmax, causally masked tiles and
@@ -267,12 +258,19 @@ __host__ __device__ inline m4k_tile_range m4k_latent_split_tiles(int64_t past, i
 /* Softmax attention of the latent queries QL [B, H, S, Rkv + dr] over the cached positions
  * j ≤ past + i (query i's causal end; later keys take no part): z_j = (QL·[c_kv_j | k_rope_j])·scale
  * (+ −FLT_MAX where mask[b·mask_stride + j] = 0, so a query whose visible keys are all masked
- * averages them), O_lat[q] = Σ_j softmax(z)_j c_kv_j. Flash-decoding: the keys are split into
+ * averages them), O_lat[q] = Σ_j softmax(z)_j c_kv_j.
+ *   One difference from the reference (and HF), on purpose: there a key past the causal end gets
+ * −FLT_MAX too, so a query whose every key is masked (a left-padding row inside a cached step)
+ * averages *all* T keys; here it averages the keys up to its causal end. Only such padding rows
+ * differ, and nothing reads them (generation reads each row's last real position, and padded
+ * positions are masked as keys for every later query); visiting tiles past the causal end for them
+ * would cost every query the skipped tiles. Flash-decoding: the keys are split into
  * chunks that run in parallel, then merged. O_lat [B, H, S, Rkv]. With a bf16 cache and H, Rkv,
  * dr multiples of 16, one block serves every head of a query position on the tensor cores (QL
  * and the probabilities rounded to bf16, float32 accumulation; key tiles staged through shared
  * memory with cp.async, the cache read once for all heads, as FlashMLA does); otherwise one
- * block per head and split, in float32. */
+ * block per head and split, in float32 (also when the device's opt-in shared memory cannot hold
+ * two tiles of the tensor-core layout, as on sm_86/sm_89 at large H). */
 template <typename W>
 int m4k_mla_latent_attention(const float *QL, const W *c_cache, const W *r_cache, int64_t capacity,
                              int64_t B, int64_t H, int64_t S, const int64_t *d_past, int64_t Rkv,

@@ -4,6 +4,7 @@
 #include <cuda_pipeline.h>
 #include <mma.h>
 
+#include <algorithm>
 #include <type_traits>
 
 #include "device.cuh"
@@ -374,10 +375,15 @@ static int attend_in_splits(int64_t BHS, int64_t splits, int64_t Rkv, float *O_l
 }
 
 /* The tensor-core path: every head of a query position in one block (bf16 cache only). Three
- * tiles in flight when they fit in the device's shared memory, else two; as many splits as fill
+ * tiles in flight when they fit in the device's shared memory, else two (callers check that two
+ * fit: latent_tc_fits); as many splits as fill
  * the GPU once, sized from the capacity (the length is on the device: a captured decode step
  * replays for every length), each split taking an equal run of the filled tiles. B·S blocks
  * already fill the GPU at prefill sizes: one split there, no partial merging. */
+static bool latent_tc_fits(int64_t H, int64_t Rkv, int64_t dr, size_t shared_max) {
+    return H % kTile == 0 && Rkv % kTile == 0 && dr % kTile == 0 && latent_tc_layout(H, Rkv, dr, 2).total <= shared_max;
+}
+
 static int latent_attention_tc(const float *QL, const __nv_bfloat16 *c_cache, const __nv_bfloat16 *r_cache,
                                int64_t capacity, int64_t B, int64_t H, int64_t S, const int64_t *d_past,
                                int64_t Rkv, int64_t dr, float scale, const int64_t *mask, int64_t mask_stride,
@@ -415,13 +421,15 @@ int m4k_mla_latent_attention(const float *QL, const W *c_cache, const W *r_cache
     if (capacity <= 0 || capacity % M4_CUDA_KEY_TILE != 0)
         return m4_fail(err, "mla decode: cache rows of %lld positions are not whole %d-position tiles",
                        (long long)capacity, M4_CUDA_KEY_TILE);
+    const size_t shared_max = m4k_shared_memory_optin();   /* 227 KiB on sm_90, 99 KiB on sm_86/89 */
+    if (shared_max == 0) return m4_fail(err, "mla decode: cannot read the device's shared memory limit");
     if constexpr (std::is_same<W, __nv_bfloat16>::value)
-        if (m4k_path_switches.latent_tc && H % kTile == 0 && Rkv % kTile == 0 && dr % kTile == 0)
+        if (m4_cuda_path_on(M4_PATH_LATENT_TC) && latent_tc_fits(H, Rkv, dr, shared_max))
             return latent_attention_tc(QL, c_cache, r_cache, capacity, B, H, S, d_past, Rkv, dr, scale, mask,
                                        mask_stride, O_lat, stream, err);
     /* enough splits to fill the GPU at decode sizes, chunks of at least 64 keys, and few enough keys
-     * per split that their scores fit in shared memory at any length up to the capacity */
-    const int64_t max_keys = (int64_t)(kMaxShared / sizeof(float)) - width;
+     * per split that their scores fit in the device's shared memory at any length up to the capacity */
+    const int64_t max_keys = (int64_t)(std::min(kMaxShared, shared_max) / sizeof(float)) - width;
     int64_t splits = (capacity + 63) / 64;
     const int64_t max_splits = BHS >= 4096 ? 1 : 4096 / BHS;
     if (splits > max_splits) splits = max_splits;

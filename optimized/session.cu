@@ -32,7 +32,7 @@ int m4_cuda_session_open(const m4_model *model, bool bf16, int64_t batch, int64_
         m4_cuda_session_close(s);
         return -1;
     }
-    s->use_graphs = m4k_path_switches.graphs;
+    s->use_graphs = m4_cuda_path_on(M4_PATH_GRAPHS);
     *out = s;
     return 0;
 }

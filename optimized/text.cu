@@ -110,21 +110,31 @@ static int mla_project(m4_cuda *st, int layer, const float *d_x, int64_t B, int6
  * keys with the values read from kv_b's output in place (m4_cuda_attention: the flash kernel on
  * the bf16 path unless probs are wanted). kvb [N, H·(dn+dv)], K [B, H, S, dq], attn [N, H·dv],
  * probs [B, H, S, S] or NULL. */
+/* The causal attention of the expanded form over S positions (B rows): Q [B, H, S, dq], K [B, H,
+ * S, dq] (mla_keys), V in kv_b's output rows [N, H·(dn+dv)] at column dn of each head. */
+static m4k_attention_args expanded_attention_args(const m4_text_config *cfg, const float *Q, const float *K,
+                                                  const float *kvb, int64_t B, int64_t S, const int64_t *d_mask,
+                                                  float softmax_scale, float *attn, float *probs) {
+    const int64_t H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dv = cfg->v_head_dim;
+    m4k_attention_args a = {};
+    a.Q = Q, a.K = K, a.V = kvb ? kvb + dn : nullptr;
+    a.B = B, a.H = H, a.S = S, a.T = S, a.dq = cfg->qk_head_dim, a.dv = dv;
+    a.v_row_stride = H * (dn + dv), a.v_head_stride = dn + dv;
+    a.scale = softmax_scale, a.causal = true, a.causal_past = 0, a.mask = d_mask;
+    a.O = attn, a.probs = probs;
+    return a;
+}
+
 static int mla_attend_expanded(m4_cuda *st, const mla_projections &p, int64_t B, int64_t S,
                                const m4_cuda_positions &where, float softmax_scale, float *kvb, float *K, float *attn,
                                float *probs, m4_error *err) {
     const m4_text_config *cfg = &st->model->config.text;
     const int64_t N = B * S, H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim;
-    const int64_t dr = cfg->qk_rope_head_dim, dq = cfg->qk_head_dim, dv = cfg->v_head_dim;
+    const int64_t dr = cfg->qk_rope_head_dim, dv = cfg->v_head_dim;
     if (m4_cuda_linear(st, p.ckv, N, *p.kv_b, kvb, err) ||
         m4k_mla_keys(kvb, p.k_rope, S, B, S, H, dn, dr, dv, K, st->stream, err))
         return -1;
-    m4k_attention_args a = {};
-    a.Q = p.Q, a.K = K, a.V = kvb + dn;
-    a.B = B, a.H = H, a.S = S, a.T = S, a.dq = dq, a.dv = dv;
-    a.v_row_stride = H * (dn + dv), a.v_head_stride = dn + dv;
-    a.scale = softmax_scale, a.causal = true, a.causal_past = 0, a.mask = where.d_mask;
-    a.O = attn, a.probs = probs;
+    const m4k_attention_args a = expanded_attention_args(cfg, p.Q, K, kvb, B, S, where.d_mask, softmax_scale, attn, probs);
     return m4_cuda_attention(st, &a, err);
 }
 
@@ -193,7 +203,12 @@ int m4_cuda_mla_cached(m4_cuda *st, int layer, m4_cuda_cache *cache, const float
     const m4_dev_weight *kv_b = p.kv_b, *o_proj = p.o_proj;
     if (kv_b->bf16 != cache->bf16) return m4_fail(err, "self_attn: cache and weights differ in precision");
     const int64_t N = B * S, dq = cfg->qk_head_dim;
-    const bool prompt = m4k_path_switches.prompt_expand && past == 0 && S > 1 && (!where.d_mask || where.mask_stride == S);
+    /* the HF form for a prompt into an empty cache (switch prompt_expand), when the attention
+     * kernel in effect serves its length (the absorbed form serves any) */
+    const m4k_attention_args shape = expanded_attention_args(cfg, nullptr, nullptr, nullptr, B, S, nullptr, softmax_scale,
+                                                             nullptr, nullptr);
+    const bool prompt = m4_cuda_path_on(M4_PATH_PROMPT_EXPAND) && past == 0 && S > 1 &&
+                        (!where.d_mask || where.mask_stride == S) && m4_cuda_attention_fits(st, &shape);
     float *attn = arena.get<float>(N * H * dv, err);                                       /* [N, H·dv] */
     float *QL = prompt ? nullptr : arena.get<float>(N * H * (Rkv + dr), err);              /* [B, H, S, Rkv + dr] */
     float *O_lat = prompt ? nullptr : arena.get<float>(N * H * Rkv, err);                  /* [B, H, S, Rkv] */
@@ -296,7 +311,7 @@ int m4_cuda_moe_experts(m4_cuda *st, const m4_dev_weight &gu, const m4_dev_weigh
     if (m4k_moe_permute(d_ids, n, K, E, counts, offsets, slot_token, slot_of, st->stream, err) ||
         m4k_gather_rows(d_x, slot_token, n * K, D, xs, st->stream, err))
         return -1;
-    if (m4k_path_switches.grouped && m4_cuda_grouped_gemm_fits(gu) && m4_cuda_grouped_gemm_fits(dn)) {
+    if (m4_cuda_path_on(M4_PATH_GROUPED) && m4_cuda_grouped_gemm_fits(gu) && m4_cuda_grouped_gemm_fits(dn)) {
         /* bf16 / FP8: one grouped GEMM per projection over every expert's slots, offsets read on the device */
         if (m4_cuda_grouped_gemm(st, gu, offsets, xs, n * K, hm, true, act, err) ||
             m4_cuda_grouped_gemm(st, dn, offsets, hm, n * K, y, false, act, err))

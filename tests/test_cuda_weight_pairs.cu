@@ -1,6 +1,7 @@
-/* Weights that share an input run as one only when the upload put them side by side
- * (m4_cuda_weight_pair, optimized/cuda_model.cu): the second's data right after the first's, same
- * width and element type, neither FP8 nor an expert stack. Host code only (the device pointers
+/* Weights that share an input run as one only when the upload stacked them as a pair
+ * (m4_cuda_weight_pair, optimized/cuda_model.cu): the first flagged paired_with_next, the second's
+ * data right after the first's, same width and element type, neither FP8 nor an expert stack; two
+ * weights that merely lie back to back (two cudaMallocs can) are not a pair. Host code only (the device pointers
  * are never dereferenced): runs without a GPU. */
 #include <cuda_bf16.h>
 
@@ -9,9 +10,10 @@ extern "C" {
 }
 #include "cuda_model.cuh"
 
+/* A weight as upload_fused leaves the first of a pair (flagged) */
 static m4_dev_weight weight(void *data, int64_t rows, int64_t cols, bool bf16) {
     m4_dev_weight w;
-    w.data = data, w.rows = rows, w.cols = cols, w.bf16 = bf16;
+    w.data = data, w.rows = rows, w.cols = cols, w.bf16 = bf16, w.paired_with_next = true;
     return w;
 }
 
@@ -40,6 +42,10 @@ static void anything_else_does_not(void **state) {
     assert_false(m4_cuda_weight_pair(weight(storage + 8 * 16, 8, 16, true), a, &both));
     assert_false(m4_cuda_weight_pair(a, weight(storage + 8 * 16, 8, 8, true), &both));
     assert_false(m4_cuda_weight_pair(a, weight(storage + 8 * 16, 4, 16, false), &both));
+    /* back to back in memory but not stacked by the upload (switch `pairs` off, or two allocations) */
+    m4_dev_weight lone = a;
+    lone.paired_with_next = false;
+    assert_false(m4_cuda_weight_pair(lone, weight(storage + 8 * 16, 8, 16, true), &both));
     /* FP8 (scales of their own) and expert stacks stay apart */
     m4_dev_weight fp8 = weight(storage, 8, 16, false), next = weight(reinterpret_cast<char *>(storage) + 8 * 16, 8, 16, false);
     fp8.fp8 = next.fp8 = true;

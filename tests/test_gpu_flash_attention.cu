@@ -1,7 +1,8 @@
 /* The bf16 path's flash attention (optimized/flash_attention.cu, m4k_flash_attention) against the
  * float32 attention kernel (m4k_attention, itself checked against Hugging Face through the golden
  * cases) on the same bf16-representable inputs, over the shapes its two callers give it:
- *   (a) causal MLA prefill at the published head dims (dq 192 = 128 nope + 64 rope, dv 128), V
+ *   (a) causal MLA prefill at the published head dims (dq 128 = 64 nope + 64 rope, dv 128; and
+ *       DeepSeek-V3's dq 192 = 128 + 64, which the kernel serves too), V
  *       read in place out of kv_b's rows as m4_cuda_mla does, B = 2 with row 1 left-padded (its
  *       first queries see only masked keys: the reference's uniform average), lengths that leave
  *       partial query and key tiles; one peaky softmax (large scale);
@@ -142,12 +143,14 @@ static problem vision(const char *tag, int64_t H, int64_t hd, std::vector<int64_
     return p;
 }
 
-/* (a) causal MLA prefill at the published dims */
+/* (a) causal MLA prefill at the published dims (Mistral-Small-4-119B-2603: qk_nope 64, qk_rope 64,
+ * v 128), then at DeepSeek-V3's (qk_nope 128) */
 static void mla_prefill(void **state) {
     (void)state;
-    const float scale = 1.0f / sqrtf(192.0f);
     unsigned seed = 1;
-    for (int64_t T : {1, 17, 64, 130, 1000}) run(mla("mla 192/128", 4, 128, 64, 128, T, T, scale), seed++);
+    for (int64_t T : {1, 17, 64, 130, 1000}) run(mla("mla 128/128", 4, 64, 64, 128, T, T, 1.0f / sqrtf(128.0f)), seed++);
+    const float scale = 1.0f / sqrtf(192.0f);
+    for (int64_t T : {17, 130}) run(mla("mla 192/128", 4, 128, 64, 128, T, T, scale), seed++);
     run(mla("mla 192/128 peaky (scale 0.5)", 4, 128, 64, 128, 130, 130, 0.5f), seed++);
 }
 
@@ -159,7 +162,8 @@ static void mla_with_past(void **state) {
     /* {T, S}: few new tokens over a long past; a partial second query tile; padding longer than
      * the past (row 1's first queries see only masked keys) */
     const int64_t cases[][2] = {{300, 3}, {700, 129}, {80, 64}};
-    for (const auto &c : cases) run(mla("mla 192/128 past", 4, 128, 64, 128, c[0], c[1], scale), seed++);
+    for (const auto &c : cases) run(mla("mla 128/128 past", 4, 64, 64, 128, c[0], c[1], 1.0f / sqrtf(128.0f)), seed++);
+    run(mla("mla 192/128 past", 4, 128, 64, 128, 300, 3, scale), seed++);
 }
 
 /* (c) Pixtral block-diagonal attention at the published head dim */

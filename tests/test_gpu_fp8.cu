@@ -667,11 +667,14 @@ static void golden_upload_forms(void **state) {
             assert_non_null(d);
             return d;
         };
-        /* a GEMM weight: FP8 (codes and scale bit-identical) under bf16 when FP8 on disk */
+        /* the switches in effect (M4_CUDA_ENABLE / M4_CUDA_DISABLE, read by m4_cuda_open): gpu-check runs
+         * this test with the defaults and with every path on */
+        const bool codes_kept = bf16 && m4_cuda_path_on(M4_PATH_FP8_CODES), paired = m4_cuda_path_on(M4_PATH_PAIRS);
+        /* a GEMM weight: FP8 (codes and scale bit-identical) under bf16 when FP8 on disk (switch fp8_codes) */
         auto gemm = [&](const m4_weight &w) {
             if (!w.data) return;
             const m4_dev_weight *d = dev(w.data);
-            const bool want_fp8 = bf16 && w.dtype == M4_DTYPE_F8_E4M3;
+            const bool want_fp8 = codes_kept && w.dtype == M4_DTYPE_F8_E4M3;
             if (d->fp8 != want_fp8 || d->bf16 != (bf16 && !want_fp8))
                 fprintf(stderr, "%s: device form fp8 %d bf16 %d, expected fp8 %d\n", w.name, d->fp8, d->bf16, want_fp8);
             assert_int_equal(d->fp8, want_fp8);
@@ -709,19 +712,19 @@ static void golden_upload_forms(void **state) {
                                        &L->up_proj, &L->down_proj})
                 gemm(*w);
             other(L->kv_b_proj, false);                       /* read directly by the cached MLA */
-            /* weights sharing an input sit side by side (one GEMV/GEMM), unless FP8 */
+            /* weights sharing an input sit side by side (one GEMV/GEMM), unless FP8 or `pairs` is off */
             m4_dev_weight both;
             assert_int_equal(m4_cuda_weight_pair(*dev(L->q_a_proj.data), *dev(L->kv_a_proj_with_mqa.data), &both),
-                             !dev(L->q_a_proj.data)->fp8 && !dev(L->kv_a_proj_with_mqa.data)->fp8);
+                             paired && !dev(L->q_a_proj.data)->fp8 && !dev(L->kv_a_proj_with_mqa.data)->fp8);
             if (L->shared_gate_proj.data)
                 assert_int_equal(m4_cuda_weight_pair(*dev(L->shared_gate_proj.data), *dev(L->shared_up_proj.data), &both),
-                                 !dev(L->shared_gate_proj.data)->fp8 && !dev(L->shared_up_proj.data)->fp8);
+                                 paired && !dev(L->shared_gate_proj.data)->fp8 && !dev(L->shared_up_proj.data)->fp8);
             for (const m4_weight *w : {&L->input_layernorm, &L->q_a_layernorm, &L->kv_a_layernorm,
                                        &L->post_attention_layernorm, &L->router})
                 other(*w, true);
             for (const m4_expert_stack *s : {&L->experts_gate_up, &L->experts_down}) {
                 const m4_dev_weight *d = dev(s->data);
-                const bool want_fp8 = bf16 && s->dtype == M4_DTYPE_F8_E4M3;
+                const bool want_fp8 = codes_kept && s->dtype == M4_DTYPE_F8_E4M3;
                 assert_int_equal(d->fp8, want_fp8);
                 if (!want_fp8) {
                     expected_bytes += (size_t)(s->experts * s->rows * s->cols) * (bf16 ? 2 : 4);
@@ -761,7 +764,7 @@ static void golden_upload_forms(void **state) {
         fprintf(stderr, "golden fp8 checkpoint, precision %s: %lld FP8 weights and %lld FP8 stacks on the device, "
                         "%zu device bytes (expected %zu)\n",
                 bf16 ? "bf16" : "fp32", (long long)fp8_weights, (long long)fp8_stacks, st->device_bytes, expected_bytes);
-        if (bf16) {
+        if (codes_kept) {
             assert_true(fp8_weights >= 7 * model.config.text.num_hidden_layers);  /* q_a q_b kv_a o shared×3 */
             assert_int_equal(fp8_stacks, 2 * model.config.text.num_hidden_layers);
         } else {

@@ -73,6 +73,7 @@ static void tensor_cores_match_float32(void **state) {
         cudaMemcpy(d_past, &past, sizeof past, cudaMemcpyHostToDevice);
         m4_error err = {{0}};
         const float scale = 0.0589f;
+        m4_cuda_path_switches.on[M4_PATH_LATENT_TC] = true;   /* the kernel under test, whatever the defaults */
         assert_int_equal(m4k_mla_latent_attention<float>(d_ql, d_ckv, d_kr, capacity, B, H, S, d_past, Rkv, dr, scale,
                                                          d_mask, T, d_out32, 0, &err), 0);
         assert_int_equal(m4k_mla_latent_attention<__nv_bfloat16>(d_ql, d_ckv16, d_kr16, capacity, B, H, S, d_past, Rkv,
