@@ -28,3 +28,8 @@ add_test(NAME plot_bench
 set_tests_properties(bench_compare plot_bench PROPERTIES LABELS cpu TIMEOUT 120
                      ENVIRONMENT "MPLBACKEND=Agg")
 set_tests_properties(plot_bench PROPERTIES SKIP_RETURN_CODE 77)
+
+# scripts/gpu-check and scripts/gpu-bundle --check rehearsed without a GPU: a fake bundle acts out
+# a run with a planted bug in one fast path (tests/gpu_check_rehearsal.py).
+add_test(NAME gpu_check_rehearsal COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu_check_rehearsal.py)
+set_tests_properties(gpu_check_rehearsal PROPERTIES LABELS cpu TIMEOUT 600)
