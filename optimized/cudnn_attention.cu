@@ -9,7 +9,17 @@
  *           bottom-right: row = row + T − S   (ADD then SUB of by-value int32 scalars)
  *           Z = row ≥ col ? Z : −∞   (CMP_GE → boolean, BINARY_SELECT)
  *   P  = exp(Z − max_j Z) / Σ_j exp(Z − max_j Z)   (reduction MAX, SUB, EXP, reduction ADD, DIV; P bf16)
+ *   stats = max_j Z + log Σ_j exp(Z − max_j Z)      (LOG, ADD: float32 [B, H, S, 1], to scratch)
  *   O  = P · V                       matmul, bf16 out
+ *
+ * The statistics are not needed, but cuDNN 9.19's SDPA pattern matcher refuses the graph without
+ * them for the no-mask and top-left forms ("Dropout set of ops not configured correctly", in
+ * tag_mha_graph) and accepts it with them (the training graph Transformer Engine builds); seen on
+ * a machine without a GPU by giving the heuristics an H100's and an A100's device properties
+ * (CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR): every graph here then reaches the runtime-compiled
+ * flash engines, which stop only for the missing driver. cudnn-frontend itself hands these cases
+ * to the single SDPA_FWD operation on cuDNN ≥ 9.13.1, which cannot express the bottom-right
+ * diagonal before 9.21; the composite graph serves every 9.x from 9.6.
  *
  * cuDNN's heuristics (mode A, then fallback) pick the engine; the first configuration that
  * finalizes becomes the shape's plan. Every cuDNN status is checked, the message naming the
@@ -65,7 +75,7 @@ struct cudnn_plan {
 };
 
 /* Unique ids of the tensors the variant pack binds (the virtual ones count up from kVirtual). */
-enum : int64_t { kUidQ = 1, kUidK, kUidV, kUidO, kUidScale, kUidMaskValue, kUidKeys, kUidQueries, kVirtual = 100 };
+enum : int64_t { kUidQ = 1, kUidK, kUidV, kUidO, kUidStats, kUidScale, kUidMaskValue, kUidKeys, kUidQueries, kVirtual = 100 };
 
 /* Base pointers and strides are promised 16-byte aligned to cuDNN (the scratch is carved so). */
 constexpr int64_t kAlignment = 16;
@@ -206,11 +216,12 @@ int build_plan(m4_cudnn *c, const m4_cudnn_sdpa_key &k, cudnn_plan *p, m4_error 
     const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT, i32 = CUDNN_DATA_INT32,
                           boolean = CUDNN_DATA_BOOLEAN;
     std::vector<cudnnBackendDescriptor_t> ops;
-    cudnnBackendDescriptor_t q, kt, v, o, scale, scores, scaled, masked, row_max, shifted, exps, row_sum, probs;
+    cudnnBackendDescriptor_t q, kt, v, o, stats, scale, scores, scaled, masked, row_max, shifted, exps, row_sum, log_sum, probs;
     if (g.tensor(kUidQ, bf16, q_dims, q_strides, false, false, "Q tensor", &q) ||
         g.tensor(kUidK, bf16, kt_dims, kt_strides, false, false, "K tensor (transposed view)", &kt) ||
         g.tensor(kUidV, bf16, v_dims, v_strides, false, false, "V tensor", &v) ||
         g.tensor(kUidO, bf16, o_dims, o_strides, false, false, "O tensor", &o) ||
+        g.tensor(kUidStats, f32, r_dims, r_strides, false, false, "softmax statistics tensor", &stats) ||
         g.tensor(kUidScale, f32, one, one, false, true, "softmax scale scalar", &scale) ||
         g.tensor(0, f32, s_dims, s_strides, true, false, "scores tensor", &scores) ||
         g.tensor(0, f32, s_dims, s_strides, true, false, "scaled scores tensor", &scaled) ||
@@ -248,11 +259,14 @@ int build_plan(m4_cudnn *c, const m4_cudnn_sdpa_key &k, cudnn_plan *p, m4_error 
         g.tensor(0, f32, s_dims, s_strides, true, false, "scores − max tensor", &shifted) ||
         g.tensor(0, f32, s_dims, s_strides, true, false, "exp tensor", &exps) ||
         g.tensor(0, f32, r_dims, r_strides, true, false, "row sum tensor", &row_sum) ||
+        g.tensor(0, f32, r_dims, r_strides, true, false, "log row sum tensor", &log_sum) ||
         g.tensor(0, bf16, s_dims, s_strides, true, false, "probabilities tensor", &probs) ||
         g.reduction(CUDNN_REDUCE_TENSOR_MAX, masked, row_max, "softmax max", &ops) ||
         g.pointwise(CUDNN_POINTWISE_SUB, f32, -1, masked, row_max, nullptr, shifted, "softmax subtract", &ops) ||
         g.pointwise(CUDNN_POINTWISE_EXP, f32, -1, shifted, nullptr, nullptr, exps, "softmax exp", &ops) ||
         g.reduction(CUDNN_REDUCE_TENSOR_ADD, exps, row_sum, "softmax sum", &ops) ||
+        g.pointwise(CUDNN_POINTWISE_LOG, f32, -1, row_sum, nullptr, nullptr, log_sum, "statistics log", &ops) ||
+        g.pointwise(CUDNN_POINTWISE_ADD, f32, -1, row_max, log_sum, nullptr, stats, "statistics add", &ops) ||
         g.pointwise(CUDNN_POINTWISE_DIV, f32, -1, exps, row_sum, nullptr, probs, "softmax divide", &ops) ||
         g.matmul(probs, v, o, "P·V matmul", &ops))
         return -1;
@@ -479,21 +493,26 @@ int m4_cudnn_attention(m4_cudnn *c, const m4k_attention_args *a, cudaStream_t st
     /* the plans first (each may fail, before anything is enqueued), and the workspace they need */
     std::vector<const cudnn_plan *> plans(c->blocks.size(), nullptr);
     int64_t workspace = 0;
+    size_t stats_bytes = 0;
     for (size_t i = 0; i < c->blocks.size(); i++) {
         const m4_cudnn_block &blk = c->blocks[i];
         if (blk.q1 <= blk.q0 || blk.k1 <= blk.k0) continue;          /* no keys: output rows of zeros */
         if (!(plans[i] = plan_for(c, m4_cudnn_key(a, blk), err))) return -1;
         workspace = plans[i]->workspace > workspace ? plans[i]->workspace : workspace;
+        stats_bytes += align_up(sizeof(float) * (size_t)(plans[i]->key.B * H * (blk.q1 - blk.q0)));
     }
-    /* scratch: Q [B, H, S, dq], K [B, H, T, dq], V [B, T, H, dv], O [B, S, H, dv] in bf16, workspace */
+    /* scratch: Q [B, H, S, dq], K [B, H, T, dq], V [B, T, H, dv], O [B, S, H, dv] in bf16, each
+     * execution's statistics [B, H, S_block] (float32, unused), the workspace */
     const size_t q_bytes = align_up(2 * (size_t)(B * H * S * dq)), k_bytes = align_up(2 * (size_t)(B * H * T * dq));
     const size_t v_bytes = align_up(2 * (size_t)(B * T * H * dv)), o_bytes = align_up(2 * (size_t)(B * S * H * dv));
-    if (ensure_scratch(c, q_bytes + k_bytes + v_bytes + o_bytes + align_up((size_t)workspace), err)) return -1;
+    if (ensure_scratch(c, q_bytes + k_bytes + v_bytes + o_bytes + stats_bytes + align_up((size_t)workspace), err))
+        return -1;
     char *base = static_cast<char *>(c->scratch);
     __nv_bfloat16 *q = reinterpret_cast<__nv_bfloat16 *>(base), *k = reinterpret_cast<__nv_bfloat16 *>(base + q_bytes);
     __nv_bfloat16 *v = reinterpret_cast<__nv_bfloat16 *>(base + q_bytes + k_bytes);
     __nv_bfloat16 *o = reinterpret_cast<__nv_bfloat16 *>(base + q_bytes + k_bytes + v_bytes);
-    void *ws = base + q_bytes + k_bytes + v_bytes + o_bytes;
+    char *stats = base + q_bytes + k_bytes + v_bytes + o_bytes;
+    void *ws = stats + stats_bytes;
     if (m4k_to_bf16(a->Q, q, B * H * S * dq, stream, err) || m4k_to_bf16(a->K, k, B * H * T * dq, stream, err) ||
         convert_rows(a->V, a->v_row_stride, a->v_head_stride, B * T, H, dv, v, stream, err))
         return -1;
@@ -511,11 +530,12 @@ int m4_cudnn_attention(m4_cudnn *c, const m4k_attention_args *a, cudaStream_t st
             continue;
         }
         const int32_t keys = (int32_t)(blk.k1 - blk.k0), queries = (int32_t)(blk.q1 - blk.q0);
-        int64_t uids[8] = {kUidQ, kUidK, kUidV, kUidO, kUidScale, kUidMaskValue, kUidKeys, kUidQueries};
-        void *ptrs[8] = {q + blk.q0 * dq, k + blk.k0 * dq, v + blk.k0 * H * dv, o_blk, (void *)&scale,
+        int64_t uids[9] = {kUidQ, kUidK, kUidV, kUidO, kUidStats, kUidScale, kUidMaskValue, kUidKeys, kUidQueries};
+        void *ptrs[9] = {q + blk.q0 * dq, k + blk.k0 * dq, v + blk.k0 * H * dv, o_blk, stats, (void *)&scale,
                          (void *)&mask_value, (void *)&keys, (void *)&queries};
+        stats += align_up(sizeof(float) * (size_t)(plans[i]->key.B * H * queries));
         const m4_cudnn_mask mask = plans[i]->key.mask;
-        const int64_t n = mask == m4_cudnn_mask::none ? 5 : mask == m4_cudnn_mask::causal_top_left ? 6 : 8;
+        const int64_t n = mask == m4_cudnn_mask::none ? 6 : mask == m4_cudnn_mask::causal_top_left ? 7 : 9;
         std::vector<cudnnBackendDescriptor_t> owned;
         graph_builder g{c->api, owned, err};
         cudnnBackendDescriptor_t pack;
