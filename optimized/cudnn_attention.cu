@@ -202,9 +202,11 @@ const char *mask_name(m4_cudnn_mask m) {
     return m == m4_cudnn_mask::causal_top_left ? "causal" : m == m4_cudnn_mask::causal_bottom_right ? "causal bottom-right" : "no mask";
 }
 
-/* The SDPA operation graph of key k (the file comment's ops), its engine and execution plan. */
-int build_plan(m4_cudnn *c, const m4_cudnn_sdpa_key &k, cudnn_plan *p, m4_error *err) {
-    graph_builder g{c->api, p->owned, err};
+/* The SDPA operation graph of key k (the file comment's ops), finalized, its descriptors recorded
+ * in `owned`; the handle is set where there is one. */
+int build_graph(m4_cudnn *c, const m4_cudnn_sdpa_key &k, std::vector<cudnnBackendDescriptor_t> &owned,
+                cudnnBackendDescriptor_t *graph, m4_error *err) {
+    graph_builder g{c->api, owned, err};
     const int64_t B = k.B, H = k.H, S = k.S, T = k.T, dq = k.dq, dv = k.dv, Sq = k.S_total, Tk = k.T_total;
     const int64_t q_dims[4] = {B, H, S, dq}, q_strides[4] = {H * Sq * dq, Sq * dq, dq, 1};
     const int64_t kt_dims[4] = {B, H, dq, T}, kt_strides[4] = {H * Tk * dq, Tk * dq, 1, dq};   /* Kᵀ */
@@ -271,15 +273,23 @@ int build_plan(m4_cudnn *c, const m4_cudnn_sdpa_key &k, cudnn_plan *p, m4_error 
         g.matmul(probs, v, o, "P·V matmul", &ops))
         return -1;
 
-    cudnnBackendDescriptor_t graph;
-    if (g.create(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph", &graph) ||
-        g.SET(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, (int64_t)ops.size(), ops.data(),
-              "operation graph") ||
-        g.SET(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &c->handle, "operation graph") ||
-        g.finalize(graph, "operation graph"))
-        return -1;
+    return g.create(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph", graph) ||
+           g.SET(*graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, (int64_t)ops.size(), ops.data(),
+                 "operation graph") ||
+           (c->handle && g.SET(*graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &c->handle,
+                               "operation graph")) ||
+           g.finalize(*graph, "operation graph")
+               ? -1
+               : 0;
+}
 
-    /* the heuristics' configurations in order, mode A first; the first that finalizes wins */
+/* Key k's graph, its engine and execution plan: the heuristics' configurations in order, mode A
+ * first; the first that finalizes wins. */
+int build_plan(m4_cudnn *c, const m4_cudnn_sdpa_key &k, cudnn_plan *p, m4_error *err) {
+    graph_builder g{c->api, p->owned, err};
+    const int64_t B = k.B, H = k.H, S = k.S, T = k.T, dq = k.dq, dv = k.dv;
+    cudnnBackendDescriptor_t graph;
+    if (build_graph(c, k, p->owned, &graph, err)) return -1;
     char last_failure[sizeof(err->msg)] = "the heuristics returned no engine configuration";
     for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
         cudnnBackendDescriptor_t heur;
@@ -388,9 +398,11 @@ m4_cudnn_sdpa_key m4_cudnn_key(const m4k_attention_args *a, const m4_cudnn_block
     m4_cudnn_sdpa_key k;
     k.B = a->block_lo ? 1 : a->B, k.H = a->H, k.S = block.q1 - block.q0, k.T = block.k1 - block.k0;
     k.dq = a->dq, k.dv = a->dv, k.S_total = a->S, k.T_total = a->T;
-    k.mask = !a->causal ? m4_cudnn_mask::none
-             : a->causal_past == 0 ? m4_cudnn_mask::causal_top_left
-                                   : m4_cudnn_mask::causal_bottom_right;
+    /* no mask where the diagonal hides no key (one query at the end of the keys, or one key): the
+     * plain graph, which also serves cuDNN ≤ 9.9 where a single query cannot take a mask */
+    k.mask = !a->causal || a->causal_past >= a->T - 1 ? m4_cudnn_mask::none
+             : a->causal_past == 0                    ? m4_cudnn_mask::causal_top_left
+                                                      : m4_cudnn_mask::causal_bottom_right;
     return k;
 }
 
@@ -420,15 +432,15 @@ bool m4_cudnn_attention_fits(const m4k_attention_args *a) {
     return !a->probs && !a->mask && dims && sizes && causal_ok && blocks_ok && isfinite(a->scale);
 }
 
-int m4_cudnn_create(m4_cudnn **out, const char *library, m4_error *err) {
-    *out = nullptr;
-    if (!library) library = M4_CUDNN_LIBRARY;
-    m4_cudnn *c = new m4_cudnn();
+namespace {
+
+/* Opens `library` into c->api and checks its version against `min_version` (and the releases with
+ * known SDPA bugs). -1 with err saying what is missing. */
+int load_library(m4_cudnn *c, const char *library, size_t min_version, m4_error *err) {
     dlerror();
     c->api.lib = dlopen(library, RTLD_NOW | RTLD_LOCAL);
     if (!c->api.lib) {
         const char *why = dlerror();
-        delete c;
         return m4_fail(err, "cudnn attention: cannot open %s (%s). cuDNN 9 is not in the library path: add the folder "
                             "that holds it to LD_LIBRARY_PATH (pip's nvidia-cudnn-cu13 puts it in "
                             "site-packages/nvidia/cudnn/lib; scripts/gpu-check finds it through python3), or leave "
@@ -437,19 +449,26 @@ int m4_cudnn_create(m4_cudnn **out, const char *library, m4_error *err) {
     }
 #define M4_CUDNN_RESOLVE(name)                                                                                 \
     c->api.name = reinterpret_cast<decltype(&::name)>(dlsym(c->api.lib, #name));                              \
-    if (!c->api.name) {                                                                                        \
-        m4_cudnn_destroy(c);                                                                         \
-        return m4_fail(err, "cudnn attention: %s has no %s: not a cuDNN 9 library", library, #name);           \
-    }
+    if (!c->api.name) return m4_fail(err, "cudnn attention: %s has no %s: not a cuDNN 9 library", library, #name);
     M4_CUDNN_FUNCTIONS(M4_CUDNN_RESOLVE)
 #undef M4_CUDNN_RESOLVE
-    c->version = c->api.cudnnGetVersion();
-    if (c->version < 90600 || c->version >= 100000 || c->version == 91000 || c->version == 91001) {
-        const size_t v = c->version;
-        m4_cudnn_destroy(c);
-        return m4_fail(err, "cudnn attention: %s is cuDNN %zu.%zu.%zu; this path needs cuDNN 9.6 or later (and not "
+    const size_t v = c->version = c->api.cudnnGetVersion();
+    if (v < min_version || v >= 100000 || v == 91000 || v == 91001)
+        return m4_fail(err, "cudnn attention: %s is cuDNN %zu.%zu.%zu; this needs cuDNN %zu.%zu or later 9.x (and not "
                             "9.10.0/9.10.1, whose bf16 SDPA forward has known bugs)", library, v / 10000, v / 100 % 100,
-                       v % 100);
+                       v % 100, min_version / 10000, min_version / 100 % 100);
+    return 0;
+}
+
+} // namespace
+
+int m4_cudnn_create(m4_cudnn **out, const char *library, m4_error *err) {
+    *out = nullptr;
+    if (!library) library = M4_CUDNN_LIBRARY;
+    m4_cudnn *c = new m4_cudnn();
+    if (load_library(c, library, 90600, err)) {
+        m4_cudnn_destroy(c);
+        return -1;
     }
     const cudnnStatus_t s = c->api.cudnnCreate(&c->handle);
     if (s != CUDNN_STATUS_SUCCESS) {
@@ -460,6 +479,65 @@ int m4_cudnn_create(m4_cudnn **out, const char *library, m4_error *err) {
     }
     *out = c;
     return 0;
+}
+
+int m4_cudnn_check_graph(const char *library, const m4_cudnn_sdpa_key &key, const char *device_json, m4_error *err) {
+    m4_cudnn *c = new m4_cudnn();
+    std::vector<cudnnBackendDescriptor_t> owned;
+    graph_builder g{c->api, owned, err};
+    cudnnBackendDescriptor_t device, graph;
+    int64_t engines = 0, n = 0;
+    int rc = load_library(c, library ? library : M4_CUDNN_LIBRARY, 90800, err) ||
+                     g.create(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR, "device properties", &device) ||
+                     g.SET(device, CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+                           (int64_t)strlen(device_json), device_json, "device properties") ||
+                     g.finalize(device, "device properties") || build_graph(c, key, owned, &graph, err)
+                 ? -1
+                 : 0;
+    if (!rc) {
+        const cudnnStatus_t s = c->api.cudnnBackendGetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_ENGINE_GLOBAL_COUNT,
+                                                                CUDNN_TYPE_INT64, 1, &n, &engines);
+        if (s != CUDNN_STATUS_SUCCESS)
+            rc = cudnn_fail(c->api, s, err, "cudnnBackendGetAttribute(operation graph, CUDNN_ATTR_OPERATIONGRAPH_ENGINE_GLOBAL_COUNT)");
+    }
+    /* every engine in turn: engine, configuration, plan for the described device; the
+     * configuration's and the plan's finalize run the engine's support checks */
+    cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
+    for (int64_t i = 0; !rc && i < engines; i++) {
+        cudnnBackendDescriptor_t engine, config, plan;
+        m4_error ignored = {{0}};
+        graph_builder quiet{c->api, owned, &ignored};
+        if (quiet.create(CUDNN_BACKEND_ENGINE_DESCRIPTOR, "engine", &engine) ||
+            quiet.SET(engine, CUDNN_ATTR_ENGINE_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph, "engine") ||
+            quiet.SET(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &i, "engine") ||
+            quiet.SET(engine, CUDNN_ATTR_ENGINE_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &device, "engine"))
+            continue;
+        last = c->api.cudnnBackendFinalize(engine);
+        if (last == CUDNN_STATUS_SUCCESS) {
+            if (quiet.create(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine configuration", &config) ||
+                quiet.SET(config, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &engine, "engine configuration"))
+                continue;
+            last = c->api.cudnnBackendFinalize(config);
+        }
+        if (last == CUDNN_STATUS_SUCCESS) {
+            if (quiet.create(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, "execution plan", &plan) ||
+                quiet.SET(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &config,
+                          "execution plan") ||
+                quiet.SET(plan, CUDNN_ATTR_EXECUTION_PLAN_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &device,
+                          "execution plan"))
+                continue;
+            last = c->api.cudnnBackendFinalize(plan);
+        }
+        if (last == CUDNN_STATUS_SUCCESS || last == CUDNN_STATUS_NOT_SUPPORTED_RUNTIME_PREREQUISITE_MISSING) rc = 1;
+    }
+    if (rc == 0)
+        m4_fail(err, "cudnn attention: none of cuDNN %zu's %lld engines takes this graph (B %lld, H %lld, S %lld, T %lld, "
+                     "dq %lld, dv %lld, %s) on the described device; last: %s", c->version, (long long)engines,
+                (long long)key.B, (long long)key.H, (long long)key.S, (long long)key.T, (long long)key.dq,
+                (long long)key.dv, mask_name(key.mask), c->api.cudnnGetErrorString(last));
+    for (auto it = owned.rbegin(); it != owned.rend(); ++it) c->api.cudnnBackendDestroyDescriptor(*it);
+    m4_cudnn_destroy(c);
+    return rc;
 }
 
 void m4_cudnn_destroy(m4_cudnn *c) {
@@ -478,7 +556,6 @@ int m4_cudnn_attention(m4_cudnn *c, const m4k_attention_args *a, cudaStream_t st
                        a->probs ? "wanted" : "no", a->mask ? "given" : "none", (long long)a->dq, (long long)a->dv,
                        (int)a->causal, (long long)a->causal_past, (long long)a->S, (long long)a->T,
                        a->block_lo ? "given" : "none");
-    m4_nvtx_range range("cudnn_attention");
     const int64_t B = a->B, H = a->H, S = a->S, T = a->T, dq = a->dq, dv = a->dv;
     if (a->block_lo) {
         c->lo.resize((size_t)S), c->hi.resize((size_t)S);

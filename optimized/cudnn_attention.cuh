@@ -78,7 +78,17 @@ struct m4_cudnn_sdpa_key {
     }
 };
 
-/* The key of the execution that serves `block` of `a` (the whole problem: {0, S, 0, T}). */
+/* Checks key's operation graph without a GPU (cuDNN ≥ 9.8): built as m4_cudnn_attention builds it
+ * and offered to every cuDNN engine for the device that `device_json` describes
+ * (CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION: the fields of cudaDeviceProp that cuDNN reads, e.g.
+ * "deviceVer": 900 for sm_90). 1 when an engine takes it — its plan finalizes, or stops only for
+ * the missing CUDA driver (CUDNN_STATUS_NOT_SUPPORTED_RUNTIME_PREREQUISITE_MISSING: the
+ * runtime-compiled engines check the graph's pattern first) —, 0 when every engine refuses it
+ * (err says the last status), -1 on error (library, device properties, graph) with err set. */
+int m4_cudnn_check_graph(const char *library, const m4_cudnn_sdpa_key &key, const char *device_json, m4_error *err);
+
+/* The key of the execution that serves `block` of `a` (the whole problem: {0, S, 0, T}); a causal
+ * `a` whose diagonal hides no key (causal_past ≥ T − 1) takes no mask. */
 m4_cudnn_sdpa_key m4_cudnn_key(const m4k_attention_args *a, const m4_cudnn_block &block);
 
 #endif

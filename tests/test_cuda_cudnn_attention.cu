@@ -5,7 +5,12 @@
  *   - the plan-cache key: equal for executions that can share a plan, different otherwise;
  *   - the split of block_lo/hi into runs of queries sharing a key range (ragged images, clamping,
  *     empty ranges, the run limit);
- *   - create's messages when libcudnn cannot be opened (a bogus name) or is not cuDNN (libm).
+ *   - create's messages when libcudnn cannot be opened (a bogus name) or is not cuDNN (libm);
+ *   - where cuDNN ≥ 9.8 is installed (the CUDA toolkit's, here): every graph the path builds (MLA
+ *     prompt top-left and bottom-right, Pixtral blocks, the tiny golden dims) is taken by one of
+ *     cuDNN's engines for an H100 and an A100 described by their properties — up to the driver,
+ *     which this machine lacks (m4_cudnn_check_graph). This check caught a real refusal: the graph
+ *     without the softmax statistics output (see cudnn_attention.cu).
  * Runs without a device. */
 #include <string.h>
 
@@ -86,6 +91,10 @@ static void plan_keys(void **state) {
     assert_int_equal(whole.S_total, 130), assert_int_equal(whole.T_total, 130);
     assert_true(whole.mask == m4_cudnn_mask::causal_top_left);
     assert_true(m4_cudnn_key(&past, {0, 3, 0, 300}).mask == m4_cudnn_mask::causal_bottom_right);
+    /* one query after its past, or one key: the diagonal hides nothing, no mask */
+    const m4k_attention_args last = mla(1, 300, 299), single = mla(1, 1, 0);
+    assert_true(m4_cudnn_key(&last, {0, 1, 0, 300}).mask == m4_cudnn_mask::none);
+    assert_true(m4_cudnn_key(&single, {0, 1, 0, 1}).mask == m4_cudnn_mask::none);
     assert_true(m4_cudnn_key(&text, {0, 130, 0, 130}) == whole);
     m4k_attention_args other = text;
     other.scale = 0.5f;                                          /* the scale is bound at execution */
@@ -167,12 +176,55 @@ static void library_missing(void **state) {
     m4_cudnn_destroy(nullptr);
 }
 
+/* An H100 SXM's and an A100 SXM's properties as cuDNN reads them (the cudaDeviceProp fields cuDNN
+ * 9.19's libcudnn_graph names; values from the data sheets; deviceVer = 100 × compute capability). */
+static const char h100_json[] =
+    "{\"deviceName\": \"NVIDIA H100 80GB HBM3\", \"deviceVer\": 900, \"driverVer\": 13000, \"cudaDeviceId\": 0, "
+    "\"multiProcessorCount\": 132, \"maxGridSize\": [2147483647, 65535, 65535], \"maxBlockSize\": [1024, 1024, 64], "
+    "\"maxThreadsPerBlock\": 1024, \"maxThreadsPerSM\": 2048, \"maxCtasPerSM\": 32, \"regsPerBlock\": 65536, "
+    "\"maxRegistersPerSM\": 65536, \"warpSize\": 32, \"maxSharedMemoryPerBlock\": 49152, "
+    "\"maxSharedMemoryPerBlockOptin\": 232448, \"reservedSharedMemoryPerBlock\": 1024, \"l2CacheSize\": 52428800, "
+    "\"smClockRateKHz\": 1980000, \"memClockRateKHz\": 2619000, \"totalGlobalMem\": 85520809984, "
+    "\"pciDeviceId\": 0, \"isTccDriver\": 0, \"supportCoopLaunch\": 1}";
+static const char a100_json[] =
+    "{\"deviceName\": \"NVIDIA A100-SXM4-80GB\", \"deviceVer\": 800, \"driverVer\": 13000, \"cudaDeviceId\": 0, "
+    "\"multiProcessorCount\": 108, \"maxGridSize\": [2147483647, 65535, 65535], \"maxBlockSize\": [1024, 1024, 64], "
+    "\"maxThreadsPerBlock\": 1024, \"maxThreadsPerSM\": 2048, \"maxCtasPerSM\": 32, \"regsPerBlock\": 65536, "
+    "\"maxRegistersPerSM\": 65536, \"warpSize\": 32, \"maxSharedMemoryPerBlock\": 49152, "
+    "\"maxSharedMemoryPerBlockOptin\": 166912, \"reservedSharedMemoryPerBlock\": 1024, \"l2CacheSize\": 41943040, "
+    "\"smClockRateKHz\": 1410000, \"memClockRateKHz\": 1593000, \"totalGlobalMem\": 85899345920, "
+    "\"pciDeviceId\": 0, \"isTccDriver\": 0, \"supportCoopLaunch\": 1}";
+
+static void graphs_taken_by_an_engine(void **state) {
+    (void)state;
+    const m4_cudnn_sdpa_key keys[] = {
+        {1, 32, 4096, 4096, 128, 128, 4096, 4096, m4_cudnn_mask::causal_top_left},   /* MLA prompt, real width */
+        {2, 32, 129, 700, 128, 128, 129, 700, m4_cudnn_mask::causal_bottom_right},   /* after a cached past */
+        {1, 16, 100, 100, 64, 64, 373, 373, m4_cudnn_mask::none},                    /* one Pixtral image of three */
+        {2, 4, 7, 7, 16, 16, 7, 7, m4_cudnn_mask::causal_top_left},                  /* tiny golden dims */
+        {1, 2, 9, 9, 16, 16, 43, 43, m4_cudnn_mask::none},
+    };
+    for (const char *device : {h100_json, a100_json})
+        for (const m4_cudnn_sdpa_key &k : keys) {
+            m4_error err = {{0}};
+            const int rc = m4_cudnn_check_graph(nullptr, k, device, &err);
+            if (rc < 0 && (strstr(err.msg, "cannot open") || strstr(err.msg, "this needs cuDNN"))) {
+                fprintf(stderr, "graphs_taken_by_an_engine: skipped: %s\n", err.msg);
+                return;
+            }
+            if (rc != 1)
+                fail_msg("%s, S %lld T %lld dq %lld: %s", device == h100_json ? "H100" : "A100", (long long)k.S,
+                         (long long)k.T, (long long)k.dq, err.msg);
+        }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fits_decisions),
         cmocka_unit_test(plan_keys),
         cmocka_unit_test(block_split),
         cmocka_unit_test(library_missing),
+        cmocka_unit_test(graphs_taken_by_an_engine),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

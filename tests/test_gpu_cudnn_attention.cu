@@ -3,7 +3,7 @@
  *   (a) the MLA prompt at the published head dims (dq 128 = 64 nope + 64 rope, dv 128), causal
  *       (top-left, past 0), V read in place out of kv_b's rows as m4_cuda_mla does, B = 2, lengths
  *       that leave partial 64-row tiles (1, 17, 64, 130, 1000); one peaky softmax (large scale);
- *   (b) causal with a cached past (T = past + S: the bottom-right diagonal);
+ *   (b) causal with a cached past (T = past + S: the bottom-right diagonal; one new token: no mask);
  *   (c) Pixtral's block-diagonal attention (B = 1, head dim 64, ragged images through
  *       block_lo/block_hi: one execution per image; two images of one length share a plan);
  *   (d) the tiny golden models' dims (text dq = dv = 16; vision head dim 16);
@@ -178,7 +178,8 @@ static void mla_with_past(void **state) {
     (void)state;
     const float scale = 1.0f / sqrtf(128.0f);
     unsigned seed = 100;
-    const int64_t cases[][2] = {{300, 3}, {700, 129}, {80, 64}};   /* {T, S} */
+    /* {T, S}: few new tokens over a long past; a partial second query tile; one token (no mask) */
+    const int64_t cases[][2] = {{300, 3}, {700, 129}, {80, 64}, {300, 1}};
     for (const auto &c : cases) run(mla("mla 128/128 past", 4, 64, 64, 128, c[0], c[1], scale), seed++);
 }
 
