@@ -1,7 +1,7 @@
 /* cudnn_attention.cu — prefill attention through cuDNN's fused flash attention
- * (cudnn_attention.cuh). The operation graph is the one cudnn-frontend emits for SDPA forward in
- * inference mode (its scaled_dot_product_flash_attention node, composite softmax and diagonal
- * mask, cuDNN < 9.21), written against the backend API directly:
+ * (cudnn_attention.cuh). The operation graph is the one cudnn-frontend emits for SDPA forward
+ * with statistics (its scaled_dot_product_flash_attention node with the composite softmax and
+ * diagonal mask, cuDNN < 9.21), written against the backend API directly:
  *
  *   S  = Q · Kᵀ                      matmul, bf16 in, float32 out (Kᵀ: K's strides swapped)
  *   Z  = S · scale                   pointwise MUL by a by-value float32 scalar
@@ -15,11 +15,11 @@
  * The statistics are not needed, but cuDNN 9.19's SDPA pattern matcher refuses the graph without
  * them for the no-mask and top-left forms ("Dropout set of ops not configured correctly", in
  * tag_mha_graph) and accepts it with them (the training graph Transformer Engine builds); seen on
- * a machine without a GPU by giving the heuristics an H100's and an A100's device properties
- * (CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR): every graph here then reaches the runtime-compiled
- * flash engines, which stop only for the missing driver. cudnn-frontend itself hands these cases
- * to the single SDPA_FWD operation on cuDNN ≥ 9.13.1, which cannot express the bottom-right
- * diagonal before 9.21; the composite graph serves every 9.x from 9.6.
+ * a machine without a GPU by describing an H100 and an A100 to cuDNN by their properties
+ * (m4_cudnn_check_graph, test_cuda_cudnn_attention): every graph here then reaches the
+ * runtime-compiled flash engines, which stop only for the missing driver. cudnn-frontend hands
+ * these cases to the single SDPA_FWD operation on cuDNN ≥ 9.13.1, which cannot express the
+ * bottom-right diagonal before 9.21; the composite graph serves every 9.x from 9.6.
  *
  * cuDNN's heuristics (mode A, then fallback) pick the engine; the first configuration that
  * finalizes becomes the shape's plan. Every cuDNN status is checked, the message naming the
@@ -589,7 +589,7 @@ int m4_cudnn_attention(m4_cudnn *c, const m4k_attention_args *a, cudaStream_t st
     __nv_bfloat16 *v = reinterpret_cast<__nv_bfloat16 *>(base + q_bytes + k_bytes);
     __nv_bfloat16 *o = reinterpret_cast<__nv_bfloat16 *>(base + q_bytes + k_bytes + v_bytes);
     char *stats = base + q_bytes + k_bytes + v_bytes + o_bytes;
-    void *ws = stats + stats_bytes;
+    void *ws = workspace > 0 ? stats + stats_bytes : nullptr;
     if (m4k_to_bf16(a->Q, q, B * H * S * dq, stream, err) || m4k_to_bf16(a->K, k, B * H * T * dq, stream, err) ||
         convert_rows(a->V, a->v_row_stride, a->v_head_stride, B * T, H, dv, v, stream, err))
         return -1;

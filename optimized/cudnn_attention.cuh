@@ -4,9 +4,9 @@
  * are rounded to bf16 into scratch, cuDNN computes in bf16 with float32 scores, softmax and
  * accumulation, and the bf16 output is widened back into the float32 O.
  *
- * Compiled only where cudnn.h was found (M4_HAVE_CUDNN). libcudnn.so.9 is not linked: create opens
- * it with dlopen, so binaries load and run on a machine without cuDNN, where create fails with a
- * message saying what to set (and the caller keeps the flash kernel).
+ * Compiled only where cuDNN 9's headers were found (M4_HAVE_CUDNN). libcudnn.so.9 is not linked:
+ * create opens it with dlopen, so binaries load and run on a machine without cuDNN, where create
+ * fails with a message saying what to set (and the caller keeps the flash kernel).
  *
  * Unproven: written without a GPU (no engine has run this graph yet); test_gpu_cudnn_attention
  * is the proof. */
@@ -23,7 +23,8 @@
 #define M4_CUDNN_LIBRARY "libcudnn.so.9"
 
 /* The backend's state: the opened library, a cudnnHandle, the plans built so far (one per
- * m4_cudnn_sdpa_key) and device scratch (bf16 Q, K, V, O and cuDNN's workspace, grown on demand). */
+ * m4_cudnn_sdpa_key) and device scratch (bf16 Q, K, V, O, the softmax statistics, cuDNN's
+ * workspace; grown on demand). */
 struct m4_cudnn;
 
 /* Opens `library` (NULL: M4_CUDNN_LIBRARY), resolves the cuDNN functions used, checks the version
