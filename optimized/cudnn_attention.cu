@@ -290,7 +290,9 @@ int build_plan(m4_cudnn *c, const m4_cudnn_sdpa_key &k, cudnn_plan *p, m4_error 
     const int64_t B = k.B, H = k.H, S = k.S, T = k.T, dq = k.dq, dv = k.dv;
     cudnnBackendDescriptor_t graph;
     if (build_graph(c, k, p->owned, &graph, err)) return -1;
-    char last_failure[sizeof(err->msg)] = "the heuristics returned no engine configuration";
+    char last_failure[sizeof(err->msg)] =
+        "the heuristics kept no engine configuration (CUDNN_LOGLEVEL_DBG=2 CUDNN_LOGDEST_DBG=stderr shows each "
+        "engine's reason; the runtime-compiled ones need NVRTC, libnvrtc.so, in the library path)";
     for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
         cudnnBackendDescriptor_t heur;
         int64_t count = 0;

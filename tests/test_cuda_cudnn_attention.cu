@@ -5,7 +5,8 @@
  *   - the plan-cache key: equal for executions that can share a plan, different otherwise;
  *   - the split of block_lo/hi into runs of queries sharing a key range (ragged images, clamping,
  *     empty ranges, the run limit);
- *   - create's messages when libcudnn cannot be opened (a bogus name) or is not cuDNN (libm);
+ *   - create's messages when libcudnn cannot be opened (a bogus name), is not cuDNN (libm), or
+ *     finds no device (the installed cuDNN, where there is one);
  *   - where cuDNN ≥ 9.8 is installed (the CUDA toolkit's, here): every graph the path builds (MLA
  *     prompt top-left and bottom-right, Pixtral blocks, the tiny golden dims) is taken by one of
  *     cuDNN's engines for an H100 and an A100 described by their properties — up to the driver,
@@ -173,6 +174,13 @@ static void library_missing(void **state) {
     assert_null(c);
     fprintf(stderr, "not cuDNN: %s\n", err.msg);
     assert_non_null(strstr(err.msg, "has no cudnnGetVersion"));
+    /* the installed cuDNN, where there is one: without a device, cudnnCreate's failure is named */
+    if (m4_cudnn_create(&c, nullptr, &err) == 0) {
+        m4_cudnn_destroy(c);                                     /* a device is present */
+    } else if (!strstr(err.msg, "cannot open") && !strstr(err.msg, "this needs cuDNN")) {
+        fprintf(stderr, "no device: %s\n", err.msg);
+        assert_non_null(strstr(err.msg, "cudnnCreate"));
+    }
     m4_cudnn_destroy(nullptr);
 }
 
