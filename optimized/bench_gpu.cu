@@ -21,6 +21,9 @@
 #include <curand.h>
 
 #include "cuda_model.cuh"
+#ifdef M4_HAVE_CUDNN
+#include "cudnn_attention.cuh"
+#endif
 
 namespace {
 
@@ -343,6 +346,20 @@ void attention(bench &b, const m4_text_config *cfg, int64_t S) {
     add(b, "cuda-bf16/text.layers.N.self_attn.attention/prefill:" + std::to_string(S),
         "flash attention (tensor cores, wmma bf16: 64 queries x 64-key tiles, online softmax, causal tiles skipped)", ms,
         bytes, flops, "gemm");
+#ifdef M4_HAVE_CUDNN
+    /* cuDNN's fused attention on the same inputs, bf16 conversions included (the first call builds
+     * the plan, untimed); no row where libcudnn cannot be opened */
+    m4_cudnn *cudnn = nullptr;
+    if (m4_cudnn_create(&cudnn, nullptr, &err) || m4_cudnn_attention(cudnn, &a, b.st.stream, &err)) {
+        fprintf(stderr, "m4_gpu_bench: no cuDNN attention row: %s\n", err.msg);
+    } else {
+        ms = time_ms(b, [&](int) { must(m4_cudnn_attention(cudnn, &a, b.st.stream, &err), err); });
+        add(b, "cudnn-bf16/text.layers.N.self_attn.attention/prefill:" + std::to_string(S),
+            "cuDNN fused attention (SDPA operation graph, bf16, causal) + float32<->bf16 conversions", ms, bytes, flops,
+            "gemm");
+    }
+    m4_cudnn_destroy(cudnn);
+#endif
     for (void *p : b.allocations) cudaFree(p);
     b.allocations.clear();
 }

@@ -213,8 +213,6 @@ int m4k_unfold(const float *x, const int32_t *src, int64_t M, int64_t m2, int64_
 int m4k_merge_rows(const float *embeds, const float *features, const int32_t *src, int64_t n,
                    int64_t D, float *out, cudaStream_t stream, m4_error *err);
 
-#endif
-
 /* ---- MLA decode over the latent cache (absorbed form, MODEL.md §6.1) --------------------------
  * The cache holds, per layer, row b and position j, the normalised latent c_kv [Rkv] and the
  * rotated shared key k_rope [dr], in the weight type W; rows are `capacity` positions apart
@@ -282,3 +280,5 @@ template <typename W>
 int m4k_mla_unabsorb_v(const float *O_lat, const W *kv_b, int64_t B, int64_t H, int64_t S,
                        int64_t dn, int64_t dv, int64_t Rkv, float *O, cudaStream_t stream,
                        m4_error *err);
+
+#endif
