@@ -8,6 +8,9 @@
 #include "cuda_model.cuh"
 
 #include "cuda_backend.h"
+#ifdef M4_HAVE_CUDNN
+#include "cudnn_attention.cuh"
+#endif
 
 #define M4_CUBLAS_TRY(call, err)                                                                   \
     do {                                                                                           \
@@ -229,6 +232,19 @@ static int check_device_memory(m4_cuda *st, m4_error *err) {
                    fp32 ? " (cuda-bf16 keeps them in bf16, or FP8 as an FP8 checkpoint stores them)" : "");
 }
 
+/* cuDNN, when its path is on for the bf16 path: loaded now, so a missing library fails the open
+ * with the reason rather than falling back unseen. */
+static int open_cudnn(m4_cuda *st, m4_error *err) {
+    if (st->precision != m4_precision::bf16 || !m4_cuda_path_on(M4_PATH_CUDNN)) return 0;
+#ifdef M4_HAVE_CUDNN
+    if (m4_cudnn_create(&st->cudnn, nullptr, err) == 0) return 0;
+    return m4_fail_context(err, "cuda-bf16: the cudnn path is on (M4_CUDA_ENABLE; M4_CUDA_DISABLE=cudnn switches it off)");
+#else
+    return m4_fail(err, "cuda-bf16: the cudnn path is on (M4_CUDA_ENABLE), but this build found no cuDNN headers "
+                        "(M4_HAVE_CUDNN off); M4_CUDA_DISABLE=cudnn switches it off");
+#endif
+}
+
 int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m4_error *err,
                  const m4_progress *progress) {
     int devices = 0;
@@ -252,7 +268,8 @@ int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m
     M4_CUBLAS_TRY(cublasSetMathMode(st->cublas, precision == m4_precision::fp32 ? CUBLAS_PEDANTIC_MATH
                                                                                 : CUBLAS_DEFAULT_MATH),
                   err);
-    return m4_cuda_init_rope(st, err) || check_device_memory(st, err) || upload_model(st, progress, err);
+    return open_cudnn(st, err) || m4_cuda_init_rope(st, err) || check_device_memory(st, err) ||
+           upload_model(st, progress, err);
 }
 
 int m4_cuda_init_rope(m4_cuda *st, m4_error *err) {
@@ -270,6 +287,9 @@ void m4_cuda_close(m4_cuda *st) {
     for (auto &kv : st->weights)
         if (kv.second.owner) cudaFree(kv.second.data);
     cudaFree(st->d_rope_inv_freq);
+#ifdef M4_HAVE_CUDNN
+    m4_cudnn_destroy(st->cudnn);
+#endif
     if (st->cublas) cublasDestroy(st->cublas);
     if (st->start) cudaEventDestroy(st->start);
     if (st->stop) cudaEventDestroy(st->stop);
@@ -385,11 +405,24 @@ static bool flash_serves(const m4_cuda *st, const m4k_attention_args *a) {
     return st->precision == m4_precision::bf16 && m4_cuda_path_on(M4_PATH_FLASH) && m4k_flash_attention_fits(a);  /* fits: probs NULL too */
 }
 
+/* cuDNN serves a (switch cudnn; st->cudnn is open only for bf16 with the switch on). */
+static bool cudnn_serves(const m4_cuda *st, const m4k_attention_args *a) {
+#ifdef M4_HAVE_CUDNN
+    return st->cudnn && m4_cudnn_attention_fits(a);
+#else
+    (void)st, (void)a;
+    return false;
+#endif
+}
+
 bool m4_cuda_attention_fits(const m4_cuda *st, const m4k_attention_args *a) {
-    return flash_serves(st, a) || m4k_attention_fits(a);
+    return cudnn_serves(st, a) || flash_serves(st, a) || m4k_attention_fits(a);
 }
 
 int m4_cuda_attention(m4_cuda *st, const m4k_attention_args *a, m4_error *err) {
+#ifdef M4_HAVE_CUDNN
+    if (cudnn_serves(st, a)) return m4_cudnn_attention(st->cudnn, a, st->stream, err);
+#endif
     if (flash_serves(st, a)) return m4k_flash_attention(a, st->stream, err);
     return m4k_attention(a, st->stream, err);
 }

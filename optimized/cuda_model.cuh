@@ -63,6 +63,7 @@ struct m4_cuda {
     std::unordered_map<const void *, m4_dev_weight> weights;
     size_t device_bytes = 0;
     bool planning = false;             /* the upload only counts device_bytes (m4_cuda_open's check) */
+    struct m4_cudnn *cudnn = nullptr;  /* cuDNN's fused attention (switch cudnn, bf16; cudnn_attention.cuh) */
 };
 
 /* The MLA cache on the device (reference.h's m4_kv_cache): per layer, row and position the
@@ -172,9 +173,11 @@ int m4_cuda_linear_bias(m4_cuda *st, const float *d_x, int64_t n, const m4_dev_w
 int m4_cuda_swiglu_mlp(m4_cuda *st, const float *d_x, int64_t n, const m4_weight *gate,
                        const m4_weight *up, const m4_weight *down, m4_activation act, float *d_y,
                        m4_error *err);
-/* Softmax attention (kernels.cuh's m4k_attention_args) on st->stream: the tensor-core flash kernel
- * (m4k_flash_attention, bf16 rounding) for precision bf16 when no probabilities are wanted and the
- * head dims fit it; else the float32 kernel (m4k_attention), which also writes a->probs. */
+/* Softmax attention (kernels.cuh's m4k_attention_args) on st->stream. For precision bf16 with no
+ * probabilities wanted: cuDNN's fused attention where it fits (switch cudnn), else the tensor-core
+ * flash kernel where the head dims fit it (switch flash; both round to bf16); otherwise the float32
+ * kernel (m4k_attention), which also writes a->probs. With every path on, cuDNN serves what it fits
+ * (no padding mask: the causal text prompts of unpadded rows, Pixtral's images) and flash the rest. */
 int m4_cuda_attention(m4_cuda *st, const m4k_attention_args *a, m4_error *err);
 /* Whether m4_cuda_attention can serve a (shapes only: no pointer is read). */
 bool m4_cuda_attention_fits(const m4_cuda *st, const m4k_attention_args *a);
