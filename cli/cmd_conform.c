@@ -17,8 +17,8 @@
 const char *cli_backend_list(void) {
     static char list[128];
     list[0] = '\0';
-    for (const char *const *name = m4_backend_names(); *name; name++)
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "", *name);
+    for (const m4_backend *const *b = m4_backend_list(); *b; b++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "", (*b)->name);
     return list;
 }
 
@@ -129,7 +129,7 @@ int cmd_conform(int argc, char **argv) {
     if (!model || !golden) return cli_usage_error(CMD, "give --case DIR, or both --model and --golden");
     const m4_backend *backend = m4_backend_find(backend_name);
     if (!backend) return cli_usage_error(CMD, "unknown backend '%s' (built here: %s)", backend_name, cli_backend_list());
-    if (strcmp(backend->name, "cuda-bf16") == 0) bf16 = true;
+    if (backend->precision == M4_PRECISION_BF16) bf16 = true;
 
     m4_conform_options opt = {.model_dir = model, .golden_path = golden, .backend = backend,
                               .only = only, .bf16_budgets = bf16,

@@ -485,7 +485,7 @@ int cmd_run(int argc, char **argv) {
     prompt_images im = {0};
     float *embeds = NULL;
     int64_t *out = NULL;
-    void *gpu = NULL;                     /* the CUDA session with --backend cuda-* */
+    cli_generator gen = {0};              /* the backend, and its session with --backend cuda-* */
     stream s = {.think = -1, .end_think = -1};
     rc = CLI_FAILED;
 
@@ -532,14 +532,14 @@ int cmd_run(int argc, char **argv) {
     }
     opt.sampling = a.sampling;
     opt.scale_rule = a.rule;
-    if (cli_backend_open(CMD, a.backend, &model, S + opt.max_new_tokens, &opt, &gpu) != CLI_OK) goto done;
+    if (cli_backend_open(CMD, a.backend, &model, S + opt.max_new_tokens, &opt, &gen) != CLI_OK) goto done;
     if (im.n > 0) {
         embeds = malloc(sizeof(float) * (size_t)(S * cfg->hidden_size));
         if (!embeds) {
             cli_error(CMD, "out of memory");
             goto done;
         }
-        if (cli_prompt_embeds(gpu, &model, ids.v, S, &im.batch, embeds, &err)) {
+        if (cli_prompt_embeds(&gen, &model, ids.v, S, &im.batch, embeds, &err)) {
             cli_error(CMD, "%s", err.msg);
             goto done;
         }
@@ -601,7 +601,7 @@ int cmd_run(int argc, char **argv) {
                 (long long)s.think_tokens);
     rc = CLI_OK;
 done:
-    cli_backend_close(gpu);
+    cli_backend_close(&gen);
     if (s.have_detok) m4_detokenizer_free(&s.detok);
     for (int i = 0; i < im.n; i++) free(im.paths[i]);
     m4_pixel_batch_free(&im.batch);

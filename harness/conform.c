@@ -1147,6 +1147,8 @@ int m4_conform_run(const m4_conform_options *opt, m4_report *report, m4_error *e
     }
     if (read_provenance(&c, err) || read_inputs(&c, err)) goto done;
     if (opt->backend->open(c.model, &c.state, err)) goto done;
+    if (opt->backend->describe_paths)
+        opt->backend->describe_paths(report->backend_paths, sizeof report->backend_paths);
     rc = 0;
     for (size_t i = 0; rc == 0 && i < m4_component_count;) {
         char hole = m4_component_layer_placeholder(&m4_components[i]);

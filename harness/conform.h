@@ -42,6 +42,7 @@ typedef struct {
     char golden_path[512];
     char model_path[512];
     char backend[32];
+    char backend_paths[256];  /* the backend's describe_paths (its fast paths in effect); "" without one */
     char scale_rule[16];      /* "base" or "mscale2": what the golden was produced with */
     char transformers_version[32], torch_version[32];
     int first_divergence;     /* index into results, -1 when every row passes */

@@ -38,7 +38,7 @@ enum class dev_form { f32, bf16, fp8 };
  * the logic at the reference's bounds). */
 enum class weight_use { f32, dense, gemm };
 static dev_form form_of(const m4_cuda *st, m4_dtype dtype, weight_use use) {
-    if (use == weight_use::f32 || st->precision == m4_precision::fp32) return dev_form::f32;
+    if (use == weight_use::f32 || st->precision == M4_PRECISION_FP32) return dev_form::f32;
     return use == weight_use::gemm && dtype == M4_DTYPE_F8_E4M3 ? dev_form::fp8 : dev_form::bf16;
 }
 
@@ -220,7 +220,7 @@ static int check_device_memory(m4_cuda *st, m4_error *err) {
     size_t free_bytes = 0, total_bytes = 0;
     M4_CUDA_TRY(cudaMemGetInfo(&free_bytes, &total_bytes), err);
     if (need <= free_bytes) return 0;
-    const bool fp32 = st->precision == m4_precision::fp32;
+    const bool fp32 = st->precision == M4_PRECISION_FP32;
     return m4_fail(err, "cuda-%s: the model's weights take %.2f GB on the device as this backend keeps them, and the "
                         "device has %.2f GB free of %.2f GB%s",
                    fp32 ? "fp32" : "bf16", (double)need / 1e9, (double)free_bytes / 1e9, (double)total_bytes / 1e9,
@@ -247,7 +247,7 @@ int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m
     M4_CUBLAS_TRY(cublasCreate(&st->cublas), err);
     M4_CUBLAS_TRY(cublasSetStream(st->cublas, st->stream), err);
     /* fp32 proves the logic at the reference's bounds: no TF32 or reduced-precision reductions. */
-    M4_CUBLAS_TRY(cublasSetMathMode(st->cublas, precision == m4_precision::fp32 ? CUBLAS_PEDANTIC_MATH
+    M4_CUBLAS_TRY(cublasSetMathMode(st->cublas, precision == M4_PRECISION_FP32 ? CUBLAS_PEDANTIC_MATH
                                                                                 : CUBLAS_DEFAULT_MATH),
                   err);
     return m4_cuda_init_rope(st, err) || check_device_memory(st, err) || upload_model(st, progress, err);
@@ -379,7 +379,7 @@ int m4_cuda_linear_bias(m4_cuda *st, const float *d_x, int64_t n, const m4_dev_w
 }
 
 int m4_cuda_attention(m4_cuda *st, const m4k_attention_args *a, m4_error *err) {
-    if (st->precision == m4_precision::bf16 && m4k_path_switches.flash && m4k_flash_attention_fits(a))   /* fits: probs NULL too */
+    if (st->precision == M4_PRECISION_BF16 && m4k_path_switches.flash && m4k_flash_attention_fits(a))   /* fits: probs NULL too */
         return m4k_flash_attention(a, st->stream, err);
     return m4k_attention(a, st->stream, err);
 }

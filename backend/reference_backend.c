@@ -1,4 +1,4 @@
-/* backend_ref.c — the plain-C reference behind the backend interface: each entry forwards to
+/* reference_backend.c — the plain-C reference behind the backend interface: each entry forwards to
  * the m4_ref_* function of the same HF module. */
 #include <stddef.h>
 #include <string.h>
@@ -159,6 +159,7 @@ static int ref_forward_multimodal(void *state, const int64_t *ids, int64_t B, in
 const m4_backend m4_backend_reference = {
     .name = "ref",
     .description = "plain-C float32 reference (reference/)",
+    .precision = M4_PRECISION_FP32,
     .open = ref_open,
     .close = ref_close,
     .embed_tokens = ref_embed_tokens,
