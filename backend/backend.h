@@ -49,6 +49,9 @@ struct m4_backend {
     /* any RMSNorm (text, vision, projector): x [n, dim] → y, weight w, epsilon eps */
     int (*rmsnorm)(void *state, const m4_weight *w, const float *x, int64_t n, int64_t dim,
                    float eps, float *y, m4_error *err);
+    /* text.layers.{i}.self_attn.rope: positions [n] → cos, sin [n, dr/2] with the attention
+     * factor applied (HF's table is cat(φ, φ) of these) */
+    int (*rope)(void *state, const int64_t *positions, int64_t n, float *cos, float *sin, m4_error *err);
     /* text.layers.{i}.self_attn: x [B, S, D] → out [B, S, D] (trace may be NULL) */
     int (*self_attn)(void *state, int layer, const float *x, int64_t B, int64_t S,
                      const int64_t *position_ids, const int64_t *attention_mask, float softmax_scale,
@@ -80,6 +83,10 @@ struct m4_backend {
 
     /* vision.patch_conv: pixels [N_img, C, H, W] → out [N_img, Dv, H/p, W/p] (padded batch) */
     int (*patch_conv)(void *state, const m4_pixel_batch *px, float *out, m4_error *err);
+    /* vision.rope: the 2-D table of the images' patch grids → cos, sin [P, hd/2] (HF's is
+     * cat(φ, φ) of these) */
+    int (*vision_rope)(void *state, const m4_patch_grid *grids, int64_t n_images, float *cos, float *sin,
+                       m4_error *err);
     /* vision.layers.{j}.attention: x [P, Dv] (normed) → out [P, Dv], block-diagonal over the
      * images (trace may be NULL) */
     int (*vision_attention)(void *state, int layer, const float *x, const m4_patch_grid *grids,

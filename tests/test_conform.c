@@ -224,6 +224,32 @@ static void backend_paths_are_reported(void **state) {
     close_case(&c);
 }
 
+/* The rotary-table rows are served by the backend's rope entries like every other row: a backend
+ * without them reports NOT-IMPL there (before, the runner checked the reference's host table
+ * whatever the backend, and reported it as the backend's PASS). */
+static void rope_rows_are_the_backends(void **state) {
+    golden_case c;
+    open_case("multimodal", &c);
+    m4_backend without_rope = m4_backend_reference;
+    without_rope.rope = NULL, without_rope.vision_rope = NULL;
+    m4_conform_options opt = {.golden_path = c.golden, .backend = &without_rope, .model = &c.model};
+    m4_report r;
+    m4_error err = {{0}};
+    if (m4_conform_run(&opt, &r, &err) != 0) fail_msg("%s", err.msg);
+    int rope_rows = 0;
+    for (size_t i = 0; i < r.n; i++) {
+        const m4_result *x = &r.results[i];
+        size_t n = strlen(x->name);
+        bool rope = n >= 5 && strcmp(x->name + n - 5, ".rope") == 0;
+        assert_int_equal(x->status, rope ? M4_RESULT_NOT_IMPLEMENTED : M4_RESULT_PASS);
+        rope_rows += rope;
+    }
+    assert_int_equal(rope_rows, 1 + c.model.config.text.num_hidden_layers); /* vision.rope + one per layer */
+    assert_int_equal(r.n_not_implemented, rope_rows);
+    m4_report_free(&r);
+    close_case(&c);
+}
+
 /* A golden file made with other weights fails from its first component on: nothing passes
  * silently because the shapes happen to agree. */
 static void mismatched_golden_fails_at_once(void **state) {
@@ -260,6 +286,7 @@ int main(void) {
         cmocka_unit_test(reports_are_written_and_complete),
         cmocka_unit_test(mismatched_golden_fails_at_once),
         cmocka_unit_test(backend_paths_are_reported),
+        cmocka_unit_test(rope_rows_are_the_backends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
