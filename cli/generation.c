@@ -1,15 +1,14 @@
 /* generation.c — the generation helpers `run` and `bench` share (generation.h). */
 #include "generation.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "cli.h"
+#include "files.h"
 
 int cli_parse_backend(const char *cmd, const char *value, const char **out) {
     if (!m4_backend_find(value))
@@ -49,20 +48,11 @@ void cli_on_layer(void *watch, int64_t layer, int64_t layers) {
     }
 }
 
+static void add_bytes(const char *path, double bytes, void *total) { *(double *)total += bytes; }
+
 double cli_checkpoint_gib(const char *dir) {
-    DIR *d = opendir(dir);
     double bytes = 0;
-    if (!d) return 0;
-    struct dirent *e;
-    char path[2048];
-    while ((e = readdir(d))) {
-        size_t n = strlen(e->d_name);
-        struct stat st;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (n > 12 && strcmp(e->d_name + n - 12, ".safetensors") == 0 && stat(path, &st) == 0)
-            bytes += (double)st.st_size;
-    }
-    closedir(d);
+    cli_files_ending(dir, ".safetensors", add_bytes, &bytes);
     return bytes / (1024.0 * 1024.0 * 1024.0);
 }
 

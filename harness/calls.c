@@ -24,9 +24,8 @@ static int run_embed_tokens(const m4_case *c, const m4_component *comp, int laye
 }
 const m4_row_call m4_call_embed_tokens = {.entry = ENTRY(embed_tokens), .run = run_embed_tokens};
 
-/* The weight of a norm row, its width and epsilon: Pixtral's norms are 1e-5 hard-coded
- * (PixtralRMSNorm(eps=1e-5)); the projector norm uses the text rms_norm_eps over the vision
- * width (MODEL.md §2.2). */
+/* The weight of a norm row, its width and epsilon: Pixtral's norms have M4_VISION_NORM_EPS; the
+ * projector norm uses the text rms_norm_eps over the vision width (MODEL.md §2.2). */
 static const m4_weight *norm_weight(const m4_model *m, m4_component_kind kind, int layer, int64_t *dim, float *eps) {
     const m4_config *cfg = &m->config;
     *dim = kind == M4_COMP_LN_PRE || kind == M4_COMP_VISION_ATTN_NORM || kind == M4_COMP_VISION_FFN_NORM ||
@@ -37,9 +36,9 @@ static const m4_weight *norm_weight(const m4_model *m, m4_component_kind kind, i
     switch (kind) {
     case M4_COMP_INPUT_NORM: return &m->weights.layers[layer].input_layernorm;
     case M4_COMP_POST_NORM: return &m->weights.layers[layer].post_attention_layernorm;
-    case M4_COMP_LN_PRE: return *eps = 1e-5f, &m->weights.ln_pre;
-    case M4_COMP_VISION_ATTN_NORM: return *eps = 1e-5f, &m->weights.vision_layers[layer].attention_norm;
-    case M4_COMP_VISION_FFN_NORM: return *eps = 1e-5f, &m->weights.vision_layers[layer].ffn_norm;
+    case M4_COMP_LN_PRE: return *eps = M4_VISION_NORM_EPS, &m->weights.ln_pre;
+    case M4_COMP_VISION_ATTN_NORM: return *eps = M4_VISION_NORM_EPS, &m->weights.vision_layers[layer].attention_norm;
+    case M4_COMP_VISION_FFN_NORM: return *eps = M4_VISION_NORM_EPS, &m->weights.vision_layers[layer].ffn_norm;
     case M4_COMP_PROJECTOR_NORM: return &m->weights.projector_norm;
     default: return &m->weights.norm;
     }
