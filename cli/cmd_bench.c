@@ -133,7 +133,7 @@ static double median(double *v, int64_t n) {
 static double rate(double count, double seconds) { return seconds > 0 ? count / seconds : 0; }
 
 /* One prompt length: warm-up and timed runs; appends its row to `rows`, prints its table line. */
-static int bench_length(const bench_args *a, const m4_model *model, void *gpu, const m4_generate_options *base,
+static int bench_length(const bench_args *a, const m4_model *model, const cli_generator *gen, const m4_generate_options *base,
                         int64_t S, json_t *rows) {
     const int64_t V = model->config.text.vocab_size, runs = a->warmup + a->repeat;
     int64_t *ids = malloc(sizeof *ids * (size_t)S), *out = malloc(sizeof *out * (size_t)a->gen);
@@ -157,7 +157,7 @@ static int bench_length(const bench_args *a, const m4_model *model, void *gpu, c
     for (int64_t r = 0; r < runs; r++) {
         m4_error err = {{0}};
         watch.start = cli_now_seconds(), watch.shown = false;
-        if (cli_backend_reset(gpu, &err) || m4_ref_generate(model, &prompt, &opt, NULL, out, NULL, &stats, &err)) {
+        if (cli_backend_reset(gen, &err) || m4_ref_generate(model, &prompt, &opt, NULL, out, NULL, &stats, &err)) {
             cli_error(CMD, "prompt of %lld tokens, run %lld: %s", (long long)S, (long long)(r + 1), err.msg);
             goto done;
         }
@@ -199,7 +199,7 @@ int cmd_bench(int argc, char **argv) {
         return CLI_FAILED;
     }
     rc = CLI_FAILED;
-    void *gpu = NULL;
+    cli_generator gen = {0};
     json_t *root = NULL, *rows = json_array();
     const int64_t P = model.config.text.max_position_embeddings;
     int64_t capacity = 0;
@@ -214,9 +214,9 @@ int cmd_bench(int argc, char **argv) {
         capacity = capacity > a.lengths[k] + a.gen ? capacity : a.lengths[k] + a.gen;
     }
     m4_generate_options opt = m4_generate_defaults(&model);
-    if (!rows || cli_backend_open(CMD, a.backend, &model, capacity, &opt, &gpu) != CLI_OK) goto done;
+    if (!rows || cli_backend_open(CMD, a.backend, &model, capacity, &opt, &gen) != CLI_OK) goto done;
     char device[256];
-    cli_backend_device(gpu, device, sizeof device);
+    cli_backend_device(&gen, device, sizeof device);
     if (!a.json) {
         printf("mistral4 bench: %s on %s (%s), %lld new tokens per run, median of %lld after %lld warm-up\n",
                a.model_dir, a.backend, device, (long long)a.gen, (long long)a.repeat, (long long)a.warmup);
@@ -224,7 +224,7 @@ int cmd_bench(int argc, char **argv) {
                "decode tok/s", "ms/token");
     }
     for (int k = 0; k < a.n_lengths; k++)
-        if (bench_length(&a, &model, gpu, &opt, a.lengths[k], rows) != CLI_OK) goto done;
+        if (bench_length(&a, &model, &gen, &opt, a.lengths[k], rows) != CLI_OK) goto done;
     root = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:O}", "schema", "mistral4-bench/1", "model",
                      a.model_dir, "backend", a.backend, "device", device, "version", cli_version(), "gen",
                      (json_int_t)a.gen, "repeat", (json_int_t)a.repeat, "warmup", (json_int_t)a.warmup, "rows", rows);
@@ -247,7 +247,7 @@ int cmd_bench(int argc, char **argv) {
 done:
     json_decref(root);
     json_decref(rows);
-    cli_backend_close(gpu);
+    cli_backend_close(&gen);
     m4_model_close(&model);
     return rc;
 }

@@ -1,6 +1,5 @@
 /* cmd_conform.c — `mistral4 conform`: runs a backend against golden Hugging Face activations and
  * prints, for every component, how far it is from HF and where error starts. */
-#include <dirent.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +9,7 @@
 #include "cli.h"
 #include "backend.h"
 #include "conform.h"
+#include "files.h"
 
 #define CMD "conform"
 
@@ -17,8 +17,8 @@
 const char *cli_backend_list(void) {
     static char list[128];
     list[0] = '\0';
-    for (const char *const *name = m4_backend_names(); *name; name++)
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "", *name);
+    for (const m4_backend *const *b = m4_backend_list(); *b; b++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "", (*b)->name);
     return list;
 }
 
@@ -65,22 +65,21 @@ static void print_help(void) {
         cli_backend_list());
 }
 
+typedef struct {
+    char *buf;
+    size_t size;
+} path_buffer;
+
+static void keep_path(const char *path, double bytes, void *out) {
+    path_buffer *b = out;
+    snprintf(b->buf, b->size, "%s", path);
+}
+
 /* Finds DIR/<name>.h5 and DIR/model for --case. */
 static int resolve_case(const char *dir, char *model, size_t model_size, char *golden, size_t golden_size) {
     snprintf(model, model_size, "%s/model", dir);
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    struct dirent *e;
-    int found = 0;
-    while ((e = readdir(d))) {
-        size_t n = strlen(e->d_name);
-        if (n > 3 && strcmp(e->d_name + n - 3, ".h5") == 0) {
-            snprintf(golden, golden_size, "%s/%s", dir, e->d_name);
-            found++;
-        }
-    }
-    closedir(d);
-    return found == 1 ? 0 : -1;
+    path_buffer found = {golden, golden_size};
+    return cli_files_ending(dir, ".h5", keep_path, &found) == 1 ? 0 : -1;
 }
 
 static void print_progress(const m4_result *r, size_t done, void *user) {
@@ -129,7 +128,7 @@ int cmd_conform(int argc, char **argv) {
     if (!model || !golden) return cli_usage_error(CMD, "give --case DIR, or both --model and --golden");
     const m4_backend *backend = m4_backend_find(backend_name);
     if (!backend) return cli_usage_error(CMD, "unknown backend '%s' (built here: %s)", backend_name, cli_backend_list());
-    if (strcmp(backend->name, "cuda-bf16") == 0) bf16 = true;
+    if (backend->precision == M4_PRECISION_BF16) bf16 = true;
 
     m4_conform_options opt = {.model_dir = model, .golden_path = golden, .backend = backend,
                               .only = only, .bf16_budgets = bf16,

@@ -1,5 +1,5 @@
 /* cmd_preprocess.c — `mistral4 preprocess IMAGE... [--out FILE.h5|FILE.json]`: decodes images and
- * runs the Pixtral image preprocessing (reference/image.h), printing each image's sizes and token
+ * runs the Pixtral image preprocessing (preprocess/image.h), printing each image's sizes and token
  * grid and writing pixel_values, image_sizes and the image tokens. */
 #include <errno.h>
 #include <stdbool.h>
@@ -12,6 +12,7 @@
 #include <hdf5_hl.h>
 
 #include "cli.h"
+#include "conform.h" /* m4_write_atomically */
 #include "image.h"
 
 #define CMD "preprocess"
@@ -65,6 +66,7 @@ typedef struct {
     int64_t *token_grid;     /* [n, 2] */
     int64_t *tokens;         /* [n_tokens] */
     int64_t n_tokens;
+    bool json;               /* write JSON (a .json name), else HDF5 */
 } result;
 
 static bool ends_with(const char *s, const char *suffix) {
@@ -165,28 +167,10 @@ static int write_json(const char *path, const result *r) {
     return bad ? -1 : 0;
 }
 
-/* Writes through a temporary file in the same folder, renamed over `path` only when complete. */
-static int write_output(const char *path, const result *r) {
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 16);
-    if (!tmp) return -1;
-    snprintf(tmp, n + 16, "%s.tmp-XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        cli_error(CMD, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    close(fd);
-    bool h5 = !ends_with(path, ".json");
-    int rc = h5 ? write_h5(tmp, r) : write_json(tmp, r);
-    if (rc == 0 && rename(tmp, path) != 0) rc = -1;
-    if (rc != 0) {
-        cli_error(CMD, "%s: cannot write the output: %s", path, errno ? strerror(errno) : "write failed");
-        unlink(tmp);
-    }
-    free(tmp);
-    return rc;
+/* The output file at `tmp` (m4_write_atomically's temporary file): HDF5, or JSON for a .json name. */
+static int fill_output(const char *tmp, const void *content) {
+    const result *r = content;
+    return r->json ? write_json(tmp, r) : write_h5(tmp, r);
 }
 
 /* ---- the command ----------------------------------------------------------------------------- */
@@ -305,8 +289,11 @@ int cmd_preprocess(int argc, char **argv) {
     }
     if (out_path) {
         result r = {.n = n, .files = files, .opt = &opt, .batch = &batch, .source_sizes = source_sizes,
-                    .token_grid = grid, .tokens = tokens, .n_tokens = n_tokens};
-        if (write_output(out_path, &r) != 0) goto done;
+                    .token_grid = grid, .tokens = tokens, .n_tokens = n_tokens, .json = ends_with(out_path, ".json")};
+        if (m4_write_atomically(out_path, "output", fill_output, &r, &err) != 0) {
+            cli_error(CMD, "%s", err.msg);
+            goto done;
+        }
         if (!quiet) printf("wrote %s\n", out_path);
     }
     rc = CLI_OK;

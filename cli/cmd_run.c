@@ -303,47 +303,23 @@ done:
     return rc;
 }
 
-/* --ids with images: each [IMG] placeholder becomes its image's rows of [IMG]…[IMG_BREAK], the
- * last [IMG_END] (PixtralProcessor), unless the list is already expanded. */
+/* --ids with images: each [IMG] placeholder becomes its image's block (m4_image_expand_placeholders). */
 static int expand_placeholders(const m4_config *cfg, const prompt_images *im, idlist *ids) {
     m4_image_token_ids tid;
     m4_image_token_ids_default(&tid);
     tid.img = cfg->image_token_index;
-    size_t placeholders = 0;
-    bool expanded = false;
-    for (size_t i = 0; i < ids->n; i++) {
-        placeholders += ids->v[i] == tid.img;
-        expanded |= ids->v[i] == tid.img_break || ids->v[i] == tid.img_end;
-    }
-    if (expanded) return 0;                /* the [IMG] count is checked against the images later */
-    if (placeholders != (size_t)im->n) {
-        cli_error(CMD, "%d --image file%s but %zu [IMG] placeholder%s (id %lld) in --ids", im->n,
-                  im->n == 1 ? "" : "s", placeholders, placeholders == 1 ? "" : "s", (long long)tid.img);
+    int64_t grids[2 * MAX_IMAGES], *expanded, n;
+    for (int i = 0; i < im->n; i++) grids[2 * i] = im->rows[i], grids[2 * i + 1] = im->cols[i];
+    m4_error err;
+    if (m4_image_expand_placeholders(ids->v, (int64_t)ids->n, grids, im->n, &tid, &expanded, &n, &err)) {
+        cli_error(CMD, "--ids with --image: %s", err.msg);
         return -1;
     }
-    idlist out = {0};
-    for (size_t i = 0, k = 0; i < ids->n; i++) {
-        if (ids->v[i] != tid.img) {
-            if (push(&out, ids->v[i])) goto oom;
-            continue;
-        }
-        for (int64_t r = 0; r < im->rows[k]; r++) {
-            for (int64_t c = 0; c < im->cols[k]; c++)
-                if (push(&out, tid.img)) goto oom;
-            if (push(&out, r + 1 < im->rows[k] ? tid.img_break : tid.img_end)) goto oom;
-        }
-        k++;
-    }
     free(ids->v);
-    *ids = out;
+    *ids = (idlist){.v = expanded, .n = (size_t)n, .cap = (size_t)n};
     return 0;
-oom:
-    free(out.v);
-    cli_error(CMD, "out of memory");
-    return -1;
 }
 
-/* The prompt's token ids from --ids, --prompt or --chat (images preprocessed on the way). */
 static int build_prompt(const run_args *a, const m4_model *model, const m4_tokenizer *tok, idlist *ids,
                         prompt_images *im) {
     const m4_config *cfg = &model->config;
@@ -485,7 +461,7 @@ int cmd_run(int argc, char **argv) {
     prompt_images im = {0};
     float *embeds = NULL;
     int64_t *out = NULL;
-    void *gpu = NULL;                     /* the CUDA session with --backend cuda-* */
+    cli_generator gen = {0};              /* the backend, and its session with --backend cuda-* */
     stream s = {.think = -1, .end_think = -1};
     rc = CLI_FAILED;
 
@@ -532,14 +508,14 @@ int cmd_run(int argc, char **argv) {
     }
     opt.sampling = a.sampling;
     opt.scale_rule = a.rule;
-    if (cli_backend_open(CMD, a.backend, &model, S + opt.max_new_tokens, &opt, &gpu) != CLI_OK) goto done;
+    if (cli_backend_open(CMD, a.backend, &model, S + opt.max_new_tokens, &opt, &gen) != CLI_OK) goto done;
     if (im.n > 0) {
         embeds = malloc(sizeof(float) * (size_t)(S * cfg->hidden_size));
         if (!embeds) {
             cli_error(CMD, "out of memory");
             goto done;
         }
-        if (cli_prompt_embeds(gpu, &model, ids.v, S, &im.batch, embeds, &err)) {
+        if (cli_prompt_embeds(&gen, &model, ids.v, S, &im.batch, embeds, &err)) {
             cli_error(CMD, "%s", err.msg);
             goto done;
         }
@@ -601,7 +577,7 @@ int cmd_run(int argc, char **argv) {
                 (long long)s.think_tokens);
     rc = CLI_OK;
 done:
-    cli_backend_close(gpu);
+    cli_backend_close(&gen);
     if (s.have_detok) m4_detokenizer_free(&s.detok);
     for (int i = 0; i < im.n; i++) free(im.paths[i]);
     m4_pixel_batch_free(&im.batch);

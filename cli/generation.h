@@ -1,6 +1,6 @@
 /* generation.h — what `mistral4 run` and `mistral4 bench` share to generate: the clock, progress
- * of long steps on stderr, and the generation backend (the reference, or a CUDA session wired
- * into m4_generate_options.backend). */
+ * of long steps on stderr, and the generation backend (the reference, or a backend's session
+ * wired into m4_generate_options.backend). */
 #ifndef M4_CLI_GENERATION_H
 #define M4_CLI_GENERATION_H
 
@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "generate.h"
 #include "vision.h"
 
@@ -33,19 +34,26 @@ void cli_on_layer(void *watch, int64_t layer, int64_t layers);
 /* GiB of a checkpoint folder's *.safetensors files (to announce a long load); 0 when unreadable. */
 double cli_checkpoint_gib(const char *dir);
 
-/* The generation backend named `backend` ("ref", "cuda-fp32", "cuda-bf16") for one row of up to
- * `capacity` positions: for a cuda-* backend a CUDA session (weights uploaded, with progress),
- * wired into opt->backend; for ref nothing. *gpu is the session or NULL. Prints the error as
- * `mistral4 CMD: …` and returns CLI_FAILED when it cannot be opened. */
-int cli_backend_open(const char *cmd, const char *backend, const m4_model *model, int64_t capacity,
-                     m4_generate_options *opt, void **gpu);
-/* The prompt's embeddings with its images: on the session's GPU, or the reference's. */
-int cli_prompt_embeds(void *gpu, const m4_model *model, const int64_t *ids, int64_t S, const m4_pixel_batch *px,
-                      float *embeds, m4_error *err);
+/* What `run` and `bench` generate with: the backend, and for one with generation sessions
+ * (backend.h; the CUDA ones) its open session; the reference has none (its loop owns the cache). */
+typedef struct {
+    const m4_backend *backend;
+    void *session;
+} cli_generator;
+
+/* The generator for backend `name` ("ref", "cuda-fp32", "cuda-bf16") and one row of up to
+ * `capacity` positions: opens its session (weights uploaded, with progress) and wires it into
+ * opt->backend. Prints the error as `mistral4 CMD: …` and returns CLI_FAILED when it cannot be
+ * opened. */
+int cli_backend_open(const char *cmd, const char *name, const m4_model *model, int64_t capacity,
+                     m4_generate_options *opt, cli_generator *gen);
+/* The prompt's embeddings with its images: the session's, or the reference's. */
+int cli_prompt_embeds(const cli_generator *gen, const m4_model *model, const int64_t *ids, int64_t S,
+                      const m4_pixel_batch *px, float *embeds, m4_error *err);
 /* Empties the session's cache (a new generation from position 0); nothing for the reference. */
-int cli_backend_reset(void *gpu, m4_error *err);
+int cli_backend_reset(const cli_generator *gen, m4_error *err);
 /* "NVIDIA H200" for a session, "CPU" for the reference (into buf). */
-void cli_backend_device(void *gpu, char *buf, size_t n);
-void cli_backend_close(void *gpu);
+void cli_backend_device(const cli_generator *gen, char *buf, size_t n);
+void cli_backend_close(cli_generator *gen);
 
 #endif

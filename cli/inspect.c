@@ -2,7 +2,6 @@
  * list. Definitions: inspect.h. */
 #include "inspect.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "files.h"
 #include "safetensors.h"
 
 /* ---- single tensors --------------------------------------------------------------------------- */
@@ -67,14 +67,8 @@ static char *join_path(const char *dir, const char *name) {
 
 /* true when `dir` holds a *.safetensors file or a *.safetensors.index.json */
 static bool folder_has_safetensors(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return false;
-    bool found = false;
-    struct dirent *e;
-    while (!found && (e = readdir(d)) != NULL)
-        found = ends_with(e->d_name, ".safetensors") || ends_with(e->d_name, ".safetensors.index.json");
-    closedir(d);
-    return found;
+    return cli_files_ending(dir, ".safetensors", NULL, NULL) > 0 ||
+           cli_files_ending(dir, ".safetensors.index.json", NULL, NULL) > 0;
 }
 
 static void set_dense_dtype(inspect_input *in) {

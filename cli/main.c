@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backend.h"
 #include "cli.h"
 
 #ifndef M4_VERSION
@@ -61,6 +62,26 @@ const char *cli_version(void) {
     return line;
 }
 
+/* The backends built in, and the fast paths of those that have some (the table, with each path's
+ * twin and proof, as the environment switches them now). */
+static void print_backends(FILE *out) {
+    fprintf(out, "\nBackends built in (--backend of conform, run, bench):\n");
+    const m4_backend *const *list = m4_backend_list();
+    for (size_t i = 0; list[i]; i++) fprintf(out, "  %-10s %s\n", list[i]->name, list[i]->description);
+    void (*described)(char *, size_t, int) = NULL;
+    for (size_t i = 0; list[i]; i++) {
+        if (!list[i]->describe_paths || list[i]->describe_paths == described) continue;
+        described = list[i]->describe_paths;
+        char table[4096];
+        described(table, sizeof table, 1);
+        fprintf(out,
+                "\nFast paths of %s and the backends after it, each with a simpler twin. Only paths a committed\n"
+                "GPU run has proven are on by default; M4_CUDA_ENABLE=name,...|all switches others on,\n"
+                "M4_CUDA_DISABLE=name,...|all switches paths off (optimized/paths.h):\n%s",
+                list[i]->name, table);
+    }
+}
+
 static void print_usage(FILE *out) {
     fprintf(out,
             "Usage: mistral4 <command> [options]\n"
@@ -85,6 +106,7 @@ static void print_usage(FILE *out) {
             "  mistral4 help inspect\n"
             "\n"
             "Exit status: 0 success, 1 the command failed, 2 usage error.\n");
+    print_backends(out);
 }
 
 static const cli_command *find_command(const char *name) {

@@ -1,5 +1,7 @@
 #include "registry.h"
 
+#include "calls.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -174,54 +176,125 @@ m4_cost m4_vision_path_cost(const m4_config *cfg, int64_t patches, int weight_by
                      cost_projector(cfg, patches, patches, weight_bytes));
 }
 
+/* ---- dataset shapes (golden/README.md), from the config and the case ----------------------- */
+
+#define SHAPE_FN(fn, ...)                                                                          \
+    static m4_shape fn(const m4_config *cfg, const m4_case_dims *d) {                              \
+        const m4_text_config *t = &cfg->text;                                                      \
+        const m4_vision_config *v = &cfg->vision;                                                  \
+        (void)t, (void)v;                                                                          \
+        return M4_SHAPE(__VA_ARGS__);                                                              \
+    }
+SHAPE_FN(ids_BS, d->B, d->S)
+SHAPE_FN(hidden_BSD, d->B, d->S, t->hidden_size)
+SHAPE_FN(hidden_ND, d->B * d->S, t->hidden_size)
+SHAPE_FN(logits_BSV, d->B, d->S, t->vocab_size)
+SHAPE_FN(rope_BSdr, d->B, d->S, t->qk_rope_head_dim)
+SHAPE_FN(attn_q, d->B, d->S, t->num_attention_heads * t->qk_head_dim)
+SHAPE_FN(attn_kv_a, d->B, d->S, t->kv_lora_rank + t->qk_rope_head_dim)
+SHAPE_FN(attn_c_kv, d->B, d->S, t->kv_lora_rank)
+SHAPE_FN(attn_llama4_scale, d->B, 1, d->S, 1)
+SHAPE_FN(attn_rot, d->B, t->num_attention_heads, d->S, t->qk_head_dim)
+SHAPE_FN(attn_weights, d->B, t->num_attention_heads, d->S, d->S)
+SHAPE_FN(attn_output, d->B, d->S, t->num_attention_heads * t->v_head_dim)
+SHAPE_FN(router_logits, d->B * d->S, t->n_routed_experts)
+SHAPE_FN(routing_NK, d->B * d->S, t->num_experts_per_tok)
+SHAPE_FN(pixels, d->images, v->num_channels, d->height, d->width)
+SHAPE_FN(patch_conv_out, d->images, v->hidden_size, d->height / v->patch_size, d->width / v->patch_size)
+SHAPE_FN(patches_1PDv, 1, d->P, v->hidden_size)
+SHAPE_FN(patches_PDv, d->P, v->hidden_size)
+SHAPE_FN(vision_rope_Phd, d->P, v->head_dim)
+SHAPE_FN(vattn_rot, 1, v->num_attention_heads, d->P, v->head_dim)
+SHAPE_FN(vattn_weights, 1, v->num_attention_heads, d->P, d->P)
+SHAPE_FN(merged_MDv, d->M, v->hidden_size)
+SHAPE_FN(merged_MD, d->M, t->hidden_size)
+
 /* ---- the registry -------------------------------------------------------------------------- */
 
-#define ATTN "text.layers.{i}.self_attn"
-#define STAGE(stage, dataset, tol) \
-    {ATTN "." stage, "Mistral4Attention", M4_COMP_ATTN_STAGE, ATTN, dataset, tol, 2e-2, cost_none}
+/* A dataset of the row's group: name, shape, then .ids / .optional / .group. */
+#define DS(nm, shape_fn, ...) {.name = nm, .shape = shape_fn, __VA_ARGS__}
+#define IN(shape_fn) {DS("in", shape_fn)}
+#define OUT(shape_fn) {DS("out", shape_fn)}
+/* The fields every row has; the row adds .in, .out (and .vision). */
+#define COMPONENT(nm, hf, k, grp, ds, tol_fp32, tol_bf16, cost_fn, c)                              \
+    .name = nm, .hf_module = hf, .kind = k, .group = grp, .dataset = ds, .tolerance_fp32 = tol_fp32, \
+    .tolerance_bf16 = tol_bf16, .cost = cost_fn, .call = &c
+/* A component whose group is its name, compared on `out` at the per-component budgets. */
+#define ROW(nm, hf, k, cost_fn, c) COMPONENT(nm, hf, k, nm, "out", 1e-5, 2e-2, cost_fn, c)
+/* ... compared on `ds` */
+#define ROW_ON(ds, nm, hf, k, cost_fn, c) COMPONENT(nm, hf, k, nm, ds, 1e-5, 2e-2, cost_fn, c)
+/* x → out of one shape */
+#define SAME(shape_fn) .in = IN(shape_fn), .out = OUT(shape_fn)
 
+/* The attention and its stages: one self_attn call per layer writes `out` and the trace
+ * (m4_mla_trace; only the datasets the golden holds), each row compares one of them. */
+#define ATTN "text.layers.{i}.self_attn"
+#define ATTN_ROW(nm, k, ds, tol, cost_fn)                                                          \
+    {COMPONENT(nm, "Mistral4Attention", k, ATTN, ds, tol, 2e-2, cost_fn, m4_call_self_attn),          \
+     .in = IN(hidden_BSD),                                                                         \
+     .out = {DS("out", hidden_BSD), DS("q", attn_q, .optional = true),                              \
+             DS("kv_a", attn_kv_a, .optional = true), DS("c_kv", attn_c_kv, .optional = true),      \
+             DS("llama4_scale", attn_llama4_scale, .optional = true),                               \
+             DS("q_rot", attn_rot, .optional = true), DS("k_rot", attn_rot, .optional = true),      \
+             DS("attn_weights", attn_weights, .optional = true),                                    \
+             DS("attn_output", attn_output, .optional = true)}}
+#define STAGE(stage, ds, tol) ATTN_ROW(ATTN "." stage, M4_COMP_ATTN_STAGE, ds, tol, cost_none)
+
+/* The vision attention and its stages, the same way (m4_vision_attn_trace). */
 #define VATTN "vision.layers.{j}.attention"
-#define VSTAGE(stage, dataset, tol) \
-    {VATTN "." stage, "PixtralAttention", M4_COMP_VISION_ATTN_STAGE, VATTN, dataset, tol, 2e-2, cost_none}
+#define VATTN_ROW(nm, k, ds, cost_fn)                                                              \
+    {COMPONENT(nm, "PixtralAttention", k, VATTN, ds, 1e-5, 2e-2, cost_fn, m4_call_vision_attention),  \
+     .vision = true, .in = IN(patches_1PDv),                                    \
+     .out = {DS("out", patches_1PDv), DS("q_rot", vattn_rot, .optional = true),                     \
+             DS("k_rot", vattn_rot, .optional = true), DS("attn_weights", vattn_weights, .optional = true)}}
+#define VSTAGE(stage, ds) VATTN_ROW(VATTN "." stage, M4_COMP_VISION_ATTN_STAGE, ds, cost_none)
 
 /* In model order: the first failing row of a run is the first divergence. The vision path
  * (rows up to multimodal.merge) comes first and applies to multimodal models only. */
 const m4_component m4_components[] = {
-    {"vision.patch_conv", "nn.Conv2d", M4_COMP_PATCH_CONV, "vision.patch_conv", "out", 1e-5, 2e-2,
-     cost_patch_conv},
-    {"vision.ln_pre", "PixtralRMSNorm", M4_COMP_LN_PRE, "vision.ln_pre", "out", 1e-5, 2e-2, cost_vision_norm},
-    {"vision.rope", "PixtralVisionRotaryEmbedding", M4_COMP_VISION_ROPE, "vision.rope", "cos", 1e-5, 2e-2,
-     cost_vision_rope},
-    {"vision.layers.{j}.attention_norm", "PixtralRMSNorm", M4_COMP_VISION_ATTN_NORM,
-     "vision.layers.{j}.attention_norm", "out", 1e-5, 2e-2, cost_vision_norm},
-    VSTAGE("q_rot", "q_rot", 1e-5),
-    VSTAGE("k_rot", "k_rot", 1e-5),
-    VSTAGE("attn_weights", "attn_weights", 1e-5),
-    {VATTN, "PixtralAttention", M4_COMP_VISION_ATTN, VATTN, "out", 1e-5, 2e-2, cost_vision_attn},
-    {"vision.layers.{j}.ffn_norm", "PixtralRMSNorm", M4_COMP_VISION_FFN_NORM, "vision.layers.{j}.ffn_norm",
-     "out", 1e-5, 2e-2, cost_vision_norm},
-    {"vision.layers.{j}.feed_forward", "PixtralMLP", M4_COMP_VISION_FFN, "vision.layers.{j}.feed_forward",
-     "out", 1e-5, 2e-2, cost_vision_ffn},
-    {"vision.layers.{j}", "PixtralAttentionLayer", M4_COMP_VISION_LAYER, "vision.layers.{j}", "out", 1e-5,
-     2e-2, cost_vision_layer},
-    {"vision", "PixtralVisionModel", M4_COMP_VISION_TOWER, "projector", "in", 1e-5, 2e-2, cost_vision_tower},
-    {"projector.norm", "Mistral3RMSNorm", M4_COMP_PROJECTOR_NORM, "projector.norm", "out", 1e-5, 2e-2,
-     cost_vision_norm},
-    {"projector.patch_merger", "Mistral3PatchMerger", M4_COMP_PATCH_MERGER, "projector.patch_merger", "out",
-     1e-5, 2e-2, cost_patch_merger},
-    {"projector.linear_1", "nn.Linear", M4_COMP_PROJECTOR_LINEAR_1, "projector.linear_1", "out", 1e-5, 2e-2,
-     cost_projector_linear_1},
-    {"projector.act", "GELUActivation", M4_COMP_PROJECTOR_ACT, "projector.act", "out", 1e-5, 2e-2,
-     cost_projector_act},
-    {"projector.linear_2", "nn.Linear", M4_COMP_PROJECTOR_LINEAR_2, "projector.linear_2", "out", 1e-5, 2e-2,
-     cost_projector_linear_2},
-    {"projector", "Mistral3MultiModalProjector", M4_COMP_PROJECTOR, "projector", "out", 1e-5, 2e-2,
-     cost_projector},
-    {"multimodal.merge", "Mistral3Model", M4_COMP_MERGE, "multimodal.merge", "out", 1e-5, 2e-2, cost_merge},
-    {"text.embed_tokens", "nn.Embedding", M4_COMP_EMBED, "text.embed_tokens", "out", 1e-5, 2e-2, cost_embed},
-    {"text.layers.{i}.input_layernorm", "Mistral4RMSNorm", M4_COMP_INPUT_NORM,
-     "text.layers.{i}.input_layernorm", "out", 1e-5, 2e-2, cost_norm},
-    {ATTN ".rope", "Mistral4RotaryEmbedding", M4_COMP_ROPE, ATTN ".rope", "cos", 1e-5, 2e-2, cost_rope},
+    {ROW("vision.patch_conv", "nn.Conv2d", M4_COMP_PATCH_CONV, cost_patch_conv, m4_call_patch_conv), .vision = true,
+     .in = IN(pixels), .out = OUT(patch_conv_out)},
+    {ROW("vision.ln_pre", "PixtralRMSNorm", M4_COMP_LN_PRE, cost_vision_norm, m4_call_rmsnorm), .vision = true,
+     SAME(patches_1PDv)},
+    /* HF's table is cat(φ, φ) of the backend's: the call widens it, both halves are compared */
+    {ROW_ON("cos", "vision.rope", "PixtralVisionRotaryEmbedding", M4_COMP_VISION_ROPE, cost_vision_rope,
+            m4_call_vision_rope), .vision = true, .out = {DS("cos", vision_rope_Phd), DS("sin", vision_rope_Phd)}},
+    {ROW("vision.layers.{j}.attention_norm", "PixtralRMSNorm", M4_COMP_VISION_ATTN_NORM, cost_vision_norm,
+         m4_call_rmsnorm), .vision = true, SAME(patches_1PDv)},
+    VSTAGE("q_rot", "q_rot"),
+    VSTAGE("k_rot", "k_rot"),
+    VSTAGE("attn_weights", "attn_weights"),
+    VATTN_ROW(VATTN, M4_COMP_VISION_ATTN, "out", cost_vision_attn),
+    {ROW("vision.layers.{j}.ffn_norm", "PixtralRMSNorm", M4_COMP_VISION_FFN_NORM, cost_vision_norm, m4_call_rmsnorm),
+     .vision = true, SAME(patches_1PDv)},
+    {ROW("vision.layers.{j}.feed_forward", "PixtralMLP", M4_COMP_VISION_FFN, cost_vision_ffn,
+         m4_call_vision_feed_forward), .vision = true, SAME(patches_1PDv)},
+    {ROW("vision.layers.{j}", "PixtralAttentionLayer", M4_COMP_VISION_LAYER, cost_vision_layer, m4_call_vision_layer),
+     .vision = true, SAME(patches_1PDv)},
+    /* the tower end to end from the case's pixels, against the features the projector saw */
+    {COMPONENT("vision", "PixtralVisionModel", M4_COMP_VISION_TOWER, "projector", "in", 1e-5, 2e-2, cost_vision_tower,
+               m4_call_vision_tower), .vision = true, .out = {DS("in", patches_PDv)}},
+    {ROW("projector.norm", "Mistral3RMSNorm", M4_COMP_PROJECTOR_NORM, cost_vision_norm, m4_call_rmsnorm),
+     .vision = true, SAME(patches_PDv)},
+    {ROW("projector.patch_merger", "Mistral3PatchMerger", M4_COMP_PATCH_MERGER, cost_patch_merger,
+         m4_call_patch_merger), .vision = true, .in = IN(patches_PDv), .out = OUT(merged_MDv)},
+    {ROW("projector.linear_1", "nn.Linear", M4_COMP_PROJECTOR_LINEAR_1, cost_projector_linear_1, m4_call_linear),
+     .vision = true, .in = IN(merged_MDv), .out = OUT(merged_MD)},
+    {ROW("projector.act", "GELUActivation", M4_COMP_PROJECTOR_ACT, cost_projector_act, m4_call_activation),
+     .vision = true, SAME(merged_MD)},
+    {ROW("projector.linear_2", "nn.Linear", M4_COMP_PROJECTOR_LINEAR_2, cost_projector_linear_2, m4_call_linear),
+     .vision = true, SAME(merged_MD)},
+    {ROW("projector", "Mistral3MultiModalProjector", M4_COMP_PROJECTOR, cost_projector, m4_call_projector),
+     .vision = true, .in = IN(patches_PDv), .out = OUT(merged_MD)},
+    /* HF's embeddings and projector output scattered into the [IMG] rows of the case's ids */
+    {ROW("multimodal.merge", "Mistral3Model", M4_COMP_MERGE, cost_merge, m4_call_merge), .vision = true,
+     .in = {DS("in", hidden_BSD), DS("image_features", merged_MD)}, .out = OUT(hidden_BSD)},
+    {ROW("text.embed_tokens", "nn.Embedding", M4_COMP_EMBED, cost_embed, m4_call_embed_tokens),
+     .in = {DS("in", ids_BS, .ids = true)}, .out = OUT(hidden_BSD)},
+    {ROW("text.layers.{i}.input_layernorm", "Mistral4RMSNorm", M4_COMP_INPUT_NORM, cost_norm, m4_call_rmsnorm),
+     SAME(hidden_BSD)},
+    {ROW_ON("cos", ATTN ".rope", "Mistral4RotaryEmbedding", M4_COMP_ROPE, cost_rope, m4_call_rope),
+     .out = {DS("cos", rope_BSdr), DS("sin", rope_BSdr)}},
     STAGE("q_proj", "q", 1e-5),
     STAGE("kv_a_proj_with_mqa", "kv_a", 1e-5),
     STAGE("kv_a_layernorm", "c_kv", 1e-5),
@@ -230,22 +303,32 @@ const m4_component m4_components[] = {
     STAGE("k_rot", "k_rot", 1e-5),
     STAGE("attn_weights", "attn_weights", 1e-5),
     STAGE("attn_output", "attn_output", 1e-5),
-    {ATTN, "Mistral4Attention", M4_COMP_SELF_ATTN, ATTN, "out", 1e-5, 2e-2, cost_self_attn},
-    {"text.layers.{i}.post_attention_layernorm", "Mistral4RMSNorm", M4_COMP_POST_NORM,
-     "text.layers.{i}.post_attention_layernorm", "out", 1e-5, 2e-2, cost_norm},
-    {"text.layers.{i}.mlp.gate", "Mistral4TopkRouter", M4_COMP_ROUTER, "text.layers.{i}.mlp.gate",
-     "logits", 1e-5, 2e-2, cost_router},
-    {"text.layers.{i}.mlp.experts", "Mistral4NaiveMoe", M4_COMP_EXPERTS, "text.layers.{i}.mlp.experts",
-     "out", 1e-5, 2e-2, cost_experts},
-    {"text.layers.{i}.mlp.shared_experts", "Mistral4MLP", M4_COMP_SHARED_EXPERTS,
-     "text.layers.{i}.mlp.shared_experts", "out", 1e-5, 2e-2, cost_shared},
-    {"text.layers.{i}.mlp", "Mistral4MoE", M4_COMP_MLP, "text.layers.{i}.mlp", "out", 1e-5, 2e-2, cost_mlp},
-    {"text.layers.{i}", "Mistral4DecoderLayer", M4_COMP_DECODER_LAYER, "text.layers.{i}", "out", 1e-5,
-     2e-2, cost_layer},
-    {"text.norm", "Mistral4RMSNorm", M4_COMP_FINAL_NORM, "text.norm", "out", 1e-5, 2e-2, cost_norm},
-    {"text.lm_head", "nn.Linear", M4_COMP_LM_HEAD, "text.lm_head", "out", 1e-5, 2e-2, cost_lm_head},
-    {"text", "Mistral4ForCausalLM", M4_COMP_TEXT_MODEL, "model", "logits", 1e-4, 5e-2, cost_model},
-    {"model", "Mistral3ForConditionalGeneration", M4_COMP_MODEL, "model", "logits", 1e-4, 5e-2, cost_model},
+    ATTN_ROW(ATTN, M4_COMP_SELF_ATTN, "out", 1e-5, cost_self_attn),
+    {ROW("text.layers.{i}.post_attention_layernorm", "Mistral4RMSNorm", M4_COMP_POST_NORM, cost_norm,
+         m4_call_rmsnorm), SAME(hidden_BSD)},
+    /* the logits, then the top-k sets (identical) and weights */
+    {ROW_ON("logits", "text.layers.{i}.mlp.gate", "Mistral4TopkRouter", M4_COMP_ROUTER, cost_router, m4_call_router),
+     .in = IN(hidden_BSD),
+     .out = {DS("logits", router_logits), DS("topk_ids", routing_NK, .ids = true), DS("topk_weights", routing_NK)}},
+    /* with HF's routing */
+    {ROW("text.layers.{i}.mlp.experts", "Mistral4NaiveMoe", M4_COMP_EXPERTS, cost_experts, m4_call_experts),
+     .in = {DS("in", hidden_ND), DS("topk_ids", routing_NK, .ids = true), DS("topk_weights", routing_NK)},
+     .out = OUT(hidden_ND)},
+    {ROW("text.layers.{i}.mlp.shared_experts", "Mistral4MLP", M4_COMP_SHARED_EXPERTS, cost_shared,
+         m4_call_shared_experts), SAME(hidden_BSD)},
+    {ROW("text.layers.{i}.mlp", "Mistral4MoE", M4_COMP_MLP, cost_mlp, m4_call_mlp), SAME(hidden_BSD)},
+    {ROW("text.layers.{i}", "Mistral4DecoderLayer", M4_COMP_DECODER_LAYER, cost_layer, m4_call_decoder_layer),
+     SAME(hidden_BSD)},
+    {ROW("text.norm", "Mistral4RMSNorm", M4_COMP_FINAL_NORM, cost_norm, m4_call_rmsnorm), SAME(hidden_BSD)},
+    {ROW("text.lm_head", "nn.Linear", M4_COMP_LM_HEAD, cost_lm_head, m4_call_lm_head), .in = IN(hidden_BSD),
+     .out = OUT(logits_BSV)},
+    /* the language model from HF's merged inputs_embeds: a case with images only */
+    {COMPONENT("text", "Mistral4ForCausalLM", M4_COMP_TEXT_MODEL, "model", "logits", 1e-4, 5e-2, cost_model,
+               m4_call_forward_embeds), .images_only = true,
+     .in = {DS("out", hidden_BSD, .group = "multimodal.merge")}, .out = {DS("logits", logits_BSV)}},
+    /* ids (and pixels) → logits */
+    {COMPONENT("model", "Mistral3ForConditionalGeneration", M4_COMP_MODEL, "model", "logits", 1e-4, 5e-2, cost_model,
+               m4_call_forward), .out = {DS("logits", logits_BSV)}},
 };
 
 const size_t m4_component_count = sizeof m4_components / sizeof m4_components[0];
@@ -266,7 +349,7 @@ char m4_component_layer_placeholder(const m4_component *comp) {
     return 0;
 }
 
-bool m4_component_is_vision(const m4_component *comp) { return comp->kind >= M4_COMP_PATCH_CONV; }
+bool m4_component_is_vision(const m4_component *comp) { return comp->vision; }
 
 int64_t m4_component_instances(const m4_component *comp, const m4_config *cfg) {
     if (m4_component_is_vision(comp) && !cfg->multimodal) return 0;

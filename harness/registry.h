@@ -1,6 +1,9 @@
 /* registry.h — the component registry: one row per component, iterated by the conformance
- * runner, the CMocka conformance tests, the benchmarks and the profiler alike. Adding a component
- * is one row here plus its implementations (ggml's test-backend-ops is the model). */
+ * runner, the CMocka conformance tests, the benchmarks and the profiler alike. A row says what
+ * the component reads and writes (golden datasets and their shapes, as functions of the config
+ * and the case), what it costs, whether it is on the vision path, and which backend call serves
+ * it (calls.h); conform.c runs every row the same way. Adding a component is one row here plus
+ * its implementations (ggml's test-backend-ops is the model; docs/ARCHITECTURE.md has the recipe). */
 #ifndef M4_REGISTRY_H
 #define M4_REGISTRY_H
 
@@ -12,6 +15,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "golden.h"
 
 typedef enum {
     M4_COMP_EMBED,          /* text.embed_tokens */
@@ -29,7 +33,7 @@ typedef enum {
     M4_COMP_LM_HEAD,        /* text.lm_head */
     M4_COMP_TEXT_MODEL,     /* text: the language model end to end from HF's inputs_embeds */
     M4_COMP_MODEL,          /* model: end to end */
-    /* the vision path (multimodal models only; kept last: m4_component_is_vision) */
+    /* the vision path (multimodal models only; m4_component.vision) */
     M4_COMP_PATCH_CONV,     /* vision.patch_conv */
     M4_COMP_LN_PRE,         /* vision.ln_pre */
     M4_COMP_VISION_ROPE,    /* vision.rope */
@@ -55,15 +59,56 @@ typedef struct {
     double bytes;           /* weights read (at their stored width) + activations in and out */
 } m4_cost;
 
+/* The sizes a golden case implies beside the config: its inputs' batch B and length S, and for a
+ * case with images their number, padded height and width, all images' patches P (one sequence)
+ * and the merged image tokens M. */
+typedef struct {
+    int64_t B, S;
+    int64_t images, height, width, P, M;
+} m4_case_dims;
+
+/* The shape a dataset must have. */
+typedef struct {
+    int ndim;
+    int64_t dims[M4_GOLDEN_MAX_DIMS];
+} m4_shape;
+
+/* M4_SHAPE(B, S, D) */
+#define M4_SHAPE(...) \
+    ((m4_shape){.ndim = (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), .dims = {__VA_ARGS__}})
+
+/* A golden dataset a row reads or writes: its name in the row's group (or in `group`), and its
+ * shape as the config and the case imply it (golden/README.md). */
+typedef struct {
+    const char *name;       /* NULL ends a list */
+    m4_shape (*shape)(const m4_config *cfg, const m4_case_dims *d);
+    bool ids;               /* int64 token or expert ids, not float32 */
+    bool optional;          /* an output written only when the golden holds it (attention traces) */
+    const char *group;      /* NULL: the row's group */
+} m4_dataset;
+
+#define M4_MAX_INPUTS 3
+#define M4_MAX_OUTPUTS 9
+
+/* The backend call that serves a row (calls.h): which m4_backend entry, and how the case's
+ * inputs reach it. */
+typedef struct m4_row_call m4_row_call;
+
 typedef struct {
     const char *name;       /* the one dotted name; {i} = text layer, {j} = vision layer index */
     const char *hf_module;  /* the Hugging Face class that computes it */
     m4_component_kind kind;
     const char *group;      /* golden group holding its datasets ({i} / {j} substituted) */
-    const char *dataset;    /* golden dataset it is compared against */
+    const char *dataset;    /* golden dataset it is compared against: one of `out` */
     double tolerance_fp32;  /* relative L2 budget, float32 implementations */
     double tolerance_bf16;  /* relative L2 budget, the bf16 fast path (and M4_BF16_MIN_COSINE) */
     m4_cost (*cost)(const m4_config *cfg, int64_t tokens, int64_t context, int weight_bytes);
+    bool vision;            /* on the vision path: multimodal models and cases with images only;
+                             * its cost's context is the patch sequence P, not S */
+    bool images_only;       /* runs only on a case with images (`text`, from the merged embeds) */
+    const m4_row_call *call;
+    m4_dataset in[M4_MAX_INPUTS];   /* golden inputs, in the order the call takes them */
+    m4_dataset out[M4_MAX_OUTPUTS]; /* what the call writes, each compared with its golden */
 } m4_component;
 
 extern const m4_component m4_components[];

@@ -23,6 +23,7 @@ void m4_report_print_table(const m4_report *r, FILE *out) {
     }
     const bool device = r->n > 0 && r->results[0].device_ms >= 0;   /* a device backend's run */
     int width = name_width + 94 + (device ? 11 : 0);
+    if (r->backend_paths[0]) fprintf(out, "%s paths: %s\n", r->backend, r->backend_paths);
     fprintf(out, "%-*s  %-16s %10s %10s %10s %8s %10s%s  %s\n", name_width, "component", "shape",
             "max abs", "rel L2", "cosine", "budget%", "time ms", device ? "     dev ms" : "", "result");
     print_rule(out, width);
@@ -55,13 +56,8 @@ void m4_report_print_table(const m4_report *r, FILE *out) {
 /* JSON numbers cannot be NaN/Inf: such metrics become null. */
 static json_t *number(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
-/* Writes one report file so that a reader never sees half of it: `fill` writes `what` into a new
- * temporary file beside `path` (mkstemp: a unique name in the same folder, so no existing file is
- * overwritten and the rename stays on one file system), which is renamed over `path` only when
- * every write and the close succeeded. On failure the temporary file is removed, `path` is left as
- * it was, and the message says which step failed and why. `fill` returns 0, or -1 on a write error. */
-static int write_atomically(const char *path, const char *what, int (*fill)(FILE *f, const void *content),
-                            const void *content, m4_error *err) {
+int m4_write_atomically(const char *path, const char *what, int (*fill)(const char *tmp, const void *content),
+                       const void *content, m4_error *err) {
     size_t size = strlen(path) + sizeof ".tmp-XXXXXX";
     char *tmp = malloc(size);
     if (!tmp) return m4_fail(err, "%s: cannot write the %s: out of memory", path, what);
@@ -75,16 +71,11 @@ static int write_atomically(const char *path, const char *what, int (*fill)(FILE
     }
     const char *failed = NULL; /* the step that failed */
     int cause = 0;
-    /* mkstemp creates the file 0600; a report is readable like a file fopen creates (umask 022). */
-    FILE *f = fchmod(fd, 0644) == 0 ? fdopen(fd, "w") : NULL;
-    if (!f) {
-        failed = "cannot open the temporary file", cause = errno;
-        close(fd);
-    } else {
-        errno = 0;
-        if (fill(f, content) != 0 || fflush(f) != 0 || ferror(f)) failed = "write error", cause = errno;
-        if (fclose(f) != 0 && !failed) failed = "write error", cause = errno;
-    }
+    /* mkstemp creates the file 0600; what we write is readable like a file fopen creates (umask 022). */
+    if (fchmod(fd, 0644) != 0) failed = "cannot set the temporary file's mode", cause = errno;
+    close(fd);
+    errno = 0;
+    if (!failed && fill(tmp, content) != 0) failed = "write error", cause = errno;
     if (!failed && rename(tmp, path) != 0) failed = "cannot rename the temporary file over it", cause = errno;
     if (failed) unlink(tmp);
     free(tmp);
@@ -94,18 +85,44 @@ static int write_atomically(const char *path, const char *what, int (*fill)(FILE
     return 0;
 }
 
+/* A document written through a stdio stream: fill(f, content) then flush and close; -1 (errno
+ * from the step that failed) when any of them failed. */
+typedef struct {
+    int (*fill)(FILE *f, const void *content);
+    const void *content;
+} stream_writer;
+
+static int fill_stream(const char *tmp, const void *writer) {
+    const stream_writer *w = writer;
+    FILE *f = fopen(tmp, "w"); /* the temporary file exists: its mode stays */
+    if (!f) return -1;
+    errno = 0;
+    int rc = w->fill(f, w->content) != 0 || fflush(f) != 0 || ferror(f) ? -1 : 0;
+    int cause = errno;
+    if (fclose(f) != 0 && rc == 0) return -1;
+    errno = cause;
+    return rc;
+}
+
+static int write_stream_atomically(const char *path, const char *what, int (*fill)(FILE *f, const void *content),
+                                   const void *content, m4_error *err) {
+    const stream_writer w = {fill, content};
+    return m4_write_atomically(path, what, fill_stream, &w, err);
+}
+
 static int fill_json(FILE *f, const void *root) {
     return json_dumpf(root, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 }
 
 int m4_write_json_file(const void *json_root, const char *path, const char *what, m4_error *err) {
-    return write_atomically(path, what, fill_json, json_root, err);
+    return write_stream_atomically(path, what, fill_json, json_root, err);
 }
 
 int m4_report_write_json(const m4_report *r, const char *path, m4_error *err) {
     json_t *root = json_object(), *rows = json_array();
     json_object_set_new(root, "schema", json_string("mistral4-conform/1"));
     json_object_set_new(root, "backend", json_string(r->backend));
+    json_object_set_new(root, "backend_paths", r->backend_paths[0] ? json_string(r->backend_paths) : json_null());
     json_object_set_new(root, "case", json_string(r->case_name));
     json_object_set_new(root, "golden", json_string(r->golden_path));
     json_object_set_new(root, "model", json_string(r->model_path));
@@ -193,5 +210,5 @@ static int fill_junit(FILE *f, const void *content) {
 }
 
 int m4_report_write_junit(const m4_report *r, const char *path, m4_error *err) {
-    return write_atomically(path, "JUnit report", fill_junit, r, err);
+    return write_stream_atomically(path, "JUnit report", fill_junit, r, err);
 }

@@ -4,6 +4,7 @@
  * inputs to the device, runs the component between two CUDA events (the device time the harness
  * reports) inside an NVTX range named after the component, and copies the outputs back.
  * Nothing falls back to the CPU. */
+#include <stdio.h>
 #include <string.h>
 
 #include <initializer_list>
@@ -51,8 +52,8 @@ int open_with(const m4_model *model, m4_precision precision, void **state, m4_er
     *state = st;
     return 0;
 }
-int open_fp32(const m4_model *model, void **state, m4_error *err) { return open_with(model, m4_precision::fp32, state, err); }
-int open_bf16(const m4_model *model, void **state, m4_error *err) { return open_with(model, m4_precision::bf16, state, err); }
+int open_fp32(const m4_model *model, void **state, m4_error *err) { return open_with(model, M4_PRECISION_FP32, state, err); }
+int open_bf16(const m4_model *model, void **state, m4_error *err) { return open_with(model, M4_PRECISION_BF16, state, err); }
 void close_state(void *state) { m4_cuda_close(cuda_of(state)); }
 double device_ms(void *state) { return cuda_of(state)->last_device_ms; }
 
@@ -351,6 +352,62 @@ int forward_multimodal(void *state, const int64_t *ids, int64_t B, int64_t S, co
            finish(st, {{logits, d_logits, N * V}}, err);
 }
 
+/* The generation session (session.cu) behind the interface's session entries. */
+int session_open(const m4_model *model, bool bf16, int64_t batch, int64_t capacity, const m4_progress *upload,
+                 void **session, m4_error *err) {
+    m4_cuda_session *s = nullptr;
+    const int rc = m4_cuda_session_open(model, bf16, batch, capacity, upload, &s, err);
+    *session = s;
+    return rc;
+}
+int session_open_fp32(const m4_model *model, int64_t batch, int64_t capacity, const m4_progress *upload,
+                      void **session, m4_error *err) {
+    return session_open(model, false, batch, capacity, upload, session, err);
+}
+int session_open_bf16(const m4_model *model, int64_t batch, int64_t capacity, const m4_progress *upload,
+                      void **session, m4_error *err) {
+    return session_open(model, true, batch, capacity, upload, session, err);
+}
+m4_cuda_session *session_of(void *session) { return static_cast<m4_cuda_session *>(session); }
+int session_forward(void *session, const int64_t *ids, const float *inputs_embeds, int64_t B, int64_t S,
+                    const int64_t *position_ids, const int64_t *attention_mask, m4_softmax_scale_rule rule,
+                    float *logits, m4_error *err) {
+    return m4_cuda_session_forward(session_of(session), ids, inputs_embeds, B, S, position_ids, attention_mask,
+                                   rule, logits, err);
+}
+int session_prompt_embeds(void *session, const int64_t *ids, int64_t B, int64_t S, const m4_pixel_batch *px,
+                          float *embeds, m4_error *err) {
+    return m4_cuda_session_prompt_embeds(session_of(session), ids, B, S, px, embeds, err);
+}
+int session_reset(void *session, m4_error *err) { return m4_cuda_session_reset(session_of(session), err); }
+int session_device_name(void *session, char *buf, size_t size, m4_error *err) {
+    return m4_cuda_device_name(buf, size, err);
+}
+void session_close(void *session) { m4_cuda_session_close(session_of(session)); }
+
+/* The fast paths this process's environment switches on (paths.h; the backend reads the same
+ * variables when it opens): one line, or the table. */
+void describe_paths(char *buf, size_t size, int table) {
+    m4_cuda_paths paths;
+    m4_error err = {{0}};
+    if (m4_cuda_paths_from_env(&paths, &err)) {
+        snprintf(buf, size, "%s", err.msg);
+        return;
+    }
+    if (table) {
+        m4_cuda_paths_describe(&paths, buf, size);
+        return;
+    }
+    char on[160], off[160] = "";
+    m4_cuda_paths_list_on(&paths, on, sizeof on);
+    for (int i = 0; i < M4_PATH_COUNT; i++)
+        if (!paths.on[i])
+            snprintf(off + strlen(off), sizeof off - strlen(off), "%s%s%s", off[0] ? "," : "", m4_cuda_path_table[i].name,
+                     m4_cuda_path_proven((m4_cuda_path)i) ? "" : "*");
+    snprintf(buf, size, "fast paths on: %s; off: %s (* unproven: their twins run unless M4_CUDA_ENABLE)", on,
+             off[0] ? off : "none");
+}
+
 } // namespace
 
 #define M4_CUDA_ENTRIES                                                                            \
@@ -363,16 +420,29 @@ int forward_multimodal(void *state, const int64_t *ids, int64_t B, int64_t S, co
     .linear = linear, .activation = activation, .projector = projector,                            \
     .merge_image_features = merge_image_features, .forward_multimodal = forward_multimodal
 
+#define M4_CUDA_SESSION_ENTRIES                                                                    \
+    .session_forward = session_forward, .session_prompt_embeds = session_prompt_embeds,            \
+    .session_reset = session_reset, .session_device_name = session_device_name,                    \
+    .session_close = session_close
+
 extern "C" const m4_backend m4_backend_cuda_fp32 = {
     .name = "cuda-fp32",
     .description = "CUDA, float32 weights and arithmetic, no TF32 (optimized/)",
+    .precision = M4_PRECISION_FP32,
+    .describe_paths = describe_paths,
     .open = open_fp32,
     M4_CUDA_ENTRIES,
+    .session_open = session_open_fp32,
+    M4_CUDA_SESSION_ENTRIES,
 };
 
 extern "C" const m4_backend m4_backend_cuda_bf16 = {
     .name = "cuda-bf16",
     .description = "CUDA, bf16 weights and GEMM operands, float32 accumulation (optimized/)",
+    .precision = M4_PRECISION_BF16,
+    .describe_paths = describe_paths,
     .open = open_bf16,
     M4_CUDA_ENTRIES,
+    .session_open = session_open_bf16,
+    M4_CUDA_SESSION_ENTRIES,
 };

@@ -446,7 +446,7 @@ struct synthetic_weights {
         model.config = *published;
         model.config.text.num_hidden_layers = 1, model.config.vision.num_hidden_layers = 1;
         model.weights.layers = &text_layer, model.weights.vision_layers = &vision_layer;
-        b.st.model = &model, b.st.precision = m4_precision::bf16;
+        b.st.model = &model, b.st.precision = M4_PRECISION_BF16;
     }
     const uint8_t *key() { return reinterpret_cast<const uint8_t *>(&keys[next_key++]); }
     void plain(m4_weight &w, int64_t rows, int64_t cols, bool f32) {

@@ -41,7 +41,7 @@ enum class dev_form { f32, bf16, fp8 };
  * the logic at the reference's bounds). */
 enum class weight_use { f32, dense, gemm };
 static dev_form form_of(const m4_cuda *st, m4_dtype dtype, weight_use use) {
-    if (use == weight_use::f32 || st->precision == m4_precision::fp32) return dev_form::f32;
+    if (use == weight_use::f32 || st->precision == M4_PRECISION_FP32) return dev_form::f32;
     const bool fp8_codes = use == weight_use::gemm && dtype == M4_DTYPE_F8_E4M3 && m4_cuda_path_on(M4_PATH_FP8_CODES);
     return fp8_codes ? dev_form::fp8 : dev_form::bf16;
 }
@@ -225,7 +225,7 @@ static int check_device_memory(m4_cuda *st, m4_error *err) {
     size_t free_bytes = 0, total_bytes = 0;
     M4_CUDA_TRY(cudaMemGetInfo(&free_bytes, &total_bytes), err);
     if (need <= free_bytes) return 0;
-    const bool fp32 = st->precision == m4_precision::fp32;
+    const bool fp32 = st->precision == M4_PRECISION_FP32;
     return m4_fail(err, "cuda-%s: the model's weights take %.2f GB on the device as this backend keeps them, and the "
                         "device has %.2f GB free of %.2f GB%s",
                    fp32 ? "fp32" : "bf16", (double)need / 1e9, (double)free_bytes / 1e9, (double)total_bytes / 1e9,
@@ -235,7 +235,7 @@ static int check_device_memory(m4_cuda *st, m4_error *err) {
 /* cuDNN, when its path is on for the bf16 path: loaded now, so a missing library fails the open
  * with the reason rather than falling back unseen. */
 static int open_cudnn(m4_cuda *st, m4_error *err) {
-    if (st->precision != m4_precision::bf16 || !m4_cuda_path_on(M4_PATH_CUDNN)) return 0;
+    if (st->precision != M4_PRECISION_BF16 || !m4_cuda_path_on(M4_PATH_CUDNN)) return 0;
 #ifdef M4_HAVE_CUDNN
     if (m4_cudnn_create(&st->cudnn, nullptr, err) == 0) return 0;
     return m4_fail_context(err, "cuda-bf16: the cudnn path is on (M4_CUDA_ENABLE; M4_CUDA_DISABLE=cudnn switches it off)");
@@ -265,7 +265,7 @@ int m4_cuda_open(const m4_model *model, m4_precision precision, m4_cuda **out, m
     M4_CUBLAS_TRY(cublasCreate(&st->cublas), err);
     M4_CUBLAS_TRY(cublasSetStream(st->cublas, st->stream), err);
     /* fp32 proves the logic at the reference's bounds: no TF32 or reduced-precision reductions. */
-    M4_CUBLAS_TRY(cublasSetMathMode(st->cublas, precision == m4_precision::fp32 ? CUBLAS_PEDANTIC_MATH
+    M4_CUBLAS_TRY(cublasSetMathMode(st->cublas, precision == M4_PRECISION_FP32 ? CUBLAS_PEDANTIC_MATH
                                                                                 : CUBLAS_DEFAULT_MATH),
                   err);
     return open_cudnn(st, err) || m4_cuda_init_rope(st, err) || check_device_memory(st, err) ||
@@ -402,7 +402,7 @@ int m4_cuda_linear_bias(m4_cuda *st, const float *d_x, int64_t n, const m4_dev_w
 
 /* The bf16 flash kernel serves a (switch `flash`). */
 static bool flash_serves(const m4_cuda *st, const m4k_attention_args *a) {
-    return st->precision == m4_precision::bf16 && m4_cuda_path_on(M4_PATH_FLASH) && m4k_flash_attention_fits(a);  /* fits: probs NULL too */
+    return st->precision == M4_PRECISION_BF16 && m4_cuda_path_on(M4_PATH_FLASH) && m4k_flash_attention_fits(a);  /* fits: probs NULL too */
 }
 
 /* cuDNN serves a (switch cudnn; st->cudnn is open only for bf16 with the switch on). */

@@ -19,10 +19,8 @@
 #include "kernels.cuh"
 
 extern "C" {
-#include "backend.h"
+#include "backend.h" /* the interface, and m4_precision */
 }
-
-enum class m4_precision { fp32, bf16 };
 
 /* A weight on the device: [experts, rows, cols] (experts = 1 for a plain weight), float32, bf16,
  * or FP8: e4m3 codes with float32 scales [experts, ⌈rows / block_rows⌉, ⌈cols / block_cols⌉]
@@ -54,7 +52,7 @@ struct m4_cuda {
     const m4_model *model = nullptr;
     float *d_rope_inv_freq = nullptr;  /* [dr/2] text RoPE frequencies (m4_ref_rope_inv_freq) */
     float rope_attention_factor = 1;
-    m4_precision precision = m4_precision::fp32;
+    m4_precision precision = M4_PRECISION_FP32;
     cudaStream_t stream = nullptr;
     cublasHandle_t cublas = nullptr;
     cudaEvent_t start = nullptr, stop = nullptr;

@@ -27,7 +27,7 @@ int m4_cuda_session_open(const m4_model *model, bool bf16, int64_t batch, int64_
                          const m4_progress *upload_progress, m4_cuda_session **out, m4_error *err) {
     m4_cuda_session *s = new m4_cuda_session;
     *out = nullptr;
-    if (m4_cuda_open(model, bf16 ? m4_precision::bf16 : m4_precision::fp32, &s->st, err, upload_progress) ||
+    if (m4_cuda_open(model, bf16 ? M4_PRECISION_BF16 : M4_PRECISION_FP32, &s->st, err, upload_progress) ||
         m4_cuda_cache_init(s->st, &s->cache, batch, capacity, err)) {
         m4_cuda_session_close(s);
         return -1;

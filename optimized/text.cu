@@ -470,7 +470,7 @@ int m4_cuda_cache_init(m4_cuda *st, m4_cuda_cache *cache, int64_t batch, int64_t
     *cache = m4_cuda_cache();
     cache->layers = cfg->num_hidden_layers, cache->batch = batch, cache->capacity = capacity;
     cache->stride = (capacity + M4_CUDA_KEY_TILE - 1) / M4_CUDA_KEY_TILE * M4_CUDA_KEY_TILE;
-    cache->bf16 = st->precision == m4_precision::bf16;
+    cache->bf16 = st->precision == M4_PRECISION_BF16;
     const size_t elem = cache->bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
     const size_t slots = (size_t)(cache->layers * batch * cache->stride);
     const size_t c_bytes = slots * (size_t)cfg->kv_lora_rank * elem, r_bytes = slots * (size_t)cfg->qk_rope_head_dim * elem;

@@ -8,7 +8,6 @@
 #include "cuda_model.cuh"
 
 #define WEIGHT(field, what) m4_cuda_weight(st, (field).data, what, err)
-#define M4_VISION_NORM_EPS 1e-5f   /* PixtralRMSNorm(eps=1e-5), hard-coded in HF */
 
 static int64_t total_patches(const m4_patch_grid *grids, int64_t n_images) {
     int64_t P = 0;

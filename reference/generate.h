@@ -16,7 +16,6 @@
 
 #include <stdint.h>
 
-#include "image.h"
 #include "reference.h"
 #include "vision.h" /* m4_ref_prompt_embeds, m4_pixel_batch */
 

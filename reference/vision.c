@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define M4_VISION_NORM_EPS 1e-5f   /* PixtralRMSNorm(eps=1e-5) is hard-coded in HF */
-
 int m4_ref_patch_grids(const m4_vision_config *cfg, const m4_pixel_batch *px, m4_patch_grid *grids,
                        int64_t *patches, m4_error *err) {
     const int64_t p = cfg->patch_size;

@@ -12,12 +12,24 @@
 
 #include <stdint.h>
 
-#include "image.h"       /* m4_pixel_batch: the processor's output is the vision tower's input */
 #include "reference.h"
 
-/* The images arrive as an m4_pixel_batch (image.h): n images, pixel_values [n, C, height, width]
- * each zero-padded bottom/right to the batch maximum, image_sizes [n, 2] = (H, W) before the
- * padding. The functions below only read it. */
+/* The images arrive as an m4_pixel_batch, the pre-processing's output (preprocess/image.h):
+ * n images, pixel_values [n, C, height, width] each zero-padded bottom/right to the batch maximum,
+ * image_sizes [n, 2] = (H, W) before the padding. The functions below only read it. The pointers
+ * are const so that a batch can also view pixel values held elsewhere (a golden file); only a
+ * batch filled by m4_image_preprocess owns them (m4_pixel_batch_free). */
+typedef struct {
+    int64_t n;                   /* images */
+    int64_t height, width;       /* the batch maximum H, W (pixel_values is padded to it) */
+    const float *pixel_values;   /* [n, 3, height, width] float32; zeros outside each image */
+    const int64_t *image_sizes;  /* [n, 2]: (H, W) of each resized image before padding */
+} m4_pixel_batch;
+
+/* The epsilon of every Pixtral RMSNorm (ln_pre, attention_norm, ffn_norm): PixtralRMSNorm(eps=1e-5)
+ * is hard-coded in HF, not read from the config. (projector.norm is Mistral3RMSNorm with the text
+ * rms_norm_eps, MODEL.md §2.2.) */
+#define M4_VISION_NORM_EPS 1e-5f
 
 /* One image's patch grid: rows × cols patches (its image_sizes // patch_size). */
 typedef struct {

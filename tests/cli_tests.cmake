@@ -70,6 +70,12 @@ m4_cli_test(cli_unknown_command EXPECT_RC 2 ARGS frobnicate
   CHECKS "STDERR_1=mistral4: unknown command 'frobnicate'" "STDERR_2=Usage: mistral4")
 m4_cli_test(cli_unknown_top_option EXPECT_RC 2 ARGS --frobnicate
   CHECKS "STDERR_1=unknown option '--frobnicate'")
+if(M4_HAVE_CUDA)
+  # the fast-path table (optimized/paths.h): each path off until a committed GPU run proves it
+  m4_cli_test(cli_help_fast_paths EXPECT_RC 0 ARGS --help
+    CHECKS "STDOUT_1=cuda-bf16 +CUDA" "STDOUT_2=Fast paths of cuda-fp32" "STDOUT_3=latent_tc +off +unproven"
+           "STDOUT_4=twin: the CUDA-core flash-decoding split kernel" "STDOUT_5=M4_CUDA_ENABLE=name")
+endif()
 m4_cli_test(cli_help_inspect EXPECT_RC 0 ARGS help inspect
   CHECKS "STDOUT_1=Usage: mistral4 inspect PATH")
 
@@ -247,7 +253,7 @@ m4_cli_test(cli_run_image_text_model EXPECT_RC 1
   CHECKS "STDERR_1=images need a multimodal model")
 m4_cli_test(cli_run_image_count EXPECT_RC 1
   ARGS run --model ${M4_RUN_CASES}/fp8/model --ids 1,10,10 --image ${M4_RUN_CASES}/fp8/image0_rgb_30x19.png
-  CHECKS "STDERR_1=1 --image file but 2 \\[IMG\\] placeholders")
+  CHECKS "STDERR_1=1 image but 2 \\[IMG\\] placeholders")
 m4_cli_test(cli_run_id_outside_vocab EXPECT_RC 1
   ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,512
   CHECKS "STDERR_1=outside the vocabulary \\[0, 512\\)")
@@ -303,6 +309,14 @@ add_test(NAME cli_conform_report_unwritable
   COMMAND sh -c "d=$(mktemp -d); mkdir \"$d/adir\"; \"$0\" conform --case \"$1\" --quiet --report \"$d/missing/r.json\" --junit \"$d/adir\" >/dev/null 2>\"$d/err\"; rc=$?; ok=1; [ $rc -eq 1 ] || { echo \"exit $rc, expected 1\"; ok=0; }; grep -q 'missing/r.json: cannot write the JSON report' \"$d/err\" || { echo 'no JSON report message'; ok=0; }; grep -q 'adir: cannot write the JUnit report' \"$d/err\" || { echo 'no JUnit report message'; ok=0; }; left=$(cd \"$d\" && find . -mindepth 1 ! -name err ! -name adir); [ -z \"$left\" ] || { echo \"left behind: $left\"; ok=0; }; [ -z \"$(ls -A \"$d/adir\")\" ] || { echo 'written into adir'; ok=0; }; cat \"$d/err\"; rm -rf \"$d\"; [ $ok -eq 1 ]"
           $<TARGET_FILE:mistral4> ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny)
 set_tests_properties(cli_conform_report_unwritable PROPERTIES LABELS cpu TIMEOUT 60)
+
+# ---- preprocess --out goes through the same writer as the reports (m4_write_atomically): the
+# file is complete and readable like one fopen makes (0644; mkstemp's 0600 was kept before), for
+# both formats, and nothing else is left in the folder.
+add_test(NAME cli_preprocess_out_mode
+  COMMAND sh -c "d=$(mktemp -d); umask 022; ok=1; for f in p.h5 p.json; do \"$0\" preprocess \"$1\" --quiet --out \"$d/$f\" || ok=0; [ \"$(stat -c %a \"$d/$f\")\" = 644 ] || { echo \"$f mode $(stat -c %a \"$d/$f\")\"; ok=0; }; done; [ \"$(ls -A \"$d\" | wc -l)\" -eq 2 ] || { ls -A \"$d\"; ok=0; }; rm -rf \"$d\"; [ $ok -eq 1 ]"
+          $<TARGET_FILE:mistral4> ${PROJECT_SOURCE_DIR}/golden/cases/fp8/image0_rgb_30x19.png)
+set_tests_properties(cli_preprocess_out_mode PROPERTIES LABELS cpu TIMEOUT 60)
 
 # ---- bench: end-to-end generation timing (the reference on the tiny models) -------------------
 m4_cli_test(cli_bench_help EXPECT_RC 0 ARGS bench --help

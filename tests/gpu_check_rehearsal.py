@@ -33,12 +33,15 @@ shift 4
 exec "$@"
 """
 # mistral4 conform --case C --backend B --quiet [--report R]: a report; the planted bug fails
-# routing_variants on cuda-bf16 whenever `grouped` is on
+# routing_variants on cuda-bf16 whenever `grouped` is on; with the cudnn path on it fails to open, as
+# where libcudnn is missing (gpu-check must keep cudnn off when it found no cuDNN)
 MISTRAL4 = """#!/usr/bin/env python3
 import json, os, sys
 a = sys.argv[1:]
 case = os.path.basename(a[a.index("--case") + 1]); backend = a[a.index("--backend") + 1]
 on = os.environ.get("M4_CUDA_ENABLE", "")
+if (on == "all" or "cudnn" in on.split(",")) and "cudnn" not in os.environ.get("M4_CUDA_DISABLE", "").split(","):
+    sys.exit("cuda-bf16: the cudnn path is on (M4_CUDA_ENABLE): libcudnn.so.9 cannot be opened")   # as without cuDNN
 bug = case == "routing_variants" and backend == "cuda-bf16" and ("grouped" in on.split(",") or on == "all")
 row = {"component": "text.layers.0.mlp.experts", "status": "FAIL" if bug else "PASS",
        "rel_l2": 0.5 if bug else 1e-3, "cosine": 0.9 if bug else 1.0}

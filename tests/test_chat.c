@@ -1,4 +1,4 @@
-/* test_chat.c — the v15 chat template as ids (reference/chat.c, MODEL.md §6.4) against
+/* test_chat.c — the v15 chat template as ids (preprocess/chat.c, MODEL.md §6.4) against
  * mistral-common, and the reasoning read back out of generated ids.
  *
  * The expected ids come from mistral-common 1.13.1 (InstructRequestNormalizerV15 +

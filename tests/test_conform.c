@@ -172,6 +172,7 @@ static void reports_are_written_and_complete(void **state) {
     json_t *summary = json_object_get(root, "summary");
     assert_int_equal(json_integer_value(json_object_get(summary, "passed")), r.n_pass);
     assert_true(json_is_null(json_object_get(summary, "first_divergence")));
+    assert_true(json_is_null(json_object_get(root, "backend_paths"))); /* the reference has none */
     json_decref(root);
     FILE *f = fopen(xml_path, "r");
     assert_non_null(f);
@@ -186,6 +187,68 @@ static void reports_are_written_and_complete(void **state) {
     m4_report_free(&r);
     m4t_rmtree(dir);
     free(dir), free(json_path), free(xml_path);
+    close_case(&c);
+}
+
+/* A backend's describe_paths reaches the report (backend_paths) and the table's first line. */
+static void describe_paths_for_test(char *buf, size_t size, int table) {
+    snprintf(buf, size, table ? "the whole table" : "flash on, graphs off");
+}
+
+static void backend_paths_are_reported(void **state) {
+    golden_case c;
+    open_case("text_tiny", &c);
+    m4_backend described = m4_backend_reference;
+    described.describe_paths = describe_paths_for_test;
+    m4_conform_options opt = {.golden_path = c.golden, .backend = &described, .only = "text.norm", .model = &c.model};
+    m4_report r;
+    m4_error err = {{0}};
+    if (m4_conform_run(&opt, &r, &err) != 0) fail_msg("%s", err.msg);
+    assert_string_equal(r.backend_paths, "flash on, graphs off");
+    char *dir = m4t_tempdir(), *json_path = m4t_join(dir, "r.json"), *table_path = m4t_join(dir, "table.txt");
+    assert_int_equal(m4_report_write_json(&r, json_path, &err), 0);
+    json_error_t jerr;
+    json_t *root = json_load_file(json_path, 0, &jerr);
+    assert_non_null(root);
+    assert_string_equal(json_string_value(json_object_get(root, "backend_paths")), "flash on, graphs off");
+    json_decref(root);
+    FILE *f = fopen(table_path, "w+");
+    assert_non_null(f);
+    m4_report_print_table(&r, f);
+    rewind(f);
+    char line[256] = {0};
+    assert_non_null(fgets(line, sizeof line, f));
+    fclose(f);
+    assert_string_equal(line, "ref paths: flash on, graphs off\n");
+    m4_report_free(&r);
+    m4t_rmtree(dir);
+    free(dir), free(json_path), free(table_path);
+    close_case(&c);
+}
+
+/* The rotary-table rows are served by the backend's rope entries like every other row: a backend
+ * without them reports NOT-IMPL there (before, the runner checked the reference's host table
+ * whatever the backend, and reported it as the backend's PASS). */
+static void rope_rows_are_the_backends(void **state) {
+    golden_case c;
+    open_case("multimodal", &c);
+    m4_backend without_rope = m4_backend_reference;
+    without_rope.rope = NULL, without_rope.vision_rope = NULL;
+    m4_conform_options opt = {.golden_path = c.golden, .backend = &without_rope, .model = &c.model};
+    m4_report r;
+    m4_error err = {{0}};
+    if (m4_conform_run(&opt, &r, &err) != 0) fail_msg("%s", err.msg);
+    int rope_rows = 0;
+    for (size_t i = 0; i < r.n; i++) {
+        const m4_result *x = &r.results[i];
+        size_t n = strlen(x->name);
+        bool rope = n >= 5 && strcmp(x->name + n - 5, ".rope") == 0;
+        assert_int_equal(x->status, rope ? M4_RESULT_NOT_IMPLEMENTED : M4_RESULT_PASS);
+        rope_rows += rope;
+    }
+    assert_int_equal(rope_rows, 1 + c.model.config.text.num_hidden_layers); /* vision.rope + one per layer */
+    assert_int_equal(r.n_not_implemented, rope_rows);
+    m4_report_free(&r);
     close_case(&c);
 }
 
@@ -224,6 +287,8 @@ int main(void) {
         cmocka_unit_test(broken_projector_eps_is_named),
         cmocka_unit_test(reports_are_written_and_complete),
         cmocka_unit_test(mismatched_golden_fails_at_once),
+        cmocka_unit_test(backend_paths_are_reported),
+        cmocka_unit_test(rope_rows_are_the_backends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -343,7 +343,7 @@ static void gemv_published_widths(void **state) {
 struct cuda_state {
     m4_cuda st;
     cuda_state() {
-        st.precision = m4_precision::bf16;
+        st.precision = M4_PRECISION_BF16;
         assert_int_equal(cudaStreamCreateWithFlags(&st.stream, cudaStreamNonBlocking), cudaSuccess);
         assert_int_equal(cublasCreate(&st.cublas), CUBLAS_STATUS_SUCCESS);
         assert_int_equal(cublasSetStream(st.cublas, st.stream), CUBLAS_STATUS_SUCCESS);
@@ -657,7 +657,7 @@ static void golden_upload_forms(void **state) {
     for (int precision = 0; precision < 2; precision++) {
         const bool bf16 = precision == 1;
         m4_cuda *st = nullptr;
-        if (m4_cuda_open(&model, bf16 ? m4_precision::bf16 : m4_precision::fp32, &st, &err) != 0)
+        if (m4_cuda_open(&model, bf16 ? M4_PRECISION_BF16 : M4_PRECISION_FP32, &st, &err) != 0)
             fprintf(stderr, "open: %s\n", err.msg);
         assert_non_null(st);
         size_t expected_bytes = 0;

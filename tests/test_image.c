@@ -1,4 +1,4 @@
-/* Image decoding and Pixtral preprocessing (reference/image.h) against Hugging Face's processor:
+/* Image decoding and Pixtral preprocessing (preprocess/image.h) against Hugging Face's processor:
  * every image of golden/cases/preprocess (sizes exact, decoded and resized uint8 compared, pixel
  * values within one uint8 step before normalisation), the batch, the resize rule, the token
  * layout, the PNG/JPEG variants PIL knows (palette, gray+alpha, 16-bit, colour key, interlaced,
@@ -390,6 +390,27 @@ static void test_tokens(void **state) {
     m4t_assert_contains(err.msg, "needs 6 tokens");
 }
 
+/* A prompt's [IMG] placeholders expanded in order, each to its own image's block; an already
+ * expanded list kept as it is; a count that does not match the images refused. */
+static void test_expand_placeholders(void **state) {
+    m4_image_token_ids ids;
+    m4_image_token_ids_default(&ids);
+    const int64_t prompt[] = {1, 3, 10, 7, 10, 4}, grids[] = {2, 2, 1, 1}; /* 2 x 2 and 1 x 1 */
+    int64_t *out, n;
+    m4_error err = {{0}};
+    assert_int_equal(m4_image_expand_placeholders(prompt, 6, grids, 2, &ids, &out, &n, &err), 0);
+    static const int64_t want[] = {1, 3, 10, 10, 12, 10, 10, 13, 7, 10, 13, 4};
+    assert_int_equal(n, 12);
+    assert_memory_equal(out, want, sizeof want);
+    free(out);
+    assert_int_equal(m4_image_expand_placeholders(want, 12, grids, 2, &ids, &out, &n, &err), 0);
+    assert_int_equal(n, 12); /* [IMG_BREAK]/[IMG_END] present: taken as expanded */
+    assert_memory_equal(out, want, sizeof want);
+    free(out);
+    assert_int_equal(m4_image_expand_placeholders(prompt, 6, grids, 1, &ids, &out, &n, &err), -1);
+    m4t_assert_contains(err.msg, "1 image but 2 [IMG] placeholders (id 10)");
+}
+
 /* ---- PNG and JPEG variants (expected values: PIL's convert_to_rgb) --------------------------- */
 
 /* Writes a PNG with libpng: rows of raw samples as PNG stores them (big-endian 16-bit). */
@@ -773,6 +794,7 @@ int main(void) {
         cmocka_unit_test(test_golden_images), cmocka_unit_test(test_golden_batch),
         cmocka_unit_test(test_target_size),   cmocka_unit_test(test_resize_small),
         cmocka_unit_test(test_normalize),     cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_expand_placeholders),
         cmocka_unit_test(test_png_variants),  cmocka_unit_test(test_jpeg_variants),
         cmocka_unit_test(test_jpeg_scan_limit), cmocka_unit_test(test_bad_files),
     };

@@ -1,4 +1,4 @@
-/* test_tokenizer.c — the Tekken tokenizer (reference/tokenizer.c) against mistral-common.
+/* test_tokenizer.c — the Tekken tokenizer (preprocess/tokenizer.c) against mistral-common.
  *
  * tests/fixtures/tokenizer/ holds a real tekken.json from the mistral-common wheel and corpus.json:
  * ~1,500 strings with the ids mistral-common 1.13.1 gave them (make_corpus.py there regenerates

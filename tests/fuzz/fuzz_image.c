@@ -1,5 +1,5 @@
 /* fuzz_image — untrusted image bytes through the decoder and the Pixtral preprocessing
- * (reference/image.c): m4_image_decode (PNG or JPEG, by content), then, for images of at most
+ * (preprocess/image.c): m4_image_decode (PNG or JPEG, by content), then, for images of at most
  * 1024 × 1024 pixels, m4_image_preprocess with the published settings but longest_edge 112 (the
  * same code paths, a small resize, so each run is fast). Checks what the API promises: a decoded
  * image is within M4_IMAGE_MAX_PIXELS / M4_IMAGE_MAX_SIDE and every pixel is readable; the batch

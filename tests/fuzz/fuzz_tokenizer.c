@@ -1,4 +1,4 @@
-/* fuzz_tokenizer — the Tekken tokenizer (reference/tokenizer.c) on untrusted input.
+/* fuzz_tokenizer — the Tekken tokenizer (preprocess/tokenizer.c) on untrusted input.
  *
  * The first input byte picks the mode:
  *   even  the rest is TEXT, encoded with the committed tekken.json (tests/fixtures/tokenizer/

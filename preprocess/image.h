@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "m4_error.h"
+#include "vision.h" /* m4_pixel_batch: the pre-processing's output is the vision tower's input */
 
 /* ---- decoder limits ---------------------------------------------------------------------- */
 
@@ -100,16 +101,6 @@ int m4_image_resize_bicubic_aa(const uint8_t *src, int64_t channels, int64_t hei
 void m4_image_normalize(const m4_image_options *opt, const uint8_t *chw, int64_t height,
                         int64_t width, float *out);
 
-/* The processor's output for a batch of images, which is the vision tower's input. The pointers
- * are const so that a batch can also view pixel values held elsewhere (a golden file); only a
- * batch filled by m4_image_preprocess owns them (m4_pixel_batch_free). */
-typedef struct {
-    int64_t n;                   /* images */
-    int64_t height, width;       /* the batch maximum H, W (pixel_values is padded to it) */
-    const float *pixel_values;   /* [n, 3, height, width] float32; zeros outside each image */
-    const int64_t *image_sizes;  /* [n, 2]: (H, W) of each resized image before padding */
-} m4_pixel_batch;
-
 /* Resize + normalise + pad `n` decoded images (PixtralImageProcessor._preprocess). The batch
  * owns its arrays: free them with m4_pixel_batch_free. */
 int m4_image_preprocess(const m4_image_options *opt, const m4_image *images, int64_t n,
@@ -135,11 +126,24 @@ void m4_image_token_ids_default(m4_image_token_ids *ids);
 int m4_image_token_grid(const m4_image_options *opt, int64_t height, int64_t width, int64_t *rows,
                         int64_t *cols, m4_error *err);
 
-/* PixtralProcessor's expansion of one [IMG] placeholder: for each row, cols × [IMG] then
- * [IMG_BREAK]; the last [IMG_BREAK] becomes [IMG_END]. Writes rows·(cols+1) ids to out (capacity
- * `cap`; fails when too small) and their number to *n_out. */
+/* The k-th of the rows·(cols+1) ids of an image's block, PixtralProcessor's expansion of one
+ * [IMG] placeholder: for each row, cols × [IMG] then [IMG_BREAK]; the last [IMG_BREAK] becomes
+ * [IMG_END]. The one place that layout is written: m4_image_tokens, m4_image_expand_placeholders
+ * and the chat template (chat.c) all take their ids from it. */
+int64_t m4_image_block_token(int64_t rows, int64_t cols, const m4_image_token_ids *ids, int64_t k);
+
+/* The block of a resized H × W image (m4_image_token_grid, m4_image_block_token): writes
+ * rows·(cols+1) ids to out (capacity `cap`; fails when too small) and their number to *n_out. */
 int m4_image_tokens(const m4_image_options *opt, int64_t height, int64_t width,
                     const m4_image_token_ids *ids, int64_t *out, int64_t cap, int64_t *n_out,
                     m4_error *err);
+
+/* A prompt's ids [n] with each [IMG] placeholder (tid->img) replaced, in order, by its image's
+ * block; grids [n_images, 2] = (rows, cols) of each image's merged patches (m4_image_token_grid).
+ * A list that already holds [IMG_BREAK] or [IMG_END] is taken as expanded and copied as it is
+ * (the model checks the [IMG] count against the images). Fails when the placeholders are not
+ * n_images. *out (malloc'd, [*n_out]) is the caller's to free. */
+int m4_image_expand_placeholders(const int64_t *ids, int64_t n, const int64_t *grids, int64_t n_images,
+                                 const m4_image_token_ids *tid, int64_t **out, int64_t *n_out, m4_error *err);
 
 #endif

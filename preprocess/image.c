@@ -552,6 +552,11 @@ int m4_image_token_grid(const m4_image_options *opt, int64_t height, int64_t wid
     return 0;
 }
 
+int64_t m4_image_block_token(int64_t rows, int64_t cols, const m4_image_token_ids *ids, int64_t k) {
+    if (k % (cols + 1) < cols) return ids->img;
+    return k / (cols + 1) + 1 < rows ? ids->img_break : ids->img_end;
+}
+
 int m4_image_tokens(const m4_image_options *opt, int64_t height, int64_t width,
                     const m4_image_token_ids *ids, int64_t *out, int64_t cap, int64_t *n_out,
                     m4_error *err) {
@@ -561,13 +566,42 @@ int m4_image_tokens(const m4_image_options *opt, int64_t height, int64_t width,
     if (n > cap)
         return m4_fail(err, "image of %lld x %lld needs %lld tokens, the buffer holds %lld",
                        (long long)height, (long long)width, (long long)n, (long long)cap);
-    int64_t k = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t c = 0; c < cols; c++) out[k++] = ids->img;
-        out[k++] = ids->img_break;
-    }
-    out[n - 1] = ids->img_end;
+    for (int64_t k = 0; k < n; k++) out[k] = m4_image_block_token(rows, cols, ids, k);
     *n_out = n;
+    return 0;
+}
+
+int m4_image_expand_placeholders(const int64_t *ids, int64_t n, const int64_t *grids, int64_t n_images,
+                                 const m4_image_token_ids *tid, int64_t **out, int64_t *n_out, m4_error *err) {
+    int64_t placeholders = 0, total = n;
+    bool expanded = false;
+    for (int64_t i = 0; i < n; i++) {
+        placeholders += ids[i] == tid->img;
+        expanded |= ids[i] == tid->img_break || ids[i] == tid->img_end;
+    }
+    if (!expanded && placeholders != n_images)
+        return m4_fail(err, "%lld image%s but %lld [IMG] placeholder%s (id %lld) in the ids", (long long)n_images,
+                       n_images == 1 ? "" : "s", (long long)placeholders, placeholders == 1 ? "" : "s",
+                       (long long)tid->img);
+    for (int64_t k = 0; !expanded && k < n_images; k++) {
+        if (grids[2 * k] <= 0 || grids[2 * k + 1] <= 0 || grids[2 * k] > M4_IMAGE_MAX_PIXELS / grids[2 * k + 1])
+            return m4_fail(err, "image %lld: a %lld x %lld token grid", (long long)k, (long long)grids[2 * k],
+                           (long long)grids[2 * k + 1]);
+        total += grids[2 * k] * (grids[2 * k + 1] + 1) - 1;
+    }
+    int64_t *o = malloc(sizeof *o * (size_t)(total > 0 ? total : 1));
+    if (!o) return m4_fail(err, "out of memory for %lld prompt ids", (long long)total);
+    int64_t at = 0;
+    for (int64_t i = 0, k = 0; i < n; i++) {
+        if (expanded || ids[i] != tid->img) {
+            o[at++] = ids[i];
+            continue;
+        }
+        const int64_t rows = grids[2 * k], cols = grids[2 * k + 1];
+        for (int64_t j = 0; j < rows * (cols + 1); j++) o[at++] = m4_image_block_token(rows, cols, tid, j);
+        k++;
+    }
+    *out = o, *n_out = at;
     return 0;
 }
 

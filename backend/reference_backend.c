@@ -1,6 +1,7 @@
-/* backend_ref.c — the plain-C reference behind the backend interface: each entry forwards to
+/* reference_backend.c — the plain-C reference behind the backend interface: each entry forwards to
  * the m4_ref_* function of the same HF module. */
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
@@ -21,6 +22,17 @@ static int ref_embed_tokens(void *state, const int64_t *ids, int64_t n, float *o
 static int ref_rmsnorm(void *state, const m4_weight *w, const float *x, int64_t n, int64_t dim,
                        float eps, float *y, m4_error *err) {
     m4_ref_rmsnorm(x, n, dim, w, eps, y);
+    return 0;
+}
+
+static int ref_rope(void *state, const int64_t *positions, int64_t n, float *cos, float *sin, m4_error *err) {
+    const m4_text_config *t = &model_of(state)->config.text;
+    float inv_freq[512], attention_factor;
+    if (t->qk_rope_head_dim / 2 > 512)
+        return m4_fail(err, "qk_rope_head_dim %lld: more than the 1024 the reference's rope table holds",
+                       (long long)t->qk_rope_head_dim);
+    if (m4_ref_rope_inv_freq(t, inv_freq, &attention_factor, err)) return -1;
+    m4_ref_rope_cos_sin(inv_freq, t->qk_rope_head_dim / 2, attention_factor, positions, n, cos, sin);
     return 0;
 }
 
@@ -85,6 +97,17 @@ static int ref_forward(void *state, const int64_t *ids, const float *inputs_embe
 static int ref_patch_conv(void *state, const m4_pixel_batch *px, float *out, m4_error *err) {
     const m4_model *m = model_of(state);
     return m4_ref_patch_conv(&m->config.vision, &m->weights.patch_conv, px, out, err);
+}
+
+static int ref_vision_rope(void *state, const m4_patch_grid *grids, int64_t n_images, float *cos, float *sin,
+                           m4_error *err) {
+    const m4_vision_config *v = &model_of(state)->config.vision;
+    float *inv_freq = malloc(sizeof *inv_freq * (size_t)(v->head_dim / 2 > 0 ? v->head_dim / 2 : 1));
+    if (!inv_freq) return m4_fail(err, "out of memory for the vision rope frequencies");
+    int rc = m4_ref_vision_rope_inv_freq(v, inv_freq, err);
+    if (rc == 0) m4_ref_vision_rope_cos_sin(inv_freq, v->head_dim, grids, n_images, cos, sin);
+    free(inv_freq);
+    return rc;
 }
 
 static int ref_vision_attention(void *state, int layer, const float *x, const m4_patch_grid *grids,
@@ -159,10 +182,12 @@ static int ref_forward_multimodal(void *state, const int64_t *ids, int64_t B, in
 const m4_backend m4_backend_reference = {
     .name = "ref",
     .description = "plain-C float32 reference (reference/)",
+    .precision = M4_PRECISION_FP32,
     .open = ref_open,
     .close = ref_close,
     .embed_tokens = ref_embed_tokens,
     .rmsnorm = ref_rmsnorm,
+    .rope = ref_rope,
     .self_attn = ref_self_attn,
     .router = ref_router,
     .experts = ref_experts,
@@ -172,6 +197,7 @@ const m4_backend m4_backend_reference = {
     .lm_head = ref_lm_head,
     .forward = ref_forward,
     .patch_conv = ref_patch_conv,
+    .vision_rope = ref_vision_rope,
     .vision_attention = ref_vision_attention,
     .vision_feed_forward = ref_vision_feed_forward,
     .vision_layer = ref_vision_layer,

@@ -1,6 +1,9 @@
-/* backend.h — the one interface both implementations sit behind, at component granularity.
+/* backend.h — the one interface both implementations sit behind: components one call each, and
+ * generation sessions. The backend room (backend/) is the ground floor that the harness, the CLI
+ * and the CUDA implementation build on; it depends only on the loader and on the reference's
+ * types (docs/ARCHITECTURE.md, "Layout").
  *
- * Each entry takes the component's inputs (float32 host arrays, shapes in the comments) and writes
+ * Each component entry takes the component's inputs (float32 host arrays, shapes in the comments) and writes
  * its outputs; weights come from the m4_model the backend was opened on. An entry left NULL is a
  * component the backend does not implement: the harness reports it as such and never falls back
  * to another backend. Entries return 0, or -1 with `err` set. */
@@ -14,11 +17,26 @@
 #include "vision.h"
 #include "weights.h"
 
+#include <stddef.h>
+
+/* The arithmetic a backend's components run in: float32 (the reference, cuda-fp32: checked at
+ * float32's budgets), or bf16 weights and GEMM operands with float32 accumulation (cuda-bf16:
+ * checked at the bf16 budgets by default). */
+typedef enum { M4_PRECISION_FP32, M4_PRECISION_BF16 } m4_precision;
+
 typedef struct m4_backend m4_backend;
 
 struct m4_backend {
     const char *name;        /* "ref", "cuda-fp32", "cuda-bf16" */
     const char *description;
+    m4_precision precision;
+
+    /* The fast paths in effect (which kernels serve which component, as switched on or off for
+     * this process) into buf: one short line when `table` is 0 (`mistral4 conform` prints it above
+     * its table and records it in the JSON report as backend_paths), the whole table of paths, their
+     * twins and proofs when 1 (`mistral4 --help`). NULL for a backend with no alternative paths
+     * (the reference). */
+    void (*describe_paths)(char *buf, size_t size, int table);
 
     /* Per-model state (device copies of the weights, scratch). */
     int (*open)(const m4_model *model, void **state, m4_error *err);
@@ -32,6 +50,9 @@ struct m4_backend {
     /* any RMSNorm (text, vision, projector): x [n, dim] → y, weight w, epsilon eps */
     int (*rmsnorm)(void *state, const m4_weight *w, const float *x, int64_t n, int64_t dim,
                    float eps, float *y, m4_error *err);
+    /* text.layers.{i}.self_attn.rope: positions [n] → cos, sin [n, dr/2] with the attention
+     * factor applied (HF's table is cat(φ, φ) of these) */
+    int (*rope)(void *state, const int64_t *positions, int64_t n, float *cos, float *sin, m4_error *err);
     /* text.layers.{i}.self_attn: x [B, S, D] → out [B, S, D] (trace may be NULL) */
     int (*self_attn)(void *state, int layer, const float *x, int64_t B, int64_t S,
                      const int64_t *position_ids, const int64_t *attention_mask, float softmax_scale,
@@ -63,6 +84,10 @@ struct m4_backend {
 
     /* vision.patch_conv: pixels [N_img, C, H, W] → out [N_img, Dv, H/p, W/p] (padded batch) */
     int (*patch_conv)(void *state, const m4_pixel_batch *px, float *out, m4_error *err);
+    /* vision.rope: the 2-D table of the images' patch grids → cos, sin [P, hd/2] (HF's is
+     * cat(φ, φ) of these) */
+    int (*vision_rope)(void *state, const m4_patch_grid *grids, int64_t n_images, float *cos, float *sin,
+                       m4_error *err);
     /* vision.layers.{j}.attention: x [P, Dv] (normed) → out [P, Dv], block-diagonal over the
      * images (trace may be NULL) */
     int (*vision_attention)(void *state, int layer, const float *x, const m4_patch_grid *grids,
@@ -96,20 +121,43 @@ struct m4_backend {
                               const m4_pixel_batch *px, const int64_t *position_ids,
                               const int64_t *attention_mask, m4_softmax_scale_rule rule,
                               float *logits, m4_error *err);
+
+    /* ---- generation: a session holds the weights (on the device) and its own kv cache of
+     * `batch` rows × `capacity` positions, and serves m4_ref_generate as its m4_cached_forward
+     * (generate.h). All NULL for the reference, whose generation loop owns its cache
+     * (m4_ref_generate with no cached forward). ---- */
+
+    /* upload_progress (may be NULL) hears of each text layer's weights uploaded. */
+    int (*session_open)(const m4_model *model, int64_t batch, int64_t capacity,
+                        const m4_progress *upload_progress, void **session, m4_error *err);
+    /* ids [B, S] (or inputs_embeds [B, S, D] when non-NULL) after the positions the cache holds
+     * → the last position's logits [B, V]; the cache then holds S more positions
+     * (m4_cached_forward's forward). */
+    int (*session_forward)(void *session, const int64_t *ids, const float *inputs_embeds, int64_t B,
+                           int64_t S, const int64_t *position_ids, const int64_t *attention_mask,
+                           m4_softmax_scale_rule rule, float *logits, m4_error *err);
+    /* The prompt's inputs_embeds [B, S, D]: embed_tokens(ids) with the image-token rows replaced
+     * in order by the images' features; px NULL: no images (m4_ref_prompt_embeds's twin). */
+    int (*session_prompt_embeds)(void *session, const int64_t *ids, int64_t B, int64_t S,
+                                 const m4_pixel_batch *px, float *embeds, m4_error *err);
+    /* Empties the cache: the next forward starts at position 0 (the weights stay). */
+    int (*session_reset)(void *session, m4_error *err);
+    /* The device's name ("NVIDIA H200") into buf. */
+    int (*session_device_name)(void *session, char *buf, size_t size, m4_error *err);
+    void (*session_close)(void *session);
 };
 
-/* The plain-C float32 reference. */
+/* The plain-C float32 reference (reference_backend.c). */
 extern const m4_backend m4_backend_reference;
 
-/* The CUDA implementation (optimized/), built when nvcc is present: float32 without TF32, and the
- * bf16 fast path. */
-extern const m4_backend m4_backend_cuda_fp32;
-extern const m4_backend m4_backend_cuda_bf16;
+/* ---- the backends built into this binary (builtin.c, generated by CMake from the tables each
+ * room registers with m4_register_backends: the reference always, the CUDA ones when the build
+ * found nvcc) ---- */
 
 /* Looks a backend up by name ("ref"); NULL when unknown or not built (e.g. CUDA without nvcc). */
 const m4_backend *m4_backend_find(const char *name);
 
-/* Names of the backends built into this binary, NULL-terminated. */
-const char *const *m4_backend_names(void);
+/* The backends built into this binary, in registration order, NULL-terminated. */
+const m4_backend *const *m4_backend_list(void);
 
 #endif

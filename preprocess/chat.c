@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "image.h"
+
 int m4_reasoning_effort_parse(const char *s, m4_reasoning_effort *effort, m4_error *err) {
     if (strcmp(s, "none") == 0) *effort = M4_REASONING_NONE;
     else if (strcmp(s, "high") == 0) *effort = M4_REASONING_HIGH;
@@ -152,14 +154,12 @@ static int encode_piece(const m4_tokenizer *tok, const specials *sp, const piece
     if (p->kind == M4_CHUNK_TEXT) return encode_text(tok, p->text, len, out, err);
     const m4_chat_chunk *c = p->chunk;
     if (p->kind == M4_CHUNK_IMAGE) {
-        if (c->rows <= 0 || c->cols <= 0)
+        if (c->rows <= 0 || c->cols <= 0 || c->rows > M4_IMAGE_MAX_PIXELS / c->cols)
             return m4_fail(err, "chat: an image chunk has a %lld x %lld token grid", (long long)c->rows,
                            (long long)c->cols);
-        for (int64_t r = 0; r < c->rows; r++) {
-            for (int64_t k = 0; k < c->cols; k++)
-                if (m4_token_ids_push(out, sp->img, err)) return -1;
-            if (m4_token_ids_push(out, r + 1 < c->rows ? sp->img_break : sp->img_end, err)) return -1;
-        }
+        const m4_image_token_ids ids = {.img = sp->img, .img_break = sp->img_break, .img_end = sp->img_end};
+        for (int64_t k = 0; k < c->rows * (c->cols + 1); k++)
+            if (m4_token_ids_push(out, (int32_t)m4_image_block_token(c->rows, c->cols, &ids, k), err)) return -1;
         return 0;
     }
     if (!sp->have_think)
