@@ -88,6 +88,24 @@ int rmsnorm(void *state, const m4_weight *w, const float *x, int64_t n, int64_t 
            finish(st, {{y, d_y, n * dim}}, err);
 }
 
+/* text.layers.{i}.self_attn.rope: the table m4_cuda_mla builds on the device (m4k_rope_tables:
+ * YaRN frequencies from the host, the attention factor, positions on the device). */
+int rope(void *state, const int64_t *positions, int64_t n, float *cos, float *sin, m4_error *err) {
+    m4_cuda *st = cuda_of(state);
+    m4_nvtx_range nvtx("text.layers.self_attn.rope");
+    const m4_text_config *cfg = &st->model->config.text;
+    const m4_rope_config *r = &cfg->rope;
+    const int64_t half = cfg->qk_rope_head_dim / 2;
+    m4_arena arena(st->stream);
+    const int64_t *d_pos = arena.upload(positions, n, err);
+    float *d_cos = arena.get<float>(n * half, err), *d_sin = arena.get<float>(n * half, err), *d_l4 = arena.get<float>(n, err);
+    return !d_pos || !d_cos || !d_sin || !d_l4 || begin(st, err) ||
+           m4k_rope_tables(d_pos, n, st->d_rope_inv_freq, half, st->rope_attention_factor, r->has_llama_4_scaling_beta,
+                           (float)r->llama_4_scaling_beta, r->original_max_position_embeddings, d_cos, d_sin, d_l4,
+                           st->stream, err) ||
+           finish(st, {{cos, d_cos, n * half}, {sin, d_sin, n * half}}, err);
+}
+
 int self_attn(void *state, int layer, const float *x, int64_t B, int64_t S, const int64_t *position_ids,
               const int64_t *attention_mask, float softmax_scale, float *out, m4_mla_trace *trace, m4_error *err) {
     m4_cuda *st = cuda_of(state);
@@ -412,7 +430,7 @@ void describe_paths(char *buf, size_t size, int table) {
 
 #define M4_CUDA_ENTRIES                                                                            \
     .close = close_state, .last_device_ms = device_ms, .embed_tokens = embed_tokens,               \
-    .rmsnorm = rmsnorm, .self_attn = self_attn, .router = router, .experts = experts,              \
+    .rmsnorm = rmsnorm, .rope = rope, .self_attn = self_attn, .router = router, .experts = experts,              \
     .shared_experts = shared_experts, .mlp = mlp, .decoder_layer = decoder_layer,                  \
     .lm_head = lm_head, .forward = forward, .patch_conv = patch_conv,                              \
     .vision_attention = vision_attention, .vision_feed_forward = vision_feed_forward,              \
