@@ -16,7 +16,11 @@
  *   decode               one token, B = S = 1, context T = 1 (no cached context: the S = 1 eager
  *                        forward), at 1 thread and at every processor;
  *   prefill:<N>          N = PREFILL_TOKENS (128) tokens, B = 1, S = T = N, causal, at every
- *                        processor only (a 1-thread prefill would double the run for little).
+ *                        processor only (a 1-thread prefill would double the run for little);
+ *   decode:ctx<T>        self_attn only: one token after T = CONTEXT_POSITIONS (4096) cached
+ *                        positions (m4_ref_mla_cached over a kv cache of random latents), at 1
+ *                        thread and at every processor: what long-context generation pays per
+ *                        layer and token.
  *
  *   ref/text.layers.0.input_layernorm/…      m4_ref_rmsnorm (post_attention_layernorm is the same op)
  *   ref/text.layers.0.self_attn/…            m4_ref_mla
@@ -77,6 +81,8 @@
 #define N_INPUTS 32            /* distinct hidden states the decode cases cycle through */
 #define PREFILL_TOKENS 128     /* tokens of the prefill cases */
 #define SMOKE_PREFILL_TOKENS 4
+#define CONTEXT_POSITIONS 4096 /* cached positions of the decode:ctx cases */
+#define SMOKE_CONTEXT_POSITIONS 64
 #define MAX_COPIES 256
 #define FP8_SCALE (1.0f / 64)  /* per-tensor dequantisation scale: values ≈ ±[0.002, 0.03] */
 
@@ -100,6 +106,7 @@ typedef struct {
     float *inputs;             /* [max(N_INPUTS, prefill), D] */
     float *out, *h, *logits, *topk_weights; /* scratch, sized for the prefill */
     int64_t *topk_ids;
+    m4_kv_cache cache;         /* one row of context_positions() + 1 positions, random latents */
 } layer_variant;
 
 /* The lm_head fixture: the [V, D] BF16 weight alone. */
@@ -119,10 +126,11 @@ typedef struct {
     head_fixture *head;        /* C_LM_HEAD only */
     case_kind kind;
     int64_t tokens;            /* 1 = decode, else a prefill of this many tokens */
+    int64_t context;           /* cached positions before the tokens (decode:ctx cases), else 0 */
     int threads;
 } ref_case;
 
-enum { PHASE_DECODE, PHASE_PREFILL, PHASE_COUNT };
+enum { PHASE_DECODE, PHASE_PREFILL, PHASE_CONTEXT, PHASE_COUNT };
 
 /* Static storage: m4bench keeps pointers to the fixtures and cases for the whole run. */
 static layer_variant variants[2] = {{.variant = "fp8", .linear_dtype = M4_DTYPE_F8_E4M3},
@@ -132,6 +140,7 @@ static ref_case cases[2][PHASE_COUNT][C_COUNT][2];
 static ref_case head_cases[2];
 
 static int64_t prefill_tokens(void) { return m4bench_smoke() ? SMOKE_PREFILL_TOKENS : PREFILL_TOKENS; }
+static int64_t context_positions(void) { return m4bench_smoke() ? SMOKE_CONTEXT_POSITIONS : CONTEXT_POSITIONS; }
 
 /* ---- building the weights ------------------------------------------------------------------ */
 
@@ -206,6 +215,7 @@ static void variant_teardown(void *user) {
     free(v->expert_scales[0]), free(v->expert_scales[1]);
     v->expert_scales[0] = v->expert_scales[1] = NULL;
     free(v->layers), v->layers = NULL;
+    m4_kv_cache_free(&v->cache);
     free(v->inputs), free(v->out), free(v->h), free(v->logits), free(v->topk_weights), free(v->topk_ids);
     v->inputs = v->out = v->h = v->logits = v->topk_weights = NULL;
     v->topk_ids = NULL;
@@ -244,8 +254,9 @@ static int variant_setup(void *user, char *err, size_t errsize) {
     v->logits = malloc(sizeof(float) * (size_t)(N * E));
     v->topk_weights = malloc(sizeof(float) * (size_t)(N * K));
     v->topk_ids = malloc(sizeof(int64_t) * (size_t)(N * K));
+    m4_error cache_err;
     int ok = v->layers && v->experts_mem && v->inputs && v->out && v->h && v->logits &&
-             v->topk_weights && v->topk_ids;
+             v->topk_weights && v->topk_ids && m4_kv_cache_init(&v->cache, t, 1, context_positions() + 1, &cache_err) == 0;
     for (int g = 0; g < GROUP_COUNT && ok; g++) {
         v->group_mem[g] = m4bench_alloc(v->group_bytes[g] * (size_t)v->copies[g]);
         ok = v->group_mem[g] != NULL;
@@ -290,8 +301,11 @@ static int variant_setup(void *user, char *err, size_t errsize) {
         v->layers[l].experts_down = down;
     }
 
-    /* inputs: hidden states with values in [-1, 1) */
+    /* inputs: hidden states with values in [-1, 1); the cached context's latents likewise */
     m4bench_fill_floats(v->inputs, (size_t)(rows * D), 0xABCDull);
+    const size_t cached = (size_t)(context_positions() + 1);
+    m4bench_fill_floats(v->cache.c_kv, cached * (size_t)t->kv_lora_rank, 0xC0DEull);
+    m4bench_fill_floats(v->cache.k_rope, cached * (size_t)t->qk_rope_head_dim, 0xC0DFull);
     return 0;
 }
 
@@ -368,7 +382,13 @@ static int case_run(void *user, int64_t iteration, char *errbuf, size_t errsize)
         m4_ref_rmsnorm(x, N, D, &w->input_layernorm, (float)t->rms_norm_eps, v->out);
         break;
     case C_ATTN:
-        rc = m4_ref_mla(t, w, x, 1, N, NULL, NULL, v->softmax_scale, v->out, NULL, &err);
+        if (c->context) {     /* the token at position `context`, after that many cached ones */
+            v->cache.length = c->context;
+            const int64_t position = c->context;
+            rc = m4_ref_mla_cached(t, w, x, 1, N, &position, NULL, v->softmax_scale, &v->cache, 0, v->out, &err);
+        } else {
+            rc = m4_ref_mla(t, w, x, 1, N, NULL, NULL, v->softmax_scale, v->out, NULL, &err);
+        }
         break;
     case C_ROUTER:
         rc = m4_ref_router(t, w, x, N, v->logits, v->topk_ids, v->topk_weights, &err);
@@ -422,10 +442,11 @@ static void case_teardown(void *user) {
         }
 }
 
-/* The registry's cost of the first component of `kind` for n tokens, context n, weight width wb. */
-static m4_cost registry_cost(const m4_config *cfg, m4_component_kind kind, int64_t n, int wb) {
+/* The registry's cost of the first component of `kind` for n tokens over T key positions, weight
+ * width wb. */
+static m4_cost registry_cost(const m4_config *cfg, m4_component_kind kind, int64_t n, int64_t T, int wb) {
     for (size_t i = 0; i < m4_component_count; i++)
-        if (m4_components[i].kind == kind) return m4_components[i].cost(cfg, n, n, wb);
+        if (m4_components[i].kind == kind) return m4_components[i].cost(cfg, n, T, wb);
     return (m4_cost){0, 0};
 }
 
@@ -433,12 +454,13 @@ static m4_cost sum(m4_cost a, m4_cost b) { return (m4_cost){a.flops + b.flops, a
 
 /* Work of one iteration at the variant's widths: projections and experts wb, norms and router
  * BF16 (so mlp and layer are sums, not the registry's one-width mlp/layer rows). */
-static m4_cost case_cost(const m4_config *cfg, m4_dtype linear, case_kind kind, int64_t n) {
+static m4_cost case_cost(const m4_config *cfg, m4_dtype linear, case_kind kind, int64_t n, int64_t context) {
     const int wb = (int)m4_dtype_size(linear);
-    m4_cost attn = registry_cost(cfg, M4_COMP_SELF_ATTN, n, wb), router = registry_cost(cfg, M4_COMP_ROUTER, n, 2);
-    m4_cost experts = registry_cost(cfg, M4_COMP_EXPERTS, n, wb);
-    m4_cost shared = registry_cost(cfg, M4_COMP_SHARED_EXPERTS, n, wb);
-    m4_cost norm = registry_cost(cfg, M4_COMP_INPUT_NORM, n, 2);
+    m4_cost attn = registry_cost(cfg, M4_COMP_SELF_ATTN, n, context + n, wb);
+    m4_cost router = registry_cost(cfg, M4_COMP_ROUTER, n, n, 2);
+    m4_cost experts = registry_cost(cfg, M4_COMP_EXPERTS, n, n, wb);
+    m4_cost shared = registry_cost(cfg, M4_COMP_SHARED_EXPERTS, n, n, wb);
+    m4_cost norm = registry_cost(cfg, M4_COMP_INPUT_NORM, n, n, 2);
     m4_cost mlp = sum(sum(router, experts), shared);
     switch (kind) {
     case C_NORM: return norm;
@@ -448,7 +470,7 @@ static m4_cost case_cost(const m4_config *cfg, m4_dtype linear, case_kind kind, 
     case C_SHARED: return shared;
     case C_MLP: return mlp;
     case C_LAYER: return sum(sum(norm, norm), sum(attn, mlp));
-    case C_LM_HEAD: return registry_cost(cfg, M4_COMP_LM_HEAD, n, 2);
+    case C_LM_HEAD: return registry_cost(cfg, M4_COMP_LM_HEAD, n, n, 2);
     case C_COUNT: break;
     }
     return (m4_cost){0, 0};
@@ -473,7 +495,8 @@ static void register_case(ref_case *c, const m4bench_fixture *fixture, const m4_
                           const char *variant, m4_dtype linear) {
     char component[96], name[192], label[192], ceiling[64], flops_ceiling[64], phase[32];
     component_name(c->kind, component, sizeof component);
-    if (c->tokens == 1) snprintf(phase, sizeof phase, "decode");
+    if (c->context) snprintf(phase, sizeof phase, "decode:ctx%lld", (long long)c->context);
+    else if (c->tokens == 1) snprintf(phase, sizeof phase, "decode");
     else snprintf(phase, sizeof phase, "prefill:%lld", (long long)c->tokens);
     snprintf(name, sizeof name, "ref/%s/%s/%s/threads:%d", component, phase, variant, c->threads);
     snprintf(ceiling, sizeof ceiling, "cpu_read/threads:%d", c->threads);
@@ -485,8 +508,8 @@ static void register_case(ref_case *c, const m4bench_fixture *fixture, const m4_
                      : c->kind == C_MLP ? " (router bf16)"
                      : c->kind == C_LAYER ? " (norms, router bf16)" : "";
     snprintf(label, sizeof label, "reference fp32; weights %s%s; N=%lld T=%lld", weights, note,
-             (long long)c->tokens, (long long)c->tokens);
-    m4_cost cost = config_ok ? case_cost(cfg, linear, c->kind, c->tokens) : (m4_cost){0, 0};
+             (long long)c->tokens, (long long)(c->context + c->tokens));
+    m4_cost cost = config_ok ? case_cost(cfg, linear, c->kind, c->tokens, c->context) : (m4_cost){0, 0};
     m4bench_register(&(m4bench_case){
         .name = name,
         .fixture = fixture,
@@ -535,12 +558,13 @@ void m4bench_suite_reference(void) {
         if (v->config_ok) v->softmax_scale = m4_ref_mla_softmax_scale(&v->cfg.text, M4_SOFTMAX_SCALE_BASE);
         for (int phase = 0; phase < PHASE_COUNT; phase++)
             for (int k = 0; k < C_COUNT; k++) {
-                if (k == C_LM_HEAD) continue;
-                /* decode: 1 thread and all; prefill: all only */
-                for (int ti = phase == PHASE_DECODE ? 0 : n_threads - 1; ti < n_threads; ti++) {
+                if (k == C_LM_HEAD || (phase == PHASE_CONTEXT && k != C_ATTN)) continue;
+                /* decode (with or without context): 1 thread and all; prefill: all only */
+                for (int ti = phase == PHASE_PREFILL ? n_threads - 1 : 0; ti < n_threads; ti++) {
                     ref_case *c = &cases[vi][phase][k][ti];
                     *c = (ref_case){.v = v, .kind = (case_kind)k,
-                                    .tokens = phase == PHASE_DECODE ? 1 : prefill_tokens(),
+                                    .tokens = phase == PHASE_PREFILL ? prefill_tokens() : 1,
+                                    .context = phase == PHASE_CONTEXT ? context_positions() : 0,
                                     .threads = thread_counts[ti]};
                     register_case(c, &fixtures[vi], &v->cfg, v->config_ok, v->variant, v->linear_dtype);
                 }

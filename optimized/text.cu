@@ -91,7 +91,7 @@ static int mla_project(m4_cuda *st, int layer, const float *d_x, int64_t B, int6
     if (Rq > 0) {
         const m4_dev_weight *q_norm = WEIGHT(w->q_a_layernorm, "q_a_layernorm");
         const m4_dev_weight *q_b = q_norm ? WEIGHT(w->q_b_proj, "q_b_proj") : nullptr;
-        if (!q_b || m4k_rmsnorm(p->qa, p->qa_stride, nullptr, nullptr, q_norm->f32(), qa_norm, Rq, N, Rq, 1e-6f, st->stream, err) ||
+        if (!q_b || m4k_rmsnorm(p->qa, p->qa_stride, nullptr, nullptr, q_norm->f32(), qa_norm, Rq, N, Rq, M4_MLA_NORM_EPS, st->stream, err) ||
             m4_cuda_linear(st, qa_norm, N, *q_b, p->q, err))
             return -1;
     } else {
@@ -99,7 +99,7 @@ static int mla_project(m4_cuda *st, int layer, const float *d_x, int64_t B, int6
         if (!q_proj || m4_cuda_linear(st, d_x, N, *q_proj, p->q, err)) return -1;
     }
     /* 3–4. the compressed kv's norm, the rotated shared key; 6. query = [q_nope | rope(q_rope)] · l4 */
-    return m4k_rmsnorm(p->kva, p->kva_stride, nullptr, nullptr, kv_norm->f32(), p->ckv, Rkv, N, Rkv, 1e-6f, st->stream, err) ||
+    return m4k_rmsnorm(p->kva, p->kva_stride, nullptr, nullptr, kv_norm->f32(), p->ckv, Rkv, N, Rkv, M4_MLA_NORM_EPS, st->stream, err) ||
            m4k_rope(p->kva + Rkv, p->kva_stride, 0, 1, N, 1, 0, dr, d_cos, d_sin, nullptr, cfg->rope_interleave, p->k_rope,
                     st->stream, err) ||
            m4k_rope(p->q, H * dq, dq, B, S, H, dn, dr, d_cos, d_sin, p->l4, cfg->rope_interleave, p->Q, st->stream, err);

@@ -1,7 +1,17 @@
-/* mla.c — text.layers.{i}.self_attn: Mistral4Attention (multi-head latent attention) in HF's
- * eager form, with or without a cache (MODEL.md §2.5, §6.1). One function does both: without a
- * cache the keys are the S new tokens; with one they are the cached positions followed by the
- * new ones, whose latents the call appends. */
+/* mla.c — text.layers.{i}.self_attn: Mistral4Attention (multi-head latent attention), in its two
+ * forms (MODEL.md §2.5, §6.1):
+ *
+ *   expanded (HF's eager forward, m4_ref_mla): kv_b_proj expands every key position's latent c_kv
+ *     into per-head [k_nope | v]; attention over keys [k_nope | k_rope] and values v.
+ *   absorbed (the cached decode, m4_ref_mla_cached): kv_b's key half is folded into the query
+ *     (q_lat = W_UKᵀ q_nope, per head) and its value half applied after the attention
+ *     (o = W_UV · Σ_j p_j c_kv_j), so the attention runs over the cached latents [c_kv | k_rope]
+ *     themselves and nothing is re-expanded per step — what DeepSeek's and our GPU decode do.
+ *
+ * The same math in exact arithmetic; in float32 the sums are grouped differently (checked against
+ * each other and against HF in tests/test_reference_units.c and tests/test_generate.c). Both start
+ * from mla_project (the projections, RoPE and the Llama-4 scale) and end with o_proj; the cache and
+ * the trace are written beside the math, not inside it. */
 #include "reference.h"
 
 #include <float.h>
@@ -59,12 +69,249 @@ static int check_weights(const m4_text_config *c, const m4_text_layer_weights *w
     return 0;
 }
 
-/* Mistral4Attention.forward (eager, no cache): the cache-less case of m4_ref_mla_cached. */
+/* What both forms compute from x [B, S, D] (steps 1–4, and the query of step 6): one allocation,
+ * carved like llama2.c's RunState. */
+typedef struct {
+    float *qa, *qa_norm; /* [N, Rq] q_a_proj output, after q_a_layernorm (q_lora_rank > 0) */
+    float *q;            /* [N, H·dq] q_b_proj (or q_proj) output, before RoPE */
+    float *kva;          /* [N, Rkv + dr] kv_a_proj_with_mqa output: [latent | k_pe] */
+    float *ckv;          /* [N, Rkv] c_kv = kv_a_layernorm(latent) */
+    float *k_rope;       /* [N, dr] k_pe rotated: the key part every head shares */
+    float *l4;           /* [N] the Llama-4 query scale of each position */
+    float *Q;            /* [B, H, S, dq] queries: [q_nope | rope(q_pe)] · l4 */
+    float *mem;
+} mla_projections;
+
+/* The key positions' latents: position j of row b is c_kv + (b·stride + j)·Rkv and
+ * k_rope + (b·stride + j)·dr (the call's own tokens, stride S; or the cache, stride capacity). */
+typedef struct {
+    const float *c_kv, *k_rope;
+    int64_t stride;
+} mla_keys;
+
+/* Steps 1–4 and the query of step 6. position_ids [B, S] (NULL: past + arange(S) per row). */
+static int mla_project(const m4_text_config *cfg, const m4_text_layer_weights *w, const float *x, int64_t B,
+                       int64_t S, const int64_t *position_ids, int64_t past, mla_projections *p, m4_error *err) {
+    const int64_t N = B * S, H = cfg->num_attention_heads;
+    const int64_t dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim, dq = cfg->qk_head_dim;
+    const int64_t Rq = cfg->q_lora_rank, Rkv = cfg->kv_lora_rank, half = dr / 2, kva_w = Rkv + dr;
+    const size_t floats = (size_t)(half + N * (Rq > 0 ? 2 * Rq : 0) + N * H * dq + N * kva_w + N * Rkv + N * dr +
+                                   2 * N * half + N + N * H * dq);
+    float *mem = malloc(sizeof(float) * floats);
+    int64_t *pos = position_ids ? NULL : malloc(sizeof(int64_t) * (size_t)N);
+    if (!mem || (!position_ids && !pos)) {
+        free(mem), free(pos);
+        return m4_fail(err, "self_attn: out of memory (%zu floats)", floats);
+    }
+    float *m = mem;
+    float *inv_freq = m;  m += half;                    /* [dr/2] */
+    p->qa = m;            m += Rq > 0 ? N * Rq : 0;
+    p->qa_norm = m;       m += Rq > 0 ? N * Rq : 0;
+    p->q = m;             m += N * H * dq;
+    p->kva = m;           m += N * kva_w;
+    p->ckv = m;           m += N * Rkv;
+    p->k_rope = m;        m += N * dr;
+    float *cos_t = m;     m += N * half;                /* [N, dr/2] */
+    float *sin_t = m;     m += N * half;                /* [N, dr/2] */
+    p->l4 = m;            m += N;
+    p->Q = m;             m += N * H * dq;
+    p->mem = mem;
+    if (!position_ids) {                                /* HF default: past + arange(S) per row */
+        for (int64_t t = 0; t < N; t++) pos[t] = past + t % S;
+        position_ids = pos;
+    }
+    float attention_factor;
+    if (m4_ref_rope_inv_freq(cfg, inv_freq, &attention_factor, err)) {
+        free(pos), free(mem);
+        return -1;
+    }
+
+    /* 1. queries: q_b_proj(q_a_layernorm(q_a_proj(x))) or q_proj(x) */
+    if (Rq > 0) {
+        m4_ref_linear(x, N, &w->q_a_proj, p->qa);
+        m4_ref_rmsnorm(p->qa, N, Rq, &w->q_a_layernorm, M4_MLA_NORM_EPS, p->qa_norm);
+        m4_ref_linear(p->qa_norm, N, &w->q_b_proj, p->q);
+    } else {
+        m4_ref_linear(x, N, &w->q_proj, p->q);
+    }
+    /* 2–3. compressed kv = [latent | k_pe]; c_kv = kv_a_layernorm(latent) */
+    m4_ref_linear(x, N, &w->kv_a_proj_with_mqa, p->kva);
+    for (int64_t t = 0; t < N; t++)
+        m4_ref_rmsnorm(p->kva + t * kva_w, 1, Rkv, &w->kv_a_layernorm, M4_MLA_NORM_EPS, p->ckv + t * Rkv);
+
+    /* 4. RoPE on the shared key part (the query part per head below) */
+    m4_ref_rope_cos_sin(inv_freq, half, attention_factor, position_ids, N, cos_t, sin_t);
+    for (int64_t t = 0; t < N; t++)
+        m4_ref_apply_rope(p->kva + t * kva_w + Rkv, p->k_rope + t * dr, dr, cos_t + t * half, sin_t + t * half,
+                          cfg->rope_interleave);
+
+    /* 6 (the query). query = [q_nope | rope(q_pe)] · llama4_scale(p) */
+    const m4_rope_config *r = &cfg->rope;
+    for (int64_t t = 0; t < N; t++)
+        p->l4[t] = r->has_llama_4_scaling_beta
+                       ? m4_ref_llama4_scale(position_ids[t], (float)r->llama_4_scaling_beta,
+                                             r->original_max_position_embeddings)
+                       : 1.0f;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t s = 0; s < S; s++) {
+                const int64_t t = b * S + s;
+                float *Qv = p->Q + ((b * H + h) * S + s) * dq;
+                const float *qh = p->q + t * H * dq + h * dq;
+                memcpy(Qv, qh, sizeof(float) * (size_t)dn);
+                m4_ref_apply_rope(qh + dn, Qv + dn, dr, cos_t + t * half, sin_t + t * half, cfg->rope_interleave);
+                for (int64_t d = 0; d < dq; d++) Qv[d] = Qv[d] * p->l4[t];
+            }
+    free(pos);
+    return 0;
+}
+
+/* 7. The mask on one query's scores z [T], then softmax: query i of the call (key index past + i)
+ * may see key j when j ≤ past + i and mask_row[j] ≠ 0 (mask_row NULL: every key); a disallowed
+ * score gets finfo(float32).min added, exactly as HF's eager mask does (so a fully masked row —
+ * left padding — softmaxes to uniform weights over all T keys). */
+static void masked_softmax(float *z, int64_t T, int64_t causal_end, const int64_t *mask_row) {
+    for (int64_t j = 0; j < T; j++) {
+        const int allowed = j <= causal_end && (!mask_row || mask_row[j] != 0);
+        z[j] = z[j] + (allowed ? 0.0f : -FLT_MAX);
+    }
+    m4_ref_softmax(z, T);
+}
+
+/* 5–8, the expanded form (HF's): kv_b_proj(c_kv) = per head [k_nope | v] for every key position;
+ * z = (Q·Kᵀ)·scale + mask, P = softmax(z), attn = P·v. attn [N, H·dv]; probs [B, H, S, T] when
+ * non-NULL (else one score row per (b, h) of scratch); kvb [B·T, H·(dn+dv)] and K [B, H, T, dq]
+ * are the caller's, for the trace. */
+static void mla_attend_expanded(const m4_text_config *cfg, const m4_text_layer_weights *w, const float *Q,
+                                mla_keys keys, int64_t B, int64_t S, int64_t past, const int64_t *attention_mask,
+                                float softmax_scale, float *kvb, float *K, float *scores, float *probs, float *attn) {
+    const int64_t H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
+    const int64_t dq = cfg->qk_head_dim, dv = cfg->v_head_dim, Rkv = cfg->kv_lora_rank, kvb_w = dn + dv;
+    const int64_t T = past + S;
+    /* 5. keys and values for every head and key position */
+    if (keys.stride == T)
+        m4_ref_linear(keys.c_kv, B * T, &w->kv_b_proj, kvb);
+    else
+        for (int64_t b = 0; b < B; b++)
+            m4_ref_linear(keys.c_kv + b * keys.stride * Rkv, T, &w->kv_b_proj, kvb + b * T * H * kvb_w);
+    /* 6 (the key). key = [k_nope | k_rope] */
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t j = 0; j < T; j++) {
+                float *Kv = K + ((b * H + h) * T + j) * dq;
+                memcpy(Kv, kvb + (b * T + j) * H * kvb_w + h * kvb_w, sizeof(float) * (size_t)dn);
+                memcpy(Kv + dn, keys.k_rope + (b * keys.stride + j) * dr, sizeof(float) * (size_t)dr);
+            }
+    /* 7–8. per (batch, head): z = (q·kᵀ)·scale + mask, P = softmax(z), o = P·v */
+#pragma omp parallel for schedule(static) if (B * H * S * T * (dq + dv) >= (1 << 18))
+    for (int64_t bh = 0; bh < B * H; bh++) {
+        const int64_t b = bh / H, h = bh % H;
+        for (int64_t i = 0; i < S; i++) {
+            float *z = probs ? probs + (bh * S + i) * T : scores + bh * T;     /* [T] */
+            const float *qi = Q + (bh * S + i) * dq;
+            for (int64_t j = 0; j < T; j++) z[j] = m4_ref_dot(qi, K + (bh * T + j) * dq, dq) * softmax_scale;
+            masked_softmax(z, T, past + i, attention_mask ? attention_mask + b * T : NULL);
+            float *o = attn + (b * S + i) * H * dv + h * dv;                  /* [dv] */
+            for (int64_t d = 0; d < dv; d++) o[d] = 0.0f;
+            for (int64_t j = 0; j < T; j++) {
+                const float *v = kvb + (b * T + j) * H * kvb_w + h * kvb_w + dn;
+                for (int64_t d = 0; d < dv; d++) o[d] += z[j] * v[d];
+            }
+        }
+    }
+}
+
+/* 5–8, the absorbed form: kv_b_proj's rows of head h are W_UK [dn, Rkv] (the key half) and
+ * W_UV [dv, Rkv] (the value half). Per query: q_lat = W_UKᵀ q_nope [Rkv];
+ * z_j = (q_lat·c_kv_j + q_pe·k_rope_j)·scale + mask, P = softmax(z), o_lat = Σ_j P_j c_kv_j [Rkv],
+ * o = W_UV · o_lat [dv]. kv_b [H·(dn+dv), Rkv] is read once, dequantised to float32. */
+static int mla_attend_absorbed(const m4_text_config *cfg, const m4_text_layer_weights *w, const float *Q,
+                               mla_keys keys, int64_t B, int64_t S, int64_t past, const int64_t *attention_mask,
+                               float softmax_scale, float *attn, m4_error *err) {
+    const int64_t H = cfg->num_attention_heads, dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim;
+    const int64_t dq = cfg->qk_head_dim, dv = cfg->v_head_dim, Rkv = cfg->kv_lora_rank, kvb_w = dn + dv;
+    const int64_t T = past + S;
+    /* kv_b [H·(dn+dv), Rkv], then per (b, h): q_lat [Rkv], o_lat [Rkv], z [T] */
+    const size_t floats = (size_t)(H * kvb_w * Rkv + B * H * (2 * Rkv + T));
+    float *mem = malloc(sizeof(float) * floats);
+    if (!mem) return m4_fail(err, "self_attn: out of memory (%zu floats)", floats);
+    float *kv_b = mem;
+    for (int64_t r = 0; r < H * kvb_w; r++) m4_weight_row_f32(&w->kv_b_proj, r, kv_b + r * Rkv);
+#pragma omp parallel for schedule(static) if (B * H * S * T * (Rkv + dr) >= (1 << 18))
+    for (int64_t bh = 0; bh < B * H; bh++) {
+        const int64_t b = bh / H, h = bh % H;
+        float *q_lat = mem + H * kvb_w * Rkv + bh * (2 * Rkv + T);
+        float *o_lat = q_lat + Rkv, *z = o_lat + Rkv;
+        const float *W_UK = kv_b + h * kvb_w * Rkv, *W_UV = W_UK + dn * Rkv;   /* [dn, Rkv], [dv, Rkv] */
+        for (int64_t i = 0; i < S; i++) {
+            const float *qi = Q + (bh * S + i) * dq;                            /* [q_nope | q_pe] */
+            for (int64_t r = 0; r < Rkv; r++) q_lat[r] = 0.0f;
+            for (int64_t d = 0; d < dn; d++)
+                for (int64_t r = 0; r < Rkv; r++) q_lat[r] += qi[d] * W_UK[d * Rkv + r];
+            for (int64_t j = 0; j < T; j++) {
+                const int64_t key = b * keys.stride + j;
+                z[j] = (m4_ref_dot(q_lat, keys.c_kv + key * Rkv, Rkv) + m4_ref_dot(qi + dn, keys.k_rope + key * dr, dr)) *
+                       softmax_scale;
+            }
+            masked_softmax(z, T, past + i, attention_mask ? attention_mask + b * T : NULL);
+            for (int64_t r = 0; r < Rkv; r++) o_lat[r] = 0.0f;
+            for (int64_t j = 0; j < T; j++) {
+                const float *c = keys.c_kv + (b * keys.stride + j) * Rkv;
+                for (int64_t r = 0; r < Rkv; r++) o_lat[r] += z[j] * c[r];
+            }
+            float *o = attn + (b * S + i) * H * dv + h * dv;                    /* [dv] */
+            for (int64_t e = 0; e < dv; e++) o[e] = m4_ref_dot(W_UV + e * Rkv, o_lat, Rkv);
+        }
+    }
+    free(mem);
+    return 0;
+}
+
+/* Mistral4Attention.forward (eager, no cache): HF's expanded form over the S new tokens. */
 int m4_ref_mla(const m4_text_config *cfg, const m4_text_layer_weights *w, const float *x, int64_t B,
                int64_t S, const int64_t *position_ids, const int64_t *attention_mask,
                float softmax_scale, float *out, m4_mla_trace *trace, m4_error *err) {
-    return m4_ref_mla_cached(cfg, w, x, B, S, position_ids, attention_mask, softmax_scale, NULL, 0,
-                             out, trace, err);
+    if (B <= 0 || S <= 0) return m4_fail(err, "self_attn: empty input (B %lld, S %lld)", (long long)B, (long long)S);
+    if (check_weights(cfg, w, err)) return -1;
+    const int64_t N = B * S, H = cfg->num_attention_heads, dq = cfg->qk_head_dim, dv = cfg->v_head_dim;
+    const int64_t Rq = cfg->q_lora_rank, Rkv = cfg->kv_lora_rank, dr = cfg->qk_rope_head_dim;
+    const int64_t kvb_w = cfg->qk_nope_head_dim + dv;
+    mla_projections p;
+    if (mla_project(cfg, w, x, B, S, position_ids, 0, &p, err)) return -1;
+    const size_t floats = (size_t)(N * H * kvb_w + N * H * dq + B * H * S + N * H * dv);
+    float *mem = malloc(sizeof(float) * floats);
+    if (!mem) {
+        free(p.mem);
+        return m4_fail(err, "self_attn: out of memory (%zu floats)", floats);
+    }
+    float *kvb = mem;                       /* [B·S, H·(dn+dv)] */
+    float *K = kvb + N * H * kvb_w;         /* [B, H, S, dq] */
+    float *scores = K + N * H * dq;         /* [B·H, S] */
+    float *attn = scores + B * H * S;       /* [N, H·dv] */
+    const mla_keys own = {p.ckv, p.k_rope, S};
+    mla_attend_expanded(cfg, w, p.Q, own, B, S, 0, attention_mask, softmax_scale, kvb, K, scores,
+                        trace ? trace->attn_weights : NULL, attn);
+    m4_ref_linear(attn, N, &w->o_proj, out);                                 /* 9. o_proj */
+
+    if (trace) {
+        if (trace->q_a && Rq > 0) memcpy(trace->q_a, p.qa, sizeof(float) * (size_t)(N * Rq));
+        if (trace->q) memcpy(trace->q, p.q, sizeof(float) * (size_t)(N * H * dq));
+        if (trace->kv_a) memcpy(trace->kv_a, p.kva, sizeof(float) * (size_t)(N * (Rkv + dr)));
+        if (trace->c_kv) memcpy(trace->c_kv, p.ckv, sizeof(float) * (size_t)(N * Rkv));
+        if (trace->kv_b) memcpy(trace->kv_b, kvb, sizeof(float) * (size_t)(N * H * kvb_w));
+        if (trace->q_rot) memcpy(trace->q_rot, p.Q, sizeof(float) * (size_t)(N * H * dq));
+        if (trace->k_rot) memcpy(trace->k_rot, K, sizeof(float) * (size_t)(N * H * dq));
+        if (trace->llama4_scale) memcpy(trace->llama4_scale, p.l4, sizeof(float) * (size_t)N);
+        if (trace->attn_output) memcpy(trace->attn_output, attn, sizeof(float) * (size_t)(N * H * dv));
+        if (trace->v)
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t h = 0; h < H; h++)
+                    for (int64_t j = 0; j < S; j++)
+                        memcpy(trace->v + ((b * H + h) * S + j) * dv, kvb + (b * S + j) * H * kvb_w + h * kvb_w + kvb_w - dv,
+                               sizeof(float) * (size_t)dv);
+    }
+    free(mem), free(p.mem);
+    return 0;
 }
 
 static int check_cache(const m4_text_config *c, const m4_kv_cache *cache, int64_t B, int64_t S,
@@ -86,177 +333,41 @@ static int check_cache(const m4_text_config *c, const m4_kv_cache *cache, int64_
     return 0;
 }
 
-/* Mistral4Attention.forward (eager), x [B, S, D] (already input_layernorm'ed) → out [B, S, D],
- * keys at T = past + S positions: the cache's `past` earlier ones (none without a cache), then
- * the S new tokens. New token s sits at key index past + s: it attends causally by index, and
- * only to keys whose attention_mask [B, T] is 1; a disallowed score gets finfo(float32).min
- * added, exactly as HF's eager mask does (so a fully masked query row — left padding —
- * softmaxes to uniform weights). */
+/* HF's past_key_values.update: the S new tokens' c_kv and rotated k_rope at [length, length + S)
+ * of every row of the layer. */
+static void cache_append(m4_kv_cache *cache, int64_t layer, int64_t B, int64_t S, const float *ckv,
+                         const float *k_rope) {
+    const int64_t Rkv = cache->kv_lora_rank, dr = cache->rope_dim;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t s = 0; s < S; s++) {
+            memcpy(m4_kv_cache_c_kv(cache, layer, b, cache->length + s), ckv + (b * S + s) * Rkv,
+                   sizeof(float) * (size_t)Rkv);
+            memcpy(m4_kv_cache_k_rope(cache, layer, b, cache->length + s), k_rope + (b * S + s) * dr,
+                   sizeof(float) * (size_t)dr);
+        }
+}
+
+/* Mistral4Attention.forward with a cache, in the absorbed form: the S new tokens' latents are
+ * appended, then they attend over every cached position (T = length + S). */
 int m4_ref_mla_cached(const m4_text_config *cfg, const m4_text_layer_weights *w, const float *x,
                       int64_t B, int64_t S, const int64_t *position_ids,
                       const int64_t *attention_mask, float softmax_scale, m4_kv_cache *cache,
-                      int64_t layer, float *out, m4_mla_trace *trace, m4_error *err) {
+                      int64_t layer, float *out, m4_error *err) {
+    if (!cache) return m4_ref_mla(cfg, w, x, B, S, position_ids, attention_mask, softmax_scale, out, NULL, err);
     if (B <= 0 || S <= 0) return m4_fail(err, "self_attn: empty input (B %lld, S %lld)", (long long)B, (long long)S);
-    if (check_weights(cfg, w, err)) return -1;
-    if (cache && check_cache(cfg, cache, B, S, layer, err)) return -1;
-    const int64_t N = B * S, H = cfg->num_attention_heads;
-    const int64_t dn = cfg->qk_nope_head_dim, dr = cfg->qk_rope_head_dim, dq = cfg->qk_head_dim;
-    const int64_t dv = cfg->v_head_dim, Rq = cfg->q_lora_rank, Rkv = cfg->kv_lora_rank;
-    const int64_t half = dr / 2, kva_w = Rkv + dr, kvb_w = dn + dv; /* kv_a row, kv_b per head */
-    const int64_t past = cache ? cache->length : 0, T = past + S;   /* cached, all key positions */
-    const int interleave = cfg->rope_interleave;
-
-    /* One allocation, carved like llama2.c's RunState. */
-    const size_t floats = (size_t)(half + N * (Rq > 0 ? 2 * Rq : 0) + N * H * dq + N * kva_w + N * Rkv +
-                                   B * T * H * kvb_w + 2 * N * half + N + N * H * dq + B * T * H * dq +
-                                   N * dr + B * H * T + N * H * dv);
-    float *mem = malloc(sizeof(float) * floats);
-    if (!mem) return m4_fail(err, "self_attn: out of memory (%zu floats)", floats);
-    float *p = mem;
-    float *inv_freq = p;  p += half;                   /* [dr/2] */
-    float *qa = p;        p += Rq > 0 ? N * Rq : 0;    /* [N, Rq] q_a_proj output */
-    float *qa_norm = p;   p += Rq > 0 ? N * Rq : 0;    /* [N, Rq] after q_a_layernorm */
-    float *q = p;         p += N * H * dq;             /* [N, H·dq] before RoPE */
-    float *kva = p;       p += N * kva_w;              /* [N, Rkv + dr] */
-    float *ckv = p;       p += N * Rkv;                /* [N, Rkv] after kv_a_layernorm */
-    float *kvb = p;       p += B * T * H * kvb_w;      /* [B, T, H·(dn + dv)] every key position */
-    float *cos_t = p;     p += N * half;               /* [N, dr/2] */
-    float *sin_t = p;     p += N * half;               /* [N, dr/2] */
-    float *l4 = p;        p += N;                      /* [N] Llama-4 query scale */
-    float *Q = p;         p += N * H * dq;             /* [B, H, S, dq] */
-    float *K = p;         p += B * T * H * dq;         /* [B, H, T, dq] */
-    float *k_rope = p;    p += N * dr;                 /* [N, dr] rotated shared key part */
-    float *scores = p;    p += B * H * T;              /* [B·H, T]: one score row per (b, h) */
-    float *attn = p;      p += N * H * dv;             /* [N, H·dv] */
-    int64_t *pos = NULL;
-
-    float attention_factor;
-    if (m4_ref_rope_inv_freq(cfg, inv_freq, &attention_factor, err)) goto fail;
-    if (!position_ids) {                               /* HF default: past + arange(S) per row */
-        pos = malloc(sizeof(int64_t) * (size_t)N);
-        if (!pos) { m4_fail(err, "self_attn: out of memory"); goto fail; }
-        for (int64_t t = 0; t < N; t++) pos[t] = past + t % S;
-        position_ids = pos;
+    if (check_weights(cfg, w, err) || check_cache(cfg, cache, B, S, layer, err)) return -1;
+    const int64_t N = B * S, H = cfg->num_attention_heads, dv = cfg->v_head_dim;
+    mla_projections p;
+    if (mla_project(cfg, w, x, B, S, position_ids, cache->length, &p, err)) return -1;
+    float *attn = malloc(sizeof(float) * (size_t)(N * H * dv));             /* [N, H·dv] */
+    int rc = attn ? 0 : m4_fail(err, "self_attn: out of memory for %lld tokens", (long long)N);
+    if (rc == 0) {
+        cache_append(cache, layer, B, S, p.ckv, p.k_rope);
+        const mla_keys cached = {m4_kv_cache_c_kv(cache, layer, 0, 0), m4_kv_cache_k_rope(cache, layer, 0, 0),
+                                 cache->capacity};
+        rc = mla_attend_absorbed(cfg, w, p.Q, cached, B, S, cache->length, attention_mask, softmax_scale, attn, err);
     }
-
-    /* 1. queries: q_b_proj(q_a_layernorm(q_a_proj(x))) or q_proj(x) */
-    if (Rq > 0) {
-        m4_ref_linear(x, N, &w->q_a_proj, qa);
-        m4_ref_rmsnorm(qa, N, Rq, &w->q_a_layernorm, 1e-6f, qa_norm);
-        m4_ref_linear(qa_norm, N, &w->q_b_proj, q);
-    } else {
-        m4_ref_linear(x, N, &w->q_proj, q);
-    }
-    /* 2–3. compressed kv = [latent | k_rope]; c_kv = kv_a_layernorm(latent) */
-    m4_ref_linear(x, N, &w->kv_a_proj_with_mqa, kva);
-    for (int64_t t = 0; t < N; t++)
-        m4_ref_rmsnorm(kva + t * kva_w, 1, Rkv, &w->kv_a_layernorm, 1e-6f, ckv + t * Rkv);
-
-    /* 4. RoPE on the shared key part; the query part is rotated per head below */
-    m4_ref_rope_cos_sin(inv_freq, half, attention_factor, position_ids, N, cos_t, sin_t);
-    for (int64_t t = 0; t < N; t++)
-        m4_ref_apply_rope(kva + t * kva_w + Rkv, k_rope + t * dr, dr, cos_t + t * half,
-                          sin_t + t * half, interleave);
-
-    /* The key positions' latents: the new tokens' own, or the cache after appending them
-     * (HF: past_key_values.update(c_kv, k_rope) returns every cached position). key_ckv(b, j)
-     * and key_rope(b, j) are position j of row b; rows are `stride` positions apart. */
-    const float *key_ckv = ckv, *key_rope = k_rope;
-    int64_t stride = S;
-    if (cache) {
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t s = 0; s < S; s++) {
-                memcpy(m4_kv_cache_c_kv(cache, layer, b, past + s), ckv + (b * S + s) * Rkv,
-                       sizeof(float) * (size_t)Rkv);
-                memcpy(m4_kv_cache_k_rope(cache, layer, b, past + s), k_rope + (b * S + s) * dr,
-                       sizeof(float) * (size_t)dr);
-            }
-        key_ckv = m4_kv_cache_c_kv(cache, layer, 0, 0);
-        key_rope = m4_kv_cache_k_rope(cache, layer, 0, 0);
-        stride = cache->capacity;
-    }
-
-    /* 5. keys and values for every head and key position: kv_b_proj(c_kv) = per head [k_nope | v]
-     * (a cache's latents are re-expanded at every call, as HF does) */
-    if (stride == T)
-        m4_ref_linear(key_ckv, B * T, &w->kv_b_proj, kvb);
-    else
-        for (int64_t b = 0; b < B; b++)
-            m4_ref_linear(key_ckv + b * stride * Rkv, T, &w->kv_b_proj, kvb + b * T * H * kvb_w);
-
-    /* 6. query = [q_nope | rope(q_rope)] · llama4_scale(p); key = [k_nope | k_rope] */
-    const m4_rope_config *r = &cfg->rope;
-    for (int64_t t = 0; t < N; t++)
-        l4[t] = r->has_llama_4_scaling_beta
-                    ? m4_ref_llama4_scale(position_ids[t], (float)r->llama_4_scaling_beta,
-                                          r->original_max_position_embeddings)
-                    : 1.0f;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < H; h++) {
-            for (int64_t s = 0; s < S; s++) {
-                const int64_t t = b * S + s;
-                float *Qv = Q + ((b * H + h) * S + s) * dq;
-                const float *qh = q + t * H * dq + h * dq;
-                memcpy(Qv, qh, sizeof(float) * (size_t)dn);
-                m4_ref_apply_rope(qh + dn, Qv + dn, dr, cos_t + t * half, sin_t + t * half, interleave);
-                for (int64_t d = 0; d < dq; d++) Qv[d] = Qv[d] * l4[t];
-            }
-            for (int64_t j = 0; j < T; j++) {
-                float *Kv = K + ((b * H + h) * T + j) * dq;
-                memcpy(Kv, kvb + (b * T + j) * H * kvb_w + h * kvb_w, sizeof(float) * (size_t)dn);
-                memcpy(Kv + dn, key_rope + (b * stride + j) * dr, sizeof(float) * (size_t)dr);
-            }
-        }
-
-    /* 7–8. per (batch, head): z = (q·kᵀ)·scale + mask, P = softmax(z), o = P·v */
-    float *probs = trace && trace->attn_weights ? trace->attn_weights : scores;
-    const int keep_all_rows = trace && trace->attn_weights;
-#pragma omp parallel for schedule(static) if (B * H * S * T * (dq + dv) >= (1 << 18))
-    for (int64_t bh = 0; bh < B * H; bh++) {
-        const int64_t b = bh / H, h = bh % H;
-        for (int64_t i = 0; i < S; i++) {
-            float *z = keep_all_rows ? probs + (bh * S + i) * T : probs + bh * T;   /* [T] */
-            const float *qi = Q + (bh * S + i) * dq;
-            for (int64_t j = 0; j < T; j++) {
-                int allowed = j <= past + i && (!attention_mask || attention_mask[b * T + j] != 0);
-                z[j] = m4_ref_dot(qi, K + (bh * T + j) * dq, dq) * softmax_scale;
-                z[j] = z[j] + (allowed ? 0.0f : -FLT_MAX);
-            }
-            m4_ref_softmax(z, T);
-            float *o = attn + (b * S + i) * H * dv + h * dv;                       /* [dv] */
-            for (int64_t d = 0; d < dv; d++) o[d] = 0.0f;
-            for (int64_t j = 0; j < T; j++) {
-                const float *v = kvb + (b * T + j) * H * kvb_w + h * kvb_w + dn;
-                for (int64_t d = 0; d < dv; d++) o[d] += z[j] * v[d];
-            }
-        }
-    }
-
-    /* 9. o_proj */
-    m4_ref_linear(attn, N, &w->o_proj, out);
-
-    if (trace) {
-        if (trace->q_a && Rq > 0) memcpy(trace->q_a, qa, sizeof(float) * (size_t)(N * Rq));
-        if (trace->q) memcpy(trace->q, q, sizeof(float) * (size_t)(N * H * dq));
-        if (trace->kv_a) memcpy(trace->kv_a, kva, sizeof(float) * (size_t)(N * kva_w));
-        if (trace->c_kv) memcpy(trace->c_kv, ckv, sizeof(float) * (size_t)(N * Rkv));
-        if (trace->kv_b) memcpy(trace->kv_b, kvb, sizeof(float) * (size_t)(B * T * H * kvb_w));
-        if (trace->q_rot) memcpy(trace->q_rot, Q, sizeof(float) * (size_t)(N * H * dq));
-        if (trace->k_rot) memcpy(trace->k_rot, K, sizeof(float) * (size_t)(B * T * H * dq));
-        if (trace->llama4_scale) memcpy(trace->llama4_scale, l4, sizeof(float) * (size_t)N);
-        if (trace->attn_output) memcpy(trace->attn_output, attn, sizeof(float) * (size_t)(N * H * dv));
-        if (trace->v)
-            for (int64_t b = 0; b < B; b++)
-                for (int64_t h = 0; h < H; h++)
-                    for (int64_t j = 0; j < T; j++)
-                        memcpy(trace->v + ((b * H + h) * T + j) * dv,
-                               kvb + (b * T + j) * H * kvb_w + h * kvb_w + dn, sizeof(float) * (size_t)dv);
-    }
-    free(pos);
-    free(mem);
-    return 0;
-fail:
-    free(pos);
-    free(mem);
-    return -1;
+    if (rc == 0) m4_ref_linear(attn, N, &w->o_proj, out);                    /* 9. o_proj */
+    free(attn), free(p.mem);
+    return rc;
 }

@@ -84,6 +84,10 @@ typedef enum {
     M4_SOFTMAX_SCALE_MSCALE2  /* qk_head_dim^-0.5 · mscale(factor, mscale_all_dim)²: HF ≥ PR #47435 */
 } m4_softmax_scale_rule;
 
+/* The epsilon of q_a_layernorm and kv_a_layernorm: HF constructs both without one, so 1e-6 always,
+ * whatever rms_norm_eps says (MODEL.md §2.2). */
+#define M4_MLA_NORM_EPS 1e-6f
+
 /* The MLA softmax scale under a rule. */
 float m4_ref_mla_softmax_scale(const m4_text_config *cfg, m4_softmax_scale_rule rule);
 
@@ -109,9 +113,9 @@ typedef struct {
 /* What HF's cache holds for MLA since the compressed-cache change: per layer, batch row and
  * position, the normalised kv latent c_kv [Rkv] (kv_a_layernorm output, before kv_b_proj) and
  * the ROTATED shared key k_rope [dr] (RoPE at that token's position applied once, when it
- * entered). Rkv + dr floats per token per layer (320 for the published model). Each forward
- * re-expands every cached latent through kv_b_proj, as HF does (the absorbed-MLA trick is kept
- * out of the reference: same math, different rounding).
+ * entered). Rkv + dr floats per token per layer (320 for the published model). HF re-expands
+ * every cached latent through kv_b_proj at each forward; m4_ref_mla_cached attends over them in
+ * the absorbed form instead (same math, different rounding; no per-step re-expansion).
  *
  * Every row holds the same number of positions, `length` (left padding keeps rows aligned; the
  * 2-D attention mask the caller carries says which positions are padding). A forward with the
@@ -154,17 +158,20 @@ int m4_ref_mla(const m4_text_config *cfg, const m4_text_layer_weights *w, const 
                int64_t S, const int64_t *position_ids, const int64_t *attention_mask,
                float softmax_scale, float *out, m4_mla_trace *trace, m4_error *err);
 
-/* Mistral4Attention.forward with a cache (HF's past_key_values path): the same math, the keys
- * being the cache's `cache->length` earlier positions of layer `layer` followed by the S new
- * ones, whose c_kv and rotated k_rope this call appends to the cache (at [length, length + S);
- * the caller advances cache->length once every layer has run: m4_ref_text_forward_cached).
+/* Mistral4Attention.forward with a cache (HF's past_key_values path), in the absorbed form
+ * (mla.c): kv_b_proj's key half folded into the queries, its value half applied after the
+ * attention, so the attention runs over the cached latents and nothing is re-expanded per step.
+ * The same math as m4_ref_mla, grouped differently in float32 (within the reference's budget of
+ * it). The keys are the cache's `cache->length` earlier positions of layer `layer` followed by the
+ * S new ones, whose c_kv and rotated k_rope this call appends to the cache (at [length, length +
+ * S); the caller advances cache->length once every layer has run: m4_ref_text_forward_cached).
  * attention_mask is HF's 2-D mask over all T = length + S positions, [B, T] (NULL = all
  * tokens); new token s sits at index length + s for the causal rule. position_ids [B, S] of the
- * new tokens (NULL = length + arange(S)). cache NULL is exactly m4_ref_mla. */
+ * new tokens (NULL = length + arange(S)). cache NULL is m4_ref_mla (the expanded form). */
 int m4_ref_mla_cached(const m4_text_config *cfg, const m4_text_layer_weights *w, const float *x,
                       int64_t B, int64_t S, const int64_t *position_ids,
                       const int64_t *attention_mask, float softmax_scale, m4_kv_cache *cache,
-                      int64_t layer, float *out, m4_mla_trace *trace, m4_error *err);
+                      int64_t layer, float *out, m4_error *err);
 
 /* ---- moe.c: text.layers.{i}.mlp ----------------------------------------------------------- */
 

@@ -36,7 +36,7 @@ int m4_ref_decoder_layer_cached(const m4_text_config *cfg, const m4_text_layer_w
     }
     m4_ref_rmsnorm(h, N, D, &w->input_layernorm, eps, normed);
     if (m4_ref_mla_cached(cfg, w, normed, B, S, position_ids, attention_mask, softmax_scale, cache,
-                          layer, delta, NULL, err))
+                          layer, delta, err))
         goto done;
     for (int64_t i = 0; i < N * D; i++) h[i] = h[i] + delta[i];
     m4_ref_rmsnorm(h, N, D, &w->post_attention_layernorm, eps, normed);

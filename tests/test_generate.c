@@ -506,6 +506,46 @@ static void test_generate_bad_input(void **state) {
     close_case(&c);
 }
 
+/* The two MLA forms on HF's own layer-0 input (the multimodal case's is the merged sequence):
+ * the expanded m4_ref_mla and the absorbed m4_ref_mla_cached (an empty cache of exactly the
+ * prompt) each within the float32 budget of HF's self_attn output, and of each other — padded rows
+ * included (both give a fully masked row the uniform average of every key). */
+static void run_absorbed_case(const char *name) {
+    gcase c;
+    open_case(&c, name);
+    const m4_text_config *t = &c.model.config.text;
+    m4_array x, want;
+    read_or_fail(c.golden, "text.layers.0.self_attn/in", false, &x);
+    read_or_fail(c.golden, "text.layers.0.self_attn/out", false, &want);
+    const int64_t B = x.dims[0], S = x.dims[1], n = B * S * t->hidden_size;
+    assert_int_equal(want.numel, n);
+    const float scale = m4_ref_mla_softmax_scale(t, c.rule);
+    float *expanded = malloc(sizeof(float) * (size_t)n), *absorbed = malloc(sizeof(float) * (size_t)n);
+    m4_kv_cache cache;
+    m4_error err;
+    if (m4_ref_mla(t, &c.model.weights.layers[0], x.f32, B, S, c.pos.i64, c.mask.i64, scale, expanded, NULL, &err) ||
+        m4_kv_cache_init(&cache, t, B, S, &err) ||
+        m4_ref_mla_cached(t, &c.model.weights.layers[0], x.f32, B, S, c.pos.i64, c.mask.i64, scale, &cache, 0, absorbed,
+                          &err))
+        fail_msg("%s: %s", name, err.msg);
+    const double e_exp = rel_l2(expanded, want.f32, n), e_abs = rel_l2(absorbed, want.f32, n);
+    const double e_forms = rel_l2(absorbed, expanded, n);
+    print_message("%-17s self_attn vs HF: expanded %.3g, absorbed %.3g; absorbed vs expanded %.3g\n", name, e_exp, e_abs,
+                  e_forms);
+    assert_true(e_exp <= CACHED_TOL && e_abs <= CACHED_TOL && e_forms <= CACHED_TOL);
+    assert_true(e_forms > 0);   /* two groupings of the sums, not one function called twice */
+    m4_kv_cache_free(&cache);
+    free(expanded), free(absorbed), m4_array_free(&x), m4_array_free(&want);
+    close_case(&c);
+}
+static void test_absorbed_forms(void **state) {
+    (void)state;
+    for (const char *const *name = (const char *const[]){"text_tiny", "long_positions", "routing_variants", "multimodal",
+                                                           "fp8", NULL};
+         *name; name++)
+        run_absorbed_case(*name);
+}
+
 /* The cache refuses a mismatched batch or layer and reports its size. */
 static void test_kv_cache_checks(void **state) {
     (void)state;
@@ -520,17 +560,17 @@ static void test_kv_cache_checks(void **state) {
     float *x = calloc((size_t)(16 * t->hidden_size), sizeof(float)), *out = malloc(sizeof(float) * (size_t)(16 * t->hidden_size));
     float scale = m4_ref_mla_softmax_scale(t, c.rule);
     assert_int_equal(m4_ref_mla_cached(t, &c.model.weights.layers[0], x, 2, 1, NULL, NULL, scale, &cache, 0, out,
-                                       NULL, &err), -1);
+                                       &err), -1);
     m4t_assert_contains(err.msg, "1 rows, the input 2");
     assert_int_equal(m4_ref_mla_cached(t, &c.model.weights.layers[0], x, 1, 1, NULL, NULL, scale, &cache, 7, out,
-                                       NULL, &err), -1);
+                                       &err), -1);
     m4t_assert_contains(err.msg, "layer 7");
     assert_int_equal(m4_ref_mla_cached(t, &c.model.weights.layers[0], x, 1, 9, NULL, NULL, scale, &cache, 0,
-                                       out, NULL, &err), -1);
+                                       out, &err), -1);
     m4t_assert_contains(err.msg, "kv cache is full: 0 cached + 9 new positions > capacity 8");
     /* the layer appends its latents; only the text forward moves `length` */
     assert_int_equal(m4_ref_mla_cached(t, &c.model.weights.layers[0], x, 1, 2, NULL, NULL, scale, &cache, 0,
-                                       out, NULL, &err), 0);
+                                       out, &err), 0);
     assert_int_equal(cache.length, 0);
     m4_kv_cache_reset(&cache);
     assert_int_equal(cache.length, 0);
@@ -643,6 +683,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_callback_stop_and_budget),
         cmocka_unit_test(test_sampled_generation),
         cmocka_unit_test(test_generate_bad_input),
+        cmocka_unit_test(test_absorbed_forms),
         cmocka_unit_test(test_kv_cache_checks),
         cmocka_unit_test(test_argmax_and_greedy),
         cmocka_unit_test(test_sampling_distribution),
