@@ -11,6 +11,9 @@
 #include <vector>
 
 #include "cuda_model.cuh"
+#include "kernels/norm.cuh"
+#include "kernels/rope.cuh"
+#include "paths.h"
 
 #include "cuda_backend.h"
 

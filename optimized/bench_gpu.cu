@@ -24,6 +24,13 @@
 #ifdef M4_HAVE_CUDNN
 #include "cudnn_attention.cuh"
 #endif
+#include "kernels/attention.cuh"
+#include "kernels/flash_attention.cuh"
+#include "kernels/gemv.cuh"
+#include "kernels/latent_attention.cuh"
+#include "kernels/moe.cuh"
+#include "kernels/norm.cuh"
+#include "paths.h"
 
 namespace {
 

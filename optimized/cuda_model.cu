@@ -6,6 +6,12 @@
 #include <algorithm>
 
 #include "cuda_model.cuh"
+#include "kernels/attention.cuh"
+#include "kernels/flash_attention.cuh"
+#include "kernels/gemv.cuh"
+#include "kernels/grouped_gemm.cuh"
+#include "kernels/norm.cuh"
+#include "paths.h"
 
 #include "cuda_backend.h"
 #ifdef M4_HAVE_CUDNN

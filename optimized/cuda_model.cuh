@@ -16,7 +16,8 @@
 #include <vector>
 
 #include "common.cuh"
-#include "kernels.cuh"
+#include "kernels/attention.cuh"   /* m4k_attention_args */
+#include "kernels/gemv.cuh"        /* m4k_fp8_scales */
 
 extern "C" {
 #include "backend.h" /* the interface, and m4_precision */
@@ -171,7 +172,7 @@ int m4_cuda_linear_bias(m4_cuda *st, const float *d_x, int64_t n, const m4_dev_w
 int m4_cuda_swiglu_mlp(m4_cuda *st, const float *d_x, int64_t n, const m4_weight *gate,
                        const m4_weight *up, const m4_weight *down, m4_activation act, float *d_y,
                        m4_error *err);
-/* Softmax attention (kernels.cuh's m4k_attention_args) on st->stream. For precision bf16 with no
+/* Softmax attention (attention.cuh's m4k_attention_args) on st->stream. For precision bf16 with no
  * probabilities wanted: cuDNN's fused attention where it fits (switch cudnn), else the tensor-core
  * flash kernel where the head dims fit it (switch flash; both round to bf16); otherwise the float32
  * kernel (m4k_attention), which also writes a->probs. With every path on, cuDNN serves what it fits

@@ -36,6 +36,7 @@
 #include <cudnn.h>
 
 #include "cudnn_attention.cuh"
+#include "kernels/norm.cuh"   /* m4k_to_bf16 */
 
 namespace {
 

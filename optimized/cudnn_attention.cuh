@@ -1,5 +1,5 @@
 /* cudnn_attention.cuh — prefill softmax attention through cuDNN's fused flash attention (SDPA
- * built as a cuDNN 9 backend operation graph), beside our flash kernel (kernels.cuh,
+ * built as a cuDNN 9 backend operation graph), beside our flash kernel (kernels/flash_attention.cuh,
  * m4k_flash_attention): the same m4k_attention_args and results within bf16 rounding. Q, K and V
  * are rounded to bf16 into scratch, cuDNN computes in bf16 with float32 scores, softmax and
  * accumulation, and the bf16 output is widened back into the float32 O.
@@ -17,7 +17,7 @@
 
 #include <vector>
 
-#include "kernels.cuh"
+#include "kernels/attention.cuh"   /* m4k_attention_args */
 
 /* The library create opens by default (cuDNN 9's soname). */
 #define M4_CUDNN_LIBRARY "libcudnn.so.9"

@@ -1,7 +1,7 @@
 /* ops.cu — the plain C entry points of cuda_backend.h (device discovery, RMSNorm on device
  * pointers) for callers that are not CUDA C++. */
 #include "cuda_backend.h"
-#include "kernels.cuh"
+#include "kernels/norm.cuh"
 
 extern "C" int m4_cuda_device_count(int *count, m4_error *err) {
     *count = 0;

@@ -6,6 +6,8 @@
 
 #include "cuda_backend.h"
 #include "cuda_model.cuh"
+#include "kernels/gemv.cuh"   /* M4_CUDA_GEMV_MAX_TOKENS */
+#include "paths.h"
 
 /* The one-token decode step is captured once in a CUDA graph and replayed: its ~30 launches per
  * layer go to the GPU as one, and the kernels read the cache length and the positions from the

@@ -7,6 +7,13 @@
 #include <vector>
 
 #include "cuda_model.cuh"
+#include "kernels/gemv.cuh"
+#include "kernels/grouped_gemm.cuh"
+#include "kernels/latent_attention.cuh"
+#include "kernels/moe.cuh"
+#include "kernels/norm.cuh"
+#include "kernels/rope.cuh"
+#include "paths.h"
 
 #define WEIGHT(field, what) m4_cuda_weight(st, (field).data, what, err)
 

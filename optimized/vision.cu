@@ -6,6 +6,9 @@
 #include <vector>
 
 #include "cuda_model.cuh"
+#include "kernels/norm.cuh"
+#include "kernels/rope.cuh"
+#include "kernels/vision.cuh"
 
 #define WEIGHT(field, what) m4_cuda_weight(st, (field).data, what, err)
 

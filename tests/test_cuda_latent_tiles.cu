@@ -1,6 +1,6 @@
 /* The tensor-core latent attention's partition of the key tiles among its splits
- * (m4k_latent_split_tiles, kernels.cuh), which the kernel reads from the device length at every
- * decode step: for every query, the splits together read each causally visible tile exactly once
+ * (m4k_latent_split_tiles, kernels/latent_attention.cuh), which the kernel reads from the device
+ * length at every decode step: for every query, the splits together read each causally visible tile exactly once
  * and nothing past the query's causal end — at lengths from one key to many tiles, decode (S = 1)
  * and prompts, with more splits than tiles (the launch is sized from the capacity). Host code
  * only: runs without a GPU. */
@@ -9,7 +9,7 @@
 extern "C" {
 #include "testutil.h"
 }
-#include "kernels.cuh"
+#include "kernels/latent_attention.cuh"
 
 static void every_visible_tile_read_once(void **state) {
     (void)state;

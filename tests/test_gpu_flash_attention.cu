@@ -1,4 +1,4 @@
-/* The bf16 path's flash attention (optimized/flash_attention.cu, m4k_flash_attention) against the
+/* The bf16 path's flash attention (kernels/flash_attention.cu, m4k_flash_attention) against the
  * float32 attention kernel (m4k_attention, itself checked against Hugging Face through the golden
  * cases) on the same bf16-representable inputs, over the shapes its two callers give it:
  *   (a) causal MLA prefill at the published head dims (dq 128 = 64 nope + 64 rope, dv 128; and
@@ -26,7 +26,7 @@ extern "C" {
 #include "testutil.h"
 }
 #include "gpu_test_util.cuh"
-#include "kernels.cuh"
+#include "kernels/flash_attention.cuh"
 
 
 /* One attention problem. V lives inside rows of H·(dn + dv) floats (V = buffer + dn, per head

@@ -60,6 +60,9 @@ extern "C" {
 }
 #include "cuda_model.cuh"
 #include "gpu_test_util.cuh"
+#include "kernels/gemv.cuh"
+#include "kernels/grouped_gemm.cuh"
+#include "paths.h"
 
 /* ---- data --------------------------------------------------------------------------------------- */
 

@@ -1,4 +1,4 @@
-/* m4k_grouped_gemm (optimized/grouped_gemm.cu), the routed experts' grouped GEMM, against a host
+/* m4k_grouped_gemm (optimized/kernels/grouped_gemm.cu), the routed experts' grouped GEMM, against a host
  * float64 reference on the same inputs: bf16 weights (exactly representable values), float32
  * activations that the reference rounds to bf16 as the kernel must (round to nearest even). Uneven
  * expert counts: empty experts first, in the middle and last, experts of more than one 64-slot
@@ -22,7 +22,7 @@ extern "C" {
 #include "testutil.h"
 }
 #include "gpu_test_util.cuh"
-#include "kernels.cuh"
+#include "kernels/grouped_gemm.cuh"
 
 /* Weight i of a stack: a hash of i mapped to k / 1024, k in [−128, 127] — exact in bf16, the same
  * on host and device. */

@@ -1,4 +1,4 @@
-/* The two kernels of MLA attention over the latent cache (optimized/mla_decode.cu) on the published
+/* The two kernels of MLA attention over the latent cache (kernels/latent_attention.cu) on the published
  * model's head shape (32 heads, Rkv 256, dr 64), which the tiny golden models don't have: the
  * tensor-core kernel (bf16 cache, every head of a position in one block) against the float32
  * kernel (one block per head and split) on the same bf16-representable data, across context
@@ -16,7 +16,8 @@ extern "C" {
 #include "testutil.h"
 }
 #include "gpu_test_util.cuh"
-#include "kernels.cuh"
+#include "kernels/latent_attention.cuh"
+#include "paths.h"
 
 
 static void tensor_cores_match_float32(void **state) {

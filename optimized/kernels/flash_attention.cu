@@ -1,12 +1,12 @@
 /* flash_attention.cu — prefill softmax attention on the tensor cores, FlashAttention-2 style
- * (kernels.cuh, m4k_flash_attention): the math and arguments of m4k_attention, with Q, K and V
+ * (flash_attention.cuh, m4k_flash_attention): the math and arguments of m4k_attention, with Q, K and V
  * rounded to bf16 as they are staged into shared memory and the probabilities rounded to bf16
  * before P·V; scores, the softmax statistics and the output accumulate in float32. */
 #include <limits.h>
 #include <mma.h>
 
 #include "device.cuh"
-#include "kernels.cuh"
+#include "flash_attention.cuh"
 
 namespace {
 

@@ -1,5 +1,5 @@
 /* grouped_gemm.cu — the routed experts of a large batch in one launch per projection
- * (kernels.cuh, m4k_grouped_gemm): every expert's slots times that expert's bf16 matrix, on the
+ * (grouped_gemm.cuh, m4k_grouped_gemm): every expert's slots times that expert's bf16 matrix, on the
  * tensor cores (mma.sync m16n8k16, bf16 operands, float32 accumulation), with the expert
  * boundaries read on the device so that the MoE step needs no host round trip.
  *
@@ -51,7 +51,7 @@
 #include <type_traits>
 
 #include "device.cuh"
-#include "kernels.cuh"
+#include "grouped_gemm.cuh"
 
 namespace {
 

@@ -1,14 +1,16 @@
-/* mla_decode.cu — MLA over the latent cache in the absorbed form (kernels.cuh, MODEL.md §6.1):
- * the keys' nope half and the values never leave the Rkv-wide latent space; kv_b is folded into
- * the queries before attention and into the outputs after it. */
+/* latent_attention.cu — MLA over the latent cache in the absorbed form (latent_attention.cuh,
+ * MODEL.md §6.1): the keys' nope half and the values never leave the Rkv-wide latent space; kv_b
+ * is folded into the queries before attention and into the outputs after it. */
 #include <cuda_pipeline.h>
 #include <mma.h>
 
 #include <algorithm>
 #include <type_traits>
 
+#include "attention.cuh"   /* m4k_shared_memory_optin */
 #include "device.cuh"
-#include "kernels.cuh"
+#include "latent_attention.cuh"
+#include "paths.h"
 
 namespace {
 
