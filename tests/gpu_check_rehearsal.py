@@ -167,7 +167,7 @@ def main():
         if (build / "tests" / "test_gpu_latent").exists():
             full = tmp / "full"
             (full / "bin").mkdir(parents=True)
-            for f in [build / "cli" / "mistral4", build / "optimized" / "m4_gpu_bench", *sorted((build / "tests").glob("test_gpu_*"))]:
+            for f in [build / "cli" / "mistral4", build / "bench" / "m4_gpu_bench", *sorted((build / "tests").glob("test_gpu_*"))]:
                 if f.is_file():
                     os.symlink(f, full / "bin" / f.name)
             (full / "lib").mkdir()
