@@ -14,7 +14,7 @@
 #include <string.h>
 
 const m4_cuda_path_info m4_cuda_path_table[M4_PATH_COUNT] = {
-    [M4_PATH_FLASH] = {"flash", "bf16 prefill attention on the tensor cores (flash_attention.cu)",
+    [M4_PATH_FLASH] = {"flash", "bf16 prefill attention on the tensor cores (kernels/flash_attention.cu)",
                        "the float32 attention kernel, one block per query", NULL, NULL},
     [M4_PATH_CUDNN] = {"cudnn", "cuDNN's fused attention (SDPA) for the bf16 prefill: text MLA prompts and Pixtral",
                        "flash when it is on, else the float32 attention kernel", NULL, NULL},
@@ -22,7 +22,7 @@ const m4_cuda_path_info m4_cuda_path_table[M4_PATH_COUNT] = {
                          "a host sync, then one cuBLAS GEMM per expert", NULL, NULL},
     [M4_PATH_PAIRS] = {"pairs", "q_a_proj|kv_a_proj_with_mqa and gate_proj|up_proj uploaded side by side, one GEMV/GEMM each pair",
                        "one GEMV/GEMM per weight", NULL, NULL},
-    [M4_PATH_LATENT_TC] = {"latent_tc", "latent attention on the tensor cores (every head of a position in one block, cp.async tiles)",
+    [M4_PATH_LATENT_TC] = {"latent_tc", "latent attention on the tensor cores (kernels/latent_attention.cu: every head of a position in one block, cp.async tiles)",
                            "the CUDA-core flash-decoding split kernel", NULL, NULL},
     [M4_PATH_GRAPHS] = {"graphs", "the generation session's one-token step captured once as a CUDA graph and replayed",
                         "the step's kernels launched one by one", NULL, NULL},

@@ -28,7 +28,7 @@ typedef enum {
     M4_PATH_CUDNN,          /* cuDNN's fused attention for the bf16 prefill (cudnn_attention.cu) */
     M4_PATH_GROUPED,        /* grouped expert GEMM (grouped_gemm.cu) */
     M4_PATH_PAIRS,          /* weights sharing an input uploaded side by side, run as one */
-    M4_PATH_LATENT_TC,      /* tensor-core latent attention (mla_decode.cu) */
+    M4_PATH_LATENT_TC,      /* tensor-core latent attention (kernels/latent_attention.cu) */
     M4_PATH_GRAPHS,         /* the session's one-token step captured as a CUDA graph */
     M4_PATH_PROMPT_EXPAND,  /* a prompt into an empty cache takes the HF form */
     M4_PATH_FP8_CODES,      /* an FP8 checkpoint's GEMM weights kept as FP8 codes on cuda-bf16 */

@@ -193,7 +193,7 @@ int m4_cuda_mla(m4_cuda *st, int layer, const float *d_x, int64_t B, int64_t S,
  * runs over the T = past + S cached latents [c_kv | k_rope] (FlashMLA's layout), and kv_b's value
  * half is applied to the attended latent. A prompt (S > 1 into an empty cache) takes the HF form
  * instead, as DeepSeek's and FlashMLA's serving do: kv_b expands its own S latents and the flash
- * kernel attends (fewer FLOPs where the step is compute-bound; path `prompt_expand`, kernels.cuh).
+ * kernel attends (fewer FLOPs where the step is compute-bound; path `prompt_expand`, paths.h).
  * attention_mask [B, T] (NULL: all tokens). */
 int m4_cuda_mla_cached(m4_cuda *st, int layer, m4_cuda_cache *cache, const float *d_x, int64_t B, int64_t S,
                        const m4_cuda_positions &where, float softmax_scale, float *d_out, m4_error *err) {
