@@ -29,6 +29,28 @@ static inline bool gpu_present(const char *test) {
 }
 
 /* x rounded to the nearest bf16 (ties to even), back in float32: what the kernels round to. */
+/* Device copies and host copies of vectors (a 1-element allocation for an empty one). */
+template <typename T> inline T *to_device(const std::vector<T> &v) {
+    T *d = nullptr;
+    assert_int_equal(cudaMalloc(&d, sizeof(T) * (v.size() ? v.size() : 1)), cudaSuccess);
+    assert_int_equal(cudaMemcpy(d, v.data(), sizeof(T) * v.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    return d;
+}
+
+template <typename T> inline std::vector<T> to_host(const T *d, size_t n) {
+    std::vector<T> v(n);
+    assert_int_equal(cudaMemcpy(v.data(), d, sizeof(T) * n, cudaMemcpyDeviceToHost), cudaSuccess);
+    return v;
+}
+
+/* A device buffer of n floats filled with NaN bits (0xff bytes): an unwritten value shows. */
+static inline float *nan_filled(size_t n) {
+    float *d = nullptr;
+    assert_int_equal(cudaMalloc(&d, sizeof(float) * n), cudaSuccess);
+    assert_int_equal(cudaMemset(d, 0xff, sizeof(float) * n), cudaSuccess);
+    return d;
+}
+
 static inline float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
 /* ACT2FN[act] in float64. */

@@ -27,29 +27,10 @@
 extern "C" {
 #include "testutil.h"
 }
+#include "attention_problems.cuh"
 #include "cudnn_attention.cuh"
-#include "gpu_test_util.cuh"
 
 static m4_cudnn *cudnn;
-
-/* One attention problem. V lives inside rows of H·(dn + dv) floats (V = buffer + dn, per head
- * dn + dv apart): m4_cuda_mla's kv_b layout for dn > 0, the vision layout [P, H·dv] for dn = 0. */
-struct problem {
-    std::string name;
-    int64_t B = 1, H = 1, S = 1, T = 1, dq = 16, dv = 16, dn = 0;
-    bool causal = false;
-    int64_t past = 0;
-    float scale = 0.1f, amplitude = 2.0f;        /* Q and K uniform in ±amplitude, V in ±1 */
-    std::vector<int32_t> lo, hi;                 /* [S], empty: none */
-};
-
-template <typename T> static T *upload(const std::vector<T> &host) {
-    if (host.empty()) return nullptr;
-    T *d = nullptr;
-    assert_int_equal(cudaMalloc(&d, sizeof(T) * host.size()), cudaSuccess);
-    assert_int_equal(cudaMemcpy(d, host.data(), sizeof(T) * host.size(), cudaMemcpyHostToDevice), cudaSuccess);
-    return d;
-}
 
 /* m4k_attention's math in float64: out [B, S, H, dv]. */
 static std::vector<double> reference(const problem &p, const std::vector<float> &Q, const std::vector<float> &K,
@@ -80,26 +61,15 @@ static std::vector<double> reference(const problem &p, const std::vector<float> 
     return out;
 }
 
-/* Runs p through m4_cudnn_attention `calls` times (the same output each time) and checks it. */
+/* Runs p through m4_cudnn_attention `calls` times (the same output each time) and checks it
+ * against float64. */
 static void run(const problem &p, unsigned seed, int calls = 1) {
-    auto uniform = [&]() { seed = seed * 1664525u + 1013904223u; return ((float)(seed >> 8) / (float)(1 << 24) - 0.5f) * 2.0f; };
-    const int64_t B = p.B, H = p.H, S = p.S, T = p.T, dq = p.dq, dv = p.dv, width = H * (p.dn + dv);
-    std::vector<float> Q((size_t)(B * H * S * dq)), K((size_t)(B * H * T * dq)), V((size_t)(B * T * width));
-    for (auto &x : Q) x = bf16_round(uniform() * p.amplitude);
-    for (auto &x : K) x = bf16_round(uniform() * p.amplitude);
-    for (auto &x : V) x = bf16_round(uniform());
-    float *d_Q = upload(Q), *d_K = upload(K), *d_V = upload(V);
-    int32_t *d_lo = upload(p.lo), *d_hi = upload(p.hi);
-    const size_t n_out = (size_t)(B * S * H * dv);
+    const problem_inputs in(p, seed);
+    m4k_attention_args a = device_args(p, in);
+    const size_t n_out = (size_t)(p.B * p.S * p.H * p.dv);
     float *d_out = nullptr;
     assert_int_equal(cudaMalloc(&d_out, sizeof(float) * n_out), cudaSuccess);
-
-    m4k_attention_args a = {};
-    a.Q = d_Q, a.K = d_K, a.V = d_V + p.dn;
-    a.B = B, a.H = H, a.S = S, a.T = T, a.dq = dq, a.dv = dv;
-    a.v_row_stride = width, a.v_head_stride = p.dn + dv;
-    a.scale = p.scale, a.causal = p.causal, a.causal_past = p.past;
-    a.block_lo = d_lo, a.block_hi = d_hi, a.O = d_out;
+    a.O = d_out;
     assert_true(m4_cudnn_attention_fits(&a));
     std::vector<float> got(n_out), first;
     m4_error err = {{0}};
@@ -113,55 +83,8 @@ static void run(const problem &p, unsigned seed, int calls = 1) {
         else if (memcmp(first.data(), got.data(), sizeof(float) * n_out) != 0)
             fail_msg("%s: call %d (cached plan) differs from the first", p.name.c_str(), call + 1);
     }
-
-    const std::vector<double> want = reference(p, Q, K, V);
-    double num = 0, den = 0, worst_row = 0;
-    int64_t worst_at = -1, bad_rows = 0;
-    for (int64_t row = 0; row < B * S * H; row++) {            /* output row (b·S + i)·H + h */
-        double rn = 0, rd = 0;
-        for (int64_t e = 0; e < dv; e++) {
-            const size_t k = (size_t)(row * dv + e);
-            if (!isfinite(got[k]))
-                fail_msg("%s: output row %lld (b %lld, i %lld, h %lld) col %lld not finite: %g", p.name.c_str(),
-                         (long long)row, (long long)(row / H / S), (long long)(row / H % S), (long long)(row % H),
-                         (long long)e, got[k]);
-            rn += (got[k] - want[k]) * (got[k] - want[k]), rd += want[k] * want[k];
-        }
-        num += rn, den += rd;
-        const double rel = sqrt(rn) / (sqrt(rd) + 1e-4);
-        if (rel > worst_row) worst_row = rel, worst_at = row;
-        if (rel > 2e-2) bad_rows++;
-    }
-    const double rel = den > 0 ? sqrt(num / den) : sqrt(num);
-    fprintf(stderr, "%-44s rel L2 %.2e, worst row %.2e (row %lld: b %lld, i %lld, h %lld), rows over 2e-2: %lld\n",
-            p.name.c_str(), rel, worst_row, (long long)worst_at, (long long)(worst_at / H / S),
-            (long long)(worst_at / H % S), (long long)(worst_at % H), (long long)bad_rows);
-    assert_true(rel <= 1e-2);
-    assert_int_equal(bad_rows, 0);
-    cudaFree(d_Q), cudaFree(d_K), cudaFree(d_V), cudaFree(d_lo), cudaFree(d_hi), cudaFree(d_out);
-}
-
-/* MLA: B = 2, S queries over T = past + S keys, causal. */
-static problem mla(const char *tag, int64_t H, int64_t dn, int64_t dr, int64_t dv, int64_t T, int64_t S, float scale) {
-    problem p;
-    p.name = std::string(tag) + " T=" + std::to_string(T) + " S=" + std::to_string(S);
-    p.B = 2, p.H = H, p.S = S, p.T = T, p.dq = dn + dr, p.dv = dv, p.dn = dn;
-    p.causal = true, p.past = T - S, p.scale = scale;
-    return p;
-}
-
-/* Vision: B = 1, images of the given patch counts, block-diagonal, not causal. */
-static problem vision(const char *tag, int64_t H, int64_t hd, std::vector<int64_t> images) {
-    problem p;
-    int64_t P = 0;
-    for (int64_t n : images) P += n;
-    p.name = std::string(tag) + " P=" + std::to_string(P);
-    p.B = 1, p.H = H, p.S = P, p.T = P, p.dq = hd, p.dv = hd, p.dn = 0;
-    p.scale = 1.0f / sqrtf((float)hd);
-    for (int64_t n : images)
-        for (int64_t t = 0, start = (int64_t)p.lo.size(); t < n; t++)
-            p.lo.push_back((int32_t)start), p.hi.push_back((int32_t)(start + n));
-    return p;
+    check_rows(p, "cudnn", got, reference(p, in.Q, in.K, in.V));
+    free_args(p, a), cudaFree(d_out);
 }
 
 /* (a) the MLA prompt at the published dims, top-left causal */
@@ -169,8 +92,8 @@ static void mla_prompt(void **state) {
     (void)state;
     const float scale = 1.0f / sqrtf(128.0f);
     unsigned seed = 1;
-    for (int64_t T : {1, 17, 64, 130, 1000}) run(mla("mla 128/128", 4, 64, 64, 128, T, T, scale), seed++);
-    run(mla("mla 128/128 peaky (scale 0.5)", 4, 64, 64, 128, 130, 130, 0.5f), seed++);
+    for (int64_t T : {1, 17, 64, 130, 1000}) run(mla("mla 128/128", 4, 64, 64, 128, T, T, scale, false), seed++);
+    run(mla("mla 128/128 peaky (scale 0.5)", 4, 64, 64, 128, 130, 130, 0.5f, false), seed++);
 }
 
 /* (b) causal with a cached past: the bottom-right diagonal */
@@ -180,7 +103,7 @@ static void mla_with_past(void **state) {
     unsigned seed = 100;
     /* {T, S}: few new tokens over a long past; a partial second query tile; one token (no mask) */
     const int64_t cases[][2] = {{300, 3}, {700, 129}, {80, 64}, {300, 1}};
-    for (const auto &c : cases) run(mla("mla 128/128 past", 4, 64, 64, 128, c[0], c[1], scale), seed++);
+    for (const auto &c : cases) run(mla("mla 128/128 past", 4, 64, 64, 128, c[0], c[1], scale, false), seed++);
 }
 
 /* (c) Pixtral block-diagonal attention at the published head dim */
@@ -196,15 +119,15 @@ static void vision_blocks(void **state) {
 static void tiny_dims(void **state) {
     (void)state;
     unsigned seed = 300;
-    for (int64_t T : {1, 7, 70}) run(mla("tiny mla 16/16", 4, 8, 8, 16, T, T, 0.25f), seed++);
-    run(mla("tiny mla 16/16 past", 4, 8, 8, 16, 20, 5, 0.25f), seed++);
+    for (int64_t T : {1, 7, 70}) run(mla("tiny mla 16/16", 4, 8, 8, 16, T, T, 0.25f, false), seed++);
+    run(mla("tiny mla 16/16 past", 4, 8, 8, 16, 20, 5, 0.25f, false), seed++);
     run(vision("tiny vision 16", 2, 16, {4, 9, 30}), seed++);
 }
 
 /* (e) the cached plans: a second and third call of each shape give the first call's output */
 static void cached_plans(void **state) {
     (void)state;
-    run(mla("mla 128/128 again", 4, 64, 64, 128, 130, 130, 1.0f / sqrtf(128.0f)), 400, 3);
+    run(mla("mla 128/128 again", 4, 64, 64, 128, 130, 130, 1.0f / sqrtf(128.0f), false), 400, 3);
     run(vision("vision 64 again", 2, 64, {16, 100, 257}), 401, 3);
 }
 

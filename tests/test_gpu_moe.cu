@@ -35,19 +35,6 @@ extern "C" {
 #include "gpu_test_util.cuh"
 #include "kernels/moe.cuh"
 
-template <typename T> static T *to_device(const std::vector<T> &v) {
-    T *d = nullptr;
-    assert_int_equal(cudaMalloc(&d, sizeof(T) * (v.size() ? v.size() : 1)), cudaSuccess);
-    assert_int_equal(cudaMemcpy(d, v.data(), sizeof(T) * v.size(), cudaMemcpyHostToDevice), cudaSuccess);
-    return d;
-}
-
-template <typename T> static std::vector<T> to_host(const T *d, size_t n) {
-    std::vector<T> v(n);
-    assert_int_equal(cudaMemcpy(v.data(), d, sizeof(T) * n, cudaMemcpyDeviceToHost), cudaSuccess);
-    return v;
-}
-
 /* A device buffer of n T filled with 0xff bytes (NaN floats, −1 ints): an unwritten value shows. */
 template <typename T> static T *filled(size_t n) {
     T *d = nullptr;

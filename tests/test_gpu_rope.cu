@@ -27,27 +27,6 @@ extern "C" {
 #include "gpu_test_util.cuh"
 #include "kernels/rope.cuh"
 
-template <typename T> static T *to_device(const std::vector<T> &v) {
-    T *d = nullptr;
-    assert_int_equal(cudaMalloc(&d, sizeof(T) * (v.size() ? v.size() : 1)), cudaSuccess);
-    assert_int_equal(cudaMemcpy(d, v.data(), sizeof(T) * v.size(), cudaMemcpyHostToDevice), cudaSuccess);
-    return d;
-}
-
-template <typename T> static std::vector<T> to_host(const T *d, size_t n) {
-    std::vector<T> v(n);
-    assert_int_equal(cudaMemcpy(v.data(), d, sizeof(T) * n, cudaMemcpyDeviceToHost), cudaSuccess);
-    return v;
-}
-
-/* A device buffer of n floats filled with NaN bits (0xff bytes): an unwritten value shows. */
-static float *nan_filled(size_t n) {
-    float *d = nullptr;
-    assert_int_equal(cudaMalloc(&d, sizeof(float) * n), cudaSuccess);
-    assert_int_equal(cudaMemset(d, 0xff, sizeof(float) * n), cudaSuccess);
-    return d;
-}
-
 static bool same_bits(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
 
 /* The published text config's RoPE (MODEL.md §2.4): dr = 64 of dq = 128, YaRN, Llama-4 beta 0.1. */
