@@ -5,6 +5,9 @@
 #include "plugin_backend.h"
 
 #include <dlfcn.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +33,13 @@ typedef struct {
     m4_plugin_error perr;
     weight_view *views;
     size_t n_views, cap_views;
+    m4_plugin_grid *grids;
+    int64_t cap_grids;
+    /* a crash inside the plugin (guarded calls, below) */
+    sigjmp_buf crash_jump;
+    struct sigaction saved[5];
+    volatile sig_atomic_t crash_signal;
+    bool crashed;
 } plugin;
 
 /* The loaded plugin: the backend entries get only their state, so one plugin per process. */
@@ -41,10 +51,58 @@ static int plugin_status(plugin *p, int rc, m4_error *err) {
     return m4_fail(err, "plugin %s: %s", p->name, p->perr.msg[0] ? p->perr.msg : "failed without a message");
 }
 
+/* ---- crashes: a signal inside a plugin call ends that call with an error, not the harness ---- */
+
+static const int crash_signals[5] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+
+static void on_crash(int sig) {
+    loaded.crash_signal = sig;
+    siglongjmp(loaded.crash_jump, 1);
+}
+
+/* Routes the crash signals to on_crash while the plugin runs (disarm puts the previous back). */
+static void arm(plugin *p) {
+    struct sigaction act = {.sa_handler = on_crash};
+    sigemptyset(&act.sa_mask);
+    for (int i = 0; i < 5; i++) sigaction(crash_signals[i], &act, &p->saved[i]);
+}
+
+static void disarm(plugin *p) {
+    for (int i = 0; i < 5; i++) sigaction(crash_signals[i], &p->saved[i], NULL);
+}
+
+/* After a crash in `call`: no further call reaches the plugin (its memory may be corrupt). */
+static int crashed(plugin *p, const char *call, m4_error *err) {
+    disarm(p);
+    p->crashed = true;
+    return m4_fail(err, "%s: plugin %s crashed in %s (signal %d, %s); no further calls are made", p->path, p->name,
+                   call, (int)p->crash_signal, strsignal(p->crash_signal));
+}
+
+/* The body of an adapter: `call` (an expression calling the plugin) guarded; returns from the
+ * adapter with its status. The component's name is the adapter's, less "plug_". */
+#define GUARDED(p, err, call)                                                                      \
+    do {                                                                                           \
+        if ((p)->crashed) return m4_fail(err, "plugin %s crashed earlier; not called", (p)->name); \
+        if (sigsetjmp((p)->crash_jump, 1)) return crashed(p, __func__ + 5, err);                    \
+        arm(p);                                                                                    \
+        int rc_ = (call);                                                                          \
+        disarm(p);                                                                                 \
+        return plugin_status(p, rc_, err);                                                         \
+    } while (0)
+
 static m4_plugin_error *fresh_error(plugin *p) {
     p->perr.msg[0] = '\0';
     return &p->perr;
 }
+
+/* The helpers that allocate stay out of the adapters' frames, which hold a sigsetjmp (GUARDED):
+ * inlined there, their locals would draw -Wclobbered (harmlessly: none changes after it). */
+#if defined(__GNUC__)
+#define OUT_OF_LINE __attribute__((noinline))
+#else
+#define OUT_OF_LINE
+#endif
 
 /* ---- weights as float32 -------------------------------------------------------------------- */
 
@@ -70,7 +128,7 @@ static weight_view *new_view(plugin *p, const void *key, const char *name, int64
 }
 
 /* The m4_weight a component entry was handed (a norm's, a projector linear's) as float32. */
-static int weight_of(plugin *p, const m4_weight *w, const m4_plugin_weight **out, m4_error *err) {
+OUT_OF_LINE static int weight_of(plugin *p, const m4_weight *w, const m4_plugin_weight **out, m4_error *err) {
     const weight_view *v = cached_view(p, w);
     if (!v) {
         weight_view *nv = new_view(p, w, w->name ? w->name : "a weight", w->rows * w->cols, err);
@@ -143,12 +201,15 @@ static m4_plugin_pixels pixels_of(const plugin *p, const m4_pixel_batch *px) {
                               .width = px->width, .pixel_values = px->pixel_values, .image_sizes = px->image_sizes};
 }
 
-/* grids [n] copied into the ABI's struct (malloc'd), or NULL with err set. */
-static m4_plugin_grid *grids_of(const m4_patch_grid *grids, int64_t n, m4_error *err) {
-    m4_plugin_grid *g = malloc(sizeof *g * (size_t)(n > 0 ? n : 1));
-    if (!g) return m4_fail(err, "out of memory for %lld patch grids", (long long)n), NULL;
-    for (int64_t i = 0; i < n; i++) g[i] = (m4_plugin_grid){grids[i].rows, grids[i].cols};
-    return g;
+/* grids [n] copied into the ABI's struct (in p->grids, kept until close), or NULL with err set. */
+OUT_OF_LINE static const m4_plugin_grid *grids_of(plugin *p, const m4_patch_grid *grids, int64_t n, m4_error *err) {
+    if (n > p->cap_grids) {
+        m4_plugin_grid *grown = realloc(p->grids, sizeof *grown * (size_t)n);
+        if (!grown) return m4_fail(err, "out of memory for %lld patch grids", (long long)n), NULL;
+        p->grids = grown, p->cap_grids = n;
+    }
+    for (int64_t i = 0; i < n; i++) p->grids[i] = (m4_plugin_grid){grids[i].rows, grids[i].cols};
+    return p->grids;
 }
 
 static int scale_rule_of(m4_softmax_scale_rule rule) {
@@ -163,7 +224,11 @@ static int plug_open(const m4_model *model, void **state, m4_error *err) {
     p->host = (m4_plugin_host){.abi_version = M4_PLUGIN_ABI_VERSION, .model_dir = m4_checkpoint_path(model->checkpoint),
                                .host = p, .weight = host_weight};
     p->ctx = NULL;
-    if (p->info->init(&p->host, &p->ctx, fresh_error(p)) != 0)
+    if (sigsetjmp(p->crash_jump, 1)) return crashed(p, "init", err);
+    arm(p);
+    int rc = p->info->init(&p->host, &p->ctx, fresh_error(p));
+    disarm(p);
+    if (rc != 0)
         return m4_fail(err, "%s: plugin %s: init failed: %s", p->path, p->name,
                        p->perr.msg[0] ? p->perr.msg : "no message");
     *state = p;
@@ -172,20 +237,29 @@ static int plug_open(const m4_model *model, void **state, m4_error *err) {
 
 static void plug_close(void *state) {
     plugin *p = state;
-    if (p->info->teardown) p->info->teardown(p->ctx);
+    /* after a crash the plugin is not called again; a crash in teardown ends only teardown (the
+     * report is complete by then) */
+    if (p->info->teardown && !p->crashed) {
+        if (sigsetjmp(p->crash_jump, 1) == 0) {
+            arm(p);
+            p->info->teardown(p->ctx);
+        }
+        disarm(p);
+    }
     for (size_t i = 0; i < p->n_views; i++) free(p->views[i].data);
-    free(p->views);
+    free(p->views), free(p->grids);
     p->views = NULL, p->n_views = p->cap_views = 0, p->ctx = NULL;
+    p->grids = NULL, p->cap_grids = 0;
 }
 
 static double plug_last_device_ms(void *state) {
     plugin *p = state;
-    return p->info->last_device_ms(p->ctx);
+    return p->crashed ? -1 : p->info->last_device_ms(p->ctx);
 }
 
 static int plug_embed_tokens(void *state, const int64_t *ids, int64_t n, float *out, m4_error *err) {
     plugin *p = state;
-    return plugin_status(p, p->info->embed_tokens(p->ctx, ids, n, out, fresh_error(p)), err);
+    GUARDED(p, err, p->info->embed_tokens(p->ctx, ids, n, out, fresh_error(p)));
 }
 
 static int plug_rmsnorm(void *state, const m4_weight *w, const float *x, int64_t n, int64_t dim, float eps,
@@ -193,12 +267,12 @@ static int plug_rmsnorm(void *state, const m4_weight *w, const float *x, int64_t
     plugin *p = state;
     const m4_plugin_weight *pw;
     if (weight_of(p, w, &pw, err)) return -1;
-    return plugin_status(p, p->info->rmsnorm(p->ctx, pw, x, n, dim, eps, y, fresh_error(p)), err);
+    GUARDED(p, err, p->info->rmsnorm(p->ctx, pw, x, n, dim, eps, y, fresh_error(p)));
 }
 
 static int plug_rope(void *state, const int64_t *positions, int64_t n, float *cos, float *sin, m4_error *err) {
     plugin *p = state;
-    return plugin_status(p, p->info->rope(p->ctx, positions, n, cos, sin, fresh_error(p)), err);
+    GUARDED(p, err, p->info->rope(p->ctx, positions, n, cos, sin, fresh_error(p)));
 }
 
 static int plug_self_attn(void *state, int layer, const float *x, int64_t B, int64_t S, const int64_t *position_ids,
@@ -210,66 +284,65 @@ static int plug_self_attn(void *state, int layer, const float *x, int64_t B, int
         t = (m4_plugin_mla_trace){.q = trace->q, .kv_a = trace->kv_a, .c_kv = trace->c_kv,
                                   .llama4_scale = trace->llama4_scale, .q_rot = trace->q_rot, .k_rot = trace->k_rot,
                                   .attn_weights = trace->attn_weights, .attn_output = trace->attn_output};
-    return plugin_status(p, p->info->self_attn(p->ctx, layer, x, B, S, position_ids, attention_mask, softmax_scale,
-                                               out, &t, fresh_error(p)), err);
+    GUARDED(p, err, p->info->self_attn(p->ctx, layer, x, B, S, position_ids, attention_mask, softmax_scale,
+                                               out, &t, fresh_error(p)));
 }
 
 static int plug_router(void *state, int layer, const float *x, int64_t n, float *logits, int64_t *topk_ids,
                        float *topk_weights, m4_error *err) {
     plugin *p = state;
-    return plugin_status(p, p->info->router(p->ctx, layer, x, n, logits, topk_ids, topk_weights, fresh_error(p)), err);
+    GUARDED(p, err, p->info->router(p->ctx, layer, x, n, logits, topk_ids, topk_weights, fresh_error(p)));
 }
 
 static int plug_experts(void *state, int layer, const float *x, int64_t n, const int64_t *topk_ids,
                         const float *topk_weights, float *out, m4_error *err) {
     plugin *p = state;
-    return plugin_status(p, p->info->experts(p->ctx, layer, x, n, topk_ids, topk_weights, out, fresh_error(p)), err);
+    GUARDED(p, err, p->info->experts(p->ctx, layer, x, n, topk_ids, topk_weights, out, fresh_error(p)));
 }
 
 static int plug_shared_experts(void *state, int layer, const float *x, int64_t n, float *out, m4_error *err) {
     plugin *p = state;
-    return plugin_status(p, p->info->shared_experts(p->ctx, layer, x, n, out, fresh_error(p)), err);
+    GUARDED(p, err, p->info->shared_experts(p->ctx, layer, x, n, out, fresh_error(p)));
 }
 
 static int plug_mlp(void *state, int layer, const float *x, int64_t n, float *out, m4_error *err) {
     plugin *p = state;
-    return plugin_status(p, p->info->mlp(p->ctx, layer, x, n, out, fresh_error(p)), err);
+    GUARDED(p, err, p->info->mlp(p->ctx, layer, x, n, out, fresh_error(p)));
 }
 
 static int plug_decoder_layer(void *state, int layer, const float *h, int64_t B, int64_t S,
                               const int64_t *position_ids, const int64_t *attention_mask, float softmax_scale,
                               float *out, m4_error *err) {
     plugin *p = state;
-    return plugin_status(p, p->info->decoder_layer(p->ctx, layer, h, B, S, position_ids, attention_mask,
-                                                   softmax_scale, out, fresh_error(p)), err);
+    GUARDED(p, err, p->info->decoder_layer(p->ctx, layer, h, B, S, position_ids, attention_mask,
+                                                   softmax_scale, out, fresh_error(p)));
 }
 
 static int plug_lm_head(void *state, const float *x, int64_t n, float *logits, m4_error *err) {
     plugin *p = state;
-    return plugin_status(p, p->info->lm_head(p->ctx, x, n, logits, fresh_error(p)), err);
+    GUARDED(p, err, p->info->lm_head(p->ctx, x, n, logits, fresh_error(p)));
 }
 
 static int plug_forward(void *state, const int64_t *ids, const float *inputs_embeds, int64_t B, int64_t S,
                         const int64_t *position_ids, const int64_t *attention_mask, m4_softmax_scale_rule rule,
                         float *logits, m4_error *err) {
     plugin *p = state;
-    return plugin_status(p, p->info->forward(p->ctx, ids, inputs_embeds, B, S, position_ids, attention_mask,
-                                             scale_rule_of(rule), logits, fresh_error(p)), err);
+    GUARDED(p, err, p->info->forward(p->ctx, ids, inputs_embeds, B, S, position_ids, attention_mask,
+                                             scale_rule_of(rule), logits, fresh_error(p)));
 }
 
 static int plug_patch_conv(void *state, const m4_pixel_batch *px, float *out, m4_error *err) {
     plugin *p = state;
     m4_plugin_pixels ppx = pixels_of(p, px);
-    return plugin_status(p, p->info->patch_conv(p->ctx, &ppx, out, fresh_error(p)), err);
+    GUARDED(p, err, p->info->patch_conv(p->ctx, &ppx, out, fresh_error(p)));
 }
 
 static int plug_vision_rope(void *state, const m4_patch_grid *grids, int64_t n_images, float *cos, float *sin,
                             m4_error *err) {
     plugin *p = state;
-    m4_plugin_grid *g = grids_of(grids, n_images, err);
-    int rc = !g ? -1 : plugin_status(p, p->info->vision_rope(p->ctx, g, n_images, cos, sin, fresh_error(p)), err);
-    free(g);
-    return rc;
+    const m4_plugin_grid *g = grids_of(p, grids, n_images, err);
+    if (!g) return -1;
+    GUARDED(p, err, p->info->vision_rope(p->ctx, g, n_images, cos, sin, fresh_error(p)));
 }
 
 static int plug_vision_attention(void *state, int layer, const float *x, const m4_patch_grid *grids,
@@ -277,41 +350,36 @@ static int plug_vision_attention(void *state, int layer, const float *x, const m
     plugin *p = state;
     m4_plugin_vision_trace t = {0};
     if (trace) t = (m4_plugin_vision_trace){.q_rot = trace->q_rot, .k_rot = trace->k_rot, .attn_weights = trace->attn_weights};
-    m4_plugin_grid *g = grids_of(grids, n_images, err);
-    int rc = !g ? -1
-                : plugin_status(p, p->info->vision_attention(p->ctx, layer, x, g, n_images, out, &t, fresh_error(p)),
-                                err);
-    free(g);
-    return rc;
+    const m4_plugin_grid *g = grids_of(p, grids, n_images, err);
+    if (!g) return -1;
+    GUARDED(p, err, p->info->vision_attention(p->ctx, layer, x, g, n_images, out, &t, fresh_error(p)));
 }
 
 static int plug_vision_feed_forward(void *state, int layer, const float *x, int64_t n, float *out, m4_error *err) {
     plugin *p = state;
-    return plugin_status(p, p->info->vision_feed_forward(p->ctx, layer, x, n, out, fresh_error(p)), err);
+    GUARDED(p, err, p->info->vision_feed_forward(p->ctx, layer, x, n, out, fresh_error(p)));
 }
 
 static int plug_vision_layer(void *state, int layer, const float *h, const m4_patch_grid *grids, int64_t n_images,
                              float *out, m4_error *err) {
     plugin *p = state;
-    m4_plugin_grid *g = grids_of(grids, n_images, err);
-    int rc = !g ? -1 : plugin_status(p, p->info->vision_layer(p->ctx, layer, h, g, n_images, out, fresh_error(p)), err);
-    free(g);
-    return rc;
+    const m4_plugin_grid *g = grids_of(p, grids, n_images, err);
+    if (!g) return -1;
+    GUARDED(p, err, p->info->vision_layer(p->ctx, layer, h, g, n_images, out, fresh_error(p)));
 }
 
 static int plug_vision_tower(void *state, const m4_pixel_batch *px, float *features, m4_error *err) {
     plugin *p = state;
     m4_plugin_pixels ppx = pixels_of(p, px);
-    return plugin_status(p, p->info->vision_tower(p->ctx, &ppx, features, fresh_error(p)), err);
+    GUARDED(p, err, p->info->vision_tower(p->ctx, &ppx, features, fresh_error(p)));
 }
 
 static int plug_patch_merger(void *state, const float *x, const m4_patch_grid *grids, int64_t n_images, float *out,
                              m4_error *err) {
     plugin *p = state;
-    m4_plugin_grid *g = grids_of(grids, n_images, err);
-    int rc = !g ? -1 : plugin_status(p, p->info->patch_merger(p->ctx, x, g, n_images, out, fresh_error(p)), err);
-    free(g);
-    return rc;
+    const m4_plugin_grid *g = grids_of(p, grids, n_images, err);
+    if (!g) return -1;
+    GUARDED(p, err, p->info->patch_merger(p->ctx, x, g, n_images, out, fresh_error(p)));
 }
 
 static int plug_linear(void *state, const m4_weight *w, const m4_weight *bias, const float *x, int64_t n, float *y,
@@ -319,30 +387,29 @@ static int plug_linear(void *state, const m4_weight *w, const m4_weight *bias, c
     plugin *p = state;
     const m4_plugin_weight *pw, *pb = NULL;
     if (weight_of(p, w, &pw, err) || (bias && bias->data && weight_of(p, bias, &pb, err))) return -1;
-    return plugin_status(p, p->info->linear(p->ctx, pw, pb, x, n, y, fresh_error(p)), err);
+    GUARDED(p, err, p->info->linear(p->ctx, pw, pb, x, n, y, fresh_error(p)));
 }
 
 static int plug_activation(void *state, m4_activation act, const float *x, int64_t n, float *y, m4_error *err) {
     static const int acts[] = {[M4_ACT_SILU] = M4_PLUGIN_ACT_SILU, [M4_ACT_GELU] = M4_PLUGIN_ACT_GELU,
                                [M4_ACT_GELU_TANH] = M4_PLUGIN_ACT_GELU_TANH, [M4_ACT_RELU] = M4_PLUGIN_ACT_RELU};
     plugin *p = state;
-    return plugin_status(p, p->info->activation(p->ctx, acts[act], x, n, y, fresh_error(p)), err);
+    GUARDED(p, err, p->info->activation(p->ctx, acts[act], x, n, y, fresh_error(p)));
 }
 
 static int plug_projector(void *state, const float *x, const m4_patch_grid *grids, int64_t n_images, float *out,
                           m4_error *err) {
     plugin *p = state;
-    m4_plugin_grid *g = grids_of(grids, n_images, err);
-    int rc = !g ? -1 : plugin_status(p, p->info->projector(p->ctx, x, g, n_images, out, fresh_error(p)), err);
-    free(g);
-    return rc;
+    const m4_plugin_grid *g = grids_of(p, grids, n_images, err);
+    if (!g) return -1;
+    GUARDED(p, err, p->info->projector(p->ctx, x, g, n_images, out, fresh_error(p)));
 }
 
 static int plug_merge_image_features(void *state, const int64_t *ids, int64_t n, const float *embeds,
                                      const float *features, int64_t n_features, float *out, m4_error *err) {
     plugin *p = state;
-    return plugin_status(p, p->info->merge_image_features(p->ctx, ids, n, embeds, features, n_features, out,
-                                                          fresh_error(p)), err);
+    GUARDED(p, err, p->info->merge_image_features(p->ctx, ids, n, embeds, features, n_features, out,
+                                                          fresh_error(p)));
 }
 
 static int plug_forward_multimodal(void *state, const int64_t *ids, int64_t B, int64_t S, const m4_pixel_batch *px,
@@ -350,8 +417,8 @@ static int plug_forward_multimodal(void *state, const int64_t *ids, int64_t B, i
                                    m4_softmax_scale_rule rule, float *logits, m4_error *err) {
     plugin *p = state;
     m4_plugin_pixels ppx = pixels_of(p, px);
-    return plugin_status(p, p->info->forward_multimodal(p->ctx, ids, B, S, &ppx, position_ids, attention_mask,
-                                                        scale_rule_of(rule), logits, fresh_error(p)), err);
+    GUARDED(p, err, p->info->forward_multimodal(p->ctx, ids, B, S, &ppx, position_ids, attention_mask,
+                                                        scale_rule_of(rule), logits, fresh_error(p)));
 }
 
 /* ---- loading and the checks ----------------------------------------------------------------- */

@@ -15,7 +15,9 @@
  * dn/dr = the nope/rope parts of it, dv = v_head_dim, Rkv = kv_lora_rank, Dv the vision width,
  * P patches, M merged image tokens. Layer indices count from 0.
  *
- * Each call returns 0, or non-zero with a message in *err (shown in the report's row).
+ * Each call returns 0, or non-zero with a message in *err (shown in the report's row). A call
+ * that crashes (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) is reported as such and the plugin is
+ * not called again.
  * C99, no other dependency: this header stands alone (docs/PLUGINS.md). */
 #ifndef MISTRAL4_PLUGIN_H
 #define MISTRAL4_PLUGIN_H

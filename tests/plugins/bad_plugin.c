@@ -3,19 +3,37 @@
  *   DEFECT_NO_ENTRY        no m4_plugin_get_info symbol
  *   DEFECT_ABI             built for another ABI version
  *   DEFECT_MISSING_CALL    declares the router but has no router function
- *   DEFECT_INIT            init fails with a message */
+ *   DEFECT_INIT            init fails with a message
+ *   DEFECT_INIT_CRASH      init writes through a bad pointer (SIGSEGV)
+ *   DEFECT_CALL_CRASH      embed_tokens does
+ * (address 16, not NULL: UBSan's null check would stop the debug build's run first) */
+#include <stdint.h>
+
 #include <mistral4/plugin.h>
 
+static void write_through_a_bad_pointer(void) {
+    volatile uintptr_t address = 16;
+    *(volatile int *)address = 1;
+}
+
 static int init(const m4_plugin_host *host, void **ctx, m4_plugin_error *err) {
-#ifdef DEFECT_INIT
+#if defined(DEFECT_INIT)
     return m4_plugin_fail(err, "no GPU found (planted init failure)");
 #else
+#ifdef DEFECT_INIT_CRASH
+    write_through_a_bad_pointer();
+#endif
     *ctx = 0;
     return 0;
 #endif
 }
 
 static void teardown(void *ctx) {}
+
+static int embed_tokens(void *ctx, const int64_t *ids, int64_t n, float *out, m4_plugin_error *err) {
+    write_through_a_bad_pointer();
+    return 0;
+}
 
 static const m4_plugin_info info = {
 #ifdef DEFECT_ABI
@@ -28,8 +46,12 @@ static const m4_plugin_info info = {
 #ifdef DEFECT_MISSING_CALL
     .components = M4_PLUGIN_ROUTER,
 #endif
+#ifdef DEFECT_CALL_CRASH
+    .components = M4_PLUGIN_EMBED_TOKENS,
+#endif
     .init = init,
     .teardown = teardown,
+    .embed_tokens = embed_tokens,
 };
 
 #ifndef DEFECT_NO_ENTRY

@@ -23,7 +23,7 @@ set(dir ${CMAKE_CURRENT_SOURCE_DIR}/plugins)
 m4_plugin(m4_plugin_ref ${dir}/reference_plugin.c LIBRARIES m4_backend)
 m4_plugin(m4_plugin_ref_bug ${dir}/reference_plugin.c DEFINES PLANTED_BUG LIBRARIES m4_backend)
 m4_plugin(m4_plugin_outside ${CMAKE_CURRENT_SOURCE_DIR}/outside_plugin/outside_plugin.c LIBRARIES m)
-foreach(defect NO_ENTRY ABI MISSING_CALL INIT)
+foreach(defect NO_ENTRY ABI MISSING_CALL INIT INIT_CRASH CALL_CRASH)
   string(TOLOWER ${defect} lower)
   m4_plugin(m4_plugin_bad_${lower} ${dir}/bad_plugin.c DEFINES DEFECT_${defect})
 endforeach()
@@ -75,3 +75,14 @@ m4_cli_test(plugin_init_fails EXPECT_RC 1
 add_test(NAME install_outside_plugin
   COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/outside_plugin/install_test.sh ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR})
 set_tests_properties(install_outside_plugin PROPERTIES LABELS cpu TIMEOUT 300)
+
+# ---- a plugin that crashes: the signal ends the call, not the harness
+m4_cli_test(plugin_init_crashes EXPECT_RC 1
+  ARGS conform --backend plugin:$<TARGET_FILE:m4_plugin_bad_init_crash> --case ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny
+  CHECKS "STDERR_1=m4_plugin_bad_init_crash.so: plugin bad crashed in init \\(signal 11, Segmentation fault\\)")
+m4_cli_test(plugin_call_crashes EXPECT_RC 1
+  ARGS conform --backend plugin:$<TARGET_FILE:m4_plugin_bad_call_crash> --case ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny --quiet
+  CHECKS "STDOUT_1=^plugin:bad on text_tiny: 0 passed, 0 failed, 1 errors, 37 not implemented")
+m4_cli_test(plugin_call_crash_row EXPECT_RC 1
+  ARGS conform --backend plugin:$<TARGET_FILE:m4_plugin_bad_call_crash> --case ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny
+  CHECKS "STDOUT_1=text.embed_tokens [^\n]*ERROR +\\(backend: [^\n]*plugin bad crashed in embed_tokens \\(signal 11")
