@@ -5,6 +5,7 @@
 #include "plugin_backend.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -37,6 +38,7 @@ typedef struct {
     int64_t cap_grids;
     /* a crash inside the plugin (guarded calls, below) */
     sigjmp_buf crash_jump;
+    pthread_t caller;        /* the thread that called the plugin (and set crash_jump) */
     struct sigaction saved[5];
     volatile sig_atomic_t crash_signal;
     bool crashed;
@@ -55,7 +57,14 @@ static int plugin_status(plugin *p, int rc, m4_error *err) {
 
 static const int crash_signals[5] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
 
+/* On the calling thread: back to its guard. On a thread of the plugin's own (its OpenMP team,
+ * say) there is nothing to jump back to: the signal does what it would have done unguarded. */
 static void on_crash(int sig) {
+    if (!pthread_equal(pthread_self(), loaded.caller)) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
     loaded.crash_signal = sig;
     siglongjmp(loaded.crash_jump, 1);
 }
@@ -64,6 +73,7 @@ static void on_crash(int sig) {
 static void arm(plugin *p) {
     struct sigaction act = {.sa_handler = on_crash};
     sigemptyset(&act.sa_mask);
+    p->caller = pthread_self();
     for (int i = 0; i < 5; i++) sigaction(crash_signals[i], &act, &p->saved[i]);
 }
 

@@ -4,6 +4,7 @@
  *   DEFECT_ABI             built for another ABI version
  *   DEFECT_MISSING_CALL    declares the router but has no router function
  *   DEFECT_INIT            init fails with a message
+ *   DEFECT_DEVICE_BUFFERS  asks for device buffers (ABI 1 has host buffers only)
  *   DEFECT_INIT_CRASH      init writes through a bad pointer (SIGSEGV)
  *   DEFECT_CALL_CRASH      embed_tokens does
  * (address 16, not NULL: UBSan's null check would stop the debug build's run first) */
@@ -42,7 +43,11 @@ static const m4_plugin_info info = {
     .abi_version = M4_PLUGIN_ABI_VERSION,
 #endif
     .name = "bad",
+#ifdef DEFECT_DEVICE_BUFFERS
+    .buffers = 1,
+#else
     .buffers = M4_PLUGIN_HOST_BUFFERS,
+#endif
 #ifdef DEFECT_MISSING_CALL
     .components = M4_PLUGIN_ROUTER,
 #endif

@@ -23,7 +23,7 @@ set(dir ${CMAKE_CURRENT_SOURCE_DIR}/plugins)
 m4_plugin(m4_plugin_ref ${dir}/reference_plugin.c LIBRARIES m4_backend)
 m4_plugin(m4_plugin_ref_bug ${dir}/reference_plugin.c DEFINES PLANTED_BUG LIBRARIES m4_backend)
 m4_plugin(m4_plugin_outside ${CMAKE_CURRENT_SOURCE_DIR}/outside_plugin/outside_plugin.c LIBRARIES m)
-foreach(defect NO_ENTRY ABI MISSING_CALL INIT INIT_CRASH CALL_CRASH)
+foreach(defect NO_ENTRY ABI MISSING_CALL DEVICE_BUFFERS INIT INIT_CRASH CALL_CRASH)
   string(TOLOWER ${defect} lower)
   m4_plugin(m4_plugin_bad_${lower} ${dir}/bad_plugin.c DEFINES DEFECT_${defect})
 endforeach()
@@ -66,6 +66,9 @@ m4_cli_test(plugin_wrong_abi EXPECT_RC 1
 m4_cli_test(plugin_missing_call EXPECT_RC 1
   ARGS conform --backend plugin:$<TARGET_FILE:m4_plugin_bad_missing_call> --case ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny
   CHECKS "STDERR_1=m4_plugin_bad_missing_call.so: plugin bad declares router but its router function is NULL")
+m4_cli_test(plugin_device_buffers EXPECT_RC 1
+  ARGS conform --backend plugin:$<TARGET_FILE:m4_plugin_bad_device_buffers> --case ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny
+  CHECKS "STDERR_1=m4_plugin_bad_device_buffers.so: plugin bad: buffers 1: ABI 1 has host buffers only")
 m4_cli_test(plugin_init_fails EXPECT_RC 1
   ARGS conform --backend plugin:$<TARGET_FILE:m4_plugin_bad_init> --case ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny
   CHECKS "STDERR_1=m4_plugin_bad_init.so: plugin bad: init failed: no GPU found \\(planted init failure\\)")
