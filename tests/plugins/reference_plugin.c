@@ -6,6 +6,7 @@
  * place of the config's, so exactly the text.layers.{i}.post_attention_layernorm rows fail and the
  * first divergence is text.layers.0.post_attention_layernorm. (The reference's decoder layer
  * and forward call their own norms, so no other row sees the bug.) */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +47,9 @@ static m4_pixel_batch pixels_of(const m4_plugin_pixels *px) {
 }
 
 /* m4_plugin_grid and m4_patch_grid are both {int64 rows, cols}. */
+_Static_assert(sizeof(m4_plugin_grid) == sizeof(m4_patch_grid) &&
+                   offsetof(m4_plugin_grid, cols) == offsetof(m4_patch_grid, cols),
+               "the ABI's patch grid is laid out as the reference's");
 static const m4_patch_grid *grids_of(const m4_plugin_grid *g) { return (const m4_patch_grid *)g; }
 
 static m4_softmax_scale_rule rule_of(int scale_rule) {
