@@ -25,7 +25,7 @@ typedef struct {
 typedef struct {
     void *library;
     const m4_plugin_info *info;
-    char path[1024], name[160];
+    char path[1024], name[160], table_name[200];
     m4_backend table;
     /* while open */
     const m4_model *model;
@@ -499,6 +499,19 @@ static int check_info(const m4_plugin_info *info, m4_error *err) {
     return 0;
 }
 
+/* The plugin's entry point called under the crash guard: its info, or NULL (crash_signal set
+ * when it crashed). */
+static const m4_plugin_info *guarded_entry(const m4_plugin_info *(*entry)(void)) {
+    if (sigsetjmp(loaded.crash_jump, 1)) {
+        disarm(&loaded);
+        return NULL;
+    }
+    arm(&loaded);
+    const m4_plugin_info *info = entry();
+    disarm(&loaded);
+    return info;
+}
+
 int m4_plugin_backend_load(const char *path, const m4_backend **backend, m4_error *err) {
     if (loaded.library) return m4_fail(err, "%s: plugin %s is loaded already (one plugin at a time)", path, loaded.path);
     memset(&loaded, 0, sizeof loaded);
@@ -512,7 +525,8 @@ int m4_plugin_backend_load(const char *path, const m4_backend **backend, m4_erro
     void *sym = dlsym(loaded.library, M4_PLUGIN_ENTRY);
     if (!sym) return fail_load(err, "%s: not a mistral4 plugin: no symbol %s", M4_PLUGIN_ENTRY);
     memcpy(&entry, &sym, sizeof entry);
-    const m4_plugin_info *info = entry();
+    const m4_plugin_info *info = guarded_entry(entry);
+    if (loaded.crash_signal) return fail_load(err, "%s: the plugin crashed in %s", M4_PLUGIN_ENTRY);
     if (!info) return fail_load(err, "%s: %s returned NULL", M4_PLUGIN_ENTRY);
     if (info->abi_version != M4_PLUGIN_ABI_VERSION) {
         char detail[128];
@@ -526,9 +540,8 @@ int m4_plugin_backend_load(const char *path, const m4_backend **backend, m4_erro
     loaded.info = info;
     snprintf(loaded.name, sizeof loaded.name, "%s", info->name);
     m4_backend *t = &loaded.table;
-    static char table_name[200];
-    snprintf(table_name, sizeof table_name, "%s%s", M4_PLUGIN_PREFIX, info->name);
-    *t = (m4_backend){.name = table_name,
+    snprintf(loaded.table_name, sizeof loaded.table_name, "%s%s", M4_PLUGIN_PREFIX, info->name);
+    *t = (m4_backend){.name = loaded.table_name,
                       .description = info->description ? info->description : "plugin",
                       .precision = M4_PRECISION_FP32,
                       .open = plug_open,

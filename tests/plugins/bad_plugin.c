@@ -7,6 +7,7 @@
  *   DEFECT_DEVICE_BUFFERS  asks for device buffers (ABI 1 has host buffers only)
  *   DEFECT_INIT_CRASH      init writes through a bad pointer (SIGSEGV)
  *   DEFECT_CALL_CRASH      embed_tokens does
+ *   DEFECT_ENTRY_CRASH     m4_plugin_get_info does
  * (address 16, not NULL: UBSan's null check would stop the debug build's run first) */
 #include <stdint.h>
 
@@ -60,7 +61,12 @@ static const m4_plugin_info info = {
 };
 
 #ifndef DEFECT_NO_ENTRY
-M4_PLUGIN_EXPORT const m4_plugin_info *m4_plugin_get_info(void) { return &info; }
+M4_PLUGIN_EXPORT const m4_plugin_info *m4_plugin_get_info(void) {
+#ifdef DEFECT_ENTRY_CRASH
+    write_through_a_bad_pointer();
+#endif
+    return &info;
+}
 #else
 M4_PLUGIN_EXPORT const m4_plugin_info *not_the_entry(void) { return &info; }
 #endif

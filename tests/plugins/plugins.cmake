@@ -23,7 +23,7 @@ set(dir ${CMAKE_CURRENT_SOURCE_DIR}/plugins)
 m4_plugin(m4_plugin_ref ${dir}/reference_plugin.c LIBRARIES m4_backend)
 m4_plugin(m4_plugin_ref_bug ${dir}/reference_plugin.c DEFINES PLANTED_BUG LIBRARIES m4_backend)
 m4_plugin(m4_plugin_outside ${CMAKE_CURRENT_SOURCE_DIR}/outside_plugin/outside_plugin.c LIBRARIES m)
-foreach(defect NO_ENTRY ABI MISSING_CALL DEVICE_BUFFERS INIT INIT_CRASH CALL_CRASH)
+foreach(defect NO_ENTRY ABI MISSING_CALL DEVICE_BUFFERS INIT INIT_CRASH CALL_CRASH ENTRY_CRASH)
   string(TOLOWER ${defect} lower)
   m4_plugin(m4_plugin_bad_${lower} ${dir}/bad_plugin.c DEFINES DEFECT_${defect})
 endforeach()
@@ -80,6 +80,9 @@ add_test(NAME install_outside_plugin
 set_tests_properties(install_outside_plugin PROPERTIES LABELS cpu TIMEOUT 300)
 
 # ---- a plugin that crashes: the signal ends the call, not the harness
+m4_cli_test(plugin_entry_crashes EXPECT_RC 1
+  ARGS conform --backend plugin:$<TARGET_FILE:m4_plugin_bad_entry_crash> --case ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny
+  CHECKS "STDERR_1=m4_plugin_bad_entry_crash.so: the plugin crashed in m4_plugin_get_info")
 m4_cli_test(plugin_init_crashes EXPECT_RC 1
   ARGS conform --backend plugin:$<TARGET_FILE:m4_plugin_bad_init_crash> --case ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny
   CHECKS "STDERR_1=m4_plugin_bad_init_crash.so: plugin bad crashed in init \\(signal 11, Segmentation fault\\)")
