@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "conform.h"
 #include "files.h"
+#include "plugin_backend.h"
 
 #define CMD "conform"
 
@@ -41,6 +42,10 @@ static void print_help(void) {
         "  --model DIR       the checkpoint the golden file was made with (config.json + safetensors)\n"
         "  --golden FILE     the golden HDF5 file\n"
         "  --backend NAME    implementation to check (default: ref; built here: %s)\n"
+        "  --backend plugin:PATH.so\n"
+        "                    an outside implementation built against <mistral4/plugin.h>\n"
+        "                    (docs/PLUGINS.md): the components it declares are run, the rest\n"
+        "                    reported as not implemented\n"
         "  --only GLOB       only components whose name matches GLOB (e.g. 'text.layers.1.*')\n"
         "  --bf16            use the bf16 error budgets (relative L2 2e-2, cosine 0.999) instead of\n"
         "                    float32's (the default for cuda-bf16)\n"
@@ -127,6 +132,12 @@ int cmd_conform(int argc, char **argv) {
     }
     if (!model || !golden) return cli_usage_error(CMD, "give --case DIR, or both --model and --golden");
     const m4_backend *backend = m4_backend_find(backend_name);
+    m4_error err = {{0}};
+    bool plugin = strncmp(backend_name, M4_PLUGIN_PREFIX, strlen(M4_PLUGIN_PREFIX)) == 0;
+    if (plugin && m4_plugin_backend_load(backend_name + strlen(M4_PLUGIN_PREFIX), &backend, &err) != 0) {
+        cli_error(CMD, "%s", err.msg);
+        return CLI_FAILED;
+    }
     if (!backend) return cli_usage_error(CMD, "unknown backend '%s' (built here: %s)", backend_name, cli_backend_list());
     if (backend->precision == M4_PRECISION_BF16) bf16 = true;
 
@@ -134,8 +145,9 @@ int cmd_conform(int argc, char **argv) {
                               .only = only, .bf16_budgets = bf16,
                               .progress = progress ? print_progress : NULL};
     m4_report report;
-    m4_error err = {{0}};
-    if (m4_conform_run(&opt, &report, &err) != 0) {
+    int run = m4_conform_run(&opt, &report, &err);
+    if (plugin) m4_plugin_backend_unload(); /* the report keeps copies of every string */
+    if (run != 0) {
         cli_error(CMD, "%s", err.msg);
         m4_report_free(&report);
         return CLI_FAILED;
