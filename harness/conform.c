@@ -278,8 +278,6 @@ static void make_call(run_ctx *c, const m4_component *comp, int layer, const cha
     for (int k = 0; k < M4_MAX_INPUTS; k++) m4_array_free(&in[k]);
 }
 
-/* The row's result: the call made (or the shared one reused), the row's dataset compared with
- * its golden, then the call's own checks of its other outputs. */
 /* Whether the row has an implementation: its backend entry, or its dataset in the candidate file;
  * if not, why into `why`. */
 static bool row_implemented(const run_ctx *c, const m4_component *comp, int layer, char *why, size_t size) {
@@ -297,6 +295,8 @@ static bool row_implemented(const run_ctx *c, const m4_component *comp, int laye
            !(c->cs.px && call->entry_with_images && !implemented(b, call->entry_with_images));
 }
 
+/* The row's result: the call made (or the shared one reused), the row's dataset compared with
+ * its golden, then the call's own checks of its other outputs. */
 static void run_call(run_ctx *c, const m4_component *comp, int layer, const char *group, m4_result *res) {
     const m4_row_call *call = comp->call;
     char why[300];
