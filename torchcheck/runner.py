@@ -56,8 +56,10 @@ class Tap:
     """Where one of our rows is computed in the implementation's module tree.
 
     module: its module path, `{i}` = text layer index.
-    feed:   golden datasets that replace the module's inputs, in argument order (paths relative to
-            the row's golden group, e.g. ("in",) or ("in", "topk_ids", "topk_weights")); () = none.
+    feed:   golden datasets that replace the module's inputs, in argument order: positional
+            arguments first, then keyword arguments in the order the caller passed them (paths
+            relative to the row's golden group, e.g. ("in",) or ("in", "topk_ids", "topk_weights"));
+            () = none. Each must have as many elements as the input it replaces.
     output: the module's output (or, with take="input", its first input) -> the row's tensor, or a
             tuple of tensors in the layout's dataset order (the router: logits, topk_ids, topk_weights).
     take:   "output" or "input" (the attention's attn_output is o_proj's input).
@@ -150,7 +152,15 @@ def run(module, name_map, golden_path, out_path, model_dir):
         hf_state = {}
         for f in sorted(pathlib.Path(model_dir).glob("*.safetensors")):
             hf_state.update(load_file(str(f)))
-        module.load_state_dict(name_map.weights(hf_state), strict=True)
+        if not hf_state:
+            raise RunnerError(f"{model_dir}: no *.safetensors checkpoint")
+        state = name_map.weights(hf_state)
+        own = module.state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise RunnerError(f"the name map's weights() do not fit the implementation: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+        module.load_state_dict(state, strict=True)
         module.eval()
 
         captured = {}  # (row, layer) -> tensor or tuple
@@ -160,9 +170,11 @@ def run(module, name_map, golden_path, out_path, model_dir):
             for row in rows:
                 tap = name_map.taps[row]
                 for layer, _ in _instances(row, layers):
-                    mod = _module(module, tap.module.replace("{i}", str(layer)))
                     parent = tap.within or row
                     group = layout[parent][0][0].replace("{i}", str(layer))
+                    if group not in g:
+                        continue  # not in this case (a dense layer's router and experts)
+                    mod = _module(module, tap.module.replace("{i}", str(layer)))
                     if tap.feed and not tap.within:
                         golden = [torch.from_numpy(g[group][name][()]) for name in tap.feed]
                         handles.append(mod.register_forward_pre_hook(
