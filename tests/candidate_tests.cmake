@@ -2,7 +2,7 @@
 #
 # Included from tests/CMakeLists.txt, it adds the CTest tests (label cpu). Run as
 # `cmake -P candidate_tests.cmake -DEXE=mistral4 -DEDITOR=candidate_edit -DGOLDEN=F.h5 -DWORK=W.h5
-#  -DEXPECT_RC=n [EDIT_1..9=op|path|value] [ARGS=a|b] [STDOUT_n/STDERR_n=regex] [REPORT_n=key.key=value]`,
+#  -DEXPECT_RC=n [EDIT_1..9=op|path|value] [ARGS=a|b] [STDOUT_n/STDERR_n/JUNIT_n=regex] [REPORT_n=key.key=value]`,
 # it copies the golden to WORK, applies the edits with candidate_edit (HDF5 C API, no Python),
 # runs `mistral4 conform --golden GOLDEN --candidate WORK ARGS --report WORK.json --junit WORK.xml`
 # and checks exit status, output and the JSON report. With -DDOC=FILE instead it checks that FILE
@@ -44,6 +44,12 @@ if(CMAKE_SCRIPT_MODE_FILE)
     endif()
     if(DEFINED STDERR_${i} AND NOT err MATCHES "${STDERR_${i}}")
       message(FATAL_ERROR "stderr does not match '${STDERR_${i}}'\n${shown}")
+    endif()
+    if(DEFINED JUNIT_${i})
+      file(READ "${WORK}.xml" junit)
+      if(NOT junit MATCHES "${JUNIT_${i}}")
+        message(FATAL_ERROR "the JUnit report does not match '${JUNIT_${i}}'\n${junit}")
+      endif()
     endif()
     if(DEFINED REPORT_${i})
       file(READ "${WORK}.json" report)
@@ -106,7 +112,9 @@ m4_candidate_test(candidate_perturbed_experts CASE text_tiny EXPECT_RC 1
   EDITS "scale|text.layers.1.mlp.experts/out|1.001"
   CHECKS "STDOUT_1=text.layers.1.mlp.experts +\\[20, 64\\].*FAIL.*<- first divergence"
          "STDOUT_2=first divergence: text.layers.1.mlp.experts\n" "STDOUT_3=: 37 passed, 1 failed, 0 errors"
-         "REPORT_1=summary.first_divergence=text.layers.1.mlp.experts" "REPORT_2=backend=candidate")
+         "REPORT_1=summary.first_divergence=text.layers.1.mlp.experts" "REPORT_2=backend=candidate"
+         "JUNIT_1=<testsuite name=\"candidate.text_tiny\" tests=\"38\" failures=\"1\" errors=\"0\""
+         "JUNIT_2=name=\"text.layers.1.mlp.experts\" time=\"[0-9.]+\"><failure message=\"shape \\[20, 64\\]")
 m4_candidate_test(candidate_perturbed_attention_stage CASE multimodal EXPECT_RC 1
   EDITS "scale|text.layers.0.self_attn/q_rot|0.999" ARGS --quiet
   CHECKS "STDOUT_1=first divergence: text.layers.0.self_attn.q_rot\n")
