@@ -11,6 +11,7 @@
 #include "conform.h"
 #include "files.h"
 #include "plugin_backend.h"
+#include "registry.h"
 
 #define CMD "conform"
 
@@ -27,6 +28,8 @@ static void print_help(void) {
     printf(
         "Usage: mistral4 conform --case DIR [options]\n"
         "       mistral4 conform --model DIR --golden FILE.h5 [options]\n"
+        "       mistral4 conform --golden FILE.h5 --candidate THEIRS.h5 [options]\n"
+        "       mistral4 conform --list-datasets\n"
         "\n"
         "Checks an implementation of Mistral 4 against golden activations produced by Hugging Face\n"
         "transformers (golden/README.md). Every component of the registry that the golden file\n"
@@ -46,6 +49,11 @@ static void print_help(void) {
         "                    an outside implementation built against <mistral4/plugin.h>\n"
         "                    (docs/PLUGINS.md): the components it declares are run, the rest\n"
         "                    reported as not implemented\n"
+        "  --candidate FILE  instead of a backend: compare the activations another engine dumped in\n"
+        "                    the golden layout (docs/CANDIDATE-LAYOUT.md), teacher-forced on the\n"
+        "                    golden's inputs; rows the file lacks are NOT-IMPL. Needs --golden (or\n"
+        "                    --case); the config comes from the golden\n"
+        "  --list-datasets   print the datasets a candidate file holds per row (markdown) and exit\n"
         "  --only GLOB       only components whose name matches GLOB (e.g. 'text.layers.1.*')\n"
         "  --bf16            use the bf16 error budgets (relative L2 2e-2, cosine 0.999) instead of\n"
         "                    float32's (the default for cuda-bf16)\n"
@@ -64,6 +72,7 @@ static void print_help(void) {
         "  mistral4 conform --case golden/cases/long_positions --only 'text.layers.*.self_attn*'\n"
         "  mistral4 conform --case golden/cases/fp8 --report fp8.json --junit fp8.xml\n"
         "  mistral4 conform --case golden/cases/multimodal --backend cuda-bf16   (on a GPU)\n"
+        "  mistral4 conform --golden golden/cases/text_tiny/text_tiny.h5 --candidate theirs.h5\n"
         "\n"
         "Exit status: 0 every row passed (rows the backend does not implement are reported, not\n"
         "failed), 1 a row failed or errored or the inputs could not be read, 2 usage error.\n",
@@ -87,13 +96,40 @@ static int resolve_case(const char *dir, char *model, size_t model_size, char *g
     return cli_files_ending(dir, ".h5", keep_path, &found) == 1 ? 0 : -1;
 }
 
+/* A shape formula as the registry writes it ("d->B * d->S, t->hidden_size") in the layout's words:
+ * case sizes bare, text_config fields bare, vision_config fields as vision.NAME. */
+static void print_formula(const char *text, FILE *out) {
+    for (const char *p = text; *p;) {
+        if (strncmp(p, "d->", 3) == 0 || strncmp(p, "t->", 3) == 0) p += 3;
+        else if (strncmp(p, "v->", 3) == 0) fputs("vision.", out), p += 3;
+        else fputc(*p++, out);
+    }
+}
+
+/* The candidate layout, one line per dataset a candidate file holds for a row
+ * (m4_component_candidate_output): docs/CANDIDATE-LAYOUT.md holds this output. */
+static void print_datasets(FILE *out) {
+    fprintf(out, "| row | dataset | dtype | shape | cases |\n|---|---|---|---|---|\n");
+    for (size_t i = 0; i < m4_component_count; i++) {
+        const m4_component *comp = &m4_components[i];
+        for (int k = 0; k < M4_MAX_OUTPUTS && comp->out[k].name; k++) {
+            if (!m4_component_candidate_output(comp, k)) continue;
+            const m4_dataset *ds = &comp->out[k];
+            fprintf(out, "| `%s` | `%s/%s` | %s | [", comp->name, m4_component_candidate_group(comp), ds->name,
+                    ds->ids ? "int64" : "float32");
+            print_formula(ds->shape_text, out);
+            fprintf(out, "] | %s |\n", comp->vision || comp->images_only ? "with images" : "all");
+        }
+    }
+}
+
 static void print_progress(const m4_result *r, size_t done, void *user) {
     fprintf(stderr, "[%4zu] %-48s %-8s %.2e\n", done, r->name, m4_result_status_name(r->status), r->cmp.rel_l2);
 }
 
 int cmd_conform(int argc, char **argv) {
-    const char *case_dir = NULL, *model = NULL, *golden = NULL, *backend_name = "ref", *only = NULL;
-    const char *report_path = NULL, *junit_path = NULL;
+    const char *case_dir = NULL, *model = NULL, *golden = NULL, *backend_name = NULL, *only = NULL;
+    const char *report_path = NULL, *junit_path = NULL, *candidate = NULL;
     bool bf16 = false, quiet = false, progress = isatty(2);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -115,7 +151,12 @@ int cmd_conform(int argc, char **argv) {
         VALUE("--only", only)
         VALUE("--report", report_path)
         VALUE("--junit", junit_path)
+        VALUE("--candidate", candidate)
 #undef VALUE
+        if (strcmp(a, "--list-datasets") == 0) {
+            print_datasets(stdout);
+            return CLI_OK;
+        }
         if (strcmp(a, "--bf16") == 0) bf16 = true;
         else if (strcmp(a, "--quiet") == 0) quiet = true, progress = false;
         else if (strcmp(a, "--progress") == 0) progress = true;
@@ -130,19 +171,29 @@ int cmd_conform(int argc, char **argv) {
         }
         model = model_buf, golden = golden_buf;
     }
-    if (!model || !golden) return cli_usage_error(CMD, "give --case DIR, or both --model and --golden");
-    const m4_backend *backend = m4_backend_find(backend_name);
+    const m4_backend *backend = NULL;
     m4_error err = {{0}};
-    bool plugin = strncmp(backend_name, M4_PLUGIN_PREFIX, strlen(M4_PLUGIN_PREFIX)) == 0;
-    if (plugin && m4_plugin_backend_load(backend_name + strlen(M4_PLUGIN_PREFIX), &backend, &err) != 0) {
-        cli_error(CMD, "%s", err.msg);
-        return CLI_FAILED;
+    bool plugin = false;
+    if (candidate) {
+        if (backend_name) return cli_usage_error(CMD, "--candidate replaces --backend");
+        if (model && !case_dir) return cli_usage_error(CMD, "--candidate takes the config from the golden, not --model");
+        if (!golden) return cli_usage_error(CMD, "--candidate needs --golden FILE.h5 (or --case DIR)");
+    } else {
+        if (!model || !golden) return cli_usage_error(CMD, "give --case DIR, or both --model and --golden");
+        if (!backend_name) backend_name = "ref";
+        backend = m4_backend_find(backend_name);
+        plugin = strncmp(backend_name, M4_PLUGIN_PREFIX, strlen(M4_PLUGIN_PREFIX)) == 0;
+        if (plugin && m4_plugin_backend_load(backend_name + strlen(M4_PLUGIN_PREFIX), &backend, &err) != 0) {
+            cli_error(CMD, "%s", err.msg);
+            return CLI_FAILED;
+        }
+        if (!backend)
+            return cli_usage_error(CMD, "unknown backend '%s' (built here: %s)", backend_name, cli_backend_list());
+        if (backend->precision == M4_PRECISION_BF16) bf16 = true;
     }
-    if (!backend) return cli_usage_error(CMD, "unknown backend '%s' (built here: %s)", backend_name, cli_backend_list());
-    if (backend->precision == M4_PRECISION_BF16) bf16 = true;
 
-    m4_conform_options opt = {.model_dir = model, .golden_path = golden, .backend = backend,
-                              .only = only, .bf16_budgets = bf16,
+    m4_conform_options opt = {.model_dir = candidate ? NULL : model, .golden_path = golden, .backend = backend,
+                              .candidate_path = candidate, .only = only, .bf16_budgets = bf16,
                               .progress = progress ? print_progress : NULL};
     m4_report report;
     int run = m4_conform_run(&opt, &report, &err);

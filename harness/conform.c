@@ -1,10 +1,12 @@
 /* conform.c — runs a backend's components against a golden file (teacher-forced: each
  * component's inputs are HF's own, so an error cannot hide behind an earlier one) and end to end.
  * Every registry row runs the same way (run_call): read its golden inputs and expected outputs,
- * allocate what its backend call writes (calls.c), time the call, compare. */
+ * allocate what its backend call writes (calls.c), time the call, compare. With a candidate file
+ * instead of a backend (docs/CANDIDATE-LAYOUT.md), the row's outputs are read from that file. */
 #include "conform.h"
 
 #include <fnmatch.h>
+#include <jansson.h>
 #include <stddef.h>
 #include <math.h>
 #include <stdint.h>
@@ -42,6 +44,7 @@ typedef struct {
 typedef struct {
     const m4_conform_options *opt;
     const m4_golden *golden;
+    const m4_golden *candidate; /* NULL when a backend runs */
     m4_report *report;
     m4_case cs;             /* what the calls see of the case */
     m4_array ids, positions, mask; /* /inputs */
@@ -88,7 +91,7 @@ static m4_result *new_result(run_ctx *c, const m4_component *comp, const char *n
 
 /* 0 when `a` (dataset `path`) has shape `want`; else -1 with a message naming the file, the
  * dataset and both shapes. */
-static int check_shape(const run_ctx *c, const char *path, const m4_array *a, m4_shape want, m4_error *err) {
+static int check_shape(const m4_golden *file, const char *path, const m4_array *a, m4_shape want, m4_error *err) {
     bool same = a->ndim == want.ndim;
     for (int d = 0; same && d < want.ndim; d++) same = a->dims[d] == want.dims[d];
     if (same) return 0;
@@ -98,7 +101,7 @@ static int check_shape(const run_ctx *c, const char *path, const m4_array *a, m4
     m4_array_shape_string(a, found, sizeof found);
     m4_array_shape_string(&implied, expected, sizeof expected);
     return m4_fail(err, "%s: dataset \"%s\" has shape %s but the config and inputs imply %s",
-                   m4_golden_path(c->golden), path, found, expected);
+                   m4_golden_path(file), path, found, expected);
 }
 
 /* Reads "<group>/<dataset>", which must have shape `want`, or returns -1 with err set. */
@@ -107,7 +110,7 @@ static int read_golden(run_ctx *c, const char *group, const char *dataset, bool 
     char path[256];
     snprintf(path, sizeof path, "%s/%s", group, dataset);
     if (m4_golden_read(c->golden, path, as_int, a, err)) return -1;
-    if (check_shape(c, path, a, want, err) == 0) return 0;
+    if (check_shape(c->golden, path, a, want, err) == 0) return 0;
     m4_array_free(a);
     return -1;
 }
@@ -199,9 +202,40 @@ static int read_want(run_ctx *c, const m4_component *comp, const char *group, in
     return read_golden(c, group, ds->name, ds->ids, ds->shape(&c->cs.model->config, &c->cs.dims), &want[k], e);
 }
 
+/* One call serves the rows of its group (calls.h) when a backend runs; a candidate file serves
+ * each row its own datasets. */
+static bool shared_call(const run_ctx *c, const m4_row_call *call) { return call->shared && !c->candidate; }
+
+/* The row's outputs from the candidate file instead of a backend call (docs/CANDIDATE-LAYOUT.md):
+ * the datasets m4_component_candidate_output names, each of the dtype and shape the layout says. */
+static int read_candidate(run_ctx *c, const m4_component *comp, int layer, call_run *run, m4_error *err) {
+    char group[128];
+    m4_component_instance(m4_component_candidate_group(comp), layer, group, sizeof group);
+    for (int k = 0; k < M4_MAX_OUTPUTS && comp->out[k].name; k++) {
+        const m4_dataset *ds = &comp->out[k];
+        if (!m4_component_candidate_output(comp, k)) continue;
+        char path[256], dtype[16];
+        snprintf(path, sizeof path, "%s/%s", group, ds->name);
+        const char *layout_dtype = ds->ids ? "int64" : "float32";
+        if (m4_golden_dtype(c->candidate, path, dtype, sizeof dtype, err)) return -1;
+        if (strcmp(dtype, layout_dtype) != 0)
+            return m4_fail(err, "%s: dataset \"%s\" is %s, the layout says %s (docs/CANDIDATE-LAYOUT.md)",
+                           m4_golden_path(c->candidate), path, dtype, layout_dtype);
+        m4_array a;
+        if (m4_golden_read(c->candidate, path, ds->ids, &a, err)) return -1;
+        if (check_shape(c->candidate, path, &a, ds->shape(&c->cs.model->config, &c->cs.dims), err)) {
+            m4_array_free(&a);
+            return -1;
+        }
+        run->out[k] = ds->ids ? (void *)a.i64 : (void *)a.f32;
+    }
+    return 0;
+}
+
 /* Runs the row's call on the golden inputs into `run`: its outputs, or the error that stopped it
- * (golden inputs unreadable, an output over the limit, the backend's error). An unshared call's
- * expected outputs are read into want[] first, so a bad golden stops it before the backend runs. */
+ * (golden inputs unreadable, an output over the limit, the backend's error); with a candidate
+ * file, reads them from it instead. An unshared call's expected outputs are read into want[]
+ * first, so a bad golden stops it before the backend runs. */
 static void make_call(run_ctx *c, const m4_component *comp, int layer, const char *group, call_run *run,
                       m4_array *want) {
     free_call(run);
@@ -211,16 +245,20 @@ static void make_call(run_ctx *c, const m4_component *comp, int layer, const cha
     m4_error e = {{0}};
     const char *what = "golden: ";
     int rc = 0;
-    for (int k = 0; rc == 0 && k < M4_MAX_INPUTS && comp->in[k].name; k++) {
+    for (int k = 0; rc == 0 && !c->candidate && k < M4_MAX_INPUTS && comp->in[k].name; k++) {
         const m4_dataset *ds = &comp->in[k];
         char ds_group[128];
         dataset_group(ds, group, layer, ds_group, sizeof ds_group);
         rc = read_golden(c, ds_group, ds->name, ds->ids, ds->shape(&c->cs.model->config, &c->cs.dims), &in[k], &e);
     }
-    for (int k = 0; rc == 0 && !comp->call->shared && k < M4_MAX_OUTPUTS && comp->out[k].name; k++)
+    for (int k = 0; rc == 0 && !shared_call(c, comp->call) && k < M4_MAX_OUTPUTS && comp->out[k].name; k++)
         if (!comp->out[k].optional || golden_holds(c, group, comp->out[k].name))
             rc = read_want(c, comp, group, k, want, &e);
-    for (int k = 0; rc == 0 && k < M4_MAX_OUTPUTS && comp->out[k].name; k++) {
+    if (rc == 0 && c->candidate) {
+        rc = read_candidate(c, comp, layer, run, &e);
+        what = "candidate: ";
+    }
+    for (int k = 0; rc == 0 && !c->candidate && k < M4_MAX_OUTPUTS && comp->out[k].name; k++) {
         const m4_dataset *ds = &comp->out[k];
         if (ds->optional && !golden_holds(c, group, ds->name)) continue; /* backends skip NULL outputs */
         what = "";
@@ -228,7 +266,7 @@ static void make_call(run_ctx *c, const m4_component *comp, int layer, const cha
                                    ds->ids ? sizeof(int64_t) : sizeof(float), ds->ids ? "int64 values" : "floats", &e);
         rc = run->out[k] ? 0 : -1;
     }
-    if (rc == 0) {
+    if (rc == 0 && !c->candidate) {
         double t0 = now_ms();
         rc = comp->call->run(&c->cs, comp, layer, in, run->out, &run->work, &e);
         run->time_ms = now_ms() - t0;
@@ -240,23 +278,39 @@ static void make_call(run_ctx *c, const m4_component *comp, int layer, const cha
     for (int k = 0; k < M4_MAX_INPUTS; k++) m4_array_free(&in[k]);
 }
 
+/* Whether the row has an implementation: its backend entry, or its dataset in the candidate file;
+ * if not, why into `why`. */
+static bool row_implemented(const run_ctx *c, const m4_component *comp, int layer, char *why, size_t size) {
+    const m4_row_call *call = comp->call;
+    const m4_backend *b = c->cs.backend;
+    if (c->candidate) {
+        char group[128], path[256];
+        m4_component_instance(m4_component_candidate_group(comp), layer, group, sizeof group);
+        snprintf(path, sizeof path, "%s/%s", group, comp->dataset);
+        snprintf(why, size, "the candidate has no \"%s\"", path);
+        return m4_golden_has(c->candidate, path);
+    }
+    snprintf(why, size, "backend \"%s\" has no implementation", b->name);
+    return implemented(b, call->entry) &&
+           !(c->cs.px && call->entry_with_images && !implemented(b, call->entry_with_images));
+}
+
 /* The row's result: the call made (or the shared one reused), the row's dataset compared with
  * its golden, then the call's own checks of its other outputs. */
 static void run_call(run_ctx *c, const m4_component *comp, int layer, const char *group, m4_result *res) {
     const m4_row_call *call = comp->call;
-    const m4_backend *b = c->cs.backend;
-    if (!implemented(b, call->entry) ||
-        (c->cs.px && call->entry_with_images && !implemented(b, call->entry_with_images))) {
+    char why[300];
+    if (!row_implemented(c, comp, layer, why, sizeof why)) {
         res->status = M4_RESULT_NOT_IMPLEMENTED;
-        snprintf(res->message, sizeof res->message, "backend \"%s\" has no implementation", b->name);
+        snprintf(res->message, sizeof res->message, "%s", why);
         return;
     }
-    int row = 0; /* the output this row compares */
-    while (row < M4_MAX_OUTPUTS - 1 && comp->out[row].name && strcmp(comp->out[row].name, comp->dataset) != 0) row++;
+    const int row = m4_component_compared_output(comp); /* the output this row compares */
+    const bool shared = shared_call(c, call);
     m4_array want[M4_MAX_OUTPUTS] = {{0}};
     m4_error e = {{0}};
     call_run *run = &c->last;
-    if (!call->shared || run->call != call || strcmp(run->group, group) != 0)
+    if (!shared || run->call != call || strcmp(run->group, group) != 0)
         make_call(c, comp, layer, group, run, want);
     if (row == 0 && run->ran) { /* a stage of a shared call reports neither time nor work */
         m4_cost cost = comp->cost(&c->cs.model->config, run->work.tokens, comp->vision ? c->cs.dims.P : c->cs.dims.S, 4);
@@ -269,7 +323,7 @@ static void run_call(run_ctx *c, const m4_component *comp, int layer, const char
     } else if (!run->out[row]) { /* an optional output the golden lacks */
         snprintf(res->message, sizeof res->message, "no trace of \"%s/%s\"", group, comp->dataset);
         res->status = M4_RESULT_ERROR;
-    } else if (call->shared && read_want(c, comp, group, row, want, &e)) {
+    } else if (shared && read_want(c, comp, group, row, want, &e)) {
         snprintf(res->message, sizeof res->message, "golden: %s", e.msg);
         res->status = M4_RESULT_ERROR;
     } else {
@@ -281,7 +335,7 @@ static void run_call(run_ctx *c, const m4_component *comp, int layer, const char
                      res->message[0] ? "; " : "", call->note);
     }
     for (int k = 0; k < M4_MAX_OUTPUTS; k++) m4_array_free(&want[k]);
-    if (!call->shared) free_call(run);
+    if (!shared) free_call(run);
 }
 
 /* ---- the run ----------------------------------------------------------------------------------- */
@@ -303,7 +357,7 @@ static int run_row(run_ctx *c, const m4_component *comp, int layer, m4_error *er
     if (!res) return -1;
     run_call(c, comp, layer, group, res);
     const m4_backend *b = c->cs.backend;
-    res->device_ms = b->last_device_ms && res->status != M4_RESULT_NOT_IMPLEMENTED ? b->last_device_ms(c->cs.state) : -1;
+    res->device_ms = b && b->last_device_ms && res->status != M4_RESULT_NOT_IMPLEMENTED ? b->last_device_ms(c->cs.state) : -1;
     m4_report *r = c->report;
     switch (res->status) {
     case M4_RESULT_PASS: r->n_pass++; break;
@@ -328,7 +382,7 @@ static int read_inputs(run_ctx *c, m4_error *err) {
     if (m4_golden_read(c->golden, "inputs/position_ids", true, &c->positions, err)) return -1;
     /* [B, S], or [1, S] broadcast over the batch */
     bool one_row = d->B > 1 && c->positions.ndim == 2 && c->positions.dims[0] == 1 && c->positions.dims[1] == d->S;
-    if (!one_row && check_shape(c, "inputs/position_ids", &c->positions, SHAPE(d->B, d->S), err)) return -1;
+    if (!one_row && check_shape(c->golden, "inputs/position_ids", &c->positions, SHAPE(d->B, d->S), err)) return -1;
     if (one_row) {
         int64_t *full = alloc_buffer(c, "inputs", "position_ids", SHAPE(d->B, d->S), sizeof *full,
                                      "int64 values", err); /* B·S ≤ the limit: input_ids was read */
@@ -392,19 +446,87 @@ static int read_provenance(run_ctx *c, m4_error *err) {
     return 0;
 }
 
+/* A candidate run needs only the config, which the golden records (config_json): `model` holds
+ * that config and no weights (no backend runs). */
+static int open_config_only(const m4_golden *golden, m4_model *model, m4_error *err) {
+    char *json = malloc(M4_GOLDEN_MAX_ATTR_BYTES + 1);
+    if (!json) return m4_fail(err, "out of memory for the config_json of %s", m4_golden_path(golden));
+    char source[600];
+    snprintf(source, sizeof source, "%s (config_json)", m4_golden_path(golden));
+    int rc = m4_golden_attr(golden, "config_json", json, M4_GOLDEN_MAX_ATTR_BYTES + 1, err) ||
+                     m4_config_parse(json, source, &model->config, err)
+                 ? -1 : 0;
+    free(json);
+    return rc;
+}
+
+/* The first top-level key whose value differs between two JSON objects, or "" when none does. */
+static const char *first_differing_key(json_t *a, json_t *b) {
+    const char *key;
+    json_t *value;
+    json_object_foreach(a, key, value) if (!json_equal(value, json_object_get(b, key))) return key;
+    json_object_foreach(b, key, value) if (!json_object_get(a, key)) return key;
+    return "";
+}
+
+/* A candidate that records the config it ran (root attribute config_json) or its inputs
+ * (inputs/input_ids) must have run the golden's. */
+static int check_candidate_case(const run_ctx *c, m4_error *err) {
+    const char *cand = m4_golden_path(c->candidate), *gold = m4_golden_path(c->golden);
+    if (m4_golden_has_attr(c->candidate, "config_json")) {
+        const size_t size = M4_GOLDEN_MAX_ATTR_BYTES + 1;
+        char *a = malloc(size), *b = malloc(size);
+        int rc = !a || !b ? m4_fail(err, "out of memory for the config_json attributes")
+                 : m4_golden_attr(c->candidate, "config_json", a, size, err) ||
+                         m4_golden_attr(c->golden, "config_json", b, size, err)
+                     ? -1 : 0;
+        json_t *ja = rc ? NULL : json_loads(a, 0, NULL), *jb = rc ? NULL : json_loads(b, 0, NULL);
+        free(a), free(b);
+        if (rc == 0 && (!ja || !jb))
+            rc = m4_fail(err, "%s: root attribute \"config_json\" is not JSON", ja ? gold : cand);
+        else if (rc == 0 && !json_equal(ja, jb))
+            rc = m4_fail(err, "%s: its config_json differs from the golden's (%s) at \"%s\": the candidate "
+                              "ran another model",
+                         cand, gold, first_differing_key(ja, jb));
+        json_decref(ja), json_decref(jb);
+        if (rc) return rc;
+    }
+    if (!m4_golden_has(c->candidate, "inputs/input_ids")) return 0;
+    m4_array ids;
+    if (m4_golden_read(c->candidate, "inputs/input_ids", true, &ids, err)) return -1;
+    bool same = ids.numel == c->ids.numel && ids.ndim == c->ids.ndim &&
+                memcmp(ids.dims, c->ids.dims, sizeof ids.dims) == 0 &&
+                memcmp(ids.i64, c->ids.i64, sizeof *ids.i64 * (size_t)ids.numel) == 0;
+    m4_array_free(&ids);
+    if (!same)
+        return m4_fail(err, "%s: inputs/input_ids differ from the golden's (%s): the candidate ran other inputs",
+                       cand, gold);
+    return 0;
+}
+
 int m4_conform_run(const m4_conform_options *opt, m4_report *report, m4_error *err) {
     memset(report, 0, sizeof *report);
     report->first_divergence = -1;
     snprintf(report->golden_path, sizeof report->golden_path, "%s", opt->golden_path);
     snprintf(report->model_path, sizeof report->model_path, "%s", opt->model_dir ? opt->model_dir : "");
-    snprintf(report->backend, sizeof report->backend, "%s", opt->backend->name);
+    snprintf(report->backend, sizeof report->backend, "%s", opt->candidate_path ? "candidate" : opt->backend->name);
+    if (opt->candidate_path)
+        snprintf(report->candidate_path, sizeof report->candidate_path, "%s", opt->candidate_path);
     run_ctx c = {.opt = opt, .report = report, .cs = {.backend = opt->backend}};
     m4_model owned = {0};
-    m4_golden *golden = NULL;
+    m4_golden *golden = NULL, *candidate = NULL;
     int rc = -1;
     if (m4_golden_open(opt->golden_path, &golden, err)) return -1;
     c.golden = golden;
-    if (opt->model) {
+    if (opt->candidate_path) {
+        if (m4_golden_open(opt->candidate_path, &candidate, err)) {
+            m4_fail_context(err, "candidate");
+            goto done;
+        }
+        c.candidate = candidate;
+        if (open_config_only(golden, &owned, err)) goto done;
+        c.cs.model = &owned;
+    } else if (opt->model) {
         c.cs.model = opt->model;
     } else if (m4_model_open(opt->model_dir, &owned, err) == 0) {
         c.cs.model = &owned;
@@ -412,8 +534,8 @@ int m4_conform_run(const m4_conform_options *opt, m4_report *report, m4_error *e
         goto done;
     }
     if (read_provenance(&c, err) || read_inputs(&c, err)) goto done;
-    if (opt->backend->open(c.cs.model, &c.cs.state, err)) goto done;
-    if (opt->backend->describe_paths)
+    if (candidate ? check_candidate_case(&c, err) : opt->backend->open(c.cs.model, &c.cs.state, err)) goto done;
+    if (!candidate && opt->backend->describe_paths)
         opt->backend->describe_paths(report->backend_paths, sizeof report->backend_paths, 0);
     rc = 0;
     for (size_t i = 0; rc == 0 && i < m4_component_count;) {
@@ -431,13 +553,14 @@ int m4_conform_run(const m4_conform_options *opt, m4_report *report, m4_error *e
             for (size_t j = i; rc == 0 && j < end; j++) rc = run_row(&c, &m4_components[j], layer, err);
         i = end;
     }
-    opt->backend->close(c.cs.state);
+    if (!candidate) opt->backend->close(c.cs.state);
 done:
     free_call(&c.last);
     m4_array_free(&c.ids), m4_array_free(&c.positions), m4_array_free(&c.mask);
     m4_array_free(&c.pixels), m4_array_free(&c.image_sizes);
     free(c.grids);
     if (c.cs.model == &owned) m4_model_close(&owned);
+    m4_golden_close(candidate);
     m4_golden_close(golden);
     return rc;
 }

@@ -41,7 +41,8 @@ typedef struct {
     char case_name[64];
     char golden_path[512];
     char model_path[512];
-    char backend[32];
+    char backend[32];         /* the backend's name, or "candidate" */
+    char candidate_path[512]; /* the candidate file compared (docs/CANDIDATE-LAYOUT.md); "" for a backend */
     char backend_paths[256];  /* the backend's describe_paths (its fast paths in effect); "" without one */
     char scale_rule[16];      /* "base" or "mscale2": what the golden was produced with */
     char transformers_version[32], torch_version[32];
@@ -57,6 +58,11 @@ typedef struct {
     const char *model_dir;    /* checkpoint folder the golden was made with */
     const char *golden_path;  /* .h5 file */
     const m4_backend *backend;
+    /* Instead of a backend: a candidate file in the golden layout (docs/CANDIDATE-LAYOUT.md),
+     * written by any engine, whose datasets are the rows' outputs (teacher-forced on the golden's
+     * inputs). The config then comes from the golden's config_json; model_dir is not read. A row
+     * the file lacks is reported NOT-IMPL. backend must be NULL. */
+    const char *candidate_path;
     const char *only;         /* fnmatch glob over component instance names; NULL = all */
     bool bf16_budgets;        /* use the bf16 tolerances */
     m4_progress_fn progress;

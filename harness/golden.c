@@ -79,6 +79,23 @@ int m4_golden_attr(const m4_golden *g, const char *name, char *buf, size_t size,
     return rc;
 }
 
+bool m4_golden_has_attr(const m4_golden *g, const char *name) { return H5Aexists(g->file, name) > 0; }
+
+int m4_golden_dtype(const m4_golden *g, const char *path, char *buf, size_t size, m4_error *err) {
+    if (!m4_golden_has(g, path)) return m4_fail(err, "%s: dataset \"%s\" is missing", g->path, path);
+    hid_t ds = H5Dopen2(g->file, path, H5P_DEFAULT);
+    if (ds < 0) return m4_fail(err, "%s: \"%s\" is not a dataset", g->path, path);
+    hid_t type = H5Dget_type(ds);
+    H5T_class_t cls = type < 0 ? H5T_NO_CLASS : H5Tget_class(type);
+    size_t bits = type < 0 ? 0 : 8 * H5Tget_size(type);
+    if (cls == H5T_FLOAT) snprintf(buf, size, "float%zu", bits);
+    else if (cls == H5T_INTEGER) snprintf(buf, size, "%sint%zu", H5Tget_sign(type) == H5T_SGN_NONE ? "u" : "", bits);
+    else snprintf(buf, size, "%s", cls == H5T_STRING ? "string" : "other");
+    if (type >= 0) H5Tclose(type);
+    H5Dclose(ds);
+    return 0;
+}
+
 bool m4_golden_has(const m4_golden *g, const char *path) {
     /* H5Lexists must be asked one path component at a time. */
     char partial[512];

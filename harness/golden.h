@@ -40,6 +40,13 @@ const char *m4_golden_path(const m4_golden *g);
 /* A root attribute as a string (fixed- or variable-length). Fails when absent. */
 int m4_golden_attr(const m4_golden *g, const char *name, char *buf, size_t size, m4_error *err);
 
+/* true when the root attribute exists. */
+bool m4_golden_has_attr(const m4_golden *g, const char *name);
+
+/* The stored element type of dataset `path` as a short name: "float32", "float64", "float16",
+ * "int64", "int32", "uint8", … ("string", "other" for the rest). */
+int m4_golden_dtype(const m4_golden *g, const char *path, char *buf, size_t size, m4_error *err);
+
 /* true when the object (group or dataset) exists, e.g. "text.layers.3" or "model/logits". */
 bool m4_golden_has(const m4_golden *g, const char *path);
 

@@ -178,7 +178,11 @@ m4_cost m4_vision_path_cost(const m4_config *cfg, int64_t patches, int weight_by
 
 /* ---- dataset shapes (golden/README.md), from the config and the case ----------------------- */
 
+/* Each shape function comes with its formula as written (fn##_text, e.g. "d->B, d->S,
+ * t->hidden_size"): `mistral4 conform --list-datasets` prints it, so docs/CANDIDATE-LAYOUT.md
+ * is the code's own text. */
 #define SHAPE_FN(fn, ...)                                                                          \
+    static const char fn##_text[] = #__VA_ARGS__;                                                  \
     static m4_shape fn(const m4_config *cfg, const m4_case_dims *d) {                              \
         const m4_text_config *t = &cfg->text;                                                      \
         const m4_vision_config *v = &cfg->vision;                                                  \
@@ -212,7 +216,7 @@ SHAPE_FN(merged_MD, d->M, t->hidden_size)
 /* ---- the registry -------------------------------------------------------------------------- */
 
 /* A dataset of the row's group: name, shape, then .ids / .optional / .group. */
-#define DS(nm, shape_fn, ...) {.name = nm, .shape = shape_fn, __VA_ARGS__}
+#define DS(nm, shape_fn, ...) {.name = nm, .shape = shape_fn, .shape_text = shape_fn##_text, __VA_ARGS__}
 #define IN(shape_fn) {DS("in", shape_fn)}
 #define OUT(shape_fn) {DS("out", shape_fn)}
 /* The fields every row has; the row adds .in, .out (and .vision). */
@@ -324,7 +328,7 @@ const m4_component m4_components[] = {
      .out = OUT(logits_BSV)},
     /* the language model from HF's merged inputs_embeds: a case with images only */
     {COMPONENT("text", "Mistral4ForCausalLM", M4_COMP_TEXT_MODEL, "model", "logits", 1e-4, 5e-2, cost_model,
-               m4_call_forward_embeds), .images_only = true,
+               m4_call_forward_embeds), .images_only = true, .candidate_group = "text",
      .in = {DS("out", hidden_BSD, .group = "multimodal.merge")}, .out = {DS("logits", logits_BSV)}},
     /* ids (and pixels) → logits */
     {COMPONENT("model", "Mistral3ForConditionalGeneration", M4_COMP_MODEL, "model", "logits", 1e-4, 5e-2, cost_model,
@@ -350,6 +354,20 @@ char m4_component_layer_placeholder(const m4_component *comp) {
 }
 
 bool m4_component_is_vision(const m4_component *comp) { return comp->vision; }
+
+int m4_component_compared_output(const m4_component *comp) {
+    int k = 0;
+    while (k < M4_MAX_OUTPUTS - 1 && comp->out[k].name && strcmp(comp->out[k].name, comp->dataset) != 0) k++;
+    return k;
+}
+
+bool m4_component_candidate_output(const m4_component *comp, int k) {
+    return k == m4_component_compared_output(comp) || (!comp->call->shared && !comp->out[k].optional);
+}
+
+const char *m4_component_candidate_group(const m4_component *comp) {
+    return comp->candidate_group ? comp->candidate_group : comp->group;
+}
 
 int64_t m4_component_instances(const m4_component *comp, const m4_config *cfg) {
     if (m4_component_is_vision(comp) && !cfg->multimodal) return 0;

@@ -82,6 +82,8 @@ typedef struct {
 typedef struct {
     const char *name;       /* NULL ends a list */
     m4_shape (*shape)(const m4_config *cfg, const m4_case_dims *d);
+    const char *shape_text; /* its formula as written: "d->B, d->S, t->hidden_size" (d: the case,
+                             * t: text_config, v: vision_config) */
     bool ids;               /* int64 token or expert ids, not float32 */
     bool optional;          /* an output written only when the golden holds it (attention traces) */
     const char *group;      /* NULL: the row's group */
@@ -106,6 +108,8 @@ typedef struct {
     bool vision;            /* on the vision path: multimodal models and cases with images only;
                              * its cost's context is the patch sequence P, not S */
     bool images_only;       /* runs only on a case with images (`text`, from the merged embeds) */
+    const char *candidate_group; /* a candidate file's group for the row when not `group` (`text`,
+                             * whose golden is `model`'s logits: docs/CANDIDATE-LAYOUT.md) */
     const m4_row_call *call;
     m4_dataset in[M4_MAX_INPUTS];   /* golden inputs, in the order the call takes them */
     m4_dataset out[M4_MAX_OUTPUTS]; /* what the call writes, each compared with its golden */
@@ -123,6 +127,17 @@ char m4_component_layer_placeholder(const m4_component *comp);
 /* True for the rows of the vision path (vision tower, projector, merge): they apply only to
  * multimodal models. */
 bool m4_component_is_vision(const m4_component *comp);
+
+/* The index in comp->out of the dataset the row is compared on (comp->dataset). */
+int m4_component_compared_output(const m4_component *comp);
+
+/* True when a candidate file (docs/CANDIDATE-LAYOUT.md) must hold out[k] for the row: its compared
+ * dataset, and for an unshared call its other required outputs (the router's top-k ids and
+ * weights, the rope's sin table), which the call's checks compare too. */
+bool m4_component_candidate_output(const m4_component *comp, int k);
+
+/* The row's group in a candidate file: candidate_group, else group ({i}/{j} not substituted). */
+const char *m4_component_candidate_group(const m4_component *comp);
 
 /* How many instances of the row a model has: its text or vision layer count, 1 for a single
  * row, 0 for a vision row of a text-only model. */

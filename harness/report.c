@@ -24,6 +24,7 @@ void m4_report_print_table(const m4_report *r, FILE *out) {
     const bool device = r->n > 0 && r->results[0].device_ms >= 0;   /* a device backend's run */
     int width = name_width + 94 + (device ? 11 : 0);
     if (r->backend_paths[0]) fprintf(out, "%s paths: %s\n", r->backend, r->backend_paths);
+    if (r->candidate_path[0]) fprintf(out, "candidate: %s\n", r->candidate_path);
     fprintf(out, "%-*s  %-16s %10s %10s %10s %8s %10s%s  %s\n", name_width, "component", "shape",
             "max abs", "rel L2", "cosine", "budget%", "time ms", device ? "     dev ms" : "", "result");
     print_rule(out, width);
@@ -123,6 +124,7 @@ int m4_report_write_json(const m4_report *r, const char *path, m4_error *err) {
     json_object_set_new(root, "schema", json_string("mistral4-conform/1"));
     json_object_set_new(root, "backend", json_string(r->backend));
     json_object_set_new(root, "backend_paths", r->backend_paths[0] ? json_string(r->backend_paths) : json_null());
+    json_object_set_new(root, "candidate", r->candidate_path[0] ? json_string(r->candidate_path) : json_null());
     json_object_set_new(root, "case", json_string(r->case_name));
     json_object_set_new(root, "golden", json_string(r->golden_path));
     json_object_set_new(root, "model", json_string(r->model_path));

@@ -173,6 +173,17 @@ m4_cli_test(cli_conform_wrong_weights EXPECT_RC 1 ARGS conform --model ${PROJECT
 m4_cli_test(cli_conform_usage EXPECT_RC 2 ARGS conform --backend nope --case ${M4_TINY_CASE}
   CHECKS "STDERR_1=unknown backend")
 m4_cli_test(cli_conform_help EXPECT_RC 0 ARGS conform --help CHECKS "STDOUT_1=teacher-forced")
+m4_cli_test(cli_conform_candidate_not_hdf5 EXPECT_RC 1
+  ARGS conform --golden ${M4_TINY_CASE}/text_tiny.h5 --candidate ${PROJECT_SOURCE_DIR}/README.md
+  CHECKS "STDERR_1=candidate: .*README.md: missing or not an HDF5 file")
+m4_cli_test(cli_conform_candidate_missing EXPECT_RC 1
+  ARGS conform --golden ${M4_TINY_CASE}/text_tiny.h5 --candidate /nonexistent/theirs.h5
+  CHECKS "STDERR_1=candidate: /nonexistent/theirs.h5: missing or not an HDF5 file")
+m4_cli_test(cli_conform_candidate_with_backend EXPECT_RC 2
+  ARGS conform --case ${M4_TINY_CASE} --candidate ${M4_TINY_CASE}/text_tiny.h5 --backend ref
+  CHECKS "STDERR_1=--candidate replaces --backend")
+m4_cli_test(cli_conform_candidate_no_golden EXPECT_RC 2 ARGS conform --candidate ${M4_TINY_CASE}/text_tiny.h5
+  CHECKS "STDERR_1=--candidate needs --golden")
 
 # The reports validate: JSON through python's parser, JUnit through xmllint (libxml2-utils).
 find_program(XMLLINT xmllint)

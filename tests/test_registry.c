@@ -31,6 +31,7 @@ static void every_row_is_complete(void **state) {
         bool compared = false;
         for (int k = 0; k < M4_MAX_OUTPUTS && comp->out[k].name; k++) {
             assert_non_null(comp->out[k].shape);
+            assert_non_null(comp->out[k].shape_text); /* --list-datasets prints it */
             compared |= strcmp(comp->out[k].name, comp->dataset) == 0;
         }
         if (!compared) fail_msg("%s compares \"%s\", which is not among its outputs", comp->name, comp->dataset);
@@ -77,11 +78,27 @@ static void shared_calls_are_declared_alike(void **state) {
     assert_int_equal(shared_groups, 2); /* self_attn, vision attention */
 }
 
+/* In a candidate file (docs/CANDIDATE-LAYOUT.md) every row reads its compared dataset from a
+ * place of its own: two rows on one dataset (`text` and `model` share the golden's logits) could
+ * not be told apart. */
+static void candidate_rows_have_datasets_of_their_own(void **state) {
+    (void)state;
+    for (size_t r = 0; r < m4_component_count; r++)
+        for (size_t q = 0; q < r; q++) {
+            const m4_component *a = &m4_components[r], *b = &m4_components[q];
+            if (strcmp(m4_component_candidate_group(a), m4_component_candidate_group(b)) == 0 &&
+                strcmp(a->dataset, b->dataset) == 0)
+                fail_msg("rows %s and %s both read %s/%s from a candidate", a->name, b->name,
+                         m4_component_candidate_group(a), a->dataset);
+        }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_row_is_complete),
         cmocka_unit_test(vision_flag_follows_the_name),
         cmocka_unit_test(shared_calls_are_declared_alike),
+        cmocka_unit_test(candidate_rows_have_datasets_of_their_own),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
