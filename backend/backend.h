@@ -44,6 +44,11 @@ struct m4_backend {
     /* Device time of the last entry call in milliseconds (CUDA events around the component's
      * kernels, transfers excluded); NULL for host backends, whose wall time is the figure. */
     double (*last_device_ms)(void *state);
+    /* Optional: the one dotted name, with its layer index ("text.layers.3.self_attn"), of the
+     * component the next entry calls serve — the report row's — set by the runner before a call
+     * and cleared (NULL) after it. A profiling backend names its ranges with it (the CUDA backends:
+     * NVTX), so a profile and a report line up row for row. */
+    void (*name_calls)(void *state, const char *component);
 
     /* text.embed_tokens: ids [N] → out [N, D] */
     int (*embed_tokens)(void *state, const int64_t *ids, int64_t n, float *out, m4_error *err);

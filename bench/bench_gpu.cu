@@ -298,7 +298,7 @@ void experts(bench &b, const m4_text_config *cfg, int64_t n, bool fp8 = false) {
     double ms = decode ? time_graph_ms(b, sets, call) : time_ms(b, call);
     const double bytes = distinct * (3.0 * (double)(D * F) * elem + (fp8 ? 8.0 : 0.0)) + 4.0 * (double)n * D * 2;
     const std::string prefix = fp8 ? "cuda-fp8/" : "cuda-bf16/";
-    add(b, prefix + "text.layers.N.mlp.experts" + (decode ? "/decode:" : "/prefill:") + std::to_string(n),
+    add(b, prefix + "text.layers.0.mlp.experts" + (decode ? "/decode:" : "/prefill:") + std::to_string(n),
         decode ? (fp8 ? "gemv fp8 (swiglu fused) + combine (CUDA graph)" : "gemv (swiglu fused) + combine (CUDA graph)")
                : !m4_cuda_path_on(M4_PATH_GROUPED) ? "permute + gather + per-expert GEMMs after a host sync + combine (grouped off)"
                : (fp8 ? "permute + gather + grouped GEMM x2 (fp8 staged, dequantised in shared memory, mma.sync bf16, "
@@ -325,7 +325,7 @@ void experts(bench &b, const m4_text_config *cfg, int64_t n, bool fp8 = false) {
                     must(m4k_moe_combine(y, nullptr, set_ids, d_w + (i % sets) * n * K, nullptr, n, K, D, out, b.st.stream, &err),
                          err);
             });
-            add(b, prefix + "text.layers.N.mlp.experts." + part_names[part] + "/decode:" + std::to_string(n),
+            add(b, prefix + "text.layers.0.mlp.experts." + part_names[part] + "/decode:" + std::to_string(n),
                 part_paths[part], part_ms, part_bytes[part], part == 2 ? 0.0 : 2.0 * n * K * (part == 0 ? 2.0 : 1.0) * D * F,
                 "copy");
         }
@@ -347,10 +347,10 @@ void attention(bench &b, const m4_text_config *cfg, int64_t S) {
     double ms = time_ms(b, [&](int) { must(m4k_attention(&a, b.st.stream, &err), err); });
     /* bytes: Q, K, V read and O written once (float32); FLOPs: the causal half of S² scores and outputs */
     const double bytes = 4.0 * H * S * (2 * dq + dv + dv), flops = 2.0 * H * S * S * (dq + dv) / 2;
-    add(b, "cuda-fp32/text.layers.N.self_attn.attention/prefill:" + std::to_string(S), "one block per query (float32)", ms,
+    add(b, "cuda-fp32/text.layers.0.self_attn.attention/prefill:" + std::to_string(S), "one block per query (float32)", ms,
         bytes, flops, "gemm");
     ms = time_ms(b, [&](int) { must(m4k_flash_attention(&a, b.st.stream, &err), err); });
-    add(b, "cuda-bf16/text.layers.N.self_attn.attention/prefill:" + std::to_string(S),
+    add(b, "cuda-bf16/text.layers.0.self_attn.attention/prefill:" + std::to_string(S),
         "flash attention (tensor cores, wmma bf16: 64 queries x 64-key tiles, online softmax, causal tiles skipped)", ms,
         bytes, flops, "gemm");
 #ifdef M4_HAVE_CUDNN
@@ -361,7 +361,7 @@ void attention(bench &b, const m4_text_config *cfg, int64_t S) {
         fprintf(stderr, "m4_gpu_bench: no cuDNN attention row: %s\n", err.msg);
     } else {
         ms = time_ms(b, [&](int) { must(m4_cudnn_attention(cudnn, &a, b.st.stream, &err), err); });
-        add(b, "cudnn-bf16/text.layers.N.self_attn.attention/prefill:" + std::to_string(S),
+        add(b, "cudnn-bf16/text.layers.0.self_attn.attention/prefill:" + std::to_string(S),
             "cuDNN fused attention (SDPA operation graph, bf16, causal) + float32<->bf16 conversions", ms, bytes, flops,
             "gemm");
     }
@@ -396,7 +396,7 @@ void mla_latent_decode(bench &b, const m4_text_config *cfg, int64_t T) {
     });
     const double bytes = 2.0 * (double)T * (Rkv + dr) + 2.0 * (double)H * (dn + dv) * Rkv;
     const double flops = 2.0 * H * (dn * Rkv + T * (Rkv + dr) + T * Rkv + dv * Rkv);
-    add(b, "cuda-bf16/text.layers.N.self_attn.latent/decode:1/ctx:" + std::to_string(T),
+    add(b, "cuda-bf16/text.layers.0.self_attn.latent/decode:1/ctx:" + std::to_string(T),
         m4_cuda_path_on(M4_PATH_LATENT_TC)
             ? "absorb q + split-K latent attention (tensor cores, all heads per block, cp.async tiles) + combine + "
               "unabsorb v (CUDA graph)"
@@ -426,7 +426,7 @@ void mla_latent_prefill(bench &b, const m4_text_config *cfg, int64_t S) {
     });
     const double bytes = 2.0 * (double)S * (Rkv + dr) + 4.0 * (double)H * S * (2 * Rkv + dr);
     const double flops = 2.0 * H * ((double)S * S / 2) * (2 * Rkv + dr);
-    add(b, "cuda-bf16/text.layers.N.self_attn.latent/prefill:" + std::to_string(S),
+    add(b, "cuda-bf16/text.layers.0.self_attn.latent/prefill:" + std::to_string(S),
         m4_cuda_path_on(M4_PATH_LATENT_TC) ? "latent attention over the prompt's own cache (tensor cores, causal tiles skipped)"
                                     : "latent attention over the prompt's own cache (CUDA cores; latent_tc off)",
         ms, bytes, flops,
@@ -531,7 +531,7 @@ void decode_step(bench &b, const m4_config *published, int64_t T) {
     double ms = time_graph_ms(b, variants, [&](int v) {
         must(m4_cuda_decoder_layer(&st, 0, &cache, h + v * D, 1, 1, where, scale, &err), err);
     });
-    add(b, "cuda-bf16/text.layers.N/decode:1/ctx:" + std::to_string(T),
+    add(b, "cuda-bf16/text.layers.0/decode:1/ctx:" + std::to_string(T),
         "whole decoder layer: norms, absorbed MLA over the latent cache, router, 4+1 experts (CUDA graph)", ms, bytes,
         0, "copy");
     m4_cuda_cache_free(&cache);
@@ -555,7 +555,7 @@ void vision_layer(bench &b, const m4_config *published, int64_t side) {
     m4_error err = {{0}};
     const double ms = time_ms(b, [&](int) { must(m4_cuda_vision_layer(&b.st, 0, h, grids, 1, &err), err); });
     const double flops = 2.0 * P * (4.0 * Dv * Dv + 3.0 * Dv * I) + 4.0 * (double)P * P * Dv;
-    add(b, "cuda-bf16/vision.layers.N/image:" + std::to_string(side) + "px",
+    add(b, "cuda-bf16/vision.layers.0/image:" + std::to_string(side) + "px",
         std::string("one Pixtral layer over ") + std::to_string(P) + " patches: cuBLAS projections, paired gate/up, " +
             (m4_cuda_path_on(M4_PATH_FLASH) ? "flash" : "float32") + " block-diagonal attention",
         ms, w.bytes + 4.0 * 2 * (double)P * Dv, flops, "gemm");
@@ -589,7 +589,7 @@ void tune_gemv(bench &b, const m4_text_config *cfg) {
                     must(m4_cuda_moe_experts(&b.st, gu, dn, K, cfg->hidden_act, x, 1, d_ids + v * K, d_w + v * K, nullptr,
                                              out, &err), err);
                 });
-                add(b, std::string("tune/cuda-bf16/text.layers.N.mlp.experts/decode:1/") + label, "gemv + combine (CUDA graph)",
+                add(b, std::string("tune/cuda-bf16/text.layers.0.mlp.experts/decode:1/") + label, "gemv + combine (CUDA graph)",
                     ms, (double)K * 3.0 * (double)(D * F) * 2.0, 2.0 * K * 3.0 * D * F, "copy");
                 ms = time_graph_ms(b, 1, [&](int) { must(m4_cuda_linear(&b.st, x, 1, head, out, &err), err); });
                 add(b, std::string("tune/cuda-bf16/text.lm_head/decode:1/") + label, "gemv (CUDA graph)", ms,
@@ -671,12 +671,12 @@ int main(int argc, char **argv) {
     const int64_t D = t->hidden_size, H = t->num_attention_heads;
     struct { const char *name; int64_t out, in; } linears[] = {
         /* q_a_proj and kv_a_proj_with_mqa run as one weight (m4_cuda_weight_pair), as in the model */
-        {"text.layers.N.self_attn.q_a_proj+kv_a_proj_with_mqa", t->q_lora_rank + t->kv_lora_rank + t->qk_rope_head_dim, D},
-        {"text.layers.N.self_attn.q_b_proj", H * t->qk_head_dim, t->q_lora_rank},
-        {"text.layers.N.self_attn.kv_b_proj", H * (t->qk_nope_head_dim + t->v_head_dim), t->kv_lora_rank},
-        {"text.layers.N.self_attn.o_proj", D, H * t->v_head_dim},
+        {"text.layers.0.self_attn.q_a_proj+kv_a_proj_with_mqa", t->q_lora_rank + t->kv_lora_rank + t->qk_rope_head_dim, D},
+        {"text.layers.0.self_attn.q_b_proj", H * t->qk_head_dim, t->q_lora_rank},
+        {"text.layers.0.self_attn.kv_b_proj", H * (t->qk_nope_head_dim + t->v_head_dim), t->kv_lora_rank},
+        {"text.layers.0.self_attn.o_proj", D, H * t->v_head_dim},
         /* the shared expert's gate_proj and up_proj, one weight (its SwiGLU is fused in decode) */
-        {"text.layers.N.mlp.shared_experts.gate_proj+up_proj", 2 * t->moe_intermediate_size * t->n_shared_experts, D},
+        {"text.layers.0.mlp.shared_experts.gate_proj+up_proj", 2 * t->moe_intermediate_size * t->n_shared_experts, D},
         {"text.lm_head", t->vocab_size, D},
     };
     const int64_t decode_sizes[] = {1, 8}, prefill_sizes[] = {512, 4096};
@@ -686,13 +686,13 @@ int main(int argc, char **argv) {
             if (!quick)
                 for (int64_t n : prefill_sizes) linear(b, l.name, l.out, l.in, n, true);
         }
-        linear(b, "text.layers.N.self_attn.o_proj", D, H * t->v_head_dim, 1, false);
+        linear(b, "text.layers.0.self_attn.o_proj", D, H * t->v_head_dim, 1, false);
         /* FP8 weights kept as FP8 (bf16 path): lm_head is the largest decode GEMV (bf16 in the
          * published checkpoint, FP8 here to show the kernel's bandwidth share), o_proj a real FP8
          * projection, also at a prefill size (dequantise + cuBLAS) */
         linear(b, "text.lm_head", t->vocab_size, D, 1, true, true);
-        linear(b, "text.layers.N.self_attn.o_proj", D, H * t->v_head_dim, 1, true, true);
-        if (!quick) linear(b, "text.layers.N.self_attn.o_proj", D, H * t->v_head_dim, 512, true, true);
+        linear(b, "text.layers.0.self_attn.o_proj", D, H * t->v_head_dim, 1, true, true);
+        if (!quick) linear(b, "text.layers.0.self_attn.o_proj", D, H * t->v_head_dim, 512, true, true);
     }
     if (want("experts")) {
         for (int64_t n : decode_sizes) experts(b, t, n);

@@ -267,9 +267,15 @@ static void make_call(run_ctx *c, const m4_component *comp, int layer, const cha
         rc = run->out[k] ? 0 : -1;
     }
     if (rc == 0 && !c->candidate) {
+        /* the call's one name: its row's, or its group's for a call that serves the group's rows */
+        const m4_backend *b = c->cs.backend;
+        char name[128];
+        m4_component_instance(comp->name, layer, name, sizeof name);
+        if (b->name_calls) b->name_calls(c->cs.state, shared_call(c, comp->call) ? group : name);
         double t0 = now_ms();
         rc = comp->call->run(&c->cs, comp, layer, in, run->out, &run->work, &e);
         run->time_ms = now_ms() - t0;
+        if (b->name_calls) b->name_calls(c->cs.state, NULL);
         run->ran = true;
         what = "backend: ";
     }

@@ -58,6 +58,11 @@ int open_with(const m4_model *model, m4_precision precision, void **state, m4_er
 int open_fp32(const m4_model *model, void **state, m4_error *err) { return open_with(model, M4_PRECISION_FP32, state, err); }
 int open_bf16(const m4_model *model, void **state, m4_error *err) { return open_with(model, M4_PRECISION_BF16, state, err); }
 void close_state(void *state) { m4_cuda_close(cuda_of(state)); }
+void name_calls(void *state, const char *component) {
+    snprintf(cuda_of(state)->component, sizeof cuda_of(state)->component, "%s", component ? component : "");
+}
+/* An entry's NVTX range name: the row the runner named, else the entry's own (called outside it). */
+const char *range(const m4_cuda *st, const char *entry) { return st->component[0] ? st->component : entry; }
 double device_ms(void *state) { return cuda_of(state)->last_device_ms; }
 
 int64_t patches_of(const m4_patch_grid *grids, int64_t n_images) {
@@ -70,7 +75,7 @@ int64_t patches_of(const m4_patch_grid *grids, int64_t n_images) {
 
 int embed_tokens(void *state, const int64_t *ids, int64_t n, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("text.embed_tokens");
+    m4_nvtx_range nvtx(range(st, "text.embed_tokens"));
     m4_arena arena(st->stream);
     float *d_out = arena.get<float>(n * st->model->config.text.hidden_size, err);
     return !d_out || begin(st, err) || m4_cuda_embed(st, ids, n, d_out, err) ||
@@ -80,7 +85,7 @@ int embed_tokens(void *state, const int64_t *ids, int64_t n, float *out, m4_erro
 int rmsnorm(void *state, const m4_weight *w, const float *x, int64_t n, int64_t dim, float eps, float *y,
             m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("rmsnorm");
+    m4_nvtx_range nvtx(range(st, "rmsnorm"));
     const m4_dev_weight *dw = m4_cuda_weight(st, w->data, w->name, err);
     if (!dw) return -1;
     if (dw->cols != dim) return m4_fail(err, "rmsnorm: weight [%lld] for rows of %lld", (long long)dw->cols, (long long)dim);
@@ -95,7 +100,7 @@ int rmsnorm(void *state, const m4_weight *w, const float *x, int64_t n, int64_t 
  * YaRN frequencies from the host, the attention factor, positions on the device). */
 int rope(void *state, const int64_t *positions, int64_t n, float *cos, float *sin, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("text.layers.self_attn.rope");
+    m4_nvtx_range nvtx(range(st, "text.layers.self_attn.rope"));
     const m4_text_config *cfg = &st->model->config.text;
     const m4_rope_config *r = &cfg->rope;
     const int64_t half = cfg->qk_rope_head_dim / 2;
@@ -112,7 +117,7 @@ int rope(void *state, const int64_t *positions, int64_t n, float *cos, float *si
 int self_attn(void *state, int layer, const float *x, int64_t B, int64_t S, const int64_t *position_ids,
               const int64_t *attention_mask, float softmax_scale, float *out, m4_mla_trace *trace, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("text.layers.self_attn");
+    m4_nvtx_range nvtx(range(st, "text.layers.self_attn"));
     const int64_t D = st->model->config.text.hidden_size;
     m4_arena arena(st->stream);
     m4_cuda_positions where;
@@ -128,7 +133,7 @@ int self_attn(void *state, int layer, const float *x, int64_t B, int64_t S, cons
 int router(void *state, int layer, const float *x, int64_t n, float *logits, int64_t *topk_ids,
            float *topk_weights, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("text.layers.mlp.gate");
+    m4_nvtx_range nvtx(range(st, "text.layers.mlp.gate"));
     const m4_text_config *cfg = &st->model->config.text;
     const int64_t D = cfg->hidden_size, E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
     m4_arena arena(st->stream);
@@ -148,7 +153,7 @@ int router(void *state, int layer, const float *x, int64_t n, float *logits, int
 int experts(void *state, int layer, const float *x, int64_t n, const int64_t *topk_ids,
             const float *topk_weights, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("text.layers.mlp.experts");
+    m4_nvtx_range nvtx(range(st, "text.layers.mlp.experts"));
     const m4_text_config *cfg = &st->model->config.text;
     const int64_t D = cfg->hidden_size, E = cfg->n_routed_experts, K = cfg->num_experts_per_tok;
     std::vector<int32_t> ids((size_t)(n * K));
@@ -168,7 +173,7 @@ int experts(void *state, int layer, const float *x, int64_t n, const int64_t *to
 
 int shared_experts(void *state, int layer, const float *x, int64_t n, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("text.layers.mlp.shared_experts");
+    m4_nvtx_range nvtx(range(st, "text.layers.mlp.shared_experts"));
     const m4_text_config *cfg = &st->model->config.text;
     const m4_text_layer_weights *w = &st->model->weights.layers[layer];
     const int64_t D = cfg->hidden_size;
@@ -182,7 +187,7 @@ int shared_experts(void *state, int layer, const float *x, int64_t n, float *out
 
 int mlp(void *state, int layer, const float *x, int64_t n, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("text.layers.mlp");
+    m4_nvtx_range nvtx(range(st, "text.layers.mlp"));
     const int64_t D = st->model->config.text.hidden_size;
     m4_arena arena(st->stream);
     float *d_x = arena.upload(x, n * D, err), *d_out = arena.get<float>(n * D, err);
@@ -193,7 +198,7 @@ int mlp(void *state, int layer, const float *x, int64_t n, float *out, m4_error 
 int decoder_layer(void *state, int layer, const float *h, int64_t B, int64_t S, const int64_t *position_ids,
                   const int64_t *attention_mask, float softmax_scale, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("text.layers");
+    m4_nvtx_range nvtx(range(st, "text.layers"));
     const int64_t N = B * S * st->model->config.text.hidden_size;
     m4_arena arena(st->stream);
     m4_cuda_positions where;
@@ -205,7 +210,7 @@ int decoder_layer(void *state, int layer, const float *h, int64_t B, int64_t S, 
 
 int lm_head(void *state, const float *x, int64_t n, float *logits, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("text.lm_head");
+    m4_nvtx_range nvtx(range(st, "text.lm_head"));
     const m4_weight *w = &st->model->weights.lm_head;
     const m4_dev_weight *dw = m4_cuda_weight(st, w->data, "lm_head", err);
     if (!dw) return -1;
@@ -219,7 +224,7 @@ int forward(void *state, const int64_t *ids, const float *inputs_embeds, int64_t
             const int64_t *position_ids, const int64_t *attention_mask, m4_softmax_scale_rule rule,
             float *logits, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("model");
+    m4_nvtx_range nvtx(range(st, "model"));
     const m4_text_config *cfg = &st->model->config.text;
     const int64_t N = B * S, D = cfg->hidden_size, V = st->model->weights.lm_head.rows;
     if (B <= 0 || S <= 0) return m4_fail(err, "text forward: empty input (B %lld, S %lld)", (long long)B, (long long)S);
@@ -238,7 +243,7 @@ int forward(void *state, const int64_t *ids, const float *inputs_embeds, int64_t
 
 int patch_conv(void *state, const m4_pixel_batch *px, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("vision.patch_conv");
+    m4_nvtx_range nvtx(range(st, "vision.patch_conv"));
     const m4_vision_config *v = &st->model->config.vision;
     const int64_t n = px->n * v->hidden_size * (px->height / v->patch_size) * (px->width / v->patch_size);
     m4_arena arena(st->stream);
@@ -249,7 +254,7 @@ int patch_conv(void *state, const m4_pixel_batch *px, float *out, m4_error *err)
 int vision_attention(void *state, int layer, const float *x, const m4_patch_grid *grids, int64_t n_images,
                      float *out, m4_vision_attn_trace *trace, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("vision.layers.attention");
+    m4_nvtx_range nvtx(range(st, "vision.layers.attention"));
     const int64_t n = patches_of(grids, n_images) * st->model->config.vision.hidden_size;
     m4_arena arena(st->stream);
     float *d_x = arena.upload(x, n, err), *d_out = arena.get<float>(n, err);
@@ -262,7 +267,7 @@ int vision_attention(void *state, int layer, const float *x, const m4_patch_grid
 
 int vision_feed_forward(void *state, int layer, const float *x, int64_t n, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("vision.layers.feed_forward");
+    m4_nvtx_range nvtx(range(st, "vision.layers.feed_forward"));
     const m4_vision_config *v = &st->model->config.vision;
     const m4_vision_layer_weights *w = &st->model->weights.vision_layers[layer];
     m4_arena arena(st->stream);
@@ -275,7 +280,7 @@ int vision_feed_forward(void *state, int layer, const float *x, int64_t n, float
 int vision_layer(void *state, int layer, const float *h, const m4_patch_grid *grids, int64_t n_images,
                  float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("vision.layers");
+    m4_nvtx_range nvtx(range(st, "vision.layers"));
     const int64_t n = patches_of(grids, n_images) * st->model->config.vision.hidden_size;
     m4_arena arena(st->stream);
     float *d_h = arena.upload(h, n, err);
@@ -285,7 +290,7 @@ int vision_layer(void *state, int layer, const float *h, const m4_patch_grid *gr
 
 int vision_tower(void *state, const m4_pixel_batch *px, float *features, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("vision");
+    m4_nvtx_range nvtx(range(st, "vision"));
     std::vector<m4_patch_grid> grids((size_t)(px->n > 0 ? px->n : 1));
     int64_t P;
     if (m4_ref_patch_grids(&st->model->config.vision, px, grids.data(), &P, err)) return -1;
@@ -298,7 +303,7 @@ int vision_tower(void *state, const m4_pixel_batch *px, float *features, m4_erro
 int patch_merger(void *state, const float *x, const m4_patch_grid *grids, int64_t n_images, float *out,
                  m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("projector.patch_merger");
+    m4_nvtx_range nvtx(range(st, "projector.patch_merger"));
     const m4_config *cfg = &st->model->config;
     const int64_t Dv = cfg->vision.hidden_size;
     const int64_t M = m4_ref_merged_tokens(grids, n_images, cfg->spatial_merge_size > 0 ? cfg->spatial_merge_size : 1);
@@ -311,7 +316,7 @@ int patch_merger(void *state, const float *x, const m4_patch_grid *grids, int64_
 int linear(void *state, const m4_weight *w, const m4_weight *bias, const float *x, int64_t n, float *y,
            m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("linear");
+    m4_nvtx_range nvtx(range(st, "linear"));
     const m4_dev_weight *dw = m4_cuda_weight(st, w->data, w->name, err);
     const m4_dev_weight *db = dw && bias && bias->data ? m4_cuda_weight(st, bias->data, bias->name, err) : nullptr;
     if (!dw || (bias && bias->data && !db)) return -1;
@@ -323,7 +328,7 @@ int linear(void *state, const m4_weight *w, const m4_weight *bias, const float *
 
 int activation(void *state, m4_activation act, const float *x, int64_t n, float *y, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("projector.act");
+    m4_nvtx_range nvtx(range(st, "projector.act"));
     m4_arena arena(st->stream);
     float *d_x = arena.upload(x, n, err);
     return !d_x || begin(st, err) || m4k_activation(d_x, n, act, st->stream, err) || finish(st, {{y, d_x, n}}, err);
@@ -332,7 +337,7 @@ int activation(void *state, m4_activation act, const float *x, int64_t n, float 
 int projector(void *state, const float *x, const m4_patch_grid *grids, int64_t n_images, float *out,
               m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("projector");
+    m4_nvtx_range nvtx(range(st, "projector"));
     const m4_config *cfg = &st->model->config;
     const int64_t M = m4_ref_merged_tokens(grids, n_images, cfg->spatial_merge_size > 0 ? cfg->spatial_merge_size : 1);
     const int64_t D = cfg->text.hidden_size;
@@ -346,7 +351,7 @@ int projector(void *state, const float *x, const m4_patch_grid *grids, int64_t n
 int merge_image_features(void *state, const int64_t *ids, int64_t n, const float *embeds, const float *features,
                          int64_t n_features, float *out, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("multimodal.merge");
+    m4_nvtx_range nvtx(range(st, "multimodal.merge"));
     const int64_t D = st->model->config.text.hidden_size;
     m4_arena arena(st->stream);
     float *d_e = arena.upload(embeds, n * D, err), *d_f = arena.upload(features, n_features * D, err);
@@ -360,7 +365,7 @@ int forward_multimodal(void *state, const int64_t *ids, int64_t B, int64_t S, co
                        const int64_t *position_ids, const int64_t *attention_mask, m4_softmax_scale_rule rule,
                        float *logits, m4_error *err) {
     m4_cuda *st = cuda_of(state);
-    m4_nvtx_range nvtx("model");
+    m4_nvtx_range nvtx(range(st, "model"));
     const m4_config *cfg = &st->model->config;
     const int64_t N = B * S, D = cfg->text.hidden_size, V = st->model->weights.lm_head.rows;
     m4_arena arena(st->stream);
@@ -432,7 +437,7 @@ void describe_paths(char *buf, size_t size, int table) {
 } // namespace
 
 #define M4_CUDA_ENTRIES                                                                            \
-    .close = close_state, .last_device_ms = device_ms, .embed_tokens = embed_tokens,               \
+    .close = close_state, .last_device_ms = device_ms, .name_calls = name_calls, .embed_tokens = embed_tokens,               \
     .rmsnorm = rmsnorm, .rope = rope, .self_attn = self_attn, .router = router, .experts = experts,              \
     .shared_experts = shared_experts, .mlp = mlp, .decoder_layer = decoder_layer,                  \
     .lm_head = lm_head, .forward = forward, .patch_conv = patch_conv,                              \

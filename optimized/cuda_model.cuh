@@ -63,6 +63,7 @@ struct m4_cuda {
     size_t device_bytes = 0;
     bool planning = false;             /* the upload only counts device_bytes (m4_cuda_open's check) */
     struct m4_cudnn *cudnn = nullptr;  /* cuDNN's fused attention (switch cudnn, bf16; cudnn_attention.cuh) */
+    char component[128] = "";          /* the row the calls serve (m4_backend.name_calls): NVTX ranges' name */
 };
 
 /* The MLA cache on the device (reference.h's m4_kv_cache): per layer, row and position the

@@ -33,3 +33,10 @@ set_tests_properties(plot_bench PROPERTIES SKIP_RETURN_CODE 77)
 # a run with a planted bug in one fast path (tests/gpu_check_rehearsal.py).
 add_test(NAME gpu_check_rehearsal COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu_check_rehearsal.py)
 set_tests_properties(gpu_check_rehearsal PROPERTIES LABELS cpu TIMEOUT 600)
+
+# One name per component: the GPU and CPU benchmark rows spell components as the report does.
+if(TARGET mistral4)
+  add_test(NAME one_name COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/one_name_test.py
+           $<TARGET_FILE:mistral4> ${PROJECT_SOURCE_DIR})
+  set_tests_properties(one_name PROPERTIES LABELS cpu TIMEOUT 60)
+endif()

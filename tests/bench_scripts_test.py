@@ -63,10 +63,11 @@ def test_compare(tmp):
     rc, out, err = run(COMPARE, FIX / "a.json", FIX / "b.json", "--filter", "self_attn")
     check("compare --filter", rc == 0 and "self_attn" in out and "experts" not in out, out + err)
 
-    # GPU results: an m4_gpu_bench file against a gpu-check result file holding one
+    # GPU results: an m4_gpu_bench file against a gpu-check result file holding one; A spells the
+    # layer the old way ("layers.N"), B with its index, as the report does: the rows still match
     rc, out, err = run(COMPARE, FIX / "gpu-a.json", FIX / "gpu-b.json")
     shown = f"--- stdout ---\n{out}\n--- stderr ---\n{err}"
-    experts = line_of(out, "cuda-bf16/text.layers.N.mlp.experts/decode:1")
+    experts = line_of(out, "cuda-bf16/text.layers.0.mlp.experts/decode:1")
     check("compare gpu: exit 0, commits and devices named", rc == 0 and "(aaaaaaa, Crafted GPU" in out
           and "(bbbbbbb, Crafted GPU" in out, shown)
     check("compare gpu: ms → B/A 0.5, GB/s and FLOP/s ×2, % of ceiling",

@@ -226,6 +226,55 @@ static void backend_paths_are_reported(void **state) {
     close_case(&c);
 }
 
+/* The one name: the runner names each call (m4_backend.name_calls) with its report row's dotted
+ * name, layer index included — what the CUDA backends name their NVTX ranges — and clears it after
+ * the call. Every name given is a row of the report; every row that ran was named (a stage row of
+ * the attention by its group's call). */
+static char named[512][128];
+static int n_named, n_cleared;
+static void record_name(void *state, const char *component) {
+    (void)state;
+    if (!component) {
+        n_cleared++;
+        return;
+    }
+    assert_true(n_named < 512);
+    snprintf(named[n_named++], sizeof named[0], "%s", component);
+}
+
+static void calls_are_named_by_their_rows(void **state) {
+    golden_case c;
+    open_case("multimodal", &c);
+    m4_backend naming = m4_backend_reference;
+    naming.name_calls = record_name;
+    n_named = n_cleared = 0;
+    m4_conform_options opt = {.golden_path = c.golden, .backend = &naming, .model = &c.model};
+    m4_report r;
+    m4_error err = {{0}};
+    if (m4_conform_run(&opt, &r, &err) != 0) fail_msg("%s", err.msg);
+    assert_true(n_named > 0);
+    assert_int_equal(n_cleared, n_named);
+    for (int i = 0; i < n_named; i++) {
+        bool is_row = false;
+        for (size_t k = 0; k < r.n && !is_row; k++) is_row = strcmp(named[i], r.results[k].name) == 0;
+        if (!is_row) fail_msg("the call named \"%s\" is no row of the report", named[i]);
+    }
+    for (size_t k = 0; k < r.n; k++) {
+        const char *row = r.results[k].name;
+        bool covered = false;
+        for (int i = 0; i < n_named && !covered; i++) {
+            const size_t len = strlen(named[i]);
+            covered = strcmp(row, named[i]) == 0 || (strncmp(row, named[i], len) == 0 && row[len] == '.');
+        }
+        if (!covered) fail_msg("row %s ran under no name", row);
+    }
+    bool layer_indexed = false;
+    for (int i = 0; i < n_named; i++) layer_indexed |= strcmp(named[i], "text.layers.1.self_attn") == 0;
+    assert_true(layer_indexed);
+    m4_report_free(&r);
+    close_case(&c);
+}
+
 /* The rotary-table rows are served by the backend's rope entries like every other row: a backend
  * without them reports NOT-IMPL there (before, the runner checked the reference's host table
  * whatever the backend, and reported it as the backend's PASS). */
@@ -288,6 +337,7 @@ int main(void) {
         cmocka_unit_test(reports_are_written_and_complete),
         cmocka_unit_test(mismatched_golden_fails_at_once),
         cmocka_unit_test(backend_paths_are_reported),
+        cmocka_unit_test(calls_are_named_by_their_rows),
         cmocka_unit_test(rope_rows_are_the_backends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
