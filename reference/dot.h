@@ -12,7 +12,7 @@
 #include "weights.h"
 
 #define M4_LANES 16   /* independent partial sums per dot product */
-#define M4_DOT_ROWS 4 /* weight rows per m4_dot_rows call (they share each load of x) */
+#define M4_DOT_ROWS 8 /* weight rows per m4_dot_rows call (they share each load of x) */
 
 /* acc[j % M4_LANES] += w[j] · x[j] for j in [0, n). A caller that splits a dot product into
  * pieces keeps each piece's start a multiple of M4_LANES, so that lanes stay aligned with
@@ -32,6 +32,9 @@ bool m4_dot_rows_supported(const m4_weight *w);
  * order above. Rows past the last one repeat it (y still gets M4_DOT_ROWS values). Vectorised
  * for the CPU it runs on (dot.c). Requires m4_dot_rows_supported(w). */
 void m4_dot_rows(const m4_weight *w, int64_t row0, const float *x, float y[M4_DOT_ROWS]);
+
+/* The same without AVX-512 (what m4_dot_rows runs on a CPU without it), for the tests. */
+void m4_dot_rows_portable(const m4_weight *w, int64_t row0, const float *x, float y[M4_DOT_ROWS]);
 
 /* The same, element by element, in the plain words of the definition: the twin that the tests
  * hold m4_dot_rows to, bit for bit. */

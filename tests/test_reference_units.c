@@ -318,13 +318,14 @@ static void assert_same_bits(float got, float want, const char *what, int i) {
     if (memcmp(&got, &want, sizeof got) != 0) fail_msg("%s[%d]: got %a, want %a", what, i, got, want);
 }
 
-/* dot.c's vectorised m4_dot_rows against its plain twin, bit for bit: every dtype it reads,
+/* dot.c's vectorised m4_dot_rows (AVX-512 here) and its portable path against their plain twin,
+ * bit for bit: every dtype it reads,
  * widths around the 16-lane blocks, row groups past the last row, and special values (FP8: all
  * 256 codes, NaN and subnormal ones included; BF16: ±0, ±inf, NaN, subnormals). And m4_ref_linear
  * through it against the chunked path it replaced (rows dequantised to float32, m4_dot_lanes). */
 static void dot_rows_match_plain_twin(void **state) {
     (void)state;
-    enum { ROWS = 9, MAXC = 4096 + 37 };
+    enum { ROWS = 19, MAXC = 4096 + 37 };
     static const int64_t widths[] = {1, 7, 15, 16, 17, 33, 256, 1000, 4096, MAXC};
     float *wf = rnd_array(ROWS * MAXC, 3, 1, 0), *x = rnd_array(2 * MAXC, 4, 1, 0);
     uint16_t *wb = malloc(sizeof(uint16_t) * ROWS * MAXC);
@@ -352,10 +353,14 @@ static void dot_rows_match_plain_twin(void **state) {
         for (int v = 0; v < 3; v++) {
             assert_true(m4_dot_rows_supported(&views[v]));
             for (int64_t row0 = 0; row0 < ROWS; row0 += M4_DOT_ROWS) {  /* the last group runs past */
-                float fast[M4_DOT_ROWS], plain[M4_DOT_ROWS];
-                m4_dot_rows(&views[v], row0, x, fast);
+                float fast[M4_DOT_ROWS], portable[M4_DOT_ROWS], plain[M4_DOT_ROWS];
+                m4_dot_rows(&views[v], row0, x, fast);                 /* AVX-512 where the CPU has it */
+                m4_dot_rows_portable(&views[v], row0, x, portable);
                 m4_dot_rows_plain(&views[v], row0, x, plain);
-                for (int r = 0; r < M4_DOT_ROWS; r++) assert_same_bits(fast[r], plain[r], "dot_rows", v * 1000 + (int)c * 10 + r);
+                for (int r = 0; r < M4_DOT_ROWS; r++) {
+                    assert_same_bits(fast[r], plain[r], "dot_rows", v * 1000 + (int)c * 10 + r);
+                    assert_same_bits(portable[r], plain[r], "dot_rows_portable", v * 1000 + (int)c * 10 + r);
+                }
             }
             m4_ref_linear(x, 2, &views[v], y);
             for (int o = 0; o < ROWS; o++) {
