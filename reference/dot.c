@@ -167,6 +167,13 @@ static inline __attribute__((always_inline)) M4_AVX512 void rows_dot_avx512(m4_d
     __m512 a[M4_DOT_ROWS];
     for (int r = 0; r < M4_DOT_ROWS; r++) a[r] = _mm512_setzero_ps();
     int64_t j = 0;
+    for (; j + 2 * M4_LANES <= n; j += 2 * M4_LANES) {   /* two blocks a row: a whole line of BF16 */
+        const __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + M4_LANES);
+        for (int r = 0; r < M4_DOT_ROWS; r++) {
+            a[r] = _mm512_add_ps(a[r], _mm512_mul_ps(weight_block_avx512(t, rows[r], j, factor), x0));
+            a[r] = _mm512_add_ps(a[r], _mm512_mul_ps(weight_block_avx512(t, rows[r], j + M4_LANES, factor), x1));
+        }
+    }
     for (; j + M4_LANES <= n; j += M4_LANES) {
         const __m512 xj = _mm512_loadu_ps(x + j);
         for (int r = 0; r < M4_DOT_ROWS; r++)
