@@ -137,8 +137,12 @@ M4_CLONES void m4_dot_rows_portable(const m4_weight *w, int64_t row0, const floa
 #include <immintrin.h>
 #define M4_AVX512 __attribute__((target("avx512f")))
 
-/* weight_block on AVX-512F: the same integer and float operations, on 32-bit lanes (the FP8
- * code sits in bits 24–31 instead of 8–15 of its lane, so the masks are shifted by 16). */
+/* weight_block on AVX-512F: the same bits. BF16: widened to 32 bits, shifted into the upper half.
+ * FP8: the code sign-extended to 32 bits and shifted left by 20 holds sign copies in bits 27–31
+ * and exponent | mantissa in bits 20–26, so one mask leaves exactly the bits of
+ * m4_f8e4m3_times_2m120 (bit 31 and bits 20–26); NaN codes (b & 0x7F == 0x7F, which that would
+ * read as 480 · 2^-120) are looked for in the 16 bytes at once and, when there is one, get
+ * exponent bits 0xFF. */
 static inline __attribute__((always_inline)) M4_AVX512 __m512 weight_block_avx512(m4_dtype t, const uint8_t *row,
                                                                                   int64_t j, __m512 fp8_factor) {
     switch (t) {
@@ -148,13 +152,12 @@ static inline __attribute__((always_inline)) M4_AVX512 __m512 weight_block_avx51
     }
     case M4_DTYPE_F32: return _mm512_loadu_ps((const float *)row + j);
     default: {                                                    /* M4_DTYPE_F8_E4M3 */
-        __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + j)));
-        __m512i hi = _mm512_and_si512(_mm512_srai_epi32(_mm512_slli_epi32(b, 24), 4),
-                                      _mm512_set1_epi32((int)0x87F00000u));
-        __mmask16 nan = _mm512_cmpeq_epi32_mask(_mm512_and_si512(hi, _mm512_set1_epi32(0x7FF00000)),
-                                                _mm512_set1_epi32(0x07F00000));
-        hi = _mm512_mask_or_epi32(hi, nan, hi, _mm512_set1_epi32(0x78000000));
-        return _mm512_mul_ps(_mm512_castsi512_ps(hi), fp8_factor);
+        const __m128i b = _mm_loadu_si128((const __m128i *)(row + j));
+        __m512i bits = _mm512_and_si512(_mm512_slli_epi32(_mm512_cvtepi8_epi32(b), 20),
+                                        _mm512_set1_epi32((int)0x87F00000u));
+        const int nan = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_and_si128(b, _mm_set1_epi8(0x7F)), _mm_set1_epi8(0x7F)));
+        if (nan) bits = _mm512_mask_or_epi32(bits, (__mmask16)nan, bits, _mm512_set1_epi32(0x78000000));
+        return _mm512_mul_ps(_mm512_castsi512_ps(bits), fp8_factor);
     }
     }
 }
