@@ -24,9 +24,11 @@ float m4_ref_dot(const float *a, const float *b, int64_t n) {
     return m4_dot_lanes_sum(acc);
 }
 
-/* nn.Linear (no bias) — y[n, out] = x[n, in] · Wᵀ, W [out, in] dequantised M4_LINEAR_CHUNK
- * elements at a time into a stack buffer (never a whole matrix). One output row per iteration,
- * M4_LINEAR_TOKENS tokens share each pass over the row. */
+/* nn.Linear (no bias) — y[n, out] = x[n, in] · Wᵀ, W [out, in]. BF16, F32 and FP8 rows are read
+ * in place by m4_dot_rows, M4_DOT_ROWS at a time, for each token; other dtypes are dequantised
+ * M4_LINEAR_CHUNK elements at a time into a stack buffer (never a whole matrix), one output row
+ * per iteration, M4_LINEAR_TOKENS tokens sharing each pass over the row. Both sum in dot.h's
+ * order, so the path taken never changes a bit. */
 void m4_ref_linear(const float *x, int64_t n, const m4_weight *w, float *y) {
     const int64_t in = w->cols, out = w->rows;
     if (m4_dot_rows_supported(w)) {          /* BF16, F32 and FP8 rows read in place, 4 at a time */
