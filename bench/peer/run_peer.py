@@ -119,6 +119,7 @@ def main():
     ap.add_argument("--variants", default="bf16,fp8")
     ap.add_argument("--baseline-mistral4", metavar="BIN",
                     help="also time this (older) mistral4 binary, as rows ref-baseline/… (before and after in one run)")
+    ap.add_argument("--baseline-label", metavar="TEXT", help="what the baseline binary is, for the result and chart")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="L",
                     help="before each run on 2+ threads, wait (at most 2 min) for the 1-minute load average < L")
     args = ap.parse_args()
@@ -192,7 +193,7 @@ def main():
                      "build": "GGML_NATIVE=ON GGML_OPENMP=ON Release, CPU only",
                      "build_info": {k: llama_meta.get(k) for k in ("build_commit", "build_number", "cpu_info",
                                                                     "backends", "type_k", "flash_attn", "n_batch")}},
-            "baseline": args.baseline_mistral4,
+            "baseline": args.baseline_label or args.baseline_mistral4,
             "ours": "mistral4 bench --backend ref --prompt 1 --gen GEN+1 --repeat 1 --warmup 1 (OMP_NUM_THREADS)",
             "theirs": "llama-bench -p 0 -n GEN -t THREADS -r 1 (its own warm-up)",
             "interleaving": "for variant, for round, for threads: ours then llama.cpp; rows are medians over rounds",
