@@ -9,11 +9,12 @@
  *   - the weight is read in place and converted in registers (BF16: a 16-bit shift; FP8: a few
  *     integer operations and one multiply by scale · 2^120, exact as loader/dtype.c explains),
  *     instead of through a float32 buffer;
- *   - on a CPU with AVX-512 (this project's CPUs), M4_DOT_ROWS rows share each load of x and
- *     their partial sums are M4_DOT_ROWS independent chains, so additions overlap instead of
- *     waiting on one another. This is the one place in the reference with intrinsics: GCC 12
- *     splits the widening loads of its own vector code in two and ran the loop at ~60% of the
- *     speed (measured on the 2-core EPYC VM, lm_head decode);
+ *   - on a CPU with AVX-512 (this project's CPUs; GCC builds), M4_DOT_ROWS rows share each load
+ *     of x and their partial sums are M4_DOT_ROWS independent chains, so additions overlap
+ *     instead of waiting on one another; each row advances two blocks a step (a whole 64-byte
+ *     line of BF16). This is the one place in the reference with intrinsics: GCC 12 splits the
+ *     widening loads of its own vector code in two, and the loop streamed the lm_head at
+ *     20 GB/s against 22.6 with intrinsics (2-core EPYC VM, docs/PERF.md);
  *   - elsewhere, one row at a time in GCC's vector extension (plain C: operators act lane by
  *     lane), compiled for AVX2 and the x86-64 baseline (function multi-versioning, as in
  *     loader/dtype.c).
