@@ -61,7 +61,7 @@ int m4_dtype_is_float(m4_dtype t) {
  * steps, (float(bits) · 2^120) · scale, which is the definition again, one multiply more.
  * NaN codes (S.1111.111) get exponent bits 0xFF added, a quiet NaN that the multiply keeps.
  *
- * The bit work is done on 16-bit lanes — the float's upper half, as for BF16 — so that SSE2
+ * The bit work (m4_f8e4m3_times_2m120 in dtype.h) is done on 16-bit lanes — the float's upper half, as for BF16 — so that SSE2
  * handles 8 codes per instruction: the byte goes to the top of a 16-bit word, an arithmetic
  * shift right by 4 puts the mantissa and exponent in place and smears the sign over bits
  * 11–15, and a mask keeps bit 15 (sign) and bits 4–10. Branch-free, strict IEEE (one multiply,
@@ -71,13 +71,7 @@ int m4_dtype_is_float(m4_dtype t) {
  * on); per-tensor-scaled checkpoints rarely hold such codes. Under denormals-are-zero (never
  * set by this project) they would read as zero. */
 static inline void f8e4m3_times(const uint8_t *restrict s, size_t n, float factor, float *restrict dst) {
-    for (size_t i = 0; i < n; i++) {
-        int16_t word = (int16_t)(uint16_t)(s[i] << 8);           /* b in the top byte */
-        uint16_t hi = (uint16_t)((uint16_t)(word >> 4) & 0x87F0u); /* sign | exp | mantissa */
-        uint16_t nan = (uint16_t)(0u - (uint16_t)((hi & 0x7FF0u) == 0x07F0u));
-        hi = (uint16_t)(hi | (nan & 0x7800u));                    /* 0x7F / 0xFF: exponent 0xFF */
-        dst[i] = m4_bits_to_f32((uint32_t)hi << 16) * factor;
-    }
+    for (size_t i = 0; i < n; i++) dst[i] = m4_f8e4m3_times_2m120(s[i]) * factor;
 }
 
 M4_CLONES void m4_convert_f8e4m3_to_f32(const uint8_t *src, size_t n, float scale, float *dst) {

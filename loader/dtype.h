@@ -69,6 +69,17 @@ static inline float m4_f8e4m3_to_f32(uint8_t b) {
     return m4_bits_to_f32(bits | sign);
 }
 
+/* value(b) · 2^-120, exactly, for every finite code b (a NaN for NaN codes), without selects:
+ * the fast FP8 path multiplies it by scale · 2^120 (dtype.c explains why that product is
+ * m4_f8e4m3_to_f32(b) · scale bit for bit). */
+static inline float m4_f8e4m3_times_2m120(uint8_t b) {
+    int16_t word = (int16_t)(uint16_t)(b << 8);                /* b in the top byte */
+    uint16_t hi = (uint16_t)((uint16_t)(word >> 4) & 0x87F0u); /* sign | exp | mantissa */
+    uint16_t nan = (uint16_t)(0u - (uint16_t)((hi & 0x7FF0u) == 0x07F0u));
+    hi = (uint16_t)(hi | (nan & 0x7800u));                     /* 0x7F / 0xFF: exponent 0xFF */
+    return m4_bits_to_f32((uint32_t)hi << 16);
+}
+
 /* dst[i] = m4_f8e4m3_to_f32(src[i]) · scale (float32 product), bit for bit, for n FP8 codes —
  * computed without the per-code selects above, so that it runs at several codes per cycle
  * (dtype.c explains why it is exact). NaN codes give a NaN (of another payload). */

@@ -2,52 +2,47 @@
  * MLP and the token embedding. Float32 throughout, in the operation order of HF's float32 CPU run
  * (MODEL.md §2.2, §2.7).
  *
- * Dot products use M4_LANES independent partial sums (element j goes to lane j % M4_LANES, lanes
- * are combined pairwise at the end): deterministic, independent of thread count and chunking, and
- * it lets the compiler vectorise under strict IEEE semantics. */
+ * Dot products go through dot.c: M4_LANES independent partial sums (element j goes to lane
+ * j % M4_LANES, lanes combined pairwise at the end), deterministic, independent of thread count,
+ * chunking and instruction set. */
 #include "reference.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define M4_LANES 16            /* independent partial sums per dot product */
+#include "dot.h"
+
 #define M4_LINEAR_CHUNK 512    /* weight elements dequantised at a time (2 KiB, stays in L1) */
 #define M4_LINEAR_TOKENS 8     /* tokens that share one pass over a weight row */
 #define M4_PARALLEL_MIN_MACS (1 << 18) /* below this a linear stays on one thread */
 _Static_assert(M4_LINEAR_CHUNK % M4_LANES == 0, "chunks must keep lanes aligned with columns");
 
-/* acc[j % M4_LANES] += w[j] · x[j] for j in [0, n); the caller keeps n a multiple of M4_LANES
- * except at the very end of a row, so lanes stay aligned with absolute column indices. */
-static void dot_accumulate(float *restrict acc, const float *restrict w, const float *restrict x,
-                           int64_t n) {
-    float a[M4_LANES];             /* a local copy, so the lanes live in registers */
-    for (int k = 0; k < M4_LANES; k++) a[k] = acc[k];
-    int64_t j = 0;
-    for (; j + M4_LANES <= n; j += M4_LANES)
-        for (int k = 0; k < M4_LANES; k++) a[k] += w[j + k] * x[j + k];
-    for (int k = 0; j < n; j++, k++) a[k] += w[j] * x[j];
-    for (int k = 0; k < M4_LANES; k++) acc[k] = a[k];
-}
-
-/* Pairwise sum of the lanes: ((l0+l8)+(l4+l12)) + … in a fixed tree. */
-static float lanes_sum(float acc[M4_LANES]) {
-    for (int width = M4_LANES / 2; width >= 1; width /= 2)
-        for (int k = 0; k < width; k++) acc[k] += acc[k + width];
-    return acc[0];
-}
-
 float m4_ref_dot(const float *a, const float *b, int64_t n) {
     float acc[M4_LANES] = {0};
-    dot_accumulate(acc, a, b, n);
-    return lanes_sum(acc);
+    m4_dot_lanes(acc, a, b, n);
+    return m4_dot_lanes_sum(acc);
 }
 
-/* nn.Linear (no bias) — y[n, out] = x[n, in] · Wᵀ, W [out, in] dequantised M4_LINEAR_CHUNK
- * elements at a time into a stack buffer (never a whole matrix). One output row per iteration,
- * M4_LINEAR_TOKENS tokens share each pass over the row. */
+/* nn.Linear (no bias) — y[n, out] = x[n, in] · Wᵀ, W [out, in]. BF16, F32 and FP8 rows are read
+ * in place by m4_dot_rows, M4_DOT_ROWS at a time, for each token; other dtypes are dequantised
+ * M4_LINEAR_CHUNK elements at a time into a stack buffer (never a whole matrix), one output row
+ * per iteration, M4_LINEAR_TOKENS tokens sharing each pass over the row. Both sum in dot.h's
+ * order, so the path taken never changes a bit. */
 void m4_ref_linear(const float *x, int64_t n, const m4_weight *w, float *y) {
     const int64_t in = w->cols, out = w->rows;
+    if (m4_dot_rows_supported(w)) {          /* BF16, F32 and FP8 rows read in place, 4 at a time */
+        const int64_t groups = (out + M4_DOT_ROWS - 1) / M4_DOT_ROWS;
+#pragma omp parallel for schedule(static) if (out * in * n >= M4_PARALLEL_MIN_MACS)
+        for (int64_t g = 0; g < groups; g++)
+            for (int64_t t = 0; t < n; t++) {
+                float dots[M4_DOT_ROWS];
+                m4_dot_rows(w, g * M4_DOT_ROWS, x + t * in, dots);
+                for (int64_t r = 0; r < M4_DOT_ROWS && g * M4_DOT_ROWS + r < out; r++)
+                    y[t * out + g * M4_DOT_ROWS + r] = dots[r];
+            }
+        return;
+    }
 #pragma omp parallel for schedule(static) if (out * in * n >= M4_PARALLEL_MIN_MACS)
     for (int64_t o = 0; o < out; o++) {
         float wchunk[M4_LINEAR_CHUNK];                       /* this row, [c0, c0 + nc) */
@@ -59,9 +54,9 @@ void m4_ref_linear(const float *x, int64_t n, const m4_weight *w, float *y) {
                 int64_t nc = in - c0 < M4_LINEAR_CHUNK ? in - c0 : M4_LINEAR_CHUNK;
                 m4_weight_row_chunk_f32(w, o, c0, nc, wchunk);
                 for (int64_t t = 0; t < nt; t++)
-                    dot_accumulate(acc[t], wchunk, x + (t0 + t) * in + c0, nc);
+                    m4_dot_lanes(acc[t], wchunk, x + (t0 + t) * in + c0, nc);
             }
-            for (int64_t t = 0; t < nt; t++) y[(t0 + t) * out + o] = lanes_sum(acc[t]);
+            for (int64_t t = 0; t < nt; t++) y[(t0 + t) * out + o] = m4_dot_lanes_sum(acc[t]);
         }
     }
 }
@@ -125,7 +120,7 @@ void m4_ref_softmax(float *x, int64_t n) {
         x[i] = expf(x[i] - max);
         acc[i % M4_LANES] += x[i];
     }
-    float sum = lanes_sum(acc);
+    float sum = m4_dot_lanes_sum(acc);
     for (int64_t i = 0; i < n; i++) x[i] = x[i] / sum;
 }
 

@@ -18,12 +18,14 @@
 /* ---- ops.c: the building blocks ---------------------------------------------------------- */
 
 /* Dot product of n floats with 16 independent partial sums (lane j % 16), combined pairwise:
- * deterministic and vectorisable under strict IEEE rules. Every reference dot product uses it. */
+ * deterministic and vectorisable under strict IEEE rules (dot.h: the one summation order of every
+ * reference dot product). */
 float m4_ref_dot(const float *a, const float *b, int64_t n);
 
-/* nn.Linear without bias: y[n, out] = x[n, in] · Wᵀ, W = w [out, in]. The weight is dequantised
- * a 512-element chunk at a time on the stack (never a whole matrix); output rows are spread over
- * OpenMP threads. Cannot fail: the caller guarantees the shapes. */
+/* nn.Linear without bias: y[n, out] = x[n, in] · Wᵀ, W = w [out, in]. BF16, F32 and FP8 weights
+ * are read in place, 8 rows at a time (dot.c); others are dequantised a 512-element chunk at a
+ * time on the stack (never a whole matrix). Output rows are spread over OpenMP threads. Cannot
+ * fail: the caller guarantees the shapes. */
 void m4_ref_linear(const float *x, int64_t n, const m4_weight *w, float *y);
 
 /* RMSNorm (LlamaRMSNorm / PixtralRMSNorm / Mistral4RMSNorm): for each of n rows of width dim,

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Tests of scripts/bench-compare and scripts/plot-bench on small crafted result files
-(tests/fixtures/bench/a.json, b.json), run by CTest (tests/bench_scripts.cmake):
+(tests/fixtures/bench/a.json, b.json; peer.json for the peer chart), run by CTest (tests/bench_scripts.cmake):
 
     python3 tests/bench_scripts_test.py compare   # bench-compare: the table, and its errors
     python3 tests/bench_scripts_test.py plot      # plot-bench: a PNG; exit 77 (skipped) without matplotlib
@@ -128,6 +128,10 @@ def test_plot(tmp):
     nothing.write_text(json.dumps({"benchmarks": [{"name": "memory/read/threads:1/real_time", "real_time": 1.0}]}))
     rc, out, err = run(PLOT, nothing, "-o", tmp / "z.png")
     check("plot: nothing to plot → exit 2", rc == 2 and "no component benchmark" in err, err)
+    peer_png = tmp / "peer.png"
+    rc, out, err = run(PLOT, FIX / "peer.json", "-o", peer_png)
+    check("plot peer result: exit 0, a PNG", rc == 0 and peer_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", out + err)
+    check("plot peer result: counts its rows", "4 peer rows" in out, out)
 
 
 def main():

@@ -3,6 +3,7 @@
  * query scale and the MLA softmax-scale rules (§2.5), RMSNorm, SwiGLU, softmax, linear over every
  * weight dtype, the router's tie/renormalisation/group rules (§2.6), expert accumulation, MLA
  * against a naive double-precision transcription, and the text forward's logits_to_keep. */
+#include "dot.h"
 #include "reference.h"
 #include "testutil.h"
 
@@ -309,6 +310,72 @@ static void linear_dtypes_and_blocking(void **state) {
     m4_ref_linear(&xin, 1, &w1, &yout);
     assert_near(yout, 3.0, 1e-7, "fp8 scale", 0);
     free(wf), free(x), free(wb), free(w8), free(row);
+}
+
+/* Same float32 bits, or both NaN (the fast FP8 path's NaN has another payload). */
+static void assert_same_bits(float got, float want, const char *what, int i) {
+    if (isnan(got) && isnan(want)) return;
+    if (memcmp(&got, &want, sizeof got) != 0) fail_msg("%s[%d]: got %a, want %a", what, i, got, want);
+}
+
+/* dot.c's vectorised m4_dot_rows (AVX-512 here) and its portable path against their plain twin,
+ * bit for bit: every dtype it reads,
+ * widths around the 16-lane blocks, row groups past the last row, and special values (FP8: all
+ * 256 codes, NaN and subnormal ones included; BF16: ±0, ±inf, NaN, subnormals). And m4_ref_linear
+ * through it against the chunked path it replaced (rows dequantised to float32, m4_dot_lanes). */
+static void dot_rows_match_plain_twin(void **state) {
+    (void)state;
+    enum { ROWS = 19, MAXC = 4096 + 37 };
+    static const int64_t widths[] = {1, 7, 15, 16, 17, 33, 256, 1000, 4096, MAXC};
+    float *wf = rnd_array(ROWS * MAXC, 3, 1, 0), *x = rnd_array(2 * MAXC, 4, 1, 0);
+    uint16_t *wb = malloc(sizeof(uint16_t) * ROWS * MAXC);
+    uint8_t *w8 = malloc(ROWS * MAXC);
+    float *row = malloc(sizeof(float) * MAXC), *y = malloc(sizeof(float) * 2 * ROWS);
+    const uint16_t bf16_special[] = {0x0000, 0x8000, 0x7F80, 0xFF80, 0x7FC0, 0x0001, 0x807F, 0x3F80};
+    for (int i = 0; i < ROWS * MAXC; i++) {
+        wb[i] = i % 97 < 8 ? bf16_special[i % 97] : m4t_f32_to_bf16(wf[i]);
+        w8[i] = (uint8_t)(i % 3 == 0 ? i * 7 : m4t_f32_to_f8e4m3(wf[i] * 400.0f));  /* every code */
+    }
+    x[5] = -0.0f, x[6] = 1e-40f;                                   /* a signed zero, a subnormal */
+    assert_true(m4_dot_rows_supported(&(m4_weight){.dtype = M4_DTYPE_F8_E4M3, .scale = 0.25f}));
+    assert_false(m4_dot_rows_supported(&(m4_weight){.dtype = M4_DTYPE_F8_E4M3, .scale = 512.0f}));
+    assert_false(m4_dot_rows_supported(&(m4_weight){.dtype = M4_DTYPE_BF16, .scale = 2.0f}));
+    assert_false(m4_dot_rows_supported(&(m4_weight){.dtype = M4_DTYPE_F16, .scale = 1.0f}));
+    for (size_t c = 0; c < sizeof widths / sizeof *widths; c++) {
+        const int64_t in = widths[c];
+        /* F32 is read as-is, so its rows come from wb's bf16 values (specials included) */
+        float *wfs = malloc(sizeof(float) * ROWS * (size_t)in);
+        for (int64_t i = 0; i < ROWS * in; i++) wfs[i] = m4_bf16_to_f32(wb[i]);
+        const m4_weight views[3] = {
+            f32w(wfs, ROWS, in),
+            {.dtype = M4_DTYPE_BF16, .rows = ROWS, .cols = in, .data = (const uint8_t *)wb, .scale = 1.0f},
+            {.dtype = M4_DTYPE_F8_E4M3, .rows = ROWS, .cols = in, .data = w8, .scale = 1.0f / 400.0f}};
+        for (int v = 0; v < 3; v++) {
+            assert_true(m4_dot_rows_supported(&views[v]));
+            for (int64_t row0 = 0; row0 < ROWS; row0 += M4_DOT_ROWS) {  /* the last group runs past */
+                float fast[M4_DOT_ROWS], portable[M4_DOT_ROWS], plain[M4_DOT_ROWS];
+                m4_dot_rows(&views[v], row0, x, fast);                 /* AVX-512 where the CPU has it */
+                m4_dot_rows_portable(&views[v], row0, x, portable);
+                m4_dot_rows_plain(&views[v], row0, x, plain);
+                for (int r = 0; r < M4_DOT_ROWS; r++) {
+                    assert_same_bits(fast[r], plain[r], "dot_rows", v * 1000 + (int)c * 10 + r);
+                    assert_same_bits(portable[r], plain[r], "dot_rows_portable", v * 1000 + (int)c * 10 + r);
+                }
+            }
+            m4_ref_linear(x, 2, &views[v], y);
+            for (int o = 0; o < ROWS; o++) {
+                m4_weight_row_f32(&views[v], o, row);
+                for (int t = 0; t < 2; t++) {
+                    float acc[M4_LANES] = {0};
+                    for (int64_t c0 = 0; c0 < in; c0 += 512)               /* the old chunked path */
+                        m4_dot_lanes(acc, row + c0, x + t * in + c0, in - c0 < 512 ? in - c0 : 512);
+                    assert_same_bits(y[t * ROWS + o], m4_dot_lanes_sum(acc), "linear", v * 1000 + o * 10 + t);
+                }
+            }
+        }
+        free(wfs);
+    }
+    free(wf), free(x), free(wb), free(w8), free(row), free(y);
 }
 
 static void swiglu_hand_case(void **state) {
@@ -722,6 +789,7 @@ int main(void) {
         cmocka_unit_test(softmax_and_masks),
         cmocka_unit_test(activations),
         cmocka_unit_test(linear_dtypes_and_blocking),
+        cmocka_unit_test(dot_rows_match_plain_twin),
         cmocka_unit_test(swiglu_hand_case),
         cmocka_unit_test(embed_tokens_rows_and_range),
         cmocka_unit_test(router_ties_and_renormalisation),
