@@ -18,11 +18,6 @@ extern "C" {
 /* Number of usable CUDA devices; 0 (and success) on a machine without a GPU or driver. */
 int m4_cuda_device_count(int *count, m4_error *err);
 
-/* text.layers.{i}.input_layernorm (and every RMSNorm): y[r,:] = w ⊙ (x[r,:] · rsqrt(mean(x²) + eps)).
- * d_x, d_y [rows, n] float32; d_w [n] float32. Statistics in float32, weight after. */
-int m4_cuda_rmsnorm_f32(const float *d_x, const float *d_w, float *d_y, int rows, int n, float eps,
-                        m4_error *err);
-
 /* A text-generation session on the GPU (m4_ref_text_forward_cached's twin): the model's weights
  * on the device in fp32 or bf16, and an MLA cache of `batch` rows × `capacity` positions whose
  * attention runs in the absorbed latent form. One-token steps of up to 8 rows replay a CUDA

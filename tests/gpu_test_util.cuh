@@ -28,7 +28,6 @@ static inline bool gpu_present(const char *test) {
     return false;
 }
 
-/* x rounded to the nearest bf16 (ties to even), back in float32: what the kernels round to. */
 /* Device copies and host copies of vectors (a 1-element allocation for an empty one). */
 template <typename T> inline T *to_device(const std::vector<T> &v) {
     T *d = nullptr;
@@ -51,6 +50,7 @@ static inline float *nan_filled(size_t n) {
     return d;
 }
 
+/* x rounded to the nearest bf16 (ties to even), back in float32: what the kernels round to. */
 static inline float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
 /* ACT2FN[act] in float64. */

@@ -14,8 +14,9 @@ extern "C" {
 }
 
 /* RMSNorm over rows of width dim: y[r] = w ⊙ (x[r] · rsqrt(mean(x[r]²) + eps)), rows x_stride /
- * y_stride floats apart. With `delta` non-NULL the residual add comes first, fused:
- * x[r] = x[r] + delta[r] is written back (x must then be writable), and that sum is normalised. */
+ * y_stride floats apart. With `delta` non-NULL (rows dim apart) the residual add comes first, fused:
+ * x_sum[r] = x[r] + delta[r] is written (x_sum strided as x; x itself when adding in place), and
+ * that sum is normalised. */
 int m4k_rmsnorm(const float *x, int64_t x_stride, float *x_sum, const float *delta, const float *w,
                 float *y, int64_t y_stride, int64_t rows, int64_t dim, float eps, cudaStream_t stream,
                 m4_error *err);
