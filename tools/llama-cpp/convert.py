@@ -36,35 +36,36 @@ def main():
     import conversion
     from conversion.mistral3 import Mistral3Model
 
-    @conv.ModelBase.register("Mistral4ForCausalLM")
-    class Mistral4TextModel(Mistral3Model.Mistral4Model):
-        model_arch = gguf.MODEL_ARCH.MISTRAL4
+    def placeholder_vocab(self):
+        n = self.hparams["vocab_size"]
+        tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+        types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + \
+            [gguf.TokenType.BYTE] * 256
+        tokens += [f"<t{i}>" for i in range(len(tokens), n)]
+        types += [gguf.TokenType.NORMAL] * (n - len(types))
+        w = self.gguf_writer
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_scores([0.0] * n)
+        w.add_token_types(types)
+        w.add_unk_token_id(0)
+        w.add_bos_token_id(self.hparams["bos_token_id"])
+        w.add_eos_token_id(self.hparams["eos_token_id"])
+        w.add_add_bos_token(False)
 
-        def set_vocab(self):
-            n = self.hparams["vocab_size"]
-            tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-            types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + \
-                [gguf.TokenType.BYTE] * 256
-            tokens += [f"<t{i}>" for i in range(len(tokens), n)]
-            types += [gguf.TokenType.NORMAL] * (n - len(types))
-            w = self.gguf_writer
-            w.add_tokenizer_model("llama")
-            w.add_tokenizer_pre("default")
-            w.add_token_list(tokens)
-            w.add_token_scores([0.0] * n)
-            w.add_token_types(types)
-            w.add_unk_token_id(0)
-            w.add_bos_token_id(self.hparams["bos_token_id"])
-            w.add_eos_token_id(self.hparams["eos_token_id"])
-            w.add_add_bos_token(False)
+    llama_cpp_parameters = Mistral3Model.Mistral4Model.set_gguf_parameters
 
-        def set_gguf_parameters(self):
-            super().set_gguf_parameters()
-            if add_llama4_scaling:
-                rope = self.hparams["rope_parameters"]
-                self.gguf_writer.add_attn_temperature_scale(rope["llama_4_scaling_beta"])
-                self.gguf_writer.add_attn_temperature_length(rope["original_max_position_embeddings"])
+    def parameters_with_llama4_scaling(self):
+        llama_cpp_parameters(self)
+        rope = self.hparams["rope_parameters"]
+        self.gguf_writer.add_attn_temperature_scale(rope["llama_4_scaling_beta"])
+        self.gguf_writer.add_attn_temperature_length(rope["original_max_position_embeddings"])
 
+    Mistral3Model.Mistral4Model.set_vocab = placeholder_vocab
+    if add_llama4_scaling:
+        Mistral3Model.Mistral4Model.set_gguf_parameters = parameters_with_llama4_scaling
+    conv.ModelBase.register("Mistral4ForCausalLM")(Mistral3Model)
     conversion.TEXT_MODEL_MAP["Mistral4ForCausalLM"] = "mistral3"
     sys.argv = ["convert_hf_to_gguf.py", "--outtype", "f32", "--outfile", out, ckpt]
     conv.main()

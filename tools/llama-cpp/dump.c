@@ -5,7 +5,8 @@
  *
  * The last argument is the type of llama.cpp's KV cache: f32 (default here, so the run is
  * float32 throughout) or f16 (llama.cpp's own default, for comparison).
- * SEQUENCES.txt: one sequence a line, "id:pos id:pos ...". Each sequence is one llama_decode
+ * SEQUENCES.txt: one sequence a line, "id:pos id:pos ..." (token ids) or "embd PATH pos pos ..."
+ * (input embeddings: PATH holds one float32 row of n_embd per position). Each sequence is one llama_decode
  * of all its tokens (sequence 0, every token an output) on an emptied memory, so sequences never
  * see each other. Tensor t of sequence r goes to OUT_DIR/r<r>/<name>.f32 (float32) or .i32
  * (int32), row-major in ggml's order (ne0 fastest), one line "r<r>/<name>.<ext> ne0 ne1 ne2 ne3"
@@ -79,8 +80,8 @@ static bool observe(struct ggml_tensor *t, bool ask, void *user_data)
     return true;
 }
 
-/* Parses one line "id:pos id:pos ..." into batch (every token an output, sequence 0). */
-static int parse_sequence(char *line, struct llama_batch *batch, int capacity)
+/* Parses one line "id:pos id:pos ..." into tokens (every token an output, sequence 0). */
+static int parse_tokens(char *line, struct llama_batch *batch, int capacity)
 {
     batch->n_tokens = 0;
     for (char *tok = strtok(line, " \t\n"); tok; tok = strtok(NULL, " \t\n")) {
@@ -95,6 +96,33 @@ static int parse_sequence(char *line, struct llama_batch *batch, int capacity)
         batch->logits[i] = 1;
     }
     return batch->n_tokens;
+}
+
+/* Parses "embd PATH pos pos ..." into embeds: the positions, then PATH's rows of n_embd floats. */
+static int parse_embeddings(char *line, struct llama_batch *batch, int capacity, int n_embd)
+{
+    strtok(line, " \t\n");
+    const char *path = strtok(NULL, " \t\n");
+    if (!path)
+        return -1;
+    batch->n_tokens = 0;
+    for (char *tok = strtok(NULL, " \t\n"); tok; tok = strtok(NULL, " \t\n")) {
+        int pos;
+        if (sscanf(tok, "%d", &pos) != 1 || batch->n_tokens == capacity)
+            return -1;
+        int i = batch->n_tokens++;
+        batch->pos[i] = pos;
+        batch->n_seq_id[i] = 1;
+        batch->seq_id[i][0] = 0;
+        batch->logits[i] = 1;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    size_t want = (size_t)batch->n_tokens * (size_t)n_embd;
+    size_t got = fread(batch->embd, sizeof(float), want, f);
+    fclose(f);
+    return got == want ? batch->n_tokens : -1;
 }
 
 int main(int argc, char **argv)
@@ -143,12 +171,18 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    struct llama_batch batch = llama_batch_init(capacity, 0, 1);
+    struct llama_batch tokens = llama_batch_init(capacity, 0, 1);
+    struct llama_batch embeds = llama_batch_init(capacity, llama_model_n_embd(model), 1);
     static char line[1 << 20];
     int status = 0;
     for (state.sequence = 0; fgets(line, sizeof line, sequences); state.sequence++) {
-        if (parse_sequence(line, &batch, capacity) <= 0) {
-            fprintf(stderr, "dump: %s line %d: expected \"id:pos id:pos ...\" (at most %d tokens)\n",
+        bool embedded = strncmp(line, "embd ", 5) == 0;
+        struct llama_batch *batch = embedded ? &embeds : &tokens;
+        int n = embedded ? parse_embeddings(line, batch, capacity, llama_model_n_embd(model))
+                         : parse_tokens(line, batch, capacity);
+        if (n <= 0) {
+            fprintf(stderr, "dump: %s line %d: expected \"id:pos id:pos ...\" or \"embd PATH pos pos ...\" "
+                    "with PATH holding n_embd floats per position (at most %d positions)\n",
                     sequences_path, state.sequence + 1, capacity);
             status = 1;
             break;
@@ -161,14 +195,15 @@ int main(int argc, char **argv)
             break;
         }
         llama_memory_clear(llama_get_memory(ctx), true);
-        int rc = llama_decode(ctx, batch);
+        int rc = llama_decode(ctx, *batch);
         if (rc != 0 || state.failed) {
             fprintf(stderr, "dump: llama_decode of sequence %d failed (%d)\n", state.sequence, rc);
             status = 1;
             break;
         }
     }
-    llama_batch_free(batch);
+    llama_batch_free(tokens);
+    llama_batch_free(embeds);
     llama_free(ctx);
     llama_model_free(model);
     llama_backend_free();

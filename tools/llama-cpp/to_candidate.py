@@ -6,7 +6,10 @@
     to_candidate.py candidate GOLDEN.h5 DUMP_DIR CANDIDATE.h5 GOLDEN_RUN.h5
 
 `sequences` writes the rows llama.cpp can run, one line each ("id:pos ..."): a golden row's
-unpadded tokens (attention_mask 1) with their position ids. llama.cpp has no attention mask, so
+unpadded tokens (attention_mask 1) with their position ids. In a case with images llama.cpp runs
+the text model only (its vision tower is a separate library, mtmd): the line is "embd PATH pos
+...", PATH holding HF's merged inputs_embeds (multimodal.merge/out) of that row, and the run
+gives our `text` rows (text.layers.*, text.norm, text.lm_head, text/logits), not `model`. llama.cpp has no attention mask, so
 the left padding is left out (the padded tokens are not llama.cpp's: see below); and it refuses
 a sequence whose positions jump ("sequence positions are not continuous", llama-batch.cpp), so
 such a row is not run at all.
@@ -42,7 +45,7 @@ query to a padded key are 0, as HF's. The map (llama.cpp's callback names, layer
     ffn_out-i                     text.layers.i.mlp/out
     l_out-i                       text.layers.i/out
     result_norm                   text.norm/out
-    result_output                 text.lm_head/out and model/logits
+    result_output                 text.lm_head/out and model/logits (text/logits with images)
 Not written (NOT-IMPL): self_attn.rope (llama.cpp rotates inside ggml_rope_ext, no tables) and
 k_rot (MLA absorbed: llama.cpp never forms the per-head key).
 """
@@ -75,9 +78,15 @@ def write_sequences(golden_path, out_path):
     with h5py.File(golden_path, "r") as golden:
         runs, skipped = golden_rows(golden)
         ids = golden["inputs/input_ids"][()]
+        merged = golden["multimodal.merge/out"][()] if "multimodal.merge/out" in golden else None
     with open(out_path, "w") as f:
         for b, cols, p in runs:
-            f.write(" ".join(f"{ids[b, c]}:{q}" for c, q in zip(cols, p)) + "\n")
+            if merged is None:
+                f.write(" ".join(f"{ids[b, c]}:{q}" for c, q in zip(cols, p)) + "\n")
+                continue
+            embd = Path(out_path).parent / f"embd-row{b}.f32"      # HF's merged inputs_embeds
+            merged[b, cols].astype(np.float32).tofile(embd)
+            f.write(f"embd {embd} " + " ".join(str(q) for q in p) + "\n")
     for b in skipped:
         print(f"row {b}: positions jump inside the row; llama.cpp refuses such a sequence, row not run",
               file=sys.stderr)
@@ -151,6 +160,7 @@ def write_candidate(golden_path, dump_dir, cand_path, golden_run_path):
     L, H = cfg["num_hidden_layers"], cfg["num_attention_heads"]
     nope, rope = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"]
     dense = cfg.get("first_k_dense_replace", 0)
+    with_images = "multimodal.merge/out" in golden
 
     if skipped:
         slice_rows(golden, golden_run_path, rows)
@@ -180,7 +190,8 @@ def write_candidate(golden_path, dump_dir, cand_path, golden_run_path):
         def tok(name):              # [T, width]
             return t[name].reshape(T, -1)
 
-        put("text.embed_tokens/out", r, cols, tok("embd"))
+        if not with_images:
+            put("text.embed_tokens/out", r, cols, tok("embd"))
         for i in range(L):
             pre = f"text.layers.{i}"
             put(f"{pre}.input_layernorm/out", r, cols, tok(f"attn_norm-{i}"))
@@ -229,7 +240,8 @@ def write_candidate(golden_path, dump_dir, cand_path, golden_run_path):
             put(f"{pre}/out", r, cols, tok(f"l_out-{i}"))
         put("text.norm/out", r, cols, tok("result_norm"))
         put("text.lm_head/out", r, cols, tok("result_output"))
-        put("model/logits", r, cols, tok("result_output"), golden_name="text.lm_head/out")
+        put("text/logits" if with_images else "model/logits", r, cols, tok("result_output"),
+            golden_name="text.lm_head/out")
 
     with h5py.File(cand_path, "w") as out:
         out.attrs["config_json"] = golden.attrs["config_json"]
