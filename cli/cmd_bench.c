@@ -192,12 +192,7 @@ int cmd_bench(int argc, char **argv) {
 
     m4_model model;
     m4_error err = {{0}};
-    const double gib = cli_checkpoint_gib(a.model_dir);
-    if (gib > 1.0) fprintf(stderr, "mistral4 bench: loading %s (%.1f GiB) ...\n", a.model_dir, gib);
-    if (m4_model_open(a.model_dir, &model, &err)) {
-        cli_error(CMD, "%s", err.msg);
-        return CLI_FAILED;
-    }
+    if (cli_model_open(CMD, a.model_dir, a.backend, &model) != CLI_OK) return CLI_FAILED;
     rc = CLI_FAILED;
     cli_generator gen = {0};
     json_t *root = NULL, *rows = json_array();

@@ -465,13 +465,8 @@ int cmd_run(int argc, char **argv) {
     stream s = {.think = -1, .end_think = -1};
     rc = CLI_FAILED;
 
-    const double gib = cli_checkpoint_gib(a.model_dir);
     double t0 = cli_now_seconds();
-    if (gib > 1.0) fprintf(stderr, "mistral4 run: loading %s (%.1f GiB) ...\n", a.model_dir, gib);
-    if (m4_model_open(a.model_dir, &model, &err)) {
-        cli_error(CMD, "%s", err.msg);
-        return CLI_FAILED;
-    }
+    if (cli_model_open(CMD, a.model_dir, a.backend, &model) != CLI_OK) return CLI_FAILED;
     char tekken[2048];
     snprintf(tekken, sizeof tekken, "%s/tekken.json", a.model_dir);
     struct stat st;

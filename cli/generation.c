@@ -56,6 +56,22 @@ double cli_checkpoint_gib(const char *dir) {
     return bytes / (1024.0 * 1024.0 * 1024.0);
 }
 
+int cli_model_open(const char *cmd, const char *dir, const char *backend, m4_model *model) {
+    const double gib = cli_checkpoint_gib(dir);
+    if (gib > 1.0) fprintf(stderr, "mistral4 %s: loading %s (%.1f GiB) ...\n", cmd, dir, gib);
+    m4_error err = {{0}};
+    bool resident = false;
+    const bool ref = strcmp(backend, "ref") == 0;
+    if (ref ? m4_model_open_resident(dir, model, &resident, &err) : m4_model_open(dir, model, &err)) {
+        cli_error(cmd, "%s", err.msg);
+        return CLI_FAILED;
+    }
+    if (ref && gib > 1.0)
+        fprintf(stderr, "mistral4 %s: weights %s\n", cmd,
+                resident ? "resident in memory (huge pages)" : "left mapped: more than half of the free memory");
+    return CLI_OK;
+}
+
 int cli_backend_open(const char *cmd, const char *name, const m4_model *model, int64_t capacity,
                      m4_generate_options *opt, cli_generator *gen) {
     *gen = (cli_generator){.backend = m4_backend_find(name)};

@@ -34,6 +34,12 @@ void cli_on_layer(void *watch, int64_t layer, int64_t layers);
 /* GiB of a checkpoint folder's *.safetensors files (to announce a long load); 0 when unreadable. */
 double cli_checkpoint_gib(const char *dir);
 
+/* Opens the checkpoint a generating command runs on `backend`, announcing a long load on stderr.
+ * For the reference the weights are made resident (m4_model_open_resident: copied into huge pages
+ * when they take at most half the free memory, since every step streams them), and stderr says
+ * which; a CUDA backend uploads them from the mapping. Prints the error and returns CLI_FAILED. */
+int cli_model_open(const char *cmd, const char *dir, const char *backend, m4_model *model);
+
 /* What `run` and `bench` generate with: the backend, and for one with generation sessions
  * (backend.h; the CUDA ones) its open session; the reference has none (its loop owns the cache). */
 typedef struct {

@@ -1,11 +1,13 @@
 /* safetensors.c — mmap-backed reader for single-file and sharded safetensors checkpoints.
  * The header is parsed and validated as the format's reference implementation does it: tensors
  * tile the data section exactly (sorted by offset, no gap, no overlap, nothing left over). */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MADV_HUGEPAGE */
 #include "safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -403,6 +405,52 @@ int m4_checkpoint_open(const char *path, m4_checkpoint **out, m4_error *err) {
         return rc;
     }
     *out = c;
+    return 0;
+}
+
+int m4_checkpoint_make_resident(m4_checkpoint *c, m4_error *err) {
+    const size_t huge = (size_t)2 << 20;
+    void **copies = calloc(c->n_shards ? c->n_shards : 1, sizeof *copies);
+    size_t *spans = calloc(c->n_shards ? c->n_shards : 1, sizeof *spans);
+    if (!copies || !spans) {
+        free(copies), free(spans);
+        return m4_fail(err, "%s: out of memory", c->path);
+    }
+    /* 1. every shard copied, 2 MiB-aligned (a huge page maps only an aligned 2 MiB) */
+    for (size_t i = 0; i < c->n_shards; i++) {
+        const size_t len = c->shards[i].map_len, reserved = len + huge;
+        uint8_t *raw = mmap(NULL, reserved, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (raw == MAP_FAILED) {
+            for (size_t k = 0; k < i; k++) munmap(copies[k], spans[k]);
+            free(copies), free(spans);
+            return m4_fail(err, "%s: cannot hold the weights in memory (%zu bytes): %s", c->shards[i].path, len,
+                           strerror(errno));
+        }
+        uint8_t *aligned = (uint8_t *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
+        if (aligned > raw) munmap(raw, (size_t)(aligned - raw));
+        const size_t tail = (size_t)(raw + reserved - (aligned + len));
+        if (tail) munmap(aligned + len, tail);
+#ifdef MADV_HUGEPAGE
+        madvise(aligned, len, MADV_HUGEPAGE); /* advice: without it the copy works on 4 KiB pages */
+#endif
+        memcpy(aligned, c->shards[i].map, len);
+        mprotect(aligned, len, PROT_READ);
+        copies[i] = aligned, spans[i] = len;
+    }
+    /* 2. the tensors moved, the file mappings dropped */
+    for (size_t t = 0; t < c->n_tensors; t++)
+        for (size_t i = 0; i < c->n_shards; i++) {
+            const uint8_t *base = c->shards[i].map, *p = c->tensors[t].data;
+            if (p >= base && p < base + c->shards[i].map_len) {
+                c->tensors[t].data = (const uint8_t *)copies[i] + (p - base);
+                break;
+            }
+        }
+    for (size_t i = 0; i < c->n_shards; i++) {
+        munmap(c->shards[i].map, c->shards[i].map_len);
+        c->shards[i].map = copies[i];
+    }
+    free(copies), free(spans);
     return 0;
 }
 

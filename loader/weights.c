@@ -1,9 +1,11 @@
 /* weights.c — the tensor list a config implies, and its binding to a checkpoint. */
+#define _DEFAULT_SOURCE /* sysconf(_SC_AVPHYS_PAGES) */
 #include "weights.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 
 static const char *part_names[M4_PART_COUNT] = {
@@ -421,15 +423,46 @@ int m4_model_bind(m4_model *model, const m4_config *cfg, m4_checkpoint *ckpt, m4
     return rc;
 }
 
-int m4_model_open(const char *dir, m4_model *model, m4_error *err) {
+/* Whether `bytes` is at most half of the memory available now: Linux's MemAvailable (free memory
+ * plus the page cache it can reclaim — the checkpoint's own pages among them), else the free pages. */
+static bool fits_in_memory(uint64_t bytes) {
+    uint64_t available = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[128];
+    unsigned long long kib;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) available = (uint64_t)kib * 1024;
+    if (f) fclose(f);
+    if (!available) {
+        const long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        if (pages > 0 && page > 0) available = (uint64_t)pages * (uint64_t)page;
+    }
+    return bytes <= available / 2;
+}
+
+static int open_model(const char *dir, bool try_resident, m4_model *model, bool *resident, m4_error *err) {
     memset(model, 0, sizeof *model);
+    if (resident) *resident = false;
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     m4_config cfg;
     if (m4_config_load(path, &cfg, err) != 0) return -1;
     m4_checkpoint *ckpt;
     if (m4_checkpoint_open(dir, &ckpt, err) != 0) return -1;
+    if (try_resident && fits_in_memory(m4_checkpoint_data_bytes(ckpt))) {
+        if (m4_checkpoint_make_resident(ckpt, err) != 0) {
+            m4_checkpoint_close(ckpt);
+            return -1;
+        }
+        *resident = true;
+    }
     return m4_model_bind(model, &cfg, ckpt, err);
+}
+
+int m4_model_open(const char *dir, m4_model *model, m4_error *err) { return open_model(dir, false, model, NULL, err); }
+
+int m4_model_open_resident(const char *dir, m4_model *model, bool *resident, m4_error *err) {
+    return open_model(dir, true, model, resident, err);
 }
 
 static void free_stack(m4_expert_stack *s) {

@@ -156,6 +156,13 @@ typedef struct {
  * Fails, naming the tensor, on a missing, misshaped, wrongly typed or unexpected tensor. */
 int m4_model_open(const char *dir, m4_model *model, m4_error *err);
 
+/* m4_model_open, with the checkpoint's tensor data first copied into memory backed by huge pages
+ * (m4_checkpoint_make_resident) when it takes at most half of the memory available now (Linux's
+ * MemAvailable); *resident
+ * says whether it was (else the weights stay mapped, as m4_model_open leaves them). For a model
+ * read whole at every step: the CPU reference's generation (mistral4 run/bench --backend ref). */
+int m4_model_open_resident(const char *dir, m4_model *model, bool *resident, m4_error *err);
+
 /* Binds an already parsed config to an already opened checkpoint (takes ownership of ckpt). */
 int m4_model_bind(m4_model *model, const m4_config *cfg, m4_checkpoint *ckpt, m4_error *err);
 

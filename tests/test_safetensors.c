@@ -312,6 +312,49 @@ static void sharded_by_folder_and_index(void **state) {
     free(s2);
 }
 
+/* Resident weights (m4_checkpoint_make_resident): a sharded checkpoint's tensors move out of the
+ * file mappings into anonymous memory, every byte as the file holds it, every tensor readable
+ * until close; the data pointers change (the files are no longer mapped). */
+static void sharded_made_resident(void **state) {
+    fixture *f = *state;
+    sample_data d;
+    fill_sample(&d);
+    m4t_tensor t[8];
+    size_t n = sample_tensors(&d, t);
+    char *s1 = m4t_join(f->dir, "model-00001-of-00002.safetensors");
+    char *s2 = m4t_join(f->dir, "model-00002-of-00002.safetensors");
+    m4t_write_safetensors(s1, t, 3);
+    m4t_write_safetensors(s2, t + 3, n - 3);
+    write_index(f->dir,
+                "{\"tok.ids\": \"model-00001-of-00002.safetensors\","
+                " \"a.weight\": \"model-00001-of-00002.safetensors\","
+                " \"a.weight_scale_inv\": \"model-00001-of-00002.safetensors\","
+                " \"pos\": \"model-00002-of-00002.safetensors\","
+                " \"norm.weight\": \"model-00002-of-00002.safetensors\","
+                " \"half\": \"model-00002-of-00002.safetensors\","
+                " \"empty\": \"model-00002-of-00002.safetensors\","
+                " \"experts.gate_up_proj\": \"model-00002-of-00002.safetensors\"}");
+    m4_checkpoint *mapped = open_ok(f->dir), *resident = open_ok(f->dir);
+    const size_t count = m4_checkpoint_tensor_count(resident);
+    const void **before = malloc(sizeof *before * (count ? count : 1));
+    for (size_t i = 0; i < count; i++) before[i] = m4_checkpoint_tensor(resident, i)->data;
+    m4_error err = {{0}};
+    if (m4_checkpoint_make_resident(resident, &err) != 0) fail_msg("%s", err.msg);
+    check_sample(resident, &d, NULL);
+    for (size_t i = 0; i < count; i++) {
+        const m4_tensor *a = m4_checkpoint_tensor(mapped, i), *b = m4_checkpoint_tensor(resident, i);
+        assert_string_equal(a->name, b->name);
+        assert_int_equal(a->nbytes, b->nbytes);
+        if (a->nbytes) {
+            assert_memory_equal(a->data, b->data, a->nbytes);
+            assert_true(b->data != before[i]);
+        }
+    }
+    free(before);
+    m4_checkpoint_close(mapped), m4_checkpoint_close(resident);
+    free(s1), free(s2);
+}
+
 /* With both an index and a model.safetensors in the folder the index wins. */
 static void index_preferred_over_single_file(void **state) {
     fixture *f = *state;
@@ -786,7 +829,7 @@ int main(void) {
         T(single_file_by_file_and_folder),
         T(single_file_any_name),
         T(sharded_by_folder_and_index),
-        T(index_preferred_over_single_file),
+        T(sharded_made_resident), T(index_preferred_over_single_file),
         T(many_tensors_sorted),
         T(empty_checkpoint),
         cmocka_unit_test(close_null_is_harmless),
