@@ -259,16 +259,16 @@ static void single_file_any_name(void **state) {
 }
 
 /* Two shards + model.safetensors.index.json, opened by folder and by index path. */
-static void sharded_by_folder_and_index(void **state) {
-    fixture *f = *state;
-    sample_data d;
-    fill_sample(&d);
+/* The sample in two shards (its first 3 tensors, the rest) and an index naming them, in f->dir;
+ * the shards' paths into *s1, *s2 (malloc'd); returns the tensor count. */
+static size_t write_sharded_sample(const fixture *f, sample_data *d, char **s1, char **s2) {
+    fill_sample(d);
     m4t_tensor t[8];
-    size_t n = sample_tensors(&d, t);
-    char *s1 = m4t_join(f->dir, "model-00001-of-00002.safetensors");
-    char *s2 = m4t_join(f->dir, "model-00002-of-00002.safetensors");
-    m4t_write_safetensors(s1, t, 3);
-    m4t_write_safetensors(s2, t + 3, n - 3);
+    size_t n = sample_tensors(d, t);
+    *s1 = m4t_join(f->dir, "model-00001-of-00002.safetensors");
+    *s2 = m4t_join(f->dir, "model-00002-of-00002.safetensors");
+    m4t_write_safetensors(*s1, t, 3);
+    m4t_write_safetensors(*s2, t + 3, n - 3);
     write_index(f->dir,
                 "{\"tok.ids\": \"model-00001-of-00002.safetensors\","
                 " \"a.weight\": \"model-00001-of-00002.safetensors\","
@@ -278,6 +278,14 @@ static void sharded_by_folder_and_index(void **state) {
                 " \"half\": \"model-00002-of-00002.safetensors\","
                 " \"empty\": \"model-00002-of-00002.safetensors\","
                 " \"experts.gate_up_proj\": \"model-00002-of-00002.safetensors\"}");
+    return n;
+}
+
+static void sharded_by_folder_and_index(void **state) {
+    fixture *f = *state;
+    sample_data d;
+    char *s1, *s2;
+    const size_t n = write_sharded_sample(f, &d, &s1, &s2);
     char *index = m4t_join(f->dir, "model.safetensors.index.json");
 
     for (int how = 0; how < 2; how++) {
@@ -318,24 +326,11 @@ static void sharded_by_folder_and_index(void **state) {
 static void sharded_made_resident(void **state) {
     fixture *f = *state;
     sample_data d;
-    fill_sample(&d);
-    m4t_tensor t[8];
-    size_t n = sample_tensors(&d, t);
-    char *s1 = m4t_join(f->dir, "model-00001-of-00002.safetensors");
-    char *s2 = m4t_join(f->dir, "model-00002-of-00002.safetensors");
-    m4t_write_safetensors(s1, t, 3);
-    m4t_write_safetensors(s2, t + 3, n - 3);
-    write_index(f->dir,
-                "{\"tok.ids\": \"model-00001-of-00002.safetensors\","
-                " \"a.weight\": \"model-00001-of-00002.safetensors\","
-                " \"a.weight_scale_inv\": \"model-00001-of-00002.safetensors\","
-                " \"pos\": \"model-00002-of-00002.safetensors\","
-                " \"norm.weight\": \"model-00002-of-00002.safetensors\","
-                " \"half\": \"model-00002-of-00002.safetensors\","
-                " \"empty\": \"model-00002-of-00002.safetensors\","
-                " \"experts.gate_up_proj\": \"model-00002-of-00002.safetensors\"}");
+    char *s1, *s2;
+    const size_t n = write_sharded_sample(f, &d, &s1, &s2);
     m4_checkpoint *mapped = open_ok(f->dir), *resident = open_ok(f->dir);
     const size_t count = m4_checkpoint_tensor_count(resident);
+    assert_int_equal(count, n);
     const void **before = malloc(sizeof *before * (count ? count : 1));
     for (size_t i = 0; i < count; i++) before[i] = m4_checkpoint_tensor(resident, i)->data;
     m4_error err = {{0}};
