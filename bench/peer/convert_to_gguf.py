@@ -38,6 +38,8 @@ def main():
     sys.path.insert(0, str(src))
     import gguf
     import convert_hf_to_gguf as conv
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "tools" / "llama-cpp"))
+    from placeholder_vocab import write_placeholder_vocab
 
     @conv.ModelBase.register("Mistral4ForCausalLM")
     class Mistral4TextModel(conv.DeepseekV2Model):
@@ -51,22 +53,7 @@ def main():
             h["rope_theta"] = h["rope_parameters"]["rope_theta"]
 
         def set_vocab(self):
-            n = self.hparams["vocab_size"]
-            tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-            types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + \
-                [gguf.TokenType.BYTE] * 256
-            tokens += [f"<t{i}>" for i in range(len(tokens), n)]
-            types += [gguf.TokenType.NORMAL] * (n - len(types))
-            w = self.gguf_writer
-            w.add_tokenizer_model("llama")
-            w.add_tokenizer_pre("default")
-            w.add_token_list(tokens)
-            w.add_token_scores([0.0] * n)
-            w.add_token_types(types)
-            w.add_unk_token_id(0)
-            w.add_bos_token_id(self.hparams["bos_token_id"])
-            w.add_eos_token_id(self.hparams["eos_token_id"])
-            w.add_add_bos_token(False)
+            write_placeholder_vocab(self.gguf_writer, gguf, self.hparams)
 
         def modify_tensors(self, data_torch, name, bid):
             m = re.fullmatch(r"model\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)", name)

@@ -33,26 +33,12 @@ def main():
     sys.path.insert(0, str(src))
     import gguf
     import convert_hf_to_gguf as conv
+    from placeholder_vocab import write_placeholder_vocab
     import conversion
     from conversion.mistral3 import Mistral3Model
 
     def placeholder_vocab(self):
-        n = self.hparams["vocab_size"]
-        tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-        types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + \
-            [gguf.TokenType.BYTE] * 256
-        tokens += [f"<t{i}>" for i in range(len(tokens), n)]
-        types += [gguf.TokenType.NORMAL] * (n - len(types))
-        w = self.gguf_writer
-        w.add_tokenizer_model("llama")
-        w.add_tokenizer_pre("default")
-        w.add_token_list(tokens)
-        w.add_token_scores([0.0] * n)
-        w.add_token_types(types)
-        w.add_unk_token_id(0)
-        w.add_bos_token_id(self.hparams["bos_token_id"])
-        w.add_eos_token_id(self.hparams["eos_token_id"])
-        w.add_add_bos_token(False)
+        write_placeholder_vocab(self.gguf_writer, gguf, self.hparams)
 
     llama_cpp_parameters = Mistral3Model.Mistral4Model.set_gguf_parameters
 
