@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "m4_file.h"
 
 struct m4_golden {
     hid_t file;
@@ -17,6 +20,11 @@ static void silence_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 int m4_golden_open(const char *path, m4_golden **out, m4_error *err) {
     *out = NULL;
     silence_hdf5();
+    /* libhdf5 opens whatever the path names and would block on a FIFO: the file kind first. */
+    size_t size;
+    int fd = m4_file_open_regular(path, "the golden file", &size, err);
+    if (fd < 0) return -1;
+    close(fd);
     if (H5Fis_hdf5(path) <= 0) return m4_fail(err, "%s: missing or not an HDF5 file", path);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (file < 0) return m4_fail(err, "%s: cannot open as HDF5", path);

@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "m4_file.h"
+
 typedef struct {
     char *path;
     void *map;
@@ -181,14 +183,10 @@ static int open_shard(m4_checkpoint *c, const char *path, m4_error *err) {
     if (!(s->path = strdup(path))) return m4_fail(err, "%s: out of memory", path);
     c->n_shards++;
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return m4_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return m4_fail(err, "%s: not a regular file", path);
-    }
-    uint64_t size = (uint64_t)st.st_size;
+    size_t file_size;
+    int fd = m4_file_open_regular(path, "the safetensors shard", &file_size, err);
+    if (fd < 0) return -1;
+    uint64_t size = file_size;
     if (size < 8) {
         close(fd);
         return m4_fail(err, "%s: truncated: %llu bytes, shorter than the 8-byte header length",
@@ -278,12 +276,14 @@ static int safe_shard_name(const char *name) {
 }
 
 static int open_index(m4_checkpoint *c, const char *index_path, m4_error *err) {
-    struct stat st;
-    if (stat(index_path, &st) == 0 && st.st_size > M4_SAFETENSORS_MAX_INDEX)
-        return m4_fail(err, "%s: %lld bytes, more than the %ld-byte limit for an index", index_path,
-                       (long long)st.st_size, (long)M4_SAFETENSORS_MAX_INDEX);
+    char *text;
+    size_t size;
+    if (m4_file_read_all(index_path, "the safetensors index", M4_SAFETENSORS_MAX_INDEX, "M4_SAFETENSORS_MAX_INDEX",
+                         &text, &size, err))
+        return -1;
     json_error_t jerr;
-    json_t *root = json_load_file(index_path, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadb(text, size, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
     if (!root)
         return m4_fail(err, "%s: invalid JSON (line %d, column %d): %s", index_path, jerr.line,
                        jerr.column, jerr.text);

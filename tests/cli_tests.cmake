@@ -151,7 +151,7 @@ m4_cli_test(cli_conform_no_match EXPECT_RC 1 ARGS conform --case ${M4_TINY_CASE}
 m4_cli_test(cli_conform_not_a_case EXPECT_RC 1 ARGS conform --case ${PROJECT_SOURCE_DIR}/tests
   CHECKS "STDERR_1=not a golden case folder")
 m4_cli_test(cli_conform_missing_golden EXPECT_RC 1 ARGS conform --model ${M4_TINY_CASE}/model --golden /nonexistent.h5
-  CHECKS "STDERR_1=/nonexistent.h5: missing or not an HDF5 file")
+  CHECKS "STDERR_1=/nonexistent.h5: cannot open the golden file: No such file or directory")
 m4_cli_test(cli_conform_wrong_weights EXPECT_RC 1 ARGS conform --model ${PROJECT_SOURCE_DIR}/golden/cases/routing_variants/model --golden ${M4_TINY_CASE}/text_tiny.h5 --quiet
   CHECKS "STDOUT_1=first divergence: text.embed_tokens")
 m4_cli_test(cli_conform_usage EXPECT_RC 2 ARGS conform --backend nope --case ${M4_TINY_CASE}
@@ -162,7 +162,7 @@ m4_cli_test(cli_conform_candidate_not_hdf5 EXPECT_RC 1
   CHECKS "STDERR_1=candidate: .*README.md: missing or not an HDF5 file")
 m4_cli_test(cli_conform_candidate_missing EXPECT_RC 1
   ARGS conform --golden ${M4_TINY_CASE}/text_tiny.h5 --candidate /nonexistent/theirs.h5
-  CHECKS "STDERR_1=candidate: /nonexistent/theirs.h5: missing or not an HDF5 file")
+  CHECKS "STDERR_1=candidate: /nonexistent/theirs.h5: cannot open the golden file: No such file or directory")
 m4_cli_test(cli_conform_candidate_with_backend EXPECT_RC 2
   ARGS conform --case ${M4_TINY_CASE} --candidate ${M4_TINY_CASE}/text_tiny.h5 --backend ref
   CHECKS "STDERR_1=--candidate replaces --backend")
