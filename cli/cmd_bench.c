@@ -68,21 +68,20 @@ typedef struct {
     bool json;
 } bench_args;
 
-/* --prompt "16,64": positive lengths. */
+/* --prompt "16,64": positive lengths, comma separated (an empty item is an error). */
 static int parse_lengths(const char *s, bench_args *a) {
     a->n_lengths = 0;
-    for (const char *p = s; *p;) {
-        const char *end = strchr(p, ',');
+    const char *cursor = s, *p;
+    size_t len;
+    int more;
+    while ((more = cli_list_next(CMD, "--prompt", s, &cursor, &p, &len)) == 1) {
         char item[32];
-        const size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len == 0 || len >= sizeof item) return cli_usage_error(CMD, "--prompt: '%s' is not a list of lengths", s);
+        if (len >= sizeof item) return cli_usage_error(CMD, "--prompt: '%s' is not a list of lengths", s);
         if (a->n_lengths == MAX_LENGTHS) return cli_usage_error(CMD, "--prompt: at most %d lengths", MAX_LENGTHS);
         snprintf(item, sizeof item, "%.*s", (int)len, p);
         if (cli_parse_count(CMD, "--prompt", item, 1, INT64_MAX, &a->lengths[a->n_lengths++])) return CLI_USAGE;
-        p = end ? end + 1 : p + len;
     }
-    if (a->n_lengths == 0) return cli_usage_error(CMD, "--prompt: no lengths in '%s'", s);
-    return CLI_OK;
+    return more == 0 ? CLI_OK : CLI_USAGE;
 }
 
 /* Returns CLI_OK, CLI_USAGE (message printed), or -1 for --help (printed). */

@@ -2,6 +2,7 @@
  * a time over the MLA kv cache), streaming the tokens as they come. The prompt is a user message
  * through the chat template, a conversation file, or raw token ids; images go through the Pixtral
  * preprocessing and the vision tower. */
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -66,7 +67,8 @@ static void print_help(void) {
         "                       the model thinks in [THINK]…[/THINK] before answering\n"
         "  --max-tokens N       new tokens at most (default 128); generation also stops at the\n"
         "                       model's eos_token_id and at max_position_embeddings\n"
-        "  --temperature T      0 (default): greedy, as HF generate(do_sample=False); > 0: sample\n"
+        "  --temperature T      0 (default): greedy, as HF generate(do_sample=False); 1e-6 to 1e6:\n"
+        "                       sample (below 1e-6 the logits divided by T overflow)\n"
         "  --top-k K            sample among the K most likely tokens only (default 0: all)\n"
         "  --top-p P            sample among the most likely tokens holding P of the probability\n"
         "                       (default 1: all); order as HF: temperature, top-k, top-p\n"
@@ -111,19 +113,15 @@ static int push(idlist *l, int64_t id) {
 }
 
 /* --ids: "1,2, 3" → ids; an item written [NAME] or <NAME> is a special token of the tokenizer,
- * looked up by its string ("<s>,[INST],1044,[/INST]"). With tok NULL only the syntax is checked
- * (names are not resolved, nothing is stored): a usage error. With a tokenizer (or none, when
- * the model has no tekken.json) names are resolved: an unknown one is a failure (-1). */
+ * looked up by its string ("<s>,[INST],1044,[/INST]"). Items are separated by commas (an empty
+ * one is an error, cli_list_next). With tok NULL only the syntax is checked (names are not
+ * resolved, nothing is stored): a usage error. With a tokenizer (or none, when the model has no
+ * tekken.json) names are resolved: an unknown one is a failure (-1). */
 static int parse_id_list(const char *s, const m4_tokenizer *tok, bool resolve, idlist *out) {
-    const char *p = s;
-    size_t items = 0;
-    while (*p) {
-        while (*p == ' ' || *p == ',') p++;
-        if (!*p) break;
-        const char *end = p;
-        while (*end && *end != ',' && *end != ' ') end++;
-        const size_t len = (size_t)(end - p);
-        items++;
+    const char *cursor = s, *p;
+    size_t len;
+    int more;
+    while ((more = cli_list_next(CMD, "--ids", s, &cursor, &p, &len)) == 1) {
         if ((p[0] == '[' && p[len - 1] == ']') || (p[0] == '<' && p[len - 1] == '>')) {
             if (resolve) {
                 char name[128];
@@ -145,15 +143,13 @@ static int parse_id_list(const char *s, const m4_tokenizer *tok, bool resolve, i
             char *stop;
             errno = 0;
             long long v = strtoll(p, &stop, 10);
-            if (errno || stop != end || v < 0)
+            if (errno || stop != p + len || !isdigit((unsigned char)p[0]))
                 return cli_usage_error(CMD, "--ids: '%.*s' in '%s' is neither a token id nor special token "
                                             "text like [INST] or <s>", (int)len, p, s);
             if (resolve && push(out, v)) return -1;
         }
-        p = end;
     }
-    if (items == 0) return cli_usage_error(CMD, "--ids: no token ids in '%s'", s);
-    return CLI_OK;
+    return more == 0 ? CLI_OK : CLI_USAGE;
 }
 
 typedef struct {
@@ -170,12 +166,15 @@ typedef struct {
 } run_args;
 
 
-static int parse_float(const char *opt, const char *s, double min, double max, float *out) {
+/* A number in [min, max], or also exactly 0 when zero_too (--temperature 0: greedy). Checked as
+ * written, before it becomes a float: 1e-50 is refused, not rounded to 0. */
+static int parse_float(const char *opt, const char *s, bool zero_too, double min, double max, float *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= min && v <= max))
-        return cli_usage_error(CMD, "%s wants a number in [%g, %g], got '%s'", opt, min, max, s);
+    if (errno || end == s || *end || isspace((unsigned char)s[0]) || !((zero_too && v == 0) || (v >= min && v <= max)))
+        return cli_usage_error(CMD, "%s wants %sa number in [%g, %g], got '%s'", opt, zero_too ? "0 or " : "", min,
+                               max, s);
     *out = (float)v;
     return 0;
 }
@@ -219,11 +218,12 @@ static int parse_args(int argc, char **argv, run_args *a) {
         } else if (strcmp(o, "--max-tokens") == 0) {
             if (cli_parse_count(CMD, o, v, 1, INT64_MAX, &a->max_tokens)) return CLI_USAGE;
         } else if (strcmp(o, "--temperature") == 0) {
-            if (parse_float(o, v, 0.0, 1e6, &a->sampling.temperature)) return CLI_USAGE;
+            /* 0 is greedy; above it, what the sampler can divide the logits by (generate.h) */
+            if (parse_float(o, v, true, M4_SAMPLING_MIN_TEMPERATURE, 1e6, &a->sampling.temperature)) return CLI_USAGE;
         } else if (strcmp(o, "--top-k") == 0) {
             if (cli_parse_count(CMD, o, v, 0, INT64_MAX, &a->sampling.top_k)) return CLI_USAGE;
         } else if (strcmp(o, "--top-p") == 0) {
-            if (parse_float(o, v, 1e-6, 1.0, &a->sampling.top_p)) return CLI_USAGE;
+            if (parse_float(o, v, false, 1e-6, 1.0, &a->sampling.top_p)) return CLI_USAGE;
         } else if (strcmp(o, "--seed") == 0) {
             if (cli_parse_count(CMD, o, v, 0, INT64_MAX, &n)) return CLI_USAGE;
             a->seed = (uint64_t)n;

@@ -1,6 +1,7 @@
 /* generation.c — the generation helpers `run` and `bench` share (generation.h). */
 #include "generation.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,9 @@ int cli_parse_count(const char *cmd, const char *opt, const char *value, int64_t
     char *end;
     errno = 0;
     long long v = strtoll(value, &end, 10);
-    if (errno || end == value || *end || v < min || v > max) {
+    /* strtoll would also skip leading spaces and take a '+': a whole number is digits, signed '-' */
+    bool written_plainly = isdigit((unsigned char)value[0]) || (value[0] == '-' && isdigit((unsigned char)value[1]));
+    if (errno || !written_plainly || *end || v < min || v > max) {
         if (max == INT64_MAX)
             return cli_usage_error(cmd, "%s wants a whole number >= %lld, got '%s'", opt, (long long)min, value);
         return cli_usage_error(cmd, "%s wants a whole number in %lld..%lld, got '%s'", opt, (long long)min,
@@ -29,6 +32,23 @@ int cli_parse_count(const char *cmd, const char *opt, const char *value, int64_t
     }
     *out = v;
     return CLI_OK;
+}
+
+int cli_list_next(const char *cmd, const char *opt, const char *list, const char **cursor, const char **item,
+                  size_t *len) {
+    if (!*cursor) return 0; /* past the last item */
+    const char *start = *cursor, *comma = strchr(start, ','), *end = comma ? comma : start + strlen(start);
+    *cursor = comma ? comma + 1 : NULL;
+    while (start < end && *start == ' ') start++;
+    while (end > start && end[-1] == ' ') end--;
+    if (start == end) {
+        size_t position = 1; /* the empty item's, counted from 1: commas before it + 1 */
+        for (const char *p = list; p < start; p++) position += *p == ',';
+        return cli_usage_error(cmd, "%s: item %zu of '%s' is empty (items are separated by single commas)", opt,
+                               position, list);
+    }
+    *item = start, *len = (size_t)(end - start);
+    return 1;
 }
 
 double cli_now_seconds(void) {

@@ -378,6 +378,17 @@ static int run_row(run_ctx *c, const m4_component *comp, int layer, m4_error *er
     return 0;
 }
 
+/* The attention mask [B, S] is HF's: 1 for a token, 0 for padding; the attention treats every
+ * nonzero value as a token, so any other value would be a silent guess at what the file meant. */
+static int check_mask_values(const run_ctx *c, m4_error *err) {
+    for (int64_t i = 0; i < c->mask.numel; i++)
+        if (c->mask.i64[i] != 0 && c->mask.i64[i] != 1)
+            return m4_fail(err, "%s: inputs/attention_mask[%lld, %lld] is %lld: mask values are 0 (padding) or 1 (a token)",
+                           m4_golden_path(c->golden), (long long)(i / c->cs.dims.S), (long long)(i % c->cs.dims.S),
+                           (long long)c->mask.i64[i]);
+    return 0;
+}
+
 static int read_inputs(run_ctx *c, m4_error *err) {
     if (m4_golden_read(c->golden, "inputs/input_ids", true, &c->ids, err)) return -1;
     if (c->ids.ndim != 2) return m4_fail(err, "%s: inputs/input_ids must be [B, S]", m4_golden_path(c->golden));
@@ -399,7 +410,8 @@ static int read_inputs(run_ctx *c, m4_error *err) {
         c->positions.numel = d->B * d->S;
     }
     if (m4_golden_has(c->golden, "inputs/attention_mask") &&
-        read_golden(c, "inputs", "attention_mask", true, SHAPE(d->B, d->S), &c->mask, err))
+        (read_golden(c, "inputs", "attention_mask", true, SHAPE(d->B, d->S), &c->mask, err) ||
+         check_mask_values(c, err)))
         return -1;
     c->multimodal_inputs = m4_golden_has(c->golden, "inputs/pixel_values");
     c->cs.ids = c->ids.i64, c->cs.positions = c->positions.i64, c->cs.mask = c->mask.i64;

@@ -41,6 +41,14 @@ typedef struct {
                         * top_p (at least one); ≥ 1: all */
 } m4_sampling;
 
+/* The smallest temperature above 0 (greedy) that sampling accepts. The logits are divided by it in
+ * float32 (HF's TemperatureLogitsWarper), and the quotient must stay finite to draw from: at
+ * 1e-6 every logit below 3.4e32 in magnitude does (FLT_MAX · 1e-6), while at float's smallest
+ * temperature, 1.4e-45, a logit of 1e-6 already overflows to inf. Going lower would change nothing
+ * but that: at 1e-6 a gap of 1e-4 between the two largest logits already makes the second
+ * e^-100 times less likely than the first (greedy in all but name). */
+#define M4_SAMPLING_MIN_TEMPERATURE 1e-6f
+
 /* Greedy sampling: the default. */
 m4_sampling m4_sampling_greedy(void);
 
@@ -48,7 +56,7 @@ m4_sampling m4_sampling_greedy(void);
 int64_t m4_argmax(const float *logits, int64_t n);
 
 /* The next token for one row of V logits under `s`. Fails on NaN logits or bad settings
- * (temperature not finite, top_p ≤ 0 or NaN). rng may be NULL only for greedy sampling. */
+ * (temperature not finite or in (0, M4_SAMPLING_MIN_TEMPERATURE), top_p ≤ 0 or NaN). rng may be NULL only for greedy sampling. */
 int m4_sample(const m4_sampling *s, const float *logits, int64_t V, m4_rng *rng, int64_t *token,
               m4_error *err);
 

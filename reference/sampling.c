@@ -67,6 +67,9 @@ int m4_sample(const m4_sampling *s, const float *logits, int64_t V, m4_rng *rng,
         return 0;
     }
     if (!isfinite(s->temperature)) return m4_fail(err, "sampling: temperature %g is not finite", s->temperature);
+    if (s->temperature < M4_SAMPLING_MIN_TEMPERATURE)
+        return m4_fail(err, "sampling: temperature %g is below %g (M4_SAMPLING_MIN_TEMPERATURE), where the logits "
+                            "divided by it overflow", s->temperature, (double)M4_SAMPLING_MIN_TEMPERATURE);
     if (!(s->top_p > 0.0f)) return m4_fail(err, "sampling: top_p %g must be > 0", s->top_p);
     if (!rng) return m4_fail(err, "sampling: temperature %g needs a random generator", s->temperature);
 

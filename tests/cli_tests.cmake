@@ -228,6 +228,30 @@ m4_cli_test(cli_run_no_prompt EXPECT_RC 2 ARGS run --model ${M4_RUN_CASES}/text_
 m4_cli_test(cli_run_no_model EXPECT_RC 2 ARGS run --ids 1,2 CHECKS "STDERR_1=missing --model")
 m4_cli_test(cli_run_bad_ids EXPECT_RC 2 ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,2,x
   CHECKS "STDERR_1=neither a token id nor special token text")
+# Issue #18, fault 8: an empty item was skipped ("1,,2" ran as two tokens), a temperature the
+# sampler cannot divide the logits by (below M4_SAMPLING_MIN_TEMPERATURE) was accepted and failed
+# at the first sampled token, 1e-50 silently became 0 (greedy), and counts took a '+' or spaces.
+m4_cli_test(cli_run_ids_empty_item EXPECT_RC 2 ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,,2
+  CHECKS "STDERR_1=--ids: item 2 of '1,,2' is empty")
+m4_cli_test(cli_run_ids_trailing_comma EXPECT_RC 2 ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,2,
+  CHECKS "STDERR_1=--ids: item 3 of '1,2,' is empty")
+m4_cli_test(cli_run_ids_signed EXPECT_RC 2 ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,+2
+  CHECKS "STDERR_1='\\+2' in '1,\\+2' is neither a token id")
+m4_cli_test(cli_run_temperature_too_small EXPECT_RC 2
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,331 --temperature 1e-45
+  CHECKS "STDERR_1=--temperature wants 0 or a number in \\[1e-06, 1e\\+06\\], got '1e-45'")
+m4_cli_test(cli_run_temperature_below_float EXPECT_RC 2
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,331 --temperature 1e-50
+  CHECKS "STDERR_1=--temperature wants 0 or a number in")
+m4_cli_test(cli_run_temperature_at_the_limit EXPECT_RC 0
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,331 --temperature 1e-6 --max-tokens 2
+  CHECKS "STDOUT_1=^218 329")
+m4_cli_test(cli_run_count_with_plus EXPECT_RC 2
+  ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,331 --max-tokens +2
+  CHECKS "STDERR_1=--max-tokens wants a whole number >= 1, got '\\+2'")
+m4_cli_test(cli_bench_prompt_trailing_comma EXPECT_RC 2
+  ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --prompt 16,
+  CHECKS "STDERR_1=--prompt: item 2 of '16,' is empty")
 m4_cli_test(cli_run_bad_reasoning EXPECT_RC 2
   ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1 --reasoning medium
   CHECKS "STDERR_1=none or high")
@@ -252,7 +276,8 @@ m4_cli_test(cli_run_image_count EXPECT_RC 1
 m4_cli_test(cli_run_id_outside_vocab EXPECT_RC 1
   ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids 1,512
   CHECKS "STDERR_1=outside the vocabulary \\[0, 512\\)")
-string(REPEAT "5," 257 m4_run_long_ids)   # max_position_embeddings of the tiny models is 256
+string(REPEAT "5," 256 m4_run_long_ids)   # max_position_embeddings of the tiny models is 256
+string(APPEND m4_run_long_ids "5")        # 257 ids (a trailing comma is an empty item)
 m4_cli_test(cli_run_prompt_too_long EXPECT_RC 1
   ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids ${m4_run_long_ids}
   CHECKS "STDERR_1=257 tokens, more than the model's max_position_embeddings \\(256\\)")
@@ -335,7 +360,7 @@ m4_cli_test(cli_bench_too_long EXPECT_RC 1
 m4_cli_test(cli_bench_bad_length EXPECT_RC 2
   ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --prompt 8,x CHECKS "STDERR_1=--prompt wants a whole number")
 m4_cli_test(cli_bench_empty_length EXPECT_RC 2
-  ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --prompt 8,,16 CHECKS "STDERR_1=is not a list of lengths")
+  ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --prompt 8,,16 CHECKS "STDERR_1=item 2 of '8,,16' is empty")
 m4_cli_test(cli_bench_bad_repeat EXPECT_RC 2
   ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --repeat 0 CHECKS "STDERR_1=--repeat wants a whole number in 1..1000")
 m4_cli_test(cli_bench_no_model EXPECT_RC 2 ARGS bench --prompt 8 CHECKS "STDERR_1=missing --model")

@@ -602,6 +602,14 @@ static void test_argmax_and_greedy(void **state) {
     assert_int_equal(m4_sample(&s, l, 5, NULL, &tok, &err), -1);
     s.temperature = INFINITY;
     assert_int_equal(m4_sample(&s, l, 5, &rng, &tok, &err), -1);
+    /* issue #18: below M4_SAMPLING_MIN_TEMPERATURE the logits / temperature overflow (at float's
+     * smallest, 1.4e-45, a logit of 1e-6 does): refused by the setting, whatever the logits */
+    const float small[2] = {1e-7f, 0.0f};
+    s.temperature = M4_SAMPLING_MIN_TEMPERATURE;
+    assert_int_equal(m4_sample(&s, small, 2, &rng, &tok, &err), 0);
+    s.temperature = 1e-45f;
+    assert_int_equal(m4_sample(&s, small, 2, &rng, &tok, &err), -1);
+    m4t_assert_contains(err.msg, "below 1e-06 (M4_SAMPLING_MIN_TEMPERATURE)");
 }
 
 /* Draw many times from p = (0.5, 0.3, 0.2): the frequencies match; top_k = 2 never draws id 2;

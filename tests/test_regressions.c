@@ -453,6 +453,43 @@ static void conform_golden_short_attention_mask_is_refused(void **state) {
     free(golden);
 }
 
+/* Sets element `index` (row-major) of int64 dataset `dataset` of golden file `path` to `value`. */
+static void set_int_element(const char *path, const char *dataset, size_t index, int64_t value) {
+    hid_t file = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(file >= 0);
+    hid_t ds = H5Dopen2(file, dataset, H5P_DEFAULT), space = H5Dget_space(ds);
+    assert_true(ds >= 0);
+    hssize_t n = H5Sget_simple_extent_npoints(space);
+    assert_true(n > (hssize_t)index);
+    int64_t *values = malloc(sizeof *values * (size_t)n);
+    assert_non_null(values);
+    assert_true(H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, values) >= 0);
+    values[index] = value;
+    assert_true(H5Dwrite(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, values) >= 0);
+    free(values);
+    H5Sclose(space), H5Dclose(ds), H5Fclose(file);
+}
+
+/* Issue #18, fault 8: an attention mask value other than 0 or 1 (here 7, at [1, 3]) was taken as
+ * "a token" (the attention masks only zeros) and the case passed. It is refused before any row,
+ * naming the file, the position and the value. */
+static void conform_golden_mask_value_other_than_0_or_1_is_refused(void **state) {
+    fixture *f = *state;
+    const hsize_t dims[2] = {2, 10};
+    char *golden = golden_with_dataset(f, "text_tiny", "inputs/attention_mask", true, 2, dims);
+    m4_report r;
+    m4_error err = {{0}};
+    if (conform_on("text_tiny", golden, "text.layers.0.self_attn", &r, &err) != 0) fail_msg("%s", err.msg);
+    m4_report_free(&r); /* zeros are mask values: accepted */
+    set_int_element(golden, "inputs/attention_mask", 13, 7);
+    assert_int_equal(conform_on("text_tiny", golden, "text.layers.0.self_attn", &r, &err), -1);
+    m4t_assert_contains(err.msg, golden);
+    m4t_assert_contains(err.msg, "inputs/attention_mask[1, 3] is 7: mask values are 0 (padding) or 1 (a token)");
+    assert_int_equal(r.n, 0);
+    m4_report_free(&r);
+    free(golden);
+}
+
 /* Reported in issue #9 (reading harness/conform.c): the runner never checked its buffers'
  * allocations (a failed one was handed to the backend as NULL, to write through), and sized them
  * from the case's inputs with unchecked int64 products. A well-formed case whose input_ids are
@@ -632,6 +669,7 @@ int main(void) {
         T(tokenizer_file_over_the_size_limit_is_refused),
         T(conform_golden_shape_mismatch_is_an_error_row),
         T(conform_golden_short_attention_mask_is_refused),
+        T(conform_golden_mask_value_other_than_0_or_1_is_refused),
         T(conform_golden_buffer_over_the_limit_is_an_error_row),
         T(report_writers_leave_a_file_named_like_the_old_temporary_alone),
         T(report_write_error_leaves_the_previous_report),
