@@ -203,6 +203,7 @@ int cmd_conform(int argc, char **argv) {
         m4_report_free(&report);
         return CLI_FAILED;
     }
+    if (report.warnings[0]) cli_error(CMD, "warning: %s", report.warnings);
     if (report.n == 0) {
         cli_error(CMD, "no component of %s matched%s%s", golden, only ? " --only " : "", only ? only : "");
         m4_report_free(&report);

@@ -49,6 +49,10 @@ typedef struct {
     int first_divergence;     /* index into results, -1 when every row passes */
     int n_pass, n_fail, n_error, n_not_implemented;
     double total_ms;
+    /* config fields the forward pass does not read (eos ids, dtype, …) that differ between the
+     * golden's recorded config and the model's: "golden FILE was made with F = A, the model has B
+     * (…)"; "" when none. Fields it reads refuse the run instead (m4_conform_run's error). */
+    char warnings[1024];
 } m4_report;
 
 /* Progress is reported per component through this callback (NULL for silence). */
@@ -70,6 +74,10 @@ typedef struct {
     /* Optional: run on this already-opened model instead of opening model_dir (tests use it to
      * break a parameter on purpose and check the harness names the first divergence). */
     const m4_model *model;
+    /* Tests only: `model`'s config was changed on purpose, standing for a bug in the math (a swapped
+     * rope pairing, a wrong eps), so it is not refused for differing from the golden's recorded
+     * config (which every other run is, before any row: m4_conform_run). */
+    bool model_broken_on_purpose;
 } m4_conform_options;
 
 int m4_conform_run(const m4_conform_options *opt, m4_report *report, m4_error *err);

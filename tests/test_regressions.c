@@ -7,7 +7,9 @@
 
 #include <dirent.h>
 #include <hdf5.h>
+#include <jansson.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 
 #include "chat.h"
 #include "config.h"
+#include "config_compare.h"
 #include "conform.h"
 #include "golden.h"
 #include "image.h"
@@ -345,10 +348,8 @@ static void replace_dataset(const char *path, const char *dataset, bool as_int, 
     free(zeros);
 }
 
-/* Copies committed case `name`'s golden into the fixture's folder and replaces its dataset
- * `dataset` by one of shape dims[ndim] (zeros, int64 or float32). */
-static char *golden_with_dataset(const fixture *f, const char *name, const char *dataset, bool as_int, int ndim,
-                                 const hsize_t *dims) {
+/* Copies committed case `name`'s golden into the fixture's folder (crafted.h5). */
+static char *golden_copy(const fixture *f, const char *name) {
     char rel[256];
     snprintf(rel, sizeof rel, "golden/cases/%s/%s.h5", name, name);
     char *src = m4t_source_path(rel), *dst = m4t_join(f->dir, "crafted.h5");
@@ -365,6 +366,14 @@ static char *golden_with_dataset(const fixture *f, const char *name, const char 
     m4t_write_file(dst, bytes, (size_t)size);
     free(bytes);
     free(src);
+    return dst;
+}
+
+/* Copies committed case `name`'s golden into the fixture's folder and replaces its dataset
+ * `dataset` by one of shape dims[ndim] (zeros, int64 or float32). */
+static char *golden_with_dataset(const fixture *f, const char *name, const char *dataset, bool as_int, int ndim,
+                                 const hsize_t *dims) {
+    char *dst = golden_copy(f, name);
     replace_dataset(dst, dataset, as_int, ndim, dims);
     return dst;
 }
@@ -535,6 +544,116 @@ static void conform_golden_buffer_over_the_limit_is_an_error_row(void **state) {
     free(golden);
 }
 
+/* ---- the golden's recorded config against the model's (issue #18, fault 3) ---------------- */
+
+/* Writes root attribute `name` of `path` as the generator does (golden/generate.py set_str_attr:
+ * a scalar fixed-length NUL-terminated string), replacing it. */
+static void set_root_attr(const char *path, const char *name, const char *value) {
+    hid_t file = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(file >= 0);
+    if (H5Aexists(file, name) > 0) assert_true(H5Adelete(file, name) >= 0);
+    hid_t type = H5Tcopy(H5T_C_S1), space = H5Screate(H5S_SCALAR);
+    H5Tset_size(type, strlen(value) + 1);
+    H5Tset_strpad(type, H5T_STR_NULLTERM);
+    hid_t attr = H5Acreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(attr >= 0);
+    assert_true(H5Awrite(attr, type, value) >= 0);
+    H5Aclose(attr), H5Sclose(space), H5Tclose(type), H5Fclose(file);
+}
+
+/* A copy of text_tiny's golden whose config_json is the model's config.json with `key` set to
+ * `value` (a JSON text), or `whole` as config_json when given. */
+static char *golden_with_config(const fixture *f, const char *key, const char *value, const char *whole) {
+    char *golden = golden_copy(f, "text_tiny");
+    if (whole) {
+        set_root_attr(golden, "config_json", whole);
+        return golden;
+    }
+    char *config = m4t_source_path("golden/cases/text_tiny/model/config.json");
+    json_t *root = json_load_file(config, 0, NULL), *v = json_loads(value, JSON_DECODE_ANY, NULL);
+    assert_non_null(root);
+    assert_non_null(v);
+    assert_int_equal(json_object_set_new(root, key, v), 0);
+    char *text = json_dumps(root, JSON_INDENT(2));
+    set_root_attr(golden, "config_json", text);
+    free(text), json_decref(root), free(config);
+    return golden;
+}
+
+/* Before issue #18 the golden's config_json was never compared with the model: a golden claiming
+ * hidden_size 128 (or one layer, or holding no JSON at all) passed 38/38 against the text_tiny
+ * model, and a model that did not match its golden failed 34 rows with budget% 14090871. Now the
+ * run is refused before any row, naming every differing field the forward pass reads with both
+ * values. */
+static void conform_golden_of_another_model_is_refused(void **state) {
+    fixture *f = *state;
+    const struct {
+        const char *key, *value, *whole, *expected;
+    } cases[] = {
+        {"hidden_size", "128", NULL, "was made with hidden_size = 128, the model has 64 (the model: "},
+        {"num_hidden_layers", "1", NULL, "was made with num_hidden_layers = 1, the model has 2 (the model: "},
+        {"rope_parameters", "{\"rope_type\": \"yarn\", \"rope_theta\": 10000.0, \"factor\": 4.0, "
+                            "\"original_max_position_embeddings\": 64, \"mscale\": 1.0}",
+         NULL, "was made with rope_parameters.mscale_all_dim = absent, the model has 1; "
+               "rope_parameters.llama_4_scaling_beta = absent, the model has 0.1 (the model: "},
+        {NULL, NULL, "{\"model_type\": \"mistral4\", \"hidden_size\": ", " (config_json): invalid JSON at line 1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *golden = golden_with_config(f, cases[i].key, cases[i].value, cases[i].whole);
+        m4_report r;
+        m4_error err = {{0}};
+        if (conform_on("text_tiny", golden, NULL, &r, &err) != -1) fail_msg("case %zu ran: %d rows", i, (int)r.n);
+        m4t_assert_contains(err.msg, golden);
+        m4t_assert_contains(err.msg, cases[i].expected);
+        assert_int_equal(r.n, 0); /* no row ran */
+        m4_report_free(&r);
+        remove(golden);
+        free(golden);
+    }
+}
+
+/* A field the forward pass does not read (the eos ids: generation only) is a warning in the report;
+ * the rows still run and pass. */
+static void conform_golden_other_eos_ids_only_warn(void **state) {
+    fixture *f = *state;
+    char *golden = golden_with_config(f, "eos_token_id", "[2, 7]", NULL);
+    m4_report r;
+    m4_error err = {{0}};
+    if (conform_on("text_tiny", golden, "text.norm", &r, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(r.n_pass, 1);
+    m4t_assert_contains(r.warnings, golden);
+    m4t_assert_contains(r.warnings, "was made with eos_token_id = [2, 7], the model has [2] (the model: ");
+    m4t_assert_contains(r.warnings, "fields the forward pass does not read");
+    m4_report_free(&r);
+    free(golden);
+}
+
+static void count_difference(const m4_config_difference *d, void *calls) {
+    (void)d;
+    ++*(int *)calls;
+}
+
+/* The comparison cannot pass over a field its table does not list: the structs are also compared
+ * whole, with the listed fields made equal. Here the bytes after text.norm_topk_prob (padding
+ * before the double that follows) stand for such a field. */
+static void config_compare_reports_bytes_no_field_covers(void **state) {
+    (void)state;
+    char *json = tiny_config("", "");
+    m4_config a, b;
+    m4_error err = {{0}};
+    assert_int_equal(m4_config_parse(json, "a.json", &a, &err), 0);
+    assert_int_equal(m4_config_parse(json, "b.json", &b, &err), 0); /* another source: not a difference */
+    int calls = 0;
+    assert_int_equal(m4_config_compare(&a, &b, count_difference, &calls), 0);
+    assert_int_equal(calls, 0);
+    const size_t gap = offsetof(m4_config, text.norm_topk_prob) + sizeof(bool);
+    assert_true(gap < offsetof(m4_config, text.routed_scaling_factor));
+    ((unsigned char *)&b)[gap] ^= 1;
+    assert_int_equal(m4_config_compare(&a, &b, count_difference, &calls), 1);
+    assert_int_equal(calls, 1);
+    free(json);
+}
+
 /* ---- the report writers ------------------------------------------------------------------- */
 
 /* A report of two rows, as the runner fills it. */
@@ -671,6 +790,9 @@ int main(void) {
         T(conform_golden_short_attention_mask_is_refused),
         T(conform_golden_mask_value_other_than_0_or_1_is_refused),
         T(conform_golden_buffer_over_the_limit_is_an_error_row),
+        T(conform_golden_of_another_model_is_refused),
+        T(conform_golden_other_eos_ids_only_warn),
+        T(config_compare_reports_bytes_no_field_covers),
         T(report_writers_leave_a_file_named_like_the_old_temporary_alone),
         T(report_write_error_leaves_the_previous_report),
     };
