@@ -11,7 +11,7 @@
 
 struct m4_golden {
     hid_t file;
-    char path[1024];
+    char *path; /* as given, whole: it leads every message (m4_error shortens a long one in the middle) */
 };
 
 /* HDF5 prints its own error stack by default; the harness reports errors itself. */
@@ -29,12 +29,14 @@ int m4_golden_open(const char *path, m4_golden **out, m4_error *err) {
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (file < 0) return m4_fail(err, "%s: cannot open as HDF5", path);
     m4_golden *g = calloc(1, sizeof *g);
-    if (!g) {
+    char *copy = strdup(path);
+    if (!g || !copy) {
+        free(g), free(copy);
         H5Fclose(file);
         return m4_fail(err, "%s: out of memory", path);
     }
     g->file = file;
-    snprintf(g->path, sizeof g->path, "%s", path);
+    g->path = copy;
     *out = g;
     return 0;
 }
@@ -42,6 +44,7 @@ int m4_golden_open(const char *path, m4_golden **out, m4_error *err) {
 void m4_golden_close(m4_golden *g) {
     if (!g) return;
     H5Fclose(g->file);
+    free(g->path);
     free(g);
 }
 

@@ -13,13 +13,16 @@ typedef struct {
 } m4_error;
 
 /* Formats msg into err (if err is non-NULL) and returns -1, so callers can write
- * `return m4_fail(err, "%s: truncated", path);`. */
+ * `return m4_fail(err, "%s: truncated", path);`. A message longer than msg keeps its start and its
+ * end, joined by "…" (a long path leading the message is cut in the middle, the reason after it
+ * stays whole). */
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
 int m4_fail(m4_error *err, const char *fmt, ...);
 
-/* Prefixes an existing message: "context: previous message". Returns -1. */
+/* Prefixes an existing message: "context: previous message" (shortened in the middle as above
+ * when too long). Returns -1. */
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif

@@ -544,6 +544,36 @@ static void conform_golden_buffer_over_the_limit_is_an_error_row(void **state) {
     free(golden);
 }
 
+/* ---- long paths in messages (issue #18, fault 7) ------------------------------------------ */
+
+/* m4_error holds 1024 bytes: a 2000-character image path filled it, and the reason, which comes
+ * last, was cut off ("PATH…" and nothing after). A message too long now keeps its start and its
+ * end, joined by "…", so the reason survives; so does m4_fail_context's prefix. */
+static void long_path_keeps_the_reason(void **state) {
+    fixture *f = *state;
+    char path[2100];
+    int n = snprintf(path, sizeof path, "%s/missing", f->dir);
+    while (n < 1990) n += snprintf(path + n, sizeof path - (size_t)n, "/%.150s", "component-of-a-long-path-"
+                                   "................................................................"
+                                   "...............................................................");
+    n += snprintf(path + n, sizeof path - (size_t)n, "/x.png");
+    assert_true(n >= 2000 && (size_t)n < sizeof path);
+    m4_image img;
+    m4_error err = {{0}};
+    assert_int_equal(m4_image_load(path, &img, &err), -1);
+    assert_true(strlen(err.msg) < sizeof err.msg);
+    assert_memory_equal(err.msg, path, 200); /* the path's start */
+    m4t_assert_contains(err.msg, "\u2026");
+    static const char reason[] = "/x.png: cannot open the image: No such file or directory";
+    size_t len = strlen(err.msg);
+    assert_true(len > sizeof reason);
+    assert_string_equal(err.msg + len - (sizeof reason - 1), reason);
+    m4_fail_context(&err, "message 3 chunk 1");
+    assert_memory_equal(err.msg, "message 3 chunk 1: ", 19);
+    len = strlen(err.msg);
+    assert_string_equal(err.msg + len - (sizeof reason - 1), reason);
+}
+
 /* ---- the golden's recorded config against the model's (issue #18, fault 3) ---------------- */
 
 /* Writes root attribute `name` of `path` as the generator does (golden/generate.py set_str_attr:
@@ -790,6 +820,7 @@ int main(void) {
         T(conform_golden_short_attention_mask_is_refused),
         T(conform_golden_mask_value_other_than_0_or_1_is_refused),
         T(conform_golden_buffer_over_the_limit_is_an_error_row),
+        T(long_path_keeps_the_reason),
         T(conform_golden_of_another_model_is_refused),
         T(conform_golden_other_eos_ids_only_warn),
         T(config_compare_reports_bytes_no_field_covers),
