@@ -574,7 +574,7 @@ int m4_conform_run(const m4_conform_options *opt, m4_report *report, m4_error *e
     }
     if (read_recorded_config(golden, recorded, err)) goto done;
     if (opt->candidate_path) {
-        if (m4_golden_open(opt->candidate_path, &candidate, err)) {
+        if (m4_golden_open_candidate(opt->candidate_path, &candidate, err)) {
             m4_fail_context(err, "candidate");
             goto done;
         }

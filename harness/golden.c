@@ -12,12 +12,13 @@
 struct m4_golden {
     hid_t file;
     char *path; /* as given, whole: it leads every message (m4_error shortens a long one in the middle) */
+    bool variable_strings; /* a candidate's: its string attributes may be variable-length */
 };
 
 /* HDF5 prints its own error stack by default; the harness reports errors itself. */
 static void silence_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
-int m4_golden_open(const char *path, m4_golden **out, m4_error *err) {
+static int open_file(const char *path, bool variable_strings, m4_golden **out, m4_error *err) {
     *out = NULL;
     silence_hdf5();
     /* libhdf5 opens whatever the path names and would block on a FIFO: the file kind first. */
@@ -37,8 +38,15 @@ int m4_golden_open(const char *path, m4_golden **out, m4_error *err) {
     }
     g->file = file;
     g->path = copy;
+    g->variable_strings = variable_strings;
     *out = g;
     return 0;
+}
+
+int m4_golden_open(const char *path, m4_golden **out, m4_error *err) { return open_file(path, false, out, err); }
+
+int m4_golden_open_candidate(const char *path, m4_golden **out, m4_error *err) {
+    return open_file(path, true, out, err);
 }
 
 void m4_golden_close(m4_golden *g) {
@@ -62,6 +70,11 @@ int m4_golden_attr(const m4_golden *g, const char *name, char *buf, size_t size,
     if (type < 0 || space < 0 || H5Tget_class(type) != H5T_STRING ||
         H5Sget_simple_extent_type(space) == H5S_NULL || H5Sget_simple_extent_npoints(space) != 1) {
         rc = m4_fail(err, "%s: root attribute \"%s\" is not a string", g->path, name);
+    } else if (H5Tis_variable_str(type) > 0 && !g->variable_strings) {
+        /* golden/generate.py writes fixed-length strings only; a variable-length one lives in the
+         * file's global heap, where a corrupt heap size made H5Aread spin for minutes (issue #18) */
+        rc = m4_fail(err, "%s: root attribute \"%s\" is a variable-length string; golden files hold fixed-length "
+                          "ones (golden/generate.py)", g->path, name);
     } else if (H5Tis_variable_str(type) > 0) {
         char *value = NULL;
         hid_t mem = H5Tget_native_type(type, H5T_DIR_ASCEND);
@@ -92,16 +105,32 @@ int m4_golden_attr(const m4_golden *g, const char *name, char *buf, size_t size,
 
 bool m4_golden_has_attr(const m4_golden *g, const char *name) { return H5Aexists(g->file, name) > 0; }
 
-int m4_golden_dtype(const m4_golden *g, const char *path, char *buf, size_t size, m4_error *err) {
-    if (!m4_golden_has(g, path)) return m4_fail(err, "%s: dataset \"%s\" is missing", g->path, path);
-    hid_t ds = H5Dopen2(g->file, path, H5P_DEFAULT);
-    if (ds < 0) return m4_fail(err, "%s: \"%s\" is not a dataset", g->path, path);
-    hid_t type = H5Dget_type(ds);
+/* The element type as a short name: "float32", "int64", "uint8", "string", "other". */
+static void type_name(hid_t type, char *buf, size_t size) {
     H5T_class_t cls = type < 0 ? H5T_NO_CLASS : H5Tget_class(type);
     size_t bits = type < 0 ? 0 : 8 * H5Tget_size(type);
     if (cls == H5T_FLOAT) snprintf(buf, size, "float%zu", bits);
     else if (cls == H5T_INTEGER) snprintf(buf, size, "%sint%zu", H5Tget_sign(type) == H5T_SGN_NONE ? "u" : "", bits);
     else snprintf(buf, size, "%s", cls == H5T_STRING ? "string" : "other");
+}
+
+/* true when `type` is `standard` (a little-endian IEEE float or two's complement integer) in
+ * either byte order: every property (size, precision, offset, fields, sign) as libhdf5 defines it,
+ * so a corrupt header's float32 with a 2^30-byte size or a shifted mantissa is not. */
+static bool is_exactly(hid_t type, hid_t standard) {
+    if (H5Tequal(type, standard) > 0) return true;
+    hid_t big = H5Tcopy(standard);
+    bool equal = big >= 0 && H5Tset_order(big, H5T_ORDER_BE) >= 0 && H5Tequal(type, big) > 0;
+    if (big >= 0) H5Tclose(big);
+    return equal;
+}
+
+int m4_golden_dtype(const m4_golden *g, const char *path, char *buf, size_t size, m4_error *err) {
+    if (!m4_golden_has(g, path)) return m4_fail(err, "%s: dataset \"%s\" is missing", g->path, path);
+    hid_t ds = H5Dopen2(g->file, path, H5P_DEFAULT);
+    if (ds < 0) return m4_fail(err, "%s: \"%s\" is not a dataset", g->path, path);
+    hid_t type = H5Dget_type(ds);
+    type_name(type, buf, size);
     if (type >= 0) H5Tclose(type);
     H5Dclose(ds);
     return 0;
@@ -120,6 +149,70 @@ bool m4_golden_has(const m4_golden *g, const char *path) {
         }
     }
     return true;
+}
+
+/* Largest chunk read when the dataset itself is smaller (1 MiB, libhdf5's default chunk cache;
+ * h5py's chunks are within the dataset): a damaged header's chunk of 2^32 elements made libhdf5
+ * allocate gigabytes for a 2 × 2 dataset. */
+#define MAX_CHUNK_BYTES ((hsize_t)1 << 20)
+
+static hsize_t file_size(const m4_golden *g) {
+    hsize_t size = 0;
+    return H5Fget_filesize(g->file, &size) < 0 ? 0 : size;
+}
+
+/* The storage of a dataset of `numel` elements of `element` bytes, as its header declares it,
+ * against what golden files hold, before libhdf5 reads it (issue #18: damaged headers made H5Dread
+ * allocate 4 GB for a 2 × 2 dataset): data in this file, not external or virtual files; contiguous
+ * or compact data of exactly numel × element bytes inside the file; chunks of bounded size; no
+ * more bytes stored than the file has. */
+static int check_storage(const m4_golden *g, const char *path, hid_t ds, int64_t numel, size_t element,
+                         m4_error *err) {
+    hid_t dcpl = H5Dget_create_plist(ds);
+    if (dcpl < 0) return m4_fail(err, "%s: cannot read the storage layout of dataset \"%s\"", g->path, path);
+    const H5D_layout_t layout = H5Pget_layout(dcpl);
+    const int external = H5Pget_external_count(dcpl);
+    hsize_t chunk[H5S_MAX_RANK], chunk_bytes = element;
+    const int chunk_rank = layout == H5D_CHUNKED ? H5Pget_chunk(dcpl, H5S_MAX_RANK, chunk) : 0;
+    for (int d = 0; d < chunk_rank && chunk_bytes <= MAX_CHUNK_BYTES; d++) chunk_bytes *= chunk[d];
+    H5Pclose(dcpl);
+    const hsize_t expected = (hsize_t)numel * element, stored = H5Dget_storage_size(ds), available = file_size(g);
+    if (external != 0 || layout == H5D_VIRTUAL)
+        return m4_fail(err, "%s: dataset \"%s\" keeps its data in other files (external or virtual storage); golden "
+                            "files hold their own", g->path, path);
+    if (layout == H5D_CHUNKED && (chunk_rank < 0 || (chunk_bytes > MAX_CHUNK_BYTES && chunk_bytes > expected)))
+        return m4_fail(err, "%s: dataset \"%s\" is stored in chunks larger than both the dataset (%llu bytes) and "
+                            "%llu bytes: the file is damaged", g->path, path, (unsigned long long)expected,
+                       (unsigned long long)MAX_CHUNK_BYTES);
+    if ((layout == H5D_CONTIGUOUS || layout == H5D_COMPACT) && stored != expected)
+        return m4_fail(err, "%s: dataset \"%s\" stores %llu bytes, but its %lld elements take %llu: the file is "
+                            "damaged", g->path, path, (unsigned long long)stored, (long long)numel,
+                       (unsigned long long)expected);
+    haddr_t at = layout == H5D_CONTIGUOUS && stored > 0 ? H5Dget_offset(ds) : 0;
+    if (stored > available || at == HADDR_UNDEF || at > available - stored)
+        return m4_fail(err, "%s: dataset \"%s\" declares %llu bytes of data%s, past the end of the %llu-byte file: "
+                            "the file is damaged or cut short", g->path, path, (unsigned long long)stored,
+                       layout == H5D_CONTIGUOUS ? " at its offset" : "", (unsigned long long)available);
+    return 0;
+}
+
+/* The stored element type: exactly the float32 (activations) or int64 (ids) golden files hold, in
+ * either byte order. Checked before H5Dread, whose conversions of other or damaged types (a
+ * float32 claiming 2^30 bytes, a shifted mantissa) are where corrupt files crashed libhdf5 (a NULL
+ * dereference after an unchecked 256 GB calloc in H5T__bit_copy, issue #18). */
+static int check_type(const m4_golden *g, const char *path, hid_t ds, bool as_int, m4_error *err) {
+    const char *wanted = as_int ? "int64" : "float32";
+    hid_t type = H5Dget_type(ds);
+    if (type >= 0 && is_exactly(type, as_int ? H5T_STD_I64LE : H5T_IEEE_F32LE)) {
+        H5Tclose(type);
+        return 0;
+    }
+    char name[32];
+    type_name(type, name, sizeof name);
+    if (type >= 0) H5Tclose(type);
+    return m4_fail(err, "%s: dataset \"%s\" is stored as %s%s, not %s (golden files hold float32 activations and "
+                        "int64 ids)", g->path, path, name,
+                   strcmp(name, wanted) == 0 ? " with a nonstandard bit layout" : "", wanted);
 }
 
 int m4_golden_read(const m4_golden *g, const char *path, bool as_int, m4_array *out, m4_error *err) {
@@ -158,13 +251,18 @@ int m4_golden_read(const m4_golden *g, const char *path, bool as_int, m4_array *
         out->dims[d] = (int64_t)dims[d];
         out->numel *= (int64_t)dims[d];
     }
-    size_t bytes = (size_t)(out->numel ? out->numel : 1) * (as_int ? sizeof(int64_t) : sizeof(float));
+    const size_t element = as_int ? sizeof(int64_t) : sizeof(float);
+    if (check_type(g, path, ds, as_int, err) || check_storage(g, path, ds, out->numel, element, err)) {
+        rc = -1;
+        goto done;
+    }
+    size_t bytes = (size_t)(out->numel ? out->numel : 1) * element;
     void *data = malloc(bytes);
     if (!data) {
         rc = m4_fail(err, "%s: out of memory reading \"%s\"", g->path, path);
         goto done;
     }
-    /* HDF5 converts the stored type (float64, int32, …) to the memory type. */
+    /* the stored type is the memory type, or it with the other byte order (check_type) */
     if (H5Dread(ds, as_int ? H5T_NATIVE_INT64 : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
         free(data);
         rc = m4_fail(err, "%s: cannot read dataset \"%s\" as %s", g->path, path, as_int ? "int64" : "float32");

@@ -34,10 +34,15 @@ typedef struct {
 } m4_array;
 
 int m4_golden_open(const char *path, m4_golden **out, m4_error *err);
+/* A candidate file (docs/CANDIDATE-LAYOUT.md), written by any engine: as m4_golden_open, but its
+ * string attributes may also be variable-length (h5py's default for a str), which golden files
+ * never hold (m4_golden_attr refuses them there). */
+int m4_golden_open_candidate(const char *path, m4_golden **out, m4_error *err);
 void m4_golden_close(m4_golden *g);
 const char *m4_golden_path(const m4_golden *g);
 
-/* A root attribute as a string (fixed- or variable-length). Fails when absent. */
+/* A root attribute as a string: one fixed-length string (golden/generate.py writes no other), or
+ * in a candidate file also a variable-length one. Fails when absent. */
 int m4_golden_attr(const m4_golden *g, const char *name, char *buf, size_t size, m4_error *err);
 
 /* true when the root attribute exists. */
@@ -50,7 +55,9 @@ int m4_golden_dtype(const m4_golden *g, const char *path, char *buf, size_t size
 /* true when the object (group or dataset) exists, e.g. "text.layers.3" or "model/logits". */
 bool m4_golden_has(const m4_golden *g, const char *path);
 
-/* Reads a dataset converted to float32 (as_int = false) or int64 (as_int = true). */
+/* Reads a dataset stored as float32 (as_int = false) or int64 (as_int = true), little- or
+ * big-endian: another type, data in other files, and storage that does not fit the shape or the
+ * file are refused before libhdf5 reads (docs/INPUTS.md §5). */
 int m4_golden_read(const m4_golden *g, const char *path, bool as_int, m4_array *out, m4_error *err);
 
 void m4_array_free(m4_array *a);

@@ -58,22 +58,26 @@ static hid_t create_h5(const char *path) {
     return file;
 }
 
-/* Reading `dataset` must fail (as float32 and as int64) with a message holding `needle`. */
-static void expect_read_fails(const char *path, const char *dataset, const char *needle) {
+/* Reading `dataset` as int64 (as_int) or float32 must fail with a message holding `needle`. */
+static void expect_read_fails_as(const char *path, const char *dataset, bool as_int, const char *needle) {
     m4_golden *g;
     m4_error err = {{0}};
     assert_int_equal(m4_golden_open(path, &g, &err), 0);
-    for (int as_int = 0; as_int < 2; as_int++) {
-        m4_array a;
-        err.msg[0] = 0;
-        assert_int_equal(m4_golden_read(g, dataset, as_int, &a, &err), -1);
-        assert_null(a.f32);
-        assert_null(a.i64);
-        assert_int_equal(a.numel, 0);
-        m4t_assert_contains(err.msg, needle);
-        m4t_assert_contains(err.msg, dataset);
-    }
+    m4_array a;
+    err.msg[0] = 0;
+    assert_int_equal(m4_golden_read(g, dataset, as_int, &a, &err), -1);
+    assert_null(a.f32);
+    assert_null(a.i64);
+    assert_int_equal(a.numel, 0);
+    m4t_assert_contains(err.msg, needle);
+    m4t_assert_contains(err.msg, dataset);
     m4_golden_close(g);
+}
+
+/* The same, as float32 and as int64. */
+static void expect_read_fails(const char *path, const char *dataset, const char *needle) {
+    expect_read_fails_as(path, dataset, false, needle);
+    expect_read_fails_as(path, dataset, true, needle);
 }
 
 /* Found by fuzz_golden (STRUCTURED mode, first minute): a dataset whose header claims
@@ -168,6 +172,127 @@ static void golden_attribute_fixed_string_array_is_refused(void **state) {
     expect_attr_fails(f->h5, "case", "is not a string");
 }
 
+
+/* ---- what libhdf5 is asked to read (issue #18, fault 5) ----------------------------------- */
+
+/* Writes dataset `name` [2, 2] of element type `type` into a new file `path` (contiguous, written
+ * with `values` of type `memory` when given, else left unallocated); returns the data's address. */
+static haddr_t write_small_dataset(const char *path, const char *name, hid_t type, hid_t memory, const void *values) {
+    hid_t file = create_h5(path);
+    hsize_t dims[2] = {2, 2};
+    hid_t space = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_LATE);
+    hid_t ds = H5Dcreate2(file, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    assert_true(ds >= 0);
+    if (values) assert_true(H5Dwrite(ds, memory, H5S_ALL, H5S_ALL, H5P_DEFAULT, values) >= 0);
+    haddr_t at = H5Dget_offset(ds);
+    H5Dclose(ds), H5Pclose(dcpl), H5Sclose(space), H5Fclose(file);
+    return at;
+}
+
+/* A type other than float32 / int64, or one whose header claims a float32 of 2^26 bytes (a RAW
+ * fuzz input's damaged header claimed more: libhdf5 converted it with an unchecked 256 GB calloc
+ * in H5T__bit_copy and dereferenced NULL, or allocated 4 GB for a 2 × 2 dataset), is refused
+ * before H5Dread: golden files hold float32 activations and int64 ids, nothing to convert. */
+static void golden_other_element_types_are_refused(void **state) {
+    fixture *f = *state;
+    const double doubles[4] = {1, 2, 3, 4};
+    write_small_dataset(f->h5, "d", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, doubles);
+    expect_read_fails(f->h5, "d", "is stored as float64, not "); /* as float32, and as int64 */
+    hid_t huge = H5Tcopy(H5T_IEEE_F32LE);
+    assert_true(H5Tset_size(huge, (size_t)1 << 26) >= 0); /* precision 32 in a 64 MiB element */
+    write_small_dataset(f->h5, "huge", huge, huge, NULL);
+    H5Tclose(huge);
+    expect_read_fails(f->h5, "huge", "is stored as float536870912, not ");
+    hid_t shifted = H5Tcopy(H5T_IEEE_F32LE); /* a float32 whose exponent bias is not IEEE's 127 */
+    assert_true(H5Tset_ebias(shifted, 100) >= 0);
+    write_small_dataset(f->h5, "shifted", shifted, shifted, NULL);
+    H5Tclose(shifted);
+    m4_golden *g;
+    m4_error err = {{0}};
+    assert_int_equal(m4_golden_open(f->h5, &g, &err), 0);
+    m4_array a;
+    assert_int_equal(m4_golden_read(g, "shifted", false, &a, &err), -1);
+    m4t_assert_contains(err.msg, "dataset \"shifted\" is stored as float32 with a nonstandard bit layout, not float32");
+    const float big_endian[4] = {1, 2, 3, 4}; /* the other byte order is the same type */
+    m4_golden_close(g);
+    write_small_dataset(f->h5, "be", H5T_IEEE_F32BE, H5T_NATIVE_FLOAT, big_endian);
+    assert_int_equal(m4_golden_open(f->h5, &g, &err), 0);
+    if (m4_golden_read(g, "be", false, &a, &err) != 0) fail_msg("%s", err.msg);
+    assert_true(a.f32[3] == 4.0f);
+    m4_array_free(&a);
+    m4_golden_close(g);
+}
+
+/* Finds the little-endian pair (a, b) of 64-bit fields in file `path` and rewrites it as (to_a,
+ * to_b): a contiguous layout message's address and size. */
+static void patch_u64_pair(const char *path, uint64_t a, uint64_t b, uint64_t to_a, uint64_t to_b) {
+    FILE *file = fopen(path, "r+b");
+    assert_non_null(file);
+    static unsigned char bytes[1 << 16];
+    unsigned char pattern[16], patched[16];
+    size_t n = fread(bytes, 1, sizeof bytes, file);
+    for (int i = 0; i < 8; i++) {
+        pattern[i] = (unsigned char)(a >> 8 * i), pattern[8 + i] = (unsigned char)(b >> 8 * i);
+        patched[i] = (unsigned char)(to_a >> 8 * i), patched[8 + i] = (unsigned char)(to_b >> 8 * i);
+    }
+    size_t at = 0;
+    while (at + 16 <= n && memcmp(bytes + at, pattern, 16) != 0) at++;
+    assert_true(at + 16 <= n);
+    assert_int_equal(fseek(file, (long)at, SEEK_SET), 0);
+    assert_int_equal(fwrite(patched, 1, 16, file), 16);
+    fclose(file);
+}
+
+/* A contiguous dataset's layout message (its address, then its size) rewritten: a size that is
+ * not the shape's, or data past the end of the file, is refused before libhdf5 reads it. */
+static void golden_contiguous_storage_that_does_not_fit_is_refused(void **state) {
+    fixture *f = *state;
+    const float values[4] = {1, 2, 3, 4};
+    haddr_t at = write_small_dataset(f->h5, "x", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, values);
+    assert_true(at != HADDR_UNDEF);
+    patch_u64_pair(f->h5, at, 16, at, (uint64_t)1 << 32);
+    expect_read_fails_as(f->h5, "x", false, "stores 4294967296 bytes, but its 4 elements take 16: the file is damaged");
+    at = write_small_dataset(f->h5, "x", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, values);
+    patch_u64_pair(f->h5, at, 16, (uint64_t)1 << 40, 16);
+    expect_read_fails_as(f->h5, "x", false, "past the end of the");
+}
+
+/* Chunks far larger than the dataset made libhdf5 allocate gigabytes for a few elements. */
+static void golden_chunks_larger_than_the_dataset_are_refused(void **state) {
+    fixture *f = *state;
+    hid_t file = create_h5(f->h5);
+    hsize_t dims[2] = {2, 2}, max[2] = {H5S_UNLIMITED, H5S_UNLIMITED}, chunk[2] = {1 << 14, 1 << 14};
+    hid_t space = H5Screate_simple(2, dims, max), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, chunk);
+    hid_t ds = H5Dcreate2(file, "x", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    assert_true(ds >= 0);
+    H5Dclose(ds), H5Pclose(dcpl), H5Sclose(space), H5Fclose(file);
+    expect_read_fails_as(f->h5, "x", false, "is stored in chunks larger than both the dataset (16 bytes) and 1048576 bytes");
+}
+
+/* A variable-length string attribute lives in the file's global heap, where a damaged heap size
+ * kept H5Aread busy for minutes (RAW fuzzing). golden/generate.py writes fixed-length strings
+ * only, so a golden file's are refused; a candidate file, which any engine may write (h5py's
+ * default for a str is variable-length), may hold them. */
+static void golden_variable_length_attribute_is_refused(void **state) {
+    fixture *f = *state;
+    hid_t file = create_h5(f->h5);
+    hid_t type = H5Tcopy(H5T_C_S1), space = H5Screate(H5S_SCALAR);
+    H5Tset_size(type, H5T_VARIABLE);
+    hid_t attr = H5Acreate2(file, "case", type, space, H5P_DEFAULT, H5P_DEFAULT);
+    const char *value = "text_tiny";
+    assert_true(attr >= 0 && H5Awrite(attr, type, &value) >= 0);
+    H5Aclose(attr), H5Sclose(space), H5Tclose(type), H5Fclose(file);
+    expect_attr_fails(f->h5, "case", "is a variable-length string; golden files hold fixed-length ones");
+    m4_golden *g;
+    m4_error err = {{0}};
+    char buf[64];
+    assert_int_equal(m4_golden_open_candidate(f->h5, &g, &err), 0);
+    if (m4_golden_attr(g, "case", buf, sizeof buf, &err) != 0) fail_msg("%s", err.msg);
+    assert_string_equal(buf, "text_tiny");
+    m4_golden_close(g);
+}
 
 /* ---- config.json and the tensor list ----------------------------------------------------- */
 
@@ -810,6 +935,10 @@ int main(void) {
         T(golden_null_dataspace_is_refused),
         T(golden_attribute_vlen_string_array_is_refused),
         T(golden_attribute_fixed_string_array_is_refused),
+        T(golden_other_element_types_are_refused),
+        T(golden_contiguous_storage_that_does_not_fit_is_refused),
+        T(golden_chunks_larger_than_the_dataset_are_refused),
+        T(golden_variable_length_attribute_is_refused),
         T(config_two_million_layers_is_refused),
         T(weights_patch_merger_width_overflow_is_refused),
         T(config_file_over_the_size_limit_is_refused),
