@@ -196,23 +196,29 @@ static int check_storage(const m4_golden *g, const char *path, hid_t ds, int64_t
     return 0;
 }
 
-/* The stored element type: exactly the float32 (activations) or int64 (ids) golden files hold, in
- * either byte order. Checked before H5Dread, whose conversions of other or damaged types (a
- * float32 claiming 2^30 bytes, a shifted mantissa) are where corrupt files crashed libhdf5 (a NULL
- * dereference after an unchecked 256 GB calloc in H5T__bit_copy, issue #18). */
-static int check_type(const m4_golden *g, const char *path, hid_t ds, bool as_int, m4_error *err) {
-    const char *wanted = as_int ? "int64" : "float32";
+/* The stored element type: exactly one golden/generate.py writes (float32 activations, int64 ids,
+ * uint8 image bytes), in either byte order; sets *bytes to its size. Checked before H5Dread, whose
+ * conversions of other or damaged types (a float32 claiming 2^30 bytes, a shifted mantissa) are
+ * where corrupt files crashed libhdf5 (a NULL dereference after an unchecked 256 GB calloc in
+ * H5T__bit_copy, issue #18); between these three it converts with its plain hard-coded loops. */
+static int check_type(const m4_golden *g, const char *path, hid_t ds, size_t *bytes, m4_error *err) {
+    static const char *const written[] = {"float32", "int64", "uint8"};
+    const hid_t standard[] = {H5T_IEEE_F32LE, H5T_STD_I64LE, H5T_STD_U8LE};
     hid_t type = H5Dget_type(ds);
-    if (type >= 0 && is_exactly(type, as_int ? H5T_STD_I64LE : H5T_IEEE_F32LE)) {
-        H5Tclose(type);
-        return 0;
-    }
     char name[32];
     type_name(type, name, sizeof name);
+    bool known_name = false;
+    for (size_t i = 0; i < sizeof standard / sizeof *standard; i++) {
+        known_name |= strcmp(name, written[i]) == 0;
+        if (type >= 0 && is_exactly(type, standard[i])) {
+            *bytes = H5Tget_size(type);
+            H5Tclose(type);
+            return 0;
+        }
+    }
     if (type >= 0) H5Tclose(type);
-    return m4_fail(err, "%s: dataset \"%s\" is stored as %s%s, not %s (golden files hold float32 activations and "
-                        "int64 ids)", g->path, path, name,
-                   strcmp(name, wanted) == 0 ? " with a nonstandard bit layout" : "", wanted);
+    return m4_fail(err, "%s: dataset \"%s\" is stored as %s%s; golden files hold float32, int64 and uint8 data",
+                   g->path, path, name, known_name ? " with a nonstandard bit layout" : "");
 }
 
 int m4_golden_read(const m4_golden *g, const char *path, bool as_int, m4_array *out, m4_error *err) {
@@ -251,18 +257,18 @@ int m4_golden_read(const m4_golden *g, const char *path, bool as_int, m4_array *
         out->dims[d] = (int64_t)dims[d];
         out->numel *= (int64_t)dims[d];
     }
-    const size_t element = as_int ? sizeof(int64_t) : sizeof(float);
-    if (check_type(g, path, ds, as_int, err) || check_storage(g, path, ds, out->numel, element, err)) {
+    size_t stored_bytes = 0;
+    if (check_type(g, path, ds, &stored_bytes, err) || check_storage(g, path, ds, out->numel, stored_bytes, err)) {
         rc = -1;
         goto done;
     }
-    size_t bytes = (size_t)(out->numel ? out->numel : 1) * element;
+    size_t bytes = (size_t)(out->numel ? out->numel : 1) * (as_int ? sizeof(int64_t) : sizeof(float));
     void *data = malloc(bytes);
     if (!data) {
         rc = m4_fail(err, "%s: out of memory reading \"%s\"", g->path, path);
         goto done;
     }
-    /* the stored type is the memory type, or it with the other byte order (check_type) */
+    /* HDF5 converts the stored type (one of check_type's three) to the memory type. */
     if (H5Dread(ds, as_int ? H5T_NATIVE_INT64 : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
         free(data);
         rc = m4_fail(err, "%s: cannot read dataset \"%s\" as %s", g->path, path, as_int ? "int64" : "float32");

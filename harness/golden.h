@@ -55,9 +55,10 @@ int m4_golden_dtype(const m4_golden *g, const char *path, char *buf, size_t size
 /* true when the object (group or dataset) exists, e.g. "text.layers.3" or "model/logits". */
 bool m4_golden_has(const m4_golden *g, const char *path);
 
-/* Reads a dataset stored as float32 (as_int = false) or int64 (as_int = true), little- or
- * big-endian: another type, data in other files, and storage that does not fit the shape or the
- * file are refused before libhdf5 reads (docs/INPUTS.md §5). */
+/* Reads a dataset converted to float32 (as_int = false) or int64 (as_int = true). It must be
+ * stored as float32, int64 or uint8 (what golden/generate.py writes), little- or big-endian:
+ * another type, data in other files, and storage that does not fit the shape or the file are
+ * refused before libhdf5 reads (docs/INPUTS.md §5). */
 int m4_golden_read(const m4_golden *g, const char *path, bool as_int, m4_array *out, m4_error *err);
 
 void m4_array_free(m4_array *a);
