@@ -286,7 +286,7 @@ m4_cli_test(cli_run_chat_file EXPECT_RC 0
   CHECKS "STDERR_1=generated 3 tokens")
 m4_cli_test(cli_run_chat_ends_with_assistant EXPECT_RC 1
   ARGS run --model ${M4_RUN_TOK} --chat ${M4_RUN_TOK}/ends_with_assistant.json
-  CHECKS "STDERR_1=must end with a user message")
+  CHECKS "STDERR_1=Expected last role User or Tool \\(or Assistant with prefix\\) for serving but got assistant")
 m4_cli_test(cli_run_raw_prompt EXPECT_RC 0
   ARGS run --model ${M4_RUN_TOK} --prompt x --raw --max-tokens 2 CHECKS "STDERR_1=prompt 2 tokens")
 m4_cli_test(cli_run_ids_special_text EXPECT_RC 0
