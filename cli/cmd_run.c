@@ -18,6 +18,7 @@
 #include "generate.h"
 #include "generation.h"
 #include "image.h"
+#include "prompt.h"
 #include "tokenizer.h"
 
 #define CMD "run"
@@ -247,65 +248,8 @@ static int parse_args(int argc, char **argv, run_args *a) {
 
 /* ---- the prompt ---------------------------------------------------------------------------- */
 
-/* The images of the prompt, decoded and preprocessed as one batch, with each one's token grid. */
-typedef struct {
-    int n;
-    char *paths[MAX_IMAGES];        /* owned */
-    m4_image_options opt;
-    m4_pixel_batch batch;
-    int64_t rows[MAX_IMAGES], cols[MAX_IMAGES];
-} prompt_images;
-
-static int add_image_path(prompt_images *im, const char *path) {
-    if (im->n == MAX_IMAGES) {
-        cli_error(CMD, "at most %d images (the conversation's and --image's together)", MAX_IMAGES);
-        return -1;
-    }
-    if (!(im->paths[im->n] = strdup(path))) {
-        cli_error(CMD, "out of memory");
-        return -1;
-    }
-    im->n++;
-    return 0;
-}
-
-static int load_images(prompt_images *im, const m4_config *cfg) {
-    m4_image_options_default(&im->opt);
-    im->opt.patch_size = cfg->vision.patch_size;
-    im->opt.merge = cfg->spatial_merge_size;
-    im->opt.longest_edge = cfg->vision.image_size;
-    m4_image *decoded = calloc((size_t)im->n, sizeof *decoded);
-    m4_error err;
-    int rc = -1;
-    if (!decoded) return -1;
-    if (m4_image_options_check(&im->opt, &err)) {
-        cli_error(CMD, "the model's image settings: %s", err.msg);
-        goto done;
-    }
-    for (int i = 0; i < im->n; i++)
-        if (m4_image_load(im->paths[i], &decoded[i], &err)) {
-            cli_error(CMD, "%s", err.msg);
-            goto done;
-        }
-    if (m4_image_preprocess(&im->opt, decoded, im->n, &im->batch, &err)) {
-        cli_error(CMD, "%s", err.msg);
-        goto done;
-    }
-    for (int i = 0; i < im->n; i++)
-        if (m4_image_token_grid(&im->opt, im->batch.image_sizes[2 * i], im->batch.image_sizes[2 * i + 1],
-                                &im->rows[i], &im->cols[i], &err)) {
-            cli_error(CMD, "%s: %s", im->paths[i], err.msg);
-            goto done;
-        }
-    rc = 0;
-done:
-    for (int i = 0; i < im->n; i++) m4_image_free(&decoded[i]);
-    free(decoded);
-    return rc;
-}
-
 /* --ids with images: each [IMG] placeholder becomes its image's block (m4_image_expand_placeholders). */
-static int expand_placeholders(const m4_config *cfg, const prompt_images *im, idlist *ids) {
+static int expand_placeholders(const m4_config *cfg, const cli_prompt_images *im, idlist *ids) {
     m4_image_token_ids tid;
     m4_image_token_ids_default(&tid);
     tid.img = cfg->image_token_index;
@@ -322,9 +266,9 @@ static int expand_placeholders(const m4_config *cfg, const prompt_images *im, id
 }
 
 static int build_prompt(const run_args *a, const m4_model *model, const m4_tokenizer *tok, idlist *ids,
-                        prompt_images *im) {
-    const m4_config *cfg = &model->config;
-    m4_error err;
+                        cli_prompt_images *im) {
+    const cli_prompt_spec spec = {.prompt = a->prompt, .chat = a->chat, .raw = a->raw, .effort = a->effort,
+                                  .images = a->images, .n_images = a->n_images};
     m4_chat_file conv = {0};
     m4_token_ids tids = {0};
     int rc = -1;
@@ -332,75 +276,14 @@ static int build_prompt(const run_args *a, const m4_model *model, const m4_token
         cli_error(CMD, "%s/tekken.json not found: --prompt and --chat need the tokenizer (use --ids)", a->model_dir);
         return -1;
     }
-    if (a->chat) {                                   /* room for the --image chunks after the file's */
-        if (m4_chat_file_read(a->chat, MAX_IMAGES, &conv, &err)) {
-            cli_error(CMD, "%s", err.msg);
-            goto done;
-        }
-        for (int i = 0; i < conv.n_images; i++)
-            if (add_image_path(im, conv.image_paths[i])) goto done;
-    }
-    const int from_file = im->n;
-    for (int i = 0; i < a->n_images; i++)
-        if (add_image_path(im, a->images[i])) goto done;
-    if (im->n > 0) {
-        if (!cfg->multimodal) {
-            cli_error(CMD, "images need a multimodal model; %s is %s (text only)", a->model_dir, cfg->architecture);
-            goto done;
-        }
-        if (load_images(im, cfg)) goto done;
-    }
-
+    if (cli_prompt_load_images(CMD, &spec, &model->config, a->model_dir, &conv, im)) goto done;
     if (a->ids) {
         if (parse_id_list(a->ids, tok, true, ids) != CLI_OK) goto done;
-        if (im->n > 0 && expand_placeholders(cfg, im, ids)) goto done;
+        if (im->n > 0 && expand_placeholders(&model->config, im, ids)) goto done;
         rc = 0;
         goto done;
     }
-    if (a->raw) {
-        int32_t bos;
-        if (m4_tokenizer_special_id(tok, "<s>", &bos, &err) || m4_token_ids_push(&tids, bos, &err) ||
-            m4_tokenizer_encode(tok, a->prompt, strlen(a->prompt), &tids, &err)) {
-            cli_error(CMD, "%s", err.msg);
-            goto done;
-        }
-    } else {
-        m4_chat_chunk prompt_chunks[MAX_IMAGES + 1];
-        m4_chat_message one = {.role = M4_ROLE_USER, .chunks = prompt_chunks};
-        const m4_chat_message *messages = &one;
-        size_t n_messages = 1;
-        if (a->prompt) {                                   /* the images, then the text */
-            for (int i = 0; i < im->n; i++)
-                prompt_chunks[i] = (m4_chat_chunk){.kind = M4_CHUNK_IMAGE, .rows = im->rows[i], .cols = im->cols[i]};
-            prompt_chunks[im->n] = (m4_chat_chunk){.kind = M4_CHUNK_TEXT, .text = a->prompt};
-            one.n_chunks = (size_t)im->n + 1;
-        } else {
-            /* the file's image chunks hold their image's index in rows: now its token grid */
-            for (size_t k = 0; k < conv.n_chunks; k++)
-                if (conv.chunks[k].kind == M4_CHUNK_IMAGE) {
-                    const int64_t i = conv.chunks[k].rows;
-                    conv.chunks[k].rows = im->rows[i], conv.chunks[k].cols = im->cols[i];
-                }
-            /* --image files join the last message, which must be the user's (its chunks are the
-             * last of conv.chunks, so they can grow in place) */
-            if (im->n > from_file) {
-                m4_chat_message *u = &conv.messages[conv.n_messages - 1];
-                if (u->role != M4_ROLE_USER) {
-                    cli_error(CMD, "%s: --image needs the conversation to end with a user message", a->chat);
-                    goto done;
-                }
-                for (int i = from_file; i < im->n; i++)
-                    conv.chunks[conv.n_chunks++] =
-                        (m4_chat_chunk){.kind = M4_CHUNK_IMAGE, .rows = im->rows[i], .cols = im->cols[i]};
-                u->n_chunks += (size_t)(im->n - from_file);
-            }
-            messages = conv.messages, n_messages = conv.n_messages;
-        }
-        if (m4_chat_encode(tok, messages, n_messages, a->effort, &tids, &err)) {
-            cli_error(CMD, "%s%s%s", a->chat ? a->chat : "", a->chat ? ": " : "", err.msg);
-            goto done;
-        }
-    }
+    if (cli_prompt_encode(CMD, &spec, tok, &conv, im, &tids)) goto done;
     for (size_t i = 0; i < tids.n; i++)
         if (push(ids, tids.ids[i])) goto done;
     rc = 0;
@@ -459,7 +342,7 @@ int cmd_run(int argc, char **argv) {
     m4_tokenizer *tok = NULL;
     m4_error err = {{0}};
     idlist ids = {0};
-    prompt_images im = {0};
+    cli_prompt_images im = {0};
     float *embeds = NULL;
     int64_t *out = NULL;
     cli_generator gen = {0};              /* the backend, and its session with --backend cuda-* */
@@ -575,8 +458,7 @@ int cmd_run(int argc, char **argv) {
 done:
     cli_backend_close(&gen);
     if (s.have_detok) m4_detokenizer_free(&s.detok);
-    for (int i = 0; i < im.n; i++) free(im.paths[i]);
-    m4_pixel_batch_free(&im.batch);
+    cli_prompt_images_free(&im);
     free(ids.v), free(embeds), free(out);
     m4_tokenizer_free(tok);
     m4_model_close(&model);
