@@ -41,6 +41,7 @@ const char *cli_version(void);
 int cmd_inspect(int argc, char **argv);
 int cmd_conform(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 

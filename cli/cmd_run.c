@@ -73,6 +73,12 @@ static void print_help(void) {
         "  --top-p P            sample among the most likely tokens holding P of the probability\n"
         "                       (default 1: all); order as HF: temperature, top-k, top-p\n"
         "  --seed S             the sampler's random seed (default 0; same seed, same tokens)\n"
+        "  --start-position N   the prompt's first position id (default 0): its S tokens take\n"
+        "                       positions N..N+S-1 and the new tokens follow, as in a golden case made\n"
+        "                       with make-golden --positions N; N+S must fit max_position_embeddings\n"
+        "  --print-prompt       print the ids the prompt feeds (after the template and the images'\n"
+        "                       expansion) and their positions on stderr, then generate as usual\n"
+        "                       (`mistral4 tokenize` gives the ids without loading the model)\n"
         "  --scale-rule RULE    the MLA softmax scale (MODEL.md §0.1): base (default) is\n"
         "                       qk_head_dim^-0.5, the model's intended math (vLLM, SGLang, NeMo);\n"
         "                       mscale2 multiplies it by mscale(factor, mscale_all_dim)^2, as\n"
@@ -162,7 +168,8 @@ typedef struct {
     const char *model_dir, *prompt, *chat, *ids;
     const char *images[MAX_IMAGES];
     int n_images;
-    bool raw;
+    bool raw, print_prompt;
+    int64_t start_position;  /* the prompt's first position id */
     m4_reasoning_effort effort;
     int64_t max_tokens;
     m4_sampling sampling;
@@ -196,9 +203,14 @@ static int parse_args(int argc, char **argv, run_args *a) {
             a->raw = true;
             continue;
         }
+        if (strcmp(o, "--print-prompt") == 0) {
+            a->print_prompt = true;
+            continue;
+        }
         static const char *const with_value[] = {"--model", "--prompt", "--chat", "--ids", "--image",
                                                  "--reasoning", "--max-tokens", "--temperature", "--top-k",
-                                                 "--top-p", "--seed", "--scale-rule", "--backend"};
+                                                 "--top-p", "--seed", "--scale-rule", "--backend",
+                                                 "--start-position"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= strcmp(o, with_value[k]) == 0;
         if (!known) return cli_usage_error(CMD, "unknown option '%s'", o);
@@ -229,6 +241,8 @@ static int parse_args(int argc, char **argv, run_args *a) {
         } else if (strcmp(o, "--seed") == 0) {
             if (cli_parse_count(CMD, o, v, 0, INT64_MAX, &n)) return CLI_USAGE;
             a->seed = (uint64_t)n;
+        } else if (strcmp(o, "--start-position") == 0) {
+            if (cli_parse_count(CMD, o, v, 0, INT64_MAX, &a->start_position)) return CLI_USAGE;
         } else if (strcmp(o, "--scale-rule") == 0) {
             if (strcmp(v, "base") == 0) a->rule = M4_SOFTMAX_SCALE_BASE;
             else if (strcmp(v, "mscale2") == 0) a->rule = M4_SOFTMAX_SCALE_MSCALE2;
@@ -331,6 +345,25 @@ static int on_token(void *user, int64_t row, int64_t index, int64_t token) {
     return 0;
 }
 
+/* --print-prompt: the ids fed and their positions on stderr, and as text when there is a tokenizer
+ * (special tokens written as their string). */
+static void print_prompt(const m4_tokenizer *tok, const idlist *ids, int64_t first_position) {
+    fprintf(stderr, "mistral4 run: the prompt: %zu tokens at positions %lld..%lld:\n", ids->n,
+            (long long)first_position, (long long)(first_position + (int64_t)ids->n - 1));
+    for (size_t i = 0; i < ids->n; i++) fprintf(stderr, "%s%lld", i ? " " : "", (long long)ids->v[i]);
+    fputc('\n', stderr);
+    m4_token_ids as32 = {0};
+    char *text = NULL;
+    size_t len;
+    m4_error err;
+    int failed = !tok;
+    for (size_t i = 0; !failed && i < ids->n; i++) failed = m4_token_ids_push(&as32, (int32_t)ids->v[i], &err);
+    if (!failed && m4_tokenizer_decode(tok, as32.ids, as32.n, M4_SPECIAL_KEEP, &text, &len, &err) == 0)
+        fprintf(stderr, "mistral4 run: the prompt as text: %.*s\n", (int)len, text);
+    free(text);
+    m4_token_ids_free(&as32);
+}
+
 /* ---- the command ------------------------------------------------------------------------------ */
 
 int cmd_run(int argc, char **argv) {
@@ -344,7 +377,7 @@ int cmd_run(int argc, char **argv) {
     idlist ids = {0};
     cli_prompt_images im = {0};
     float *embeds = NULL;
-    int64_t *out = NULL;
+    int64_t *out = NULL, *positions = NULL;   /* positions: [S] with --start-position, else NULL */
     cli_generator gen = {0};              /* the backend, and its session with --backend cuda-* */
     stream s = {.think = -1, .end_think = -1};
     rc = CLI_FAILED;
@@ -378,12 +411,26 @@ int cmd_run(int argc, char **argv) {
                   (long long)S, (long long)P);
         goto done;
     }
+    const int64_t N = a.start_position;                  /* the prompt takes positions N..N+S-1 */
+    if (N > P - S) {
+        cli_error(CMD, "--start-position %lld: the prompt's %lld tokens would take positions %lld..%lld, past the "
+                       "model's max_position_embeddings (%lld: positions 0..%lld); at most %lld here",
+                  (long long)N, (long long)S, (long long)N, (long long)(N + S - 1), (long long)P, (long long)(P - 1),
+                  (long long)(P - S));
+        goto done;
+    }
+    if (N > 0 && !(positions = malloc(sizeof *positions * (size_t)S))) {
+        cli_error(CMD, "out of memory");
+        goto done;
+    }
+    for (int64_t i = 0; positions && i < S; i++) positions[i] = N + i;
+    if (a.print_prompt) print_prompt(tok, &ids, N);
     m4_generate_options opt = m4_generate_defaults(&model);
     opt.max_new_tokens = a.max_tokens;
-    if (S + opt.max_new_tokens - 1 > P) {                /* the last token is never forwarded */
-        opt.max_new_tokens = P - S + 1;
-        fprintf(stderr, "mistral4 run: at most %lld new tokens fit in max_position_embeddings (%lld)\n",
-                (long long)opt.max_new_tokens, (long long)P);
+    if (opt.max_new_tokens > P - N - S + 1) {             /* the last token is never forwarded */
+        opt.max_new_tokens = P - N - S + 1;
+        fprintf(stderr, "mistral4 run: at most %lld new tokens fit in max_position_embeddings (%lld)%s\n",
+                (long long)opt.max_new_tokens, (long long)P, N > 0 ? " after --start-position" : "");
     }
     opt.sampling = a.sampling;
     opt.scale_rule = a.rule;
@@ -417,7 +464,7 @@ int cmd_run(int argc, char **argv) {
     snprintf(prefill_what, sizeof prefill_what, "prefill of %lld tokens", (long long)S);
     cli_layer_watch watch = {.cmd = CMD, .what = prefill_what, .start = cli_now_seconds()};
     opt.prefill_progress = (m4_progress){.layer_done = cli_on_layer, .user = &watch};
-    m4_prompt prompt = {.batch = 1, .length = S, .ids = ids.v, .inputs_embeds = embeds};
+    m4_prompt prompt = {.batch = 1, .length = S, .ids = ids.v, .inputs_embeds = embeds, .position_ids = positions};
     m4_rng rng;
     m4_rng_seed(&rng, a.seed);
     out = malloc(sizeof *out * (size_t)opt.max_new_tokens);
@@ -459,7 +506,7 @@ done:
     cli_backend_close(&gen);
     if (s.have_detok) m4_detokenizer_free(&s.detok);
     cli_prompt_images_free(&im);
-    free(ids.v), free(embeds), free(out);
+    free(ids.v), free(embeds), free(out), free(positions);
     m4_tokenizer_free(tok);
     m4_model_close(&model);
     return rc;

@@ -26,6 +26,7 @@ static const cli_command commands[] = {
     {"inspect", "print a model's config, module tree, parameter counts and per-token cost", cmd_inspect},
     {"conform", "check an implementation against golden Hugging Face activations", cmd_conform},
     {"preprocess", "decode images and compute Pixtral pixel values, image sizes and image tokens", cmd_preprocess},
+    {"tokenize", "text, a prompt or a conversation (+ images) to token ids, and ids to text", cmd_tokenize},
     {"run", "generate text from a prompt, a conversation or token ids (+ images)", cmd_run},
     {"bench", "time generation end to end (prefill and decode tokens/s) on a backend", cmd_bench},
 };

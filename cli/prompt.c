@@ -71,6 +71,11 @@ int cli_prompt_load_images(const char *cmd, const cli_prompt_spec *spec, const m
     for (int i = 0; i < spec->n_images; i++)
         if (add_image_path(cmd, im, spec->images[i])) return -1;
     if (im->n == 0) return 0;
+    if (!cfg) {
+        cli_error(cmd, "images need the model's config.json (its patch and image sizes): give --model DIR of a "
+                       "multimodal model");
+        return -1;
+    }
     if (!cfg->multimodal) {
         cli_error(cmd, "images need a multimodal model; %s is %s (text only)", model, cfg->architecture);
         return -1;

@@ -39,7 +39,7 @@ typedef struct {
 /* The images of `spec`: reads its conversation file (into *conv, zeroed first; free it with
  * m4_chat_file_free) for their paths, then decodes and preprocesses them all with the image
  * settings of `cfg`, which must be multimodal when there are any (`model` names it in the
- * message). Prints the error and returns -1 on failure. */
+ * message; NULL: no config.json, so no images). Prints the error and returns -1 on failure. */
 int cli_prompt_load_images(const char *cmd, const cli_prompt_spec *spec, const m4_config *cfg, const char *model,
                            m4_chat_file *conv, cli_prompt_images *im);
 void cli_prompt_images_free(cli_prompt_images *im);
