@@ -3,7 +3,6 @@
  * glue `run` uses: prompt.h), the [IMG] layout of the prompt's images; and ids → text. No model
  * weights are read. */
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -15,6 +14,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "m4_file.h"
 #include "prompt.h"
 #include "tokenizer.h"
 
@@ -156,61 +156,47 @@ static int parse_args(int argc, char **argv, tokenize_args *a) {
 
 /* ---- reading ----------------------------------------------------------------------------------- */
 
-/* The bytes of `path` ("-": standard input), at most MAX_TEXT_BYTES, into a malloc'ed buffer with
- * a NUL after them. A path that is not a regular file is refused before anything is read (a FIFO
- * would block). Prints the error and returns -1. */
+/* The bytes of `path` into a malloc'ed buffer with a NUL after them, at most MAX_TEXT_BYTES: a
+ * regular file through the loader's one careful open (m4_file.h: a FIFO or device is refused, not
+ * read), or standard input for "-". Prints the error and returns -1. */
 static int read_text(const char *path, char **out, size_t *len) {
-    const bool is_stdin = strcmp(path, "-") == 0;
-    const char *name = is_stdin ? "standard input" : path;
-    int fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_NONBLOCK);
-    struct stat st;
-    if (fd < 0) {
-        cli_error(CMD, "%s: cannot open: %s", path, strerror(errno));
+    m4_error err;
+    if (strcmp(path, "-") != 0) {
+        if (m4_file_read_all(path, "the text file", (size_t)MAX_TEXT_BYTES, "64 MiB", out, len, &err) == 0) return 0;
+        cli_error(CMD, "%s", err.msg);
         return -1;
     }
-    if (!is_stdin && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
-        cli_error(CMD, "%s: not a regular file", path);
-        close(fd);
-        return -1;
-    }
-    if (!is_stdin) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
-    int rc = -1;
     for (;;) {
         if (!buf) {
-            cli_error(CMD, "%s: out of memory", name);
-            break;
+            cli_error(CMD, "standard input: out of memory");
+            return -1;
+        }
+        if (n > (size_t)MAX_TEXT_BYTES) {
+            cli_error(CMD, "standard input: more than the %ld MiB of text tokenize reads", MAX_TEXT_BYTES >> 20);
+            free(buf);
+            return -1;
         }
         if (n + 1 == cap) {
-            char *grown = cap > (size_t)MAX_TEXT_BYTES ? NULL : realloc(buf, 2 * cap);
-            if (!grown) {
-                cli_error(CMD, "%s: more than the %ld MiB of text tokenize reads", name, MAX_TEXT_BYTES >> 20);
-                break;
-            }
+            char *grown = realloc(buf, 2 * cap);
+            if (!grown) free(buf);
             buf = grown, cap *= 2;
+            continue;
         }
-        const ssize_t got = read(fd, buf + n, cap - 1 - n);
+        const ssize_t got = read(STDIN_FILENO, buf + n, cap - 1 - n);
         if (got < 0 && errno == EINTR) continue;
         if (got < 0) {
-            cli_error(CMD, "%s: read failed: %s", name, strerror(errno));
-            break;
+            cli_error(CMD, "standard input: read failed: %s", strerror(errno));
+            free(buf);
+            return -1;
         }
-        if (got == 0) {
-            if (n > (size_t)MAX_TEXT_BYTES) {
-                cli_error(CMD, "%s: more than the %ld MiB of text tokenize reads", name, MAX_TEXT_BYTES >> 20);
-                break;
-            }
-            buf[n] = '\0';
-            *out = buf, *len = n, buf = NULL;
-            rc = 0;
-            break;
-        }
+        if (got == 0) break;
         n += (size_t)got;
     }
-    free(buf);
-    if (!is_stdin) close(fd);
-    return rc;
+    buf[n] = '\0';
+    *out = buf, *len = n;
+    return 0;
 }
 
 static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }

@@ -386,7 +386,13 @@ add_test(NAME cli_tokenize_invalid_utf8
 set_tests_properties(cli_tokenize_invalid_utf8 PROPERTIES LABELS cpu TIMEOUT 60
   PASS_REGULAR_EXPRESSION "standard input: .*UTF-8.*byte 2")
 m4_cli_test(cli_tokenize_file_not_regular EXPECT_RC 1 ARGS tokenize --tokenizer ${M4_TEKKEN} --file ${CMAKE_CURRENT_BINARY_DIR}
-  CHECKS "STDERR_1=: not a regular file")
+  CHECKS "STDERR_1=tests: the text file is a folder, not a regular file")
+# a FIFO is refused at once, not waited on (the loader's open, m4_file.h)
+add_test(NAME cli_tokenize_file_fifo
+  COMMAND sh -c "d=$(mktemp -d); mkfifo \"$d/f\"; timeout 20 \"$0\" tokenize --tokenizer \"$1\" --file \"$d/f\" 2>&1; rc=$?; rm -rf \"$d\"; [ $rc -eq 1 ]"
+          $<TARGET_FILE:mistral4> ${M4_TEKKEN})
+set_tests_properties(cli_tokenize_file_fifo PROPERTIES LABELS cpu TIMEOUT 60
+  PASS_REGULAR_EXPRESSION "the text file is a FIFO \\(named pipe\\), not a regular file")
 # every corpus string: mistral-common's ids, and --decode gives it back byte for byte
 if(M4_PYTHON3)
   add_test(NAME cli_tokenize_corpus_roundtrip
