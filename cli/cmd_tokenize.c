@@ -434,6 +434,12 @@ int cmd_tokenize(int argc, char **argv) {
         size_t len;
         if (read_text(file, &text, &len)) goto done;
         const char *what = strcmp(file, "-") == 0 ? "standard input" : file;
+        const size_t nul = strlen(text);             /* a list of ids is text: no NUL inside */
+        if (a.decode && nul < len) {
+            cli_error(CMD, "%s: a NUL byte at offset %zu, where token ids were expected", what, nul);
+            free(text);
+            goto done;
+        }
         const int failed = a.decode ? decode_list(&a, tok, text, what) : encode_text(&a, tok, "file", text, len, what);
         free(text);
         if (failed) goto done;

@@ -385,6 +385,11 @@ add_test(NAME cli_tokenize_invalid_utf8
           $<TARGET_FILE:mistral4> ${M4_TEKKEN})
 set_tests_properties(cli_tokenize_invalid_utf8 PROPERTIES LABELS cpu TIMEOUT 60
   PASS_REGULAR_EXPRESSION "standard input: .*UTF-8.*byte 2")
+add_test(NAME cli_tokenize_decode_nul
+  COMMAND sh -c "printf '1,2\\0003' | \"$0\" tokenize --tokenizer \"$1\" --decode 2>&1; [ $? -eq 1 ]"
+          $<TARGET_FILE:mistral4> ${M4_TEKKEN})
+set_tests_properties(cli_tokenize_decode_nul PROPERTIES LABELS cpu TIMEOUT 60
+  PASS_REGULAR_EXPRESSION "standard input: a NUL byte at offset 3, where token ids were expected")
 m4_cli_test(cli_tokenize_file_not_regular EXPECT_RC 1 ARGS tokenize --tokenizer ${M4_TEKKEN} --file ${CMAKE_CURRENT_BINARY_DIR}
   CHECKS "STDERR_1=tests: the text file is a folder, not a regular file")
 # a FIFO is refused at once, not waited on (the loader's open, m4_file.h)
