@@ -380,24 +380,25 @@ add_test(NAME cli_tokenize_pipe_roundtrip
   COMMAND sh -c "set -e; out=$(printf 'Hello, world!' | \"$0\" tokenize --tokenizer \"$1\" | \"$0\" tokenize --tokenizer \"$1\" --decode); echo \"$out\"; [ \"$out\" = 'Hello, world!' ]"
           $<TARGET_FILE:mistral4> ${M4_TEKKEN})
 set_tests_properties(cli_tokenize_pipe_roundtrip PROPERTIES LABELS cpu TIMEOUT 60)
-add_test(NAME cli_tokenize_invalid_utf8
-  COMMAND sh -c "printf 'ab\\377' | \"$0\" tokenize --tokenizer \"$1\" 2>&1; [ $? -eq 1 ]"
-          $<TARGET_FILE:mistral4> ${M4_TEKKEN})
-set_tests_properties(cli_tokenize_invalid_utf8 PROPERTIES LABELS cpu TIMEOUT 60
-  PASS_REGULAR_EXPRESSION "standard input: .*UTF-8.*byte 2")
-add_test(NAME cli_tokenize_decode_nul
-  COMMAND sh -c "printf '1,2\\0003' | \"$0\" tokenize --tokenizer \"$1\" --decode 2>&1; [ $? -eq 1 ]"
-          $<TARGET_FILE:mistral4> ${M4_TEKKEN})
-set_tests_properties(cli_tokenize_decode_nul PROPERTIES LABELS cpu TIMEOUT 60
-  PASS_REGULAR_EXPRESSION "standard input: a NUL byte at offset 3, where token ids were expected")
+# m4_cli_stdin_failure(NAME FORMAT REGEX ARGS…): `printf FORMAT | mistral4 ARGS…` exits 1 and says REGEX
+# (the exit status is printed before the output, since a PASS_REGULAR_EXPRESSION test ignores it)
+function(m4_cli_stdin_failure name format regex)
+  add_test(NAME ${name}
+    COMMAND sh -c "f=$1; shift; out=$(printf \"$f\" | \"$0\" \"$@\" 2>&1); echo \"exit status $?: $out\""
+            $<TARGET_FILE:mistral4> ${format} ${ARGN})
+  set_tests_properties(${name} PROPERTIES LABELS cpu TIMEOUT 60 PASS_REGULAR_EXPRESSION "^exit status 1: .*${regex}")
+endfunction()
+m4_cli_stdin_failure(cli_tokenize_invalid_utf8 "ab\\377" "standard input: .*UTF-8.*byte 2" tokenize --tokenizer ${M4_TEKKEN})
+m4_cli_stdin_failure(cli_tokenize_decode_nul "1,2\\0003" "standard input: a NUL byte at offset 3, where token ids were expected"
+  tokenize --tokenizer ${M4_TEKKEN} --decode)
 m4_cli_test(cli_tokenize_file_not_regular EXPECT_RC 1 ARGS tokenize --tokenizer ${M4_TEKKEN} --file ${CMAKE_CURRENT_BINARY_DIR}
   CHECKS "STDERR_1=tests: the text file is a folder, not a regular file")
 # a FIFO is refused at once, not waited on (the loader's open, m4_file.h)
 add_test(NAME cli_tokenize_file_fifo
-  COMMAND sh -c "d=$(mktemp -d); mkfifo \"$d/f\"; timeout 20 \"$0\" tokenize --tokenizer \"$1\" --file \"$d/f\" 2>&1; rc=$?; rm -rf \"$d\"; [ $rc -eq 1 ]"
+  COMMAND sh -c "d=$(mktemp -d); mkfifo \"$d/f\"; out=$(timeout 20 \"$0\" tokenize --tokenizer \"$1\" --file \"$d/f\" 2>&1); echo \"exit status $?: $out\"; rm -rf \"$d\""
           $<TARGET_FILE:mistral4> ${M4_TEKKEN})
 set_tests_properties(cli_tokenize_file_fifo PROPERTIES LABELS cpu TIMEOUT 60
-  PASS_REGULAR_EXPRESSION "the text file is a FIFO \\(named pipe\\), not a regular file")
+  PASS_REGULAR_EXPRESSION "^exit status 1: .*the text file is a FIFO \\(named pipe\\), not a regular file")
 # every corpus string: mistral-common's ids, and --decode gives it back byte for byte
 if(M4_PYTHON3)
   add_test(NAME cli_tokenize_corpus_roundtrip
