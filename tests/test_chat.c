@@ -211,7 +211,7 @@ static void test_role_orders_match_mistral_common(void **state) {
         const size_t n = json_array_size(roles);
         m4_chat_message m[8];
         m4_chat_chunk chunks[8];
-        char texts[8][8], name[96] = "";
+        char texts[8][24], name[96] = "";
         assert_true(n <= 8);
         for (size_t i = 0; i < n; i++) {
             const char *role = json_string_value(json_array_get(roles, i));
