@@ -38,7 +38,8 @@ static void print_help(void) {
            "  --repeat N        timed runs per length (default 3)\n"
            "  --warmup N        untimed runs per length first (default 1)\n"
            "  --json            print the result as JSON instead of the table\n"
-           "  --out FILE        also write the JSON to FILE (complete or not at all)\n"
+           "  --out FILE        also write the JSON to FILE (complete or not at all; its folder must\n"
+           "                    exist and be writable, checked before the model is opened)\n"
            "  -h, --help        show this help\n"
            "\n"
            "Columns (medians over the timed runs):\n"
@@ -189,6 +190,7 @@ int cmd_bench(int argc, char **argv) {
     bench_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc != CLI_OK) return rc == -1 ? CLI_OK : rc;
+    if (cli_check_output(CMD, "--out", a.out) != CLI_OK) return CLI_FAILED;
 
     m4_model model;
     m4_error err = {{0}};

@@ -32,7 +32,8 @@ static void print_help(void) {
         "\n"
         "Options:\n"
         "  --out FILE          also write the result: FILE.h5 (HDF5) or FILE.json, chosen by the\n"
-        "                      extension; written to a temporary name and renamed when complete\n"
+        "                      extension; written to a temporary name and renamed when complete;\n"
+        "                      its folder must exist and be writable (checked before any work)\n"
         "  --patch N           vision patch size (default 14)\n"
         "  --merge N           spatial merge size (default 2)\n"
         "  --longest-edge N    longest side after resizing (default 1540)\n"
@@ -222,6 +223,10 @@ int cmd_preprocess(int argc, char **argv) {
     if (out_path && !ends_with(out_path, ".h5") && !ends_with(out_path, ".hdf5") && !ends_with(out_path, ".json")) {
         free(files);
         return cli_usage_error(CMD, "--out %s: the name must end in .h5, .hdf5 or .json", out_path);
+    }
+    if (cli_check_output(CMD, "--out", out_path) != CLI_OK) {
+        free(files);
+        return CLI_FAILED;
     }
     m4_error err = {{0}};
     if (m4_image_options_check(&opt, &err) != 0) {

@@ -31,6 +31,8 @@ typedef struct {
     double time_ms;           /* wall time of the backend call that produced it */
     double device_ms;         /* its device time (CUDA events) for device backends, else -1 */
     double flops, bytes;      /* registry cost of that call */
+    bool stage;               /* a later output of its group's shared call (calls.h): the call's time
+                                 and cost are reported on the group's own row, not here */
     m4_result_status status;
     char message[1200];
 } m4_result;
@@ -51,8 +53,9 @@ typedef struct {
     double total_ms;
 } m4_report;
 
-/* Progress is reported per component through this callback (NULL for silence). */
-typedef void (*m4_progress_fn)(const m4_result *r, size_t done, void *user);
+/* Progress is reported per component through this callback (NULL for silence): row `done` of the
+ * `total` rows the case runs (counted before the first runs). */
+typedef void (*m4_progress_fn)(const m4_result *r, size_t done, size_t total, void *user);
 
 typedef struct {
     const char *model_dir;    /* checkpoint folder the golden was made with */

@@ -15,6 +15,14 @@ static void print_rule(FILE *out, int width) {
     fputc('\n', out);
 }
 
+/* One metric of the table in `buf` (16 bytes) by `format`; "NaN" for a NaN (glibc would print
+ * "nan" or "-nan"): a row whose output had NaN where the golden did not (metrics.h). */
+static const char *metric(char *buf, const char *format, double v) {
+    if (isnan(v)) return "NaN";
+    snprintf(buf, 16, format, v);
+    return buf;
+}
+
 void m4_report_print_table(const m4_report *r, FILE *out) {
     int name_width = 24;
     for (size_t i = 0; i < r->n; i++) {
@@ -30,16 +38,18 @@ void m4_report_print_table(const m4_report *r, FILE *out) {
     print_rule(out, width);
     for (size_t i = 0; i < r->n; i++) {
         const m4_result *x = &r->results[i];
-        if (x->status == M4_RESULT_PASS || x->status == M4_RESULT_FAIL)
-        {
-            fprintf(out, "%-*s  %-16s %10.2e %10.2e %10.7f %8.1f %10.3f", name_width, x->name,
-                    x->shape, x->cmp.max_abs, x->cmp.rel_l2, x->cmp.cosine, x->cmp.budget_pct, x->time_ms);
-            if (device) fprintf(out, " %10.4f", x->device_ms);
+        if (x->status == M4_RESULT_PASS || x->status == M4_RESULT_FAIL) {
+            char max_abs[16], rel_l2[16], cosine[16], budget[16], time[16], device_ms[16];
+            fprintf(out, "%-*s  %-16s %10s %10s %10s %8s %10s", name_width, x->name, x->shape,
+                    metric(max_abs, "%.2e", x->cmp.max_abs), metric(rel_l2, "%.2e", x->cmp.rel_l2),
+                    metric(cosine, "%.7f", x->cmp.cosine), metric(budget, "%.1f", x->cmp.budget_pct),
+                    x->stage ? "" : metric(time, "%.3f", x->time_ms));
+            if (device) fprintf(out, " %10s", x->stage ? "" : metric(device_ms, "%.4f", x->device_ms));
             fprintf(out, "  %s", m4_result_status_name(x->status));
-        }
-        else
+        } else {
             fprintf(out, "%-*s  %-16s %10s %10s %10s %8s %10s%s  %s", name_width, x->name, "-", "-",
                     "-", "-", "-", "-", device ? "          -" : "", m4_result_status_name(x->status));
+        }
         if (x->status != M4_RESULT_PASS && x->message[0]) fprintf(out, "  (%s)", x->message);
         else if (x->topk_mismatches == 0) fprintf(out, "  (top-k sets identical)");
         if ((int)i == r->first_divergence) fprintf(out, "  <- first divergence");

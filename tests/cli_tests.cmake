@@ -156,7 +156,47 @@ m4_cli_test(cli_conform_wrong_weights EXPECT_RC 1 ARGS conform --model ${PROJECT
   CHECKS "STDOUT_1=first divergence: text.embed_tokens")
 m4_cli_test(cli_conform_usage EXPECT_RC 2 ARGS conform --backend nope --case ${M4_TINY_CASE}
   CHECKS "STDERR_1=unknown backend")
-m4_cli_test(cli_conform_help EXPECT_RC 0 ARGS conform --help CHECKS "STDOUT_1=teacher-forced")
+m4_cli_test(cli_conform_help EXPECT_RC 0 ARGS conform --help CHECKS "STDOUT_1=teacher-forced"
+  "STDOUT_2=--no-progress" "STDOUT_3=Bundled cases \\(--case [^\n]*/golden/cases/NAME\\):"
+  "STDOUT_4=\n  text_tiny +text model: MLA" "STDOUT_5=\n  preprocess +images only, no model")
+# Every bundled case is listed with its line (a case added without one says so).
+file(GLOB m4_bundled_cases LIST_DIRECTORIES true RELATIVE ${PROJECT_SOURCE_DIR}/golden/cases ${PROJECT_SOURCE_DIR}/golden/cases/*)
+set(m4_case_checks "")
+set(m4_case_index 1)
+foreach(m4_case ${m4_bundled_cases})
+  list(APPEND m4_case_checks "STDOUT_${m4_case_index}=\n  ${m4_case} +[^ (]")
+  math(EXPR m4_case_index "${m4_case_index} + 1")
+endforeach()
+m4_cli_test(cli_conform_help_lists_cases EXPECT_RC 0 ARGS conform --help CHECKS ${m4_case_checks})
+# --case: a folder that does not exist, and the image-only preprocess case, each said for what it is
+m4_cli_test(cli_conform_case_missing EXPECT_RC 1 ARGS conform --case ${PROJECT_SOURCE_DIR}/golden/cases/no_such_case
+  CHECKS "STDERR_1=--case [^\n]*/golden/cases/no_such_case: no such folder")
+m4_cli_test(cli_conform_case_images_only EXPECT_RC 1 ARGS conform --case ${PROJECT_SOURCE_DIR}/golden/cases/preprocess
+  CHECKS "STDERR_1=golden/cases/preprocess: an image-preprocessing case \\(images and preprocess.h5, no model/\\)"
+         "STDERR_2=mistral4 preprocess IMAGE")
+# The table's legend, blank times on stage rows, and "wrote PATH" for both reports.
+m4_cli_test(cli_conform_legend_and_wrote EXPECT_RC 0
+  ARGS conform --case ${M4_TINY_CASE} --only text.layers.0.self_attn*
+       --report ${CMAKE_CURRENT_BINARY_DIR}/conform-legend.json --junit ${CMAKE_CURRENT_BINARY_DIR}/conform-legend.xml
+  CHECKS "STDOUT_1=\nbudget%: rel L2 as a share of the row's budget \\(float32"
+         "STDOUT_2=\nBlank time: a stage row" "STDOUT_3=\nsoftmax scale mscale2: the MLA scale rule"
+         "STDOUT_4=self_attn.q_rot +\\[[0-9, ]+\\] +[0-9.e+-]+ +[0-9.e+-]+ +[0-9.]+ +[0-9.]+ +PASS"
+         "STDOUT_5=\nwrote [^\n]*conform-legend.json\n" "STDOUT_6=\nwrote [^\n]*conform-legend.xml\n")
+m4_cli_test(cli_conform_no_legend EXPECT_RC 0 ARGS conform --case ${M4_TINY_CASE} --only text.norm --no-legend
+  CHECKS "STDOUT_1=1 passed[^\n]*\n$")
+# Progress when stderr is not a terminal: none unless --progress, then one plain line per row
+# with its number of the total; --progress and --no-progress together are a usage error.
+m4_cli_test(cli_conform_progress_lines EXPECT_RC 0 ARGS conform --case ${M4_TINY_CASE} --only text.layers.0.mlp* --progress
+  CHECKS "STDERR_1=^\\[1/4\\] text.layers.0.mlp.gate +PASS\n" "STDERR_2=\n\\[4/4\\] text.layers.0.mlp +PASS\n$")
+# On a terminal: one line rewritten in place, never a newline (tests/progress_terminal.sh).
+find_program(M4_SCRIPT script)
+if(M4_SCRIPT)
+  add_test(NAME cli_conform_progress_terminal
+    COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/progress_terminal.sh $<TARGET_FILE:mistral4> ${M4_TINY_CASE})
+  set_tests_properties(cli_conform_progress_terminal PROPERTIES LABELS cpu TIMEOUT 60)
+endif()
+m4_cli_test(cli_conform_progress_contradiction EXPECT_RC 2 ARGS conform --case ${M4_TINY_CASE} --progress --no-progress
+  CHECKS "STDERR_1=--progress and --no-progress contradict")
 m4_cli_test(cli_conform_candidate_not_hdf5 EXPECT_RC 1
   ARGS conform --golden ${M4_TINY_CASE}/text_tiny.h5 --candidate ${PROJECT_SOURCE_DIR}/README.md
   CHECKS "STDERR_1=candidate: .*README.md: missing or not an HDF5 file")
@@ -296,12 +336,12 @@ m4_cli_test(cli_run_ids_unknown_special EXPECT_RC 1
 m4_cli_test(cli_run_ids_special_without_tokenizer EXPECT_RC 1
   ARGS run --model ${M4_RUN_CASES}/text_tiny/model --ids <s>,5 CHECKS "STDERR_1=no tokenizer")
 
-# ---- conform --report / --junit to a path that cannot be written (issue #9): exit status 1, a
-# message naming the path, and nothing left behind — not the report, not its temporary file (the
-# writers write FILE.tmp-XXXXXX and rename it). A missing folder for the JSON report, an existing
-# folder as the JUnit path. (Permissions are not tested: CI may run as root.)
+# ---- conform --report / --junit to a path that cannot be written (issues #9, #18): refused before
+# any row runs (nothing on stdout: no table, no summary), exit status 1, a message naming the option,
+# the path and why, for both options, and nothing left behind. A missing folder for the JSON report,
+# an existing folder as the JUnit path. (Permissions are not tested: CI may run as root.)
 add_test(NAME cli_conform_report_unwritable
-  COMMAND sh -c "d=$(mktemp -d); mkdir \"$d/adir\"; \"$0\" conform --case \"$1\" --quiet --report \"$d/missing/r.json\" --junit \"$d/adir\" >/dev/null 2>\"$d/err\"; rc=$?; ok=1; [ $rc -eq 1 ] || { echo \"exit $rc, expected 1\"; ok=0; }; grep -q 'missing/r.json: cannot write the JSON report' \"$d/err\" || { echo 'no JSON report message'; ok=0; }; grep -q 'adir: cannot write the JUnit report' \"$d/err\" || { echo 'no JUnit report message'; ok=0; }; left=$(cd \"$d\" && find . -mindepth 1 ! -name err ! -name adir); [ -z \"$left\" ] || { echo \"left behind: $left\"; ok=0; }; [ -z \"$(ls -A \"$d/adir\")\" ] || { echo 'written into adir'; ok=0; }; cat \"$d/err\"; rm -rf \"$d\"; [ $ok -eq 1 ]"
+  COMMAND sh -c "d=$(mktemp -d); mkdir \"$d/adir\"; \"$0\" conform --case \"$1\" --quiet --report \"$d/missing/r.json\" --junit \"$d/adir\" >\"$d/out\" 2>\"$d/err\"; rc=$?; ok=1; [ $rc -eq 1 ] || { echo \"exit $rc, expected 1\"; ok=0; }; [ ! -s \"$d/out\" ] || { echo 'the rows ran:'; cat \"$d/out\"; ok=0; }; grep -q -- '--report .*missing/r.json: the folder .*missing does not exist' \"$d/err\" || { echo 'no JSON report message'; ok=0; }; grep -q -- '--junit .*adir: it is a folder' \"$d/err\" || { echo 'no JUnit report message'; ok=0; }; left=$(cd \"$d\" && find . -mindepth 1 ! -name err ! -name out ! -name adir); [ -z \"$left\" ] || { echo \"left behind: $left\"; ok=0; }; [ -z \"$(ls -A \"$d/adir\")\" ] || { echo 'written into adir'; ok=0; }; cat \"$d/err\"; rm -rf \"$d\"; [ $ok -eq 1 ]"
           $<TARGET_FILE:mistral4> ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny)
 set_tests_properties(cli_conform_report_unwritable PROPERTIES LABELS cpu TIMEOUT 60)
 
@@ -312,6 +352,11 @@ add_test(NAME cli_preprocess_out_mode
   COMMAND sh -c "d=$(mktemp -d); umask 022; ok=1; for f in p.h5 p.json; do \"$0\" preprocess \"$1\" --quiet --out \"$d/$f\" || ok=0; [ \"$(stat -c %a \"$d/$f\")\" = 644 ] || { echo \"$f mode $(stat -c %a \"$d/$f\")\"; ok=0; }; done; [ \"$(ls -A \"$d\" | wc -l)\" -eq 2 ] || { ls -A \"$d\"; ok=0; }; rm -rf \"$d\"; [ $ok -eq 1 ]"
           $<TARGET_FILE:mistral4> ${PROJECT_SOURCE_DIR}/golden/cases/fp8/image0_rgb_30x19.png)
 set_tests_properties(cli_preprocess_out_mode PROPERTIES LABELS cpu TIMEOUT 60)
+
+# ---- preprocess --out in a folder that does not exist: refused before any image is decoded
+m4_cli_test(cli_preprocess_out_missing_folder EXPECT_RC 1
+  ARGS preprocess ${PROJECT_SOURCE_DIR}/golden/cases/fp8/image0_rgb_30x19.png --out /nonexistent-dir/p.h5
+  CHECKS "STDERR_1=^mistral4 preprocess: --out /nonexistent-dir/p.h5: the folder /nonexistent-dir does not exist\n$")
 
 # ---- bench: end-to-end generation timing (the reference on the tiny models) -------------------
 m4_cli_test(cli_bench_help EXPECT_RC 0 ARGS bench --help
@@ -343,7 +388,8 @@ m4_cli_test(cli_bench_bad_backend EXPECT_RC 2
   ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --backend tpu CHECKS "STDERR_1=unknown backend 'tpu'")
 m4_cli_test(cli_bench_out_unwritable EXPECT_RC 1
   ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --prompt 4 --gen 2 --repeat 1 --out /nonexistent-dir/b.json
-  CHECKS "STDERR_1=/nonexistent-dir/b.json: cannot write the benchmark result")
+  CHECKS "STDERR_1=--out /nonexistent-dir/b.json: the folder /nonexistent-dir does not exist"
+         "STDERR_2=^mistral4 bench: --out")  # refused before the model opens: nothing else on stderr
 # --out writes the same JSON as --json prints: the file is read back by a second command
 add_test(NAME cli_bench_out
   COMMAND sh -c "d=$(mktemp -d); \"$0\" bench --model \"$1\" --prompt 4 --gen 2 --repeat 1 --out \"$d/b.json\" >/dev/null 2>\"$d/err\" && grep -q 'wrote' \"$d/err\" && grep -q '\"schema\": \"mistral4-bench/1\"' \"$d/b.json\" && grep -q '\"prompt_tokens\": 4' \"$d/b.json\"; rc=$?; ls \"$d\" | grep -q tmp && rc=1; rm -rf \"$d\"; exit $rc"
