@@ -1,5 +1,6 @@
 /* cmd_conform.c — `mistral4 conform`: runs a backend against golden Hugging Face activations and
  * prints, for every component, how far it is from HF and where error starts. */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include <dirent.h>
 #include <math.h>
 #include <stdbool.h>
@@ -45,14 +46,14 @@ static const struct {
  * else in the source tree the binary was built from (M4_SOURCE_DIR/golden/cases). NULL when
  * neither exists (an installed binary whose cases were removed, a build whose source moved). */
 static const char *bundled_cases_dir(char *buf, size_t size) {
-    char exe[4096];
+    char exe[4096], candidate[4200];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
         exe[n] = '\0';
         char *slash = strrchr(exe, '/');
         if (slash) *slash = '\0';
-        snprintf(buf, size, "%s/%s", exe, M4_CASES_FROM_BIN);
-        if (cli_has_folder(buf, ".")) return buf;
+        snprintf(candidate, sizeof candidate, "%s/%s", exe, M4_CASES_FROM_BIN);
+        if (cli_has_folder(candidate, ".") && realpath(candidate, buf)) return buf; /* buf: PATH_MAX */
     }
     snprintf(buf, size, "%s/golden/cases", M4_SOURCE_DIR);
     return cli_has_folder(buf, ".") ? buf : NULL;
