@@ -2,6 +2,7 @@
  * prints, for every component, how far it is from HF and where error starts. */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -155,6 +156,7 @@ static void keep_path(const char *path, double bytes, void *out) {
     snprintf(b->buf, b->size, "%s", path);
 }
 
+/* How many PNG and JPEG files (by name) `dir` holds. */
 static int count_images(const char *dir) {
     const char *const kinds[] = {".png", ".jpg", ".jpeg"};
     int n = 0;
@@ -170,7 +172,7 @@ static int count_images(const char *dir) {
 static int resolve_case(const char *dir, char *model, size_t model_size, char *golden, size_t golden_size) {
     struct stat st;
     if (stat(dir, &st) != 0) {
-        cli_error(CMD, "--case %s: no such folder", dir);
+        cli_error(CMD, "--case %s: %s", dir, errno == ENOENT ? "no such folder" : strerror(errno));
         return CLI_FAILED;
     }
     if (!S_ISDIR(st.st_mode)) {
@@ -304,10 +306,8 @@ int cmd_conform(int argc, char **argv) {
     }
     if (progress_asked && no_progress) return cli_usage_error(CMD, "--progress and --no-progress contradict");
     const bool terminal = isatty(2);
-    progress_mode progress = quiet || no_progress           ? PROGRESS_NONE
-                             : terminal                     ? PROGRESS_LINE
-                             : progress_asked               ? PROGRESS_LINES
-                                                            : PROGRESS_NONE;
+    progress_mode progress = PROGRESS_NONE; /* the default off a terminal */
+    if (!quiet && !no_progress && (terminal || progress_asked)) progress = terminal ? PROGRESS_LINE : PROGRESS_LINES;
     char model_buf[1024], golden_buf[1024];
     if (case_dir) {
         if (model || golden) return cli_usage_error(CMD, "--case replaces --model and --golden");
