@@ -103,8 +103,8 @@ static void print_help(void) {
         "                   cache_bytes}], total_flops, total_weight_bytes, total_cache_bytes,\n"
         "                   total_bytes, flops_per_byte, attention_flops,\n"
         "                   attention_flops_absorbed}; components with no work are left out\n"
-        "  gpu_plan        (--gpus only) {gpus, context, cache_bytes, cards[{name, memory,\n"
-        "                   usable_bytes}], storage[{name: \"as_stored\"|\"bf16\",\n"
+        "  gpu_plan        (--gpus only) {gpus, context, cache_dtype, cache_bytes, cards[{name,\n"
+        "                   memory, usable_bytes}], storage[{name: \"as_stored\"|\"bf16\",\n"
         "                   replicated{text, vision, projector, total}, bytes_per_expert,\n"
         "                   largest_gpu_bytes, fits{<card>: bool}, fewest_gpus{<card>: n|null},\n"
         "                   per_gpu[{rank, first_expert, experts, weight_bytes, cache_bytes,\n"
@@ -697,7 +697,7 @@ static void print_gpu_plan(const gpu_plan *p) {
     const inspect_expert_comm *m = &p->comm;
     printf("  Communication (bf16 activations): after each of the %" PRId64 " MoE layers one all-reduce (sum)\n"
            "  combines the GPUs' partial routed outputs: hidden_size %" PRId64 " x 2 = %s bytes per token.\n",
-           m->moe_layers, m->message_bytes_per_layer / 2, fmt_count(m->message_bytes_per_layer, b[0], sizeof b[0]));
+           m->moe_layers, m->hidden_size, fmt_count(m->message_bytes_per_layer, b[0], sizeof b[0]));
     printf("  per decoded token  %" PRId64 " all-reduces of %s bytes = %s bytes; each GPU sends (and receives)\n"
            "                     2*(N-1)/N of it, %s bytes (ring all-reduce: NCCL's bus bytes)\n",
            m->moe_layers, fmt_count(m->message_bytes_per_layer, b[0], sizeof b[0]),
@@ -708,19 +708,20 @@ static void print_gpu_plan(const gpu_plan *p) {
 
 /* One row of the fit table: the largest of N GPUs' shares against each card. */
 static void print_fit_row(const gpu_plan *p, int64_t gpus) {
-    char b[32];
-    const int64_t experts = p->split[0].experts;
-    printf("  %5" PRId64 " %8" PRId64, gpus, experts / gpus + (experts % gpus ? 1 : 0));
+    inspect_gpu_share largest[INSPECT_STORAGE_COUNT];
+    m4_error err;
     for (int s = 0; s < INSPECT_STORAGE_COUNT; s++) {
-        inspect_gpu_share largest;
-        m4_error err;
-        if (inspect_gpu_share_of(&p->split[s], p->cache_bytes, gpus, 0, &largest, &err) != 0) {
-            printf(" %s", err.msg);
-            break;
+        if (inspect_gpu_share_of(&p->split[s], p->cache_bytes, gpus, 0, &largest[s], &err) != 0) {
+            printf("  %5" PRId64 " %s\n", gpus, err.msg);
+            return;
         }
-        printf(" %12s", fmt_si((double)largest.total_bytes, "B", b, sizeof b));
+    }
+    char b[32];
+    printf("  %5" PRId64 " %8" PRId64, gpus, largest[0].experts);
+    for (int s = 0; s < INSPECT_STORAGE_COUNT; s++) {
+        printf(" %12s", fmt_si((double)largest[s].total_bytes, "B", b, sizeof b));
         for (int c = 0; c < INSPECT_GPU_CARD_COUNT; c++)
-            printf(" %5s", yes_no(largest.total_bytes <= inspect_gpu_cards[c].usable_bytes));
+            printf(" %5s", yes_no(largest[s].total_bytes <= inspect_gpu_cards[c].usable_bytes));
     }
     putchar('\n');
 }

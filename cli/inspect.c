@@ -448,7 +448,8 @@ void inspect_expert_comm_of(const m4_config *cfg, const m4_tensor_spec *specs, s
         out->moe_layers++;
         last_layer = specs[i].layer;
     }
-    out->message_bytes_per_layer = cfg->text.hidden_size * (int64_t)m4_dtype_size(M4_DTYPE_BF16);
+    out->hidden_size = cfg->text.hidden_size;
+    out->message_bytes_per_layer = out->hidden_size * (int64_t)m4_dtype_size(M4_DTYPE_BF16);
     out->message_bytes = out->moe_layers * out->message_bytes_per_layer;
     out->bus_bytes_per_gpu = 2.0 * (double)(gpus - 1) / (double)gpus * (double)out->message_bytes;
 }

@@ -218,6 +218,7 @@ int64_t inspect_fewest_gpus(const inspect_weight_split *w, int64_t cache_bytes, 
 typedef struct {
     int64_t gpus;
     int64_t moe_layers;                /* layers holding routed experts: one all-reduce each */
+    int64_t hidden_size;               /* the all-reduce's row: one token's hidden state */
     int64_t message_bytes_per_layer;   /* hidden_size × 2 (bf16) */
     int64_t message_bytes;             /* × moe_layers: the all-reduce payload of one token */
     double bus_bytes_per_gpu;          /* ring all-reduce: each GPU sends (and receives)

@@ -182,6 +182,14 @@ if(TEST test_inspect)
   m4_cli_test(cli_inspect_checkpoint_json EXPECT_RC 0 ARGS inspect ${M4_TINY_CHECKPOINT} --json
     FIXTURES m4_inspect_tiny_checkpoint
     CHECKS "JSON_1=source.kind=checkpoint" "JSON_2=source.shards=1" "JSON_3=source.dtypes=on_disk")
+  # issue #18: the plan from the dtypes on disk; layer 0 is dense, so 2 MoE layers of 4 experts
+  m4_cli_test(cli_inspect_checkpoint_gpus EXPECT_RC 0 ARGS inspect ${M4_TINY_CHECKPOINT} --gpus 4 --json
+    FIXTURES m4_inspect_tiny_checkpoint
+    CHECKS "JSON_1=gpu_plan.communication.moe_layers=2" "JSON_2=gpu_plan.storage.0.bytes_per_expert=3088"
+           "JSON_3=gpu_plan.storage.0.per_gpu.3.first_expert=3")
+  m4_cli_test(cli_inspect_checkpoint_more_gpus_than_experts EXPECT_RC 1 ARGS inspect ${M4_TINY_CHECKPOINT} --gpus 5
+    FIXTURES m4_inspect_tiny_checkpoint
+    CHECKS "STDERR_1=inspect-tiny-checkpoint: 5 GPUs: expert parallelism gives each GPU at least one of the 4 routed experts \\(1 .. 4 GPUs\\)")
 endif()
 
 # ---- conform ---------------------------------------------------------------------------------

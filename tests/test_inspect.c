@@ -229,47 +229,51 @@ static void test_published_gpu_plan(void **state) {
     const int64_t cache = c.rows[INSPECT_COST_KV_CACHE].cache_bytes;
     assert_int_equal(cache, PLAN_CACHE);
 
-    inspect_weight_split w, b;
-    if (inspect_split_weights(&f->cfg, f->specs, dtypes, f->n, INSPECT_STORAGE_AS_STORED, &w, &err) != 0 ||
-        inspect_split_weights(&f->cfg, f->specs, dtypes, f->n, INSPECT_STORAGE_BF16, &b, &err) != 0)
-        fail_msg("%s", err.msg);
-    assert_int_equal(w.experts, 128);
-    assert_int_equal(w.replicated_text, 4101673216LL);
-    assert_int_equal(w.replicated_vision, 806610944LL);
-    assert_int_equal(w.replicated_projector, 50333696LL);
-    assert_int_equal(w.replicated, PLAN_REPLICATED);
-    assert_int_equal(w.per_expert, PLAN_PER_EXPERT);
-    assert_int_equal(w.replicated + 128 * w.per_expert, 120922808576LL);
-    assert_int_equal(b.replicated_text, 6017419264LL);
-    assert_int_equal(b.replicated_vision, 806610944LL);
-    assert_int_equal(b.replicated_projector, 50333696LL);
-    assert_int_equal(b.replicated, PLAN_BF16_REPLICATED);
-    assert_int_equal(b.per_expert, PLAN_BF16_PER_EXPERT);
-    assert_int_equal(b.replicated + 128 * b.per_expert, 238802597888LL);
+    /* by hand above: text, vision, projector, replicated, one expert, all weights */
+    const inspect_weight_split want[INSPECT_STORAGE_COUNT] = {
+        [INSPECT_STORAGE_AS_STORED] = {4101673216LL, 806610944LL, 50333696LL, PLAN_REPLICATED, PLAN_PER_EXPERT, 128},
+        [INSPECT_STORAGE_BF16] = {6017419264LL, 806610944LL, 50333696LL, PLAN_BF16_REPLICATED, PLAN_BF16_PER_EXPERT,
+                                  128},
+    };
+    const int64_t all_weights[INSPECT_STORAGE_COUNT] = {120922808576LL, 238802597888LL};
+    inspect_weight_split split[INSPECT_STORAGE_COUNT];
+    for (int s = 0; s < INSPECT_STORAGE_COUNT; s++) {
+        inspect_weight_split *got = &split[s];
+        if (inspect_split_weights(&f->cfg, f->specs, dtypes, f->n, (inspect_storage)s, got, &err) != 0)
+            fail_msg("%s", err.msg);
+        assert_int_equal(got->replicated_text, want[s].replicated_text);
+        assert_int_equal(got->replicated_vision, want[s].replicated_vision);
+        assert_int_equal(got->replicated_projector, want[s].replicated_projector);
+        assert_int_equal(got->replicated, want[s].replicated);
+        assert_int_equal(got->per_expert, want[s].per_expert);
+        assert_int_equal(got->experts, want[s].experts);
+        assert_int_equal(got->replicated + 128 * got->per_expert, all_weights[s]);
+    }
+    const inspect_weight_split *w = &split[INSPECT_STORAGE_AS_STORED], *b = &split[INSPECT_STORAGE_BF16];
 
     const struct {
         const inspect_weight_split *w;
         int64_t gpus, rank, first, experts, total;
         bool h100, h200;
     } shares[] = {
-        {&w, 1, 0, 0, 128, 121017180416LL, false, true},
-        {&w, 2, 0, 0, 64, 63035085056LL, true, true},
-        {&w, 2, 1, 64, 64, 63035085056LL, true, true},
-        {&b, 1, 0, 0, 128, 238896969728LL, false, false},
-        {&b, 2, 1, 64, 64, 122932852736LL, false, true},
-        {&b, 3, 0, 0, 43, 84882126848LL, false, true},  /* the largest share decides: no H100 */
-        {&b, 3, 1, 43, 43, 84882126848LL, false, true},
-        {&b, 3, 2, 86, 42, 83070187520LL, true, true},  /* the smallest alone would fit */
-        {&b, 4, 3, 96, 32, 64950794240LL, true, true},
+        {w, 1, 0, 0, 128, 121017180416LL, false, true},
+        {w, 2, 0, 0, 64, 63035085056LL, true, true},
+        {w, 2, 1, 64, 64, 63035085056LL, true, true},
+        {b, 1, 0, 0, 128, 238896969728LL, false, false},
+        {b, 2, 1, 64, 64, 122932852736LL, false, true},
+        {b, 3, 0, 0, 43, 84882126848LL, false, true},  /* the largest share decides: no H100 */
+        {b, 3, 1, 43, 43, 84882126848LL, false, true},
+        {b, 3, 2, 86, 42, 83070187520LL, true, true},  /* the smallest alone would fit */
+        {b, 4, 3, 96, 32, 64950794240LL, true, true},
         /* 128 = 5·25 + 3: GPUs 0..2 hold 26, GPUs 3..4 hold 25 */
-        {&w, 5, 2, 52, 26, PLAN_REPLICATED + 26 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
-        {&w, 5, 3, 78, 25, PLAN_REPLICATED + 25 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
-        {&w, 5, 4, 103, 25, PLAN_REPLICATED + 25 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
+        {w, 5, 2, 52, 26, PLAN_REPLICATED + 26 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
+        {w, 5, 3, 78, 25, PLAN_REPLICATED + 25 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
+        {w, 5, 4, 103, 25, PLAN_REPLICATED + 25 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
         /* 128 = 6·21 + 2 and 7·18 + 2 */
-        {&w, 6, 1, 22, 22, PLAN_REPLICATED + 22 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
-        {&w, 6, 2, 44, 21, PLAN_REPLICATED + 21 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
-        {&b, 7, 6, 110, 18, PLAN_BF16_REPLICATED + 18 * PLAN_BF16_PER_EXPERT + PLAN_CACHE, true, true},
-        {&w, 128, 127, 127, 1, PLAN_REPLICATED + PLAN_PER_EXPERT + PLAN_CACHE, true, true},
+        {w, 6, 1, 22, 22, PLAN_REPLICATED + 22 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
+        {w, 6, 2, 44, 21, PLAN_REPLICATED + 21 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
+        {b, 7, 6, 110, 18, PLAN_BF16_REPLICATED + 18 * PLAN_BF16_PER_EXPERT + PLAN_CACHE, true, true},
+        {w, 128, 127, 127, 1, PLAN_REPLICATED + PLAN_PER_EXPERT + PLAN_CACHE, true, true},
     };
     for (size_t i = 0; i < sizeof shares / sizeof shares[0]; i++) {
         inspect_gpu_share g;
@@ -288,15 +292,16 @@ static void test_published_gpu_plan(void **state) {
     assert_int_equal(inspect_gpu_cards[0].usable_bytes, H100_USABLE);
     assert_string_equal(inspect_gpu_cards[1].name, "H200");
     assert_int_equal(inspect_gpu_cards[1].usable_bytes, H200_USABLE);
-    assert_int_equal(inspect_fewest_gpus(&w, cache, H100_USABLE), 2);
-    assert_int_equal(inspect_fewest_gpus(&w, cache, H200_USABLE), 1);
-    assert_int_equal(inspect_fewest_gpus(&b, cache, H100_USABLE), 4);
-    assert_int_equal(inspect_fewest_gpus(&b, cache, H200_USABLE), 2);
-    assert_int_equal(inspect_fewest_gpus(&w, cache, PLAN_REPLICATED), 0); /* not even one expert each */
+    assert_int_equal(inspect_fewest_gpus(w, cache, H100_USABLE), 2);
+    assert_int_equal(inspect_fewest_gpus(w, cache, H200_USABLE), 1);
+    assert_int_equal(inspect_fewest_gpus(b, cache, H100_USABLE), 4);
+    assert_int_equal(inspect_fewest_gpus(b, cache, H200_USABLE), 2);
+    assert_int_equal(inspect_fewest_gpus(w, cache, PLAN_REPLICATED), 0); /* not even one expert each */
 
     inspect_expert_comm m;
     inspect_expert_comm_of(&f->cfg, f->specs, f->n, 2, &m);
     assert_int_equal(m.moe_layers, 36);
+    assert_int_equal(m.hidden_size, 4096);
     assert_int_equal(m.message_bytes_per_layer, 8192);
     assert_int_equal(m.message_bytes, 294912);
     assert_float_equal(m.bus_bytes_per_gpu, 294912.0, 0.0);
