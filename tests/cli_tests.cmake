@@ -76,6 +76,27 @@ m4_cli_test(cli_inspect_bad_context EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --con
   CHECKS "STDERR_1=--context wants a whole number")
 m4_cli_test(cli_inspect_context_no_value EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --context
   CHECKS "STDERR_1=--context needs a value")
+# issue #18: --gpus and --context refuse what is not a whole number in range, naming it
+m4_cli_test(cli_inspect_context_negative EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --context -5 --gpus 2
+  CHECKS "STDERR_1=^mistral4 inspect: --context wants a whole number from 1 to 4294967296, not '-5'"
+         "STDERR_2=mistral4 inspect --help")
+m4_cli_test(cli_inspect_context_huge EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus 2 --context 4294967297
+  CHECKS "STDERR_1=--context wants a whole number from 1 to 4294967296, not '4294967297'")
+m4_cli_test(cli_inspect_context_past_int64 EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --context=99999999999999999999999
+  CHECKS "STDERR_1=--context wants a whole number from 1 to 4294967296, not '99999999999999999999999'")
+m4_cli_test(cli_inspect_context_not_a_number EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --context 4k
+  CHECKS "STDERR_1=--context wants a whole number from 1 to 4294967296, not '4k'")
+m4_cli_test(cli_inspect_gpus_zero EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus 0
+  CHECKS "STDERR_1=^mistral4 inspect: --gpus wants a whole number from 1 to 1024, not '0'"
+         "STDERR_2=mistral4 inspect --help")
+m4_cli_test(cli_inspect_gpus_not_a_number EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus abc
+  CHECKS "STDERR_1=--gpus wants a whole number from 1 to 1024, not 'abc'")
+m4_cli_test(cli_inspect_gpus_negative EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus=-3
+  CHECKS "STDERR_1=--gpus wants a whole number from 1 to 1024, not '-3'")
+m4_cli_test(cli_inspect_gpus_huge EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus 99999999999999999999999
+  CHECKS "STDERR_1=--gpus wants a whole number from 1 to 1024, not '99999999999999999999999'")
+m4_cli_test(cli_inspect_gpus_no_value EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus
+  CHECKS "STDERR_1=--gpus needs a value")
 
 # ---- inspect: failures of the work
 m4_cli_test(cli_inspect_missing_path EXPECT_RC 1 ARGS inspect ${CMAKE_CURRENT_BINARY_DIR}/no-such-model
@@ -105,6 +126,29 @@ m4_cli_test(cli_inspect_published_json EXPECT_RC 0 ARGS inspect ${M4_FIXTURE} --
          "JSON_5=params.fp8_scales=19008" "JSON_6=per_token.context=8192"
          "JSON_7=source.kind=config" "JSON_8=tensors.0.name=model.language_model.embed_tokens.weight"
          "JSON_9=config.text.num_experts_per_tok=4")
+# issue #18: the expert-parallel plan; the figures are worked out by hand in tests/test_inspect.c
+# (test_published_gpu_plan). 128 experts over 3 GPUs: the 43-expert GPUs decide the fit.
+m4_cli_test(cli_inspect_gpus_plan EXPECT_RC 0 ARGS inspect ${M4_FIXTURE} --gpus 3
+  CHECKS "STDOUT_1=Expert-parallel plan: 3 GPUs, context 4096, batch 1"
+         "STDOUT_2=experts +of the 128 routed experts of every MoE layer, GPUs 0..1: 43 each. GPU 2: 42 each"
+         "STDOUT_3=largest GPU \\(43 experts\\) +44.01 GB +40.99 GiB +84.88 GB +79.05 GiB"
+         "STDOUT_4=fits H100 80 GB \\(78 GiB usable\\) +yes +no"
+         "STDOUT_5=per decoded token +36 all-reduces of 8,192 bytes = 294,912 bytes"
+         "STDOUT_6=2\\*\\(N-1\\)/N of it, 393,216 bytes"
+         "STDOUT_7=   3 +43 +44.01 GB +yes +yes +84.88 GB +no +yes"
+         "STDOUT_8=fewest GPUs: as stored H100 2, H200 1. bf16 H100 4, H200 2")
+m4_cli_test(cli_inspect_gpus_json EXPECT_RC 0 ARGS inspect ${M4_FIXTURE} --gpus 3 --json
+  CHECKS "JSON_1=gpu_plan.cache_bytes=94371840"
+         "JSON_2=gpu_plan.storage.0.largest_gpu_bytes=44009710016"
+         "JSON_3=gpu_plan.storage.0.bytes_per_expert=905970240"
+         "JSON_4=gpu_plan.storage.1.largest_gpu_bytes=84882126848"
+         "JSON_5=gpu_plan.storage.1.fits.H100=OFF"
+         "JSON_6=gpu_plan.storage.1.fewest_gpus.H100=4"
+         "JSON_7=gpu_plan.storage.1.per_gpu.2.experts=42"
+         "JSON_8=gpu_plan.storage.1.per_gpu.2.first_expert=86"
+         "JSON_9=gpu_plan.communication.message_bytes_per_token=294912")
+m4_cli_test(cli_inspect_gpus_more_than_experts EXPECT_RC 1 ARGS inspect ${M4_FIXTURE} --gpus 129
+  CHECKS "STDERR_1=^mistral4 inspect: .*: 129 GPUs: expert parallelism gives each GPU at least one of the 128 routed experts")
 m4_cli_test(cli_inspect_all_layers EXPECT_RC 0 ARGS inspect ${M4_FIXTURE} --all-layers
   CHECKS "STDOUT_1=model.language_model.layers.35.mlp.experts.down_proj "
          "STDOUT_2=model.vision_tower.transformer.layers.23.ffn_norm.weight")
@@ -138,6 +182,14 @@ if(TEST test_inspect)
   m4_cli_test(cli_inspect_checkpoint_json EXPECT_RC 0 ARGS inspect ${M4_TINY_CHECKPOINT} --json
     FIXTURES m4_inspect_tiny_checkpoint
     CHECKS "JSON_1=source.kind=checkpoint" "JSON_2=source.shards=1" "JSON_3=source.dtypes=on_disk")
+  # issue #18: the plan from the dtypes on disk; layer 0 is dense, so 2 MoE layers of 4 experts
+  m4_cli_test(cli_inspect_checkpoint_gpus EXPECT_RC 0 ARGS inspect ${M4_TINY_CHECKPOINT} --gpus 4 --json
+    FIXTURES m4_inspect_tiny_checkpoint
+    CHECKS "JSON_1=gpu_plan.communication.moe_layers=2" "JSON_2=gpu_plan.storage.0.bytes_per_expert=3088"
+           "JSON_3=gpu_plan.storage.0.per_gpu.3.first_expert=3")
+  m4_cli_test(cli_inspect_checkpoint_more_gpus_than_experts EXPECT_RC 1 ARGS inspect ${M4_TINY_CHECKPOINT} --gpus 5
+    FIXTURES m4_inspect_tiny_checkpoint
+    CHECKS "STDERR_1=inspect-tiny-checkpoint: 5 GPUs: expert parallelism gives each GPU at least one of the 4 routed experts \\(1 .. 4 GPUs\\)")
 endif()
 
 # ---- conform ---------------------------------------------------------------------------------
