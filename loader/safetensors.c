@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "m4_faults.h"
 #include "m4_file.h"
 
 typedef struct {
@@ -199,6 +200,12 @@ static int open_shard(m4_checkpoint *c, const char *path, m4_error *err) {
         return m4_fail(err, "%s: mmap failed: %s", path, strerror(errno));
     }
     s->map_len = (size_t)size;
+    /* registered so that a read after the file shrank is reported by name (SIGBUS, cli/signals.c) */
+    if (m4_faults_track_mapping(s->map, s->map_len, s->path) != 0) {
+        munmap(s->map, s->map_len);
+        s->map = NULL;
+        return m4_fail(err, "%s: out of memory (%zu bytes)", path, strlen(path) + 1 + 4 * sizeof(void *));
+    }
     const uint8_t *bytes = s->map;
     uint64_t header_len = 0;
     for (int i = 0; i < 8; i++) header_len |= (uint64_t)bytes[i] << (8 * i);
@@ -447,6 +454,7 @@ int m4_checkpoint_make_resident(m4_checkpoint *c, m4_error *err) {
             }
         }
     for (size_t i = 0; i < c->n_shards; i++) {
+        m4_faults_forget_mapping(c->shards[i].map);
         munmap(c->shards[i].map, c->shards[i].map_len);
         c->shards[i].map = copies[i];
     }
@@ -458,7 +466,10 @@ void m4_checkpoint_close(m4_checkpoint *c) {
     if (!c) return;
     for (size_t i = 0; i < c->n_tensors; i++) free((char *)c->tensors[i].name);
     for (size_t i = 0; i < c->n_shards; i++) {
-        if (c->shards[i].map) munmap(c->shards[i].map, c->shards[i].map_len);
+        if (c->shards[i].map) {
+            m4_faults_forget_mapping(c->shards[i].map); /* (a resident copy was never registered) */
+            munmap(c->shards[i].map, c->shards[i].map_len);
+        }
         free(c->shards[i].path);
     }
     free(c->tensors);
