@@ -62,6 +62,29 @@ static int entries_in(const char *dir, char first[256]) {
     return n;
 }
 
+/* Runs body(context) in a child process whose stderr is a pipe, its return value the child's exit
+ * status (the child may also die of a signal); what it wrote to stderr comes back in `text`.
+ * Returns the wait status. */
+static int in_child(int (*body)(void *context), void *context, char *text, size_t size) {
+    int err[2];
+    assert_int_equal(pipe(err), 0);
+    const pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        close(err[0]);
+        dup2(err[1], STDERR_FILENO);
+        _exit(body(context));
+    }
+    close(err[1]);
+    size_t got = 0;
+    for (ssize_t n; got + 1 < size && (n = read(err[0], text + got, size - 1 - got)) > 0;) got += (size_t)n;
+    text[got] = 0;
+    close(err[0]);
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    return status;
+}
+
 /* ---- SIGINT / SIGTERM mid-write -------------------------------------------------------------- */
 
 /* The test hook: a large document written in 1 MiB pieces, which tells the parent (a byte on the
@@ -148,33 +171,27 @@ static json_t *large_json(void) {
     return json_pack("{s:s, s:o}", "schema", "test", "values", values);
 }
 
+/* A file and the folder it is in. */
+typedef struct {
+    const char *folder, *path;
+} folder_file;
+
+/* Child: a full disk under the JSON writer; 0 when it failed and left nothing on the tmpfs. */
+static int write_on_a_full_disk(void *context) {
+    const folder_file *o = context;
+    if (mount_small_tmpfs(o->folder) != 0) return 77;
+    m4_error err = {{0}};
+    const int rc = m4_write_json_file(large_json(), o->path, "JSON report", &err);
+    fputs(err.msg, stderr);
+    return rc == -1 && entries_in(o->folder, NULL) == 0 ? 0 : 3; /* the check must see the tmpfs */
+}
+
 static void full_disk_leaves_no_file_and_says_so(void **state) {
     fixture *f = *state;
     char *small = m4t_join(f->dir, "small"), *out = m4t_join(small, "r.json");
     assert_int_equal(mkdir(small, 0700), 0);
-    int message[2];
-    assert_int_equal(pipe(message), 0);
-    pid_t child = fork();
-    assert_true(child >= 0);
-    if (child == 0) {
-        close(message[0]);
-        if (mount_small_tmpfs(small) != 0) _exit(77);
-        json_t *doc = large_json();
-        m4_error err = {{0}};
-        const int rc = m4_write_json_file(doc, out, "JSON report", &err);
-        if (write(message[1], err.msg, strlen(err.msg)) < 0) _exit(4);
-        _exit(rc == -1 && entries_in(small, NULL) == 0 ? 0 : 3); /* the check must see the tmpfs */
-    }
-    close(message[1]);
-    char text[1024] = {0};
-    for (size_t got = 0; got < sizeof text - 1;) {
-        ssize_t n = read(message[0], text + got, sizeof text - 1 - got);
-        if (n <= 0) break;
-        got += (size_t)n;
-    }
-    close(message[0]);
-    int status;
-    assert_int_equal(waitpid(child, &status, 0), child);
+    char text[1024];
+    const int status = in_child(write_on_a_full_disk, &(folder_file){small, out}, text, sizeof text);
     assert_true(WIFEXITED(status));
     if (WEXITSTATUS(status) == 77) skip(); /* no user namespaces here: no tmpfs to fill */
     print_message("%s\n", text);
@@ -214,38 +231,28 @@ static void output_mode_follows_the_umask(void **state) {
 
 /* ---- a shard truncated while mapped ---------------------------------------------------------- */
 
+/* Child: a checkpoint opened, its shard truncated, its tensor read; returns only without SIGBUS. */
+static int read_after_truncation(void *context) {
+    const folder_file *shard = context;
+    signal(SIGBUS, SIG_DFL); /* as in a process without CMocka's handler */
+    cli_install_signal_handlers();
+    m4_checkpoint *c;
+    m4_error err;
+    if (m4_checkpoint_open(shard->folder, &c, &err) != 0 || truncate(shard->path, 0) != 0) return 3;
+    const volatile float *w = m4_checkpoint_find(c, "w")->data;
+    float sum = 0;
+    for (int i = 0; i < 4096; i++) sum += w[i];
+    return sum == 0 ? 4 : 5;
+}
+
 static void truncated_shard_is_named_not_a_bare_sigbus(void **state) {
     fixture *f = *state;
     char *shard = m4t_join(f->dir, "model.safetensors");
     static float weights[4096]; /* 16 KiB of data: pages past the new end of the file */
     m4t_tensor t = {"w", "F32", 1, {4096}, weights, sizeof weights};
     m4t_write_safetensors(shard, &t, 1);
-    int errors[2];
-    assert_int_equal(pipe(errors), 0);
-    pid_t child = fork();
-    assert_true(child >= 0);
-    if (child == 0) {
-        dup2(errors[1], STDERR_FILENO);
-        signal(SIGBUS, SIG_DFL); /* as in a process without CMocka's handler */
-        cli_install_signal_handlers();
-        m4_checkpoint *c;
-        m4_error err;
-        if (m4_checkpoint_open(f->dir, &c, &err) != 0 || truncate(shard, 0) != 0) _exit(3);
-        const volatile float *w = m4_checkpoint_find(c, "w")->data;
-        float sum = 0;
-        for (int i = 0; i < 4096; i++) sum += w[i];
-        _exit(sum == 0 ? 4 : 5); /* the read of a truncated file returned: no SIGBUS */
-    }
-    close(errors[1]);
-    char text[4096] = {0};
-    for (size_t got = 0; got < sizeof text - 1;) {
-        ssize_t n = read(errors[0], text + got, sizeof text - 1 - got);
-        if (n <= 0) break;
-        got += (size_t)n;
-    }
-    close(errors[0]);
-    int status;
-    assert_int_equal(waitpid(child, &status, 0), child);
+    char text[4096];
+    const int status = in_child(read_after_truncation, &(folder_file){f->dir, shard}, text, sizeof text);
     if (WIFSIGNALED(status)) fail_msg("the child died of signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 1);
@@ -269,6 +276,19 @@ static long long address_space_now(void) {
     return kib * 1024;
 }
 
+/* Child: the config's tensor list made in an address space that may grow by 64 KiB only. */
+static int list_tensors_in_little_memory(void *context) {
+    const m4_config *cfg = context;
+    const struct rlimit tight = {(rlim_t)(address_space_now() + (64 << 10)), RLIM_INFINITY};
+    m4_tensor_spec *specs = NULL;
+    size_t n = 0;
+    m4_error err = {{0}};
+    if (setrlimit(RLIMIT_AS, &tight) != 0) return 3;
+    const int rc = m4_weight_specs(cfg, NULL, &specs, &n, &err);
+    fputs(err.msg, stderr);
+    return rc == -1 ? 0 : 5;
+}
+
 /* An allocation that fails says how many bytes it asked for (#18 fault 7): the published config's
  * tensor list (512 entries at first) listed in a child whose address space may grow by 64 KiB
  * only (RLIMIT_AS). AddressSanitizer reserves terabytes of shadow memory, so the debug preset
@@ -286,30 +306,8 @@ static void out_of_memory_says_how_much(void **state) {
     m4_config cfg;
     m4_error err = {{0}};
     if (m4_config_load(config, &cfg, &err) != 0) fail_msg("%s", err.msg);
-    int message[2];
-    assert_int_equal(pipe(message), 0);
-    pid_t child = fork();
-    assert_true(child >= 0);
-    if (child == 0) {
-        close(message[0]);
-        const struct rlimit tight = {(rlim_t)(address_space_now() + (64 << 10)), RLIM_INFINITY};
-        m4_tensor_spec *specs = NULL;
-        size_t n = 0;
-        if (setrlimit(RLIMIT_AS, &tight) != 0) _exit(3);
-        const int rc = m4_weight_specs(&cfg, NULL, &specs, &n, &err);
-        if (write(message[1], err.msg, strlen(err.msg)) < 0) _exit(4);
-        _exit(rc == -1 ? 0 : 5);
-    }
-    close(message[1]);
-    char text[1024] = {0};
-    for (size_t got = 0; got < sizeof text - 1;) {
-        ssize_t n = read(message[0], text + got, sizeof text - 1 - got);
-        if (n <= 0) break;
-        got += (size_t)n;
-    }
-    close(message[0]);
-    int status;
-    assert_int_equal(waitpid(child, &status, 0), child);
+    char text[1024];
+    const int status = in_child(list_tensors_in_little_memory, &cfg, text, sizeof text);
     assert_true(WIFEXITED(status));
     if (WEXITSTATUS(status) != 0) fail_msg("the child exited %d: '%s'", WEXITSTATUS(status), text);
     char expected[128];
