@@ -1,5 +1,6 @@
 /* m4_faults.c — see m4_faults.h. Both registries are read by signal handlers, so what they hold
  * is reached through atomic pointers: a handler sees an entry whole or not at all. */
+#define _DEFAULT_SOURCE /* strdup with -std=c11 */
 #include "m4_faults.h"
 
 #include <stdatomic.h>

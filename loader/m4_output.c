@@ -1,4 +1,5 @@
 /* m4_output.c — see m4_output.h. */
+#define _DEFAULT_SOURCE /* sigprocmask, getrandom, fsync with -std=c11 */
 #include "m4_output.h"
 
 #include <errno.h>
