@@ -35,12 +35,14 @@ static void block_signals(sigset_t *saved) {
 
 static void restore_signals(const sigset_t *saved) { sigprocmask(SIG_SETMASK, saved, NULL); }
 
-/* Six characters from [A-Za-z0-9] for the name's suffix; unpredictable where getrandom works. */
+/* Six characters from [A-Za-z0-9] for the name's suffix; unpredictable where getrandom works,
+ * different on each call anyway. */
 static void random_suffix(char out[6]) {
     static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    static unsigned calls;
     unsigned char bytes[6];
     if (getrandom(bytes, sizeof bytes, GRND_NONBLOCK) != (ssize_t)sizeof bytes) {
-        uint64_t x = (uint64_t)getpid() * 0x9E3779B97F4A7C15u ^ (uint64_t)clock() ^ (uint64_t)time(NULL) << 20;
+        uint64_t x = ((uint64_t)getpid() << 20 ^ ++calls) * 0x9E3779B97F4A7C15u ^ (uint64_t)time(NULL);
         for (int i = 0; i < 6; i++, x >>= 8) bytes[i] = (unsigned char)x;
     }
     for (int i = 0; i < 6; i++) out[i] = alphabet[bytes[i] % (sizeof alphabet - 1)];
@@ -86,14 +88,13 @@ static int finish_temporary(temporary *t, const char *path, bool keep) {
     return rc;
 }
 
-/* What an errno means for a file being written; the common "no room" causes are spelled out. */
-static const char *write_cause(int cause) {
+/* The causes that mean "no room for the file", spelled out for the message; NULL for any other. */
+static const char *no_room(int cause) {
     switch (cause) {
     case ENOSPC: return "disk full (ENOSPC)";
     case EDQUOT: return "disk quota exceeded (EDQUOT)";
     case EFBIG: return "file too large (EFBIG: the file system's or `ulimit -f`'s limit)";
-    case 0: return "unknown cause";
-    default: return strerror(cause);
+    default: return NULL;
     }
 }
 
@@ -123,11 +124,11 @@ int m4_write_atomically(const char *path, const char *what, int (*fill)(const ch
                        path, what, strerror(errno));
     }
     if (!failed) return 0;
-    if (cause == ENOSPC || cause == EDQUOT || cause == EFBIG)
+    if (no_room(cause))
         return m4_fail(err, "%s: cannot write the %s: %s after %jd bytes: nothing written", path, what,
-                       write_cause(cause), written);
+                       no_room(cause), written);
     return m4_fail(err, "%s: cannot write the %s: %s (%s) after %jd bytes: nothing written", path, what, failed,
-                   write_cause(cause), written);
+                   cause ? strerror(cause) : "unknown cause", written);
 }
 
 /* A document written through a stdio stream: fill(f, content) then flush and close; -1 (errno
