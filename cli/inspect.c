@@ -81,7 +81,7 @@ static int open_config(const char *config_path, inspect_input *in, m4_error *err
     set_dense_dtype(in);
     if (m4_weight_specs(&in->config, NULL, &in->specs, &in->n, err) != 0) return -1;
     in->dtypes = calloc(in->n ? in->n : 1, sizeof *in->dtypes);
-    if (!in->dtypes) return m4_fail(err, "%s: out of memory", config_path);
+    if (!in->dtypes) return m4_fail(err, "%s: out of memory (%zu bytes)", config_path, in->n * sizeof *in->dtypes);
     for (size_t i = 0; i < in->n; i++) in->dtypes[i] = inspect_inferred_dtype(&in->specs[i], in->dense_dtype);
     return 0;
 }
@@ -104,7 +104,7 @@ static int open_checkpoint(const char *dir, inspect_input *in, m4_error *err) {
     in->dtypes = calloc(n_all ? n_all : 1, sizeof *in->dtypes);
     if (!in->specs || !in->dtypes) {
         free(all);
-        return m4_fail(err, "%s: out of memory", dir);
+        return m4_fail(err, "%s: out of memory (%zu bytes)", dir, n_all * (sizeof *in->specs + sizeof *in->dtypes));
     }
     for (size_t i = 0; i < n_all; i++) {
         const m4_tensor *t = m4_find_spec_tensor(ck, &in->config, &all[i], NULL);
@@ -125,7 +125,7 @@ int inspect_open(const char *path, inspect_input *in, m4_error *err) {
     if (!S_ISDIR(st.st_mode)) return open_config(path, in, err);
 
     char *config_path = join_path(path, "config.json");
-    if (!config_path) return m4_fail(err, "%s: out of memory", path);
+    if (!config_path) return m4_fail(err, "%s: out of memory (%zu bytes)", path, strlen(path) + sizeof "/config.json");
     int rc;
     if (stat(config_path, &st) != 0)
         rc = m4_fail(err, "'%s' holds no config.json (expected a checkpoint folder or a config.json file)",
