@@ -11,9 +11,9 @@
 #include <string.h>
 
 #include "cli.h"
-#include "conform.h"
 #include "generate.h"
 #include "generation.h"
+#include "m4_output.h"
 
 #define CMD "bench"
 #define MAX_LENGTHS 32
@@ -142,7 +142,9 @@ static int bench_length(const bench_args *a, const m4_model *model, const cli_ge
     json_t *row_runs = json_array();
     int rc = CLI_FAILED;
     if (!ids || !out || !prefill || !decode || !row_runs) {
-        cli_error(CMD, "out of memory");
+        cli_error(CMD, "out of memory (%zu bytes for a prompt of %lld tokens)",
+                  sizeof *ids * (size_t)S + sizeof *out * (size_t)a->gen + 2 * sizeof *prefill * (size_t)a->repeat,
+                  (long long)S);
         goto done;
     }
     for (int64_t i = 0; i < S; i++) ids[i] = (i * 7919 + 17) % V;   /* synthetic, deterministic */

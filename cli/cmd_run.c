@@ -261,7 +261,7 @@ static int add_image_path(prompt_images *im, const char *path) {
         return -1;
     }
     if (!(im->paths[im->n] = strdup(path))) {
-        cli_error(CMD, "out of memory");
+        cli_error(CMD, "out of memory (%zu bytes)", strlen(path) + 1);
         return -1;
     }
     im->n++;
@@ -507,7 +507,8 @@ int cmd_run(int argc, char **argv) {
     if (im.n > 0) {
         embeds = malloc(sizeof(float) * (size_t)(S * cfg->hidden_size));
         if (!embeds) {
-            cli_error(CMD, "out of memory");
+            cli_error(CMD, "out of memory for the prompt's embeddings (%zu bytes)",
+                      sizeof(float) * (size_t)(S * cfg->hidden_size));
             goto done;
         }
         if (cli_prompt_embeds(&gen, &model, ids.v, S, &im.batch, embeds, &err)) {
@@ -539,7 +540,7 @@ int cmd_run(int argc, char **argv) {
     out = malloc(sizeof *out * (size_t)opt.max_new_tokens);
     m4_generate_stats stats;
     if (!out) {
-        cli_error(CMD, "out of memory");
+        cli_error(CMD, "out of memory (%zu bytes)", sizeof *out * (size_t)opt.max_new_tokens);
         goto done;
     }
     watch.start = cli_now_seconds();

@@ -7,6 +7,7 @@
 #include "backend.h"
 #include "cli.h"
 #include "files.h"
+#include "signals.h"
 
 #ifndef M4_VERSION
 #define M4_VERSION "unknown"
@@ -140,6 +141,7 @@ static int help_command(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    cli_install_signal_handlers();
     if (argc < 2) {
         print_usage(stderr);
         return CLI_USAGE;

@@ -69,7 +69,7 @@ static m4_result *new_result(run_ctx *c, const m4_component *comp, const char *n
         size_t cap = r->cap ? 2 * r->cap : 64;
         m4_result *grown = realloc(r->results, cap * sizeof *grown);
         if (!grown) {
-            m4_fail(err, "out of memory for the report's rows (%zu rows)", cap);
+            m4_fail(err, "out of memory for the report's rows (%zu rows, %zu bytes)", cap, cap * sizeof *grown);
             return NULL;
         }
         r->results = grown;
@@ -168,7 +168,9 @@ static void *alloc_buffer(const run_ctx *c, const char *group, const char *datas
         return NULL;
     }
     void *p = malloc((size_t)(n > 0 ? n : 1) * size); /* n ≤ 2^27: no size_t overflow */
-    if (!p) m4_fail(err, "out of memory for dataset \"%s/%s\" (%lld %s)", group, dataset, (long long)n, unit);
+    if (!p)
+        m4_fail(err, "out of memory for dataset \"%s/%s\" (%lld %s, %zu bytes)", group, dataset, (long long)n, unit,
+                (size_t)(n > 0 ? n : 1) * size);
     return p;
 }
 
@@ -459,8 +461,8 @@ static int read_inputs(run_ctx *c, m4_error *err) {
                        (long long)cfg->vision.num_channels);
     c->grids = malloc(sizeof *c->grids * (size_t)c->px.n); /* n ≤ the limit: pixel_values was read */
     if (!c->grids)
-        return m4_fail(err, "out of memory for the patch grids of inputs/pixel_values (%lld images)",
-                       (long long)c->px.n);
+        return m4_fail(err, "out of memory for the patch grids of inputs/pixel_values (%lld images, %zu bytes)",
+                       (long long)c->px.n, sizeof *c->grids * (size_t)c->px.n);
     if (m4_ref_patch_grids(&cfg->vision, &c->px, c->grids, &d->P, err))
         return m4_fail_context(err, "%s", m4_golden_path(c->golden));
     c->cs.grids = c->grids;
@@ -494,7 +496,9 @@ static int read_provenance(run_ctx *c, m4_error *err) {
  * that config and no weights (no backend runs). */
 static int open_config_only(const m4_golden *golden, m4_model *model, m4_error *err) {
     char *json = malloc(M4_GOLDEN_MAX_ATTR_BYTES + 1);
-    if (!json) return m4_fail(err, "out of memory for the config_json of %s", m4_golden_path(golden));
+    if (!json)
+        return m4_fail(err, "out of memory for the config_json of %s (%zu bytes)", m4_golden_path(golden),
+                       (size_t)M4_GOLDEN_MAX_ATTR_BYTES + 1);
     char source[600];
     snprintf(source, sizeof source, "%s (config_json)", m4_golden_path(golden));
     int rc = m4_golden_attr(golden, "config_json", json, M4_GOLDEN_MAX_ATTR_BYTES + 1, err) ||
@@ -520,7 +524,7 @@ static int check_candidate_case(const run_ctx *c, m4_error *err) {
     if (m4_golden_has_attr(c->candidate, "config_json")) {
         const size_t size = M4_GOLDEN_MAX_ATTR_BYTES + 1;
         char *a = malloc(size), *b = malloc(size);
-        int rc = !a || !b ? m4_fail(err, "out of memory for the config_json attributes")
+        int rc = !a || !b ? m4_fail(err, "out of memory for the config_json attributes (2 × %zu bytes)", size)
                  : m4_golden_attr(c->candidate, "config_json", a, size, err) ||
                          m4_golden_attr(c->golden, "config_json", b, size, err)
                      ? -1 : 0;

@@ -82,18 +82,5 @@ void m4_report_free(m4_report *report);
 void m4_report_print_table(const m4_report *r, FILE *out);
 int m4_report_write_json(const m4_report *r, const char *path, m4_error *err);
 int m4_report_write_junit(const m4_report *r, const char *path, m4_error *err);
-/* Writes `path` so that a reader never sees half of it: fill(tmp, content) writes a new temporary
- * file beside it (mkstemp: a unique name in the same folder, so no existing file is overwritten
- * and the rename stays on one file system; mode 0644, as fopen creates a file under umask 022),
- * which is renamed over `path` only when fill returned 0. On failure the temporary file is
- * removed, `path` is left as it was, and the message says which step failed and why
- * ("PATH: cannot write the WHAT: write error (CAUSE)"). `fill` returns 0, or -1 with errno set to
- * the cause where there is one. The one writer of every file the project writes (reports,
- * benchmark results, `mistral4 preprocess --out`). */
-int m4_write_atomically(const char *path, const char *what, int (*fill)(const char *tmp, const void *content),
-                       const void *content, m4_error *err);
-/* Any JSON document (a jansson json_t *), written the same way; `what` names the document in the
- * error ("benchmark result"). */
-int m4_write_json_file(const void *json_root, const char *path, const char *what, m4_error *err);
 
 #endif

@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "m4_file.h"
 
 struct m4_golden {
     hid_t file;
@@ -17,13 +20,18 @@ static void silence_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 int m4_golden_open(const char *path, m4_golden **out, m4_error *err) {
     *out = NULL;
     silence_hdf5();
+    /* libhdf5 opens whatever the path names and would block on a FIFO: the file kind first. */
+    size_t size;
+    int fd = m4_file_open_regular(path, "the golden file", &size, err);
+    if (fd < 0) return -1;
+    close(fd);
     if (H5Fis_hdf5(path) <= 0) return m4_fail(err, "%s: missing or not an HDF5 file", path);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (file < 0) return m4_fail(err, "%s: cannot open as HDF5", path);
     m4_golden *g = calloc(1, sizeof *g);
     if (!g) {
         H5Fclose(file);
-        return m4_fail(err, "%s: out of memory", path);
+        return m4_fail(err, "%s: out of memory (%zu bytes)", path, sizeof *g);
     }
     g->file = file;
     snprintf(g->path, sizeof g->path, "%s", path);
@@ -150,7 +158,7 @@ int m4_golden_read(const m4_golden *g, const char *path, bool as_int, m4_array *
     size_t bytes = (size_t)(out->numel ? out->numel : 1) * (as_int ? sizeof(int64_t) : sizeof(float));
     void *data = malloc(bytes);
     if (!data) {
-        rc = m4_fail(err, "%s: out of memory reading \"%s\"", g->path, path);
+        rc = m4_fail(err, "%s: out of memory reading \"%s\" (%zu bytes)", g->path, path, bytes);
         goto done;
     }
     /* HDF5 converts the stored type (float64, int32, …) to the memory type. */

@@ -8,9 +8,10 @@
 
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "m4_file.h"
 #include "m4_json.h"
 
 /* Largest accepted size or count: products of two such values still fit in int64_t. */
@@ -736,16 +737,12 @@ int m4_config_parse(const char *json_text, const char *source, m4_config *cfg, m
 
 int m4_config_load(const char *path, m4_config *cfg, m4_error *err) {
     if (!path || !cfg) return m4_fail(err, "m4_config_load: no path or no config to fill");
-    /* A regular file of bounded size: json_load_file would read a FIFO or a huge file to the end. */
-    struct stat st;
-    if (stat(path, &st) == 0) {
-        if (!S_ISREG(st.st_mode)) return m4_fail(err, "%s: not a regular file", path);
-        if (st.st_size > M4_CONFIG_MAX_BYTES)
-            return m4_fail(err, "%s: %lld bytes, more than the %ld-byte limit for a config", path,
-                           (long long)st.st_size, (long)M4_CONFIG_MAX_BYTES);
-    }
+    char *text;
+    size_t size;
+    if (m4_file_read_all(path, "the config", M4_CONFIG_MAX_BYTES, "M4_CONFIG_MAX_BYTES", &text, &size, err)) return -1;
     json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadb(text, size, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
     if (!root) return json_failure(path, &jerr, err);
     int rc = config_from_json(root, path, cfg, err);
     json_decref(root);

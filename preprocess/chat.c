@@ -8,9 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "image.h"
+#include "m4_file.h"
 
 int m4_reasoning_effort_parse(const char *s, m4_reasoning_effort *effort, m4_error *err) {
     if (strcmp(s, "none") == 0) *effort = M4_REASONING_NONE;
@@ -372,14 +372,14 @@ static int read_messages(const char *path, size_t extra_chunks, const char *dir,
 
 int m4_chat_file_read(const char *path, size_t extra_chunks, m4_chat_file *out, m4_error *err) {
     memset(out, 0, sizeof *out);
-    struct stat sb;
-    if (stat(path, &sb) != 0) return m4_fail(err, "%s: cannot read the conversation file", path);
-    if (!S_ISREG(sb.st_mode)) return m4_fail(err, "%s: not a regular file", path);
-    if (sb.st_size > M4_CHAT_FILE_MAX_BYTES)
-        return m4_fail(err, "%s: %lld bytes, more than the %ld a conversation file may have (M4_CHAT_FILE_MAX_BYTES)",
-                       path, (long long)sb.st_size, (long)M4_CHAT_FILE_MAX_BYTES);
+    char *text;
+    size_t size;
+    if (m4_file_read_all(path, "the conversation file", M4_CHAT_FILE_MAX_BYTES, "M4_CHAT_FILE_MAX_BYTES", &text,
+                         &size, err))
+        return -1;
     json_error_t jerr;
-    out->json = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    out->json = json_loadb(text, size, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
     if (!out->json) return m4_fail(err, "%s: line %d: %s", path, jerr.line, jerr.text);
     char *dir = folder_of(path);
     int rc = dir ? read_messages(path, extra_chunks, dir, out, err) : m4_fail(err, "%s: out of memory", path);

@@ -10,18 +10,18 @@
  * handler that frees what was allocated and returns an m4_error; neither library prints. */
 #include "image.h"
 
-#include <errno.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <jerror.h>
 #include <jpeglib.h>
 #include <png.h>
+
+#include "m4_file.h"
 
 /* ============================================================================================
  * Small helpers
@@ -449,32 +449,11 @@ int m4_image_decode(const uint8_t *data, size_t size, const char *name, m4_image
 int m4_image_load(const char *path, m4_image *img, m4_error *err) {
     img->pixels = NULL;
     img->height = img->width = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return m4_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return m4_fail(err, "%s: not a regular file", path);
-    }
-    if (st.st_size > M4_IMAGE_MAX_FILE_BYTES) {
-        fclose(f);
-        return m4_fail(err, "%s: %lld bytes, more than the %lld-byte limit (M4_IMAGE_MAX_FILE_BYTES)",
-                       path, (long long)st.st_size, (long long)M4_IMAGE_MAX_FILE_BYTES);
-    }
-    size_t size = (size_t)st.st_size;
-    uint8_t *data = malloc(size ? size : 1);
-    if (!data) {
-        fclose(f);
-        return m4_fail(err, "%s: out of memory reading %zu bytes", path, size);
-    }
-    size_t got = fread(data, 1, size, f);
-    int read_error = ferror(f);
-    fclose(f);
-    if (read_error || got != size) {
-        free(data);
-        return m4_fail(err, "%s: read error after %zu of %zu bytes", path, got, size);
-    }
-    int rc = m4_image_decode(data, size, path, img, err);
+    char *data;
+    size_t size;
+    if (m4_file_read_all(path, "the image", M4_IMAGE_MAX_FILE_BYTES, "M4_IMAGE_MAX_FILE_BYTES", &data, &size, err))
+        return -1;
+    int rc = m4_image_decode((const uint8_t *)data, size, path, img, err);
     free(data);
     return rc;
 }

@@ -21,13 +21,13 @@
 #include "tokenizer.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include <errno.h>
 #include <jansson.h>
 #include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "m4_file.h"
 #include "m4_json.h"
 
 #define NO_RANK UINT32_MAX
@@ -546,31 +546,11 @@ int m4_tokenizer_parse(const char *json, size_t len, const char *name, m4_tokeni
 
 int m4_tokenizer_load(const char *path, m4_tokenizer **out, m4_error *err) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return m4_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    char *text = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? 2 * cap : (size_t)1 << 24;
-            char *grown = realloc(text, cap);
-            if (!grown) {
-                free(text);
-                fclose(f);
-                return m4_fail(err, "%s: out of memory reading the file", path);
-            }
-            text = grown;
-        }
-        size_t got = fread(text + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) break;
-    }
-    int failed = ferror(f);
-    fclose(f);
-    if (failed) {
-        free(text);
-        return m4_fail(err, "%s: read error", path);
-    }
+    char *text;
+    size_t len;
+    if (m4_file_read_all(path, "the tokenizer file", M4_TOKENIZER_MAX_BYTES, "M4_TOKENIZER_MAX_BYTES", &text, &len,
+                         err))
+        return -1;
     int rc = m4_tokenizer_parse(text, len, path, out, err);
     free(text);
     return rc;

@@ -51,8 +51,12 @@ void m4_token_ids_free(m4_token_ids *list);
 
 /* ---- loading -------------------------------------------------------------------------------- */
 
-/* Reads and validates a tekken.json. Errors name the file and the field, e.g.
- * "x/tekken.json: vocab[300].token_bytes: invalid base64 at character 3". */
+/* Largest tekken.json read: the published one (131072 ranks, base64 bytes) is about 15 MB. */
+#define M4_TOKENIZER_MAX_BYTES ((size_t)64 << 20)
+
+/* Reads and validates a tekken.json (a regular file of at most M4_TOKENIZER_MAX_BYTES). Errors
+ * name the file and the field, e.g. "x/tekken.json: vocab[300].token_bytes: invalid base64 at
+ * character 3". */
 int m4_tokenizer_load(const char *path, m4_tokenizer **out, m4_error *err);
 
 /* The same from JSON text in memory; `name` stands for the file in messages. */

@@ -16,10 +16,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "chat.h"
 #include "config.h"
 #include "conform.h"
 #include "golden.h"
+#include "image.h"
 #include "safetensors.h"
+#include "tokenizer.h"
 #include "weights.h"
 
 typedef struct {
@@ -230,7 +233,7 @@ static void config_file_over_the_size_limit_is_refused(void **state) {
     m4_config cfg;
     m4_error err = {{0}};
     assert_int_equal(m4_config_load(path, &cfg, &err), -1);
-    m4t_assert_contains(err.msg, "byte limit for a config");
+    m4t_assert_contains(err.msg, "more than the 1048576-byte limit (M4_CONFIG_MAX_BYTES)");
     remove(path);
     assert_int_equal(mkfifo(path, 0600), 0);
     assert_int_equal(m4_config_load(path, &cfg, &err), -1); /* must not block reading the FIFO */
@@ -249,7 +252,7 @@ static void index_over_the_size_limit_is_refused(void **state) {
     m4_error err = {{0}};
     assert_int_equal(m4_checkpoint_open(f->dir, &c, &err), -1);
     assert_null(c);
-    m4t_assert_contains(err.msg, "byte limit for an index");
+    m4t_assert_contains(err.msg, "more than the 104857600-byte limit (M4_SAFETENSORS_MAX_INDEX)");
     free(path);
 }
 
@@ -257,6 +260,75 @@ static void index_over_the_size_limit_is_refused(void **state) {
 
 /* Replaces dataset `dataset` of golden file `path` by one of shape dims[ndim] (zeros, int64 or
  * float32). */
+/* Issue #18, fault 1 and 2: a FIFO, a folder or a link to /dev/zero where an input file is
+ * expected hung the tool (a FIFO's open waits for a writer; /dev/zero never ends) or ran it out of
+ * memory (tekken.json had no limit). Every reader now refuses them on the opened descriptor and
+ * names the kind. alarm() turns a hang into a failure. */
+static int read_config(const char *path, m4_error *err) {
+    m4_config cfg;
+    return m4_config_load(path, &cfg, err);
+}
+static int read_tokenizer(const char *path, m4_error *err) {
+    m4_tokenizer *tok;
+    return m4_tokenizer_load(path, &tok, err);
+}
+static int read_chat(const char *path, m4_error *err) {
+    m4_chat_file chat;
+    return m4_chat_file_read(path, 0, &chat, err);
+}
+static int read_image(const char *path, m4_error *err) {
+    m4_image img;
+    return m4_image_load(path, &img, err);
+}
+static int read_golden(const char *path, m4_error *err) {
+    m4_golden *g;
+    return m4_golden_open(path, &g, err);
+}
+
+static void inputs_that_are_not_regular_files_are_refused(void **state) {
+    fixture *f = *state;
+    const struct {
+        int (*read)(const char *path, m4_error *err);
+        const char *what;
+    } readers[] = {{read_config, "the config"},         {read_tokenizer, "the tokenizer file"},
+                   {read_chat, "the conversation file"}, {read_image, "the image"},
+                   {read_golden, "the golden file"}};
+    char *fifo = m4t_join(f->dir, "fifo"), *zero = m4t_join(f->dir, "zero");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(symlink("/dev/zero", zero), 0);
+    const struct {
+        const char *path, *kind;
+    } inputs[] = {{fifo, "is a FIFO (named pipe), not a regular file"},
+                  {zero, "is a character device, not a regular file"},
+                  {f->dir, "is a folder, not a regular file"}};
+    alarm(20);
+    for (size_t r = 0; r < sizeof readers / sizeof *readers; r++)
+        for (size_t i = 0; i < sizeof inputs / sizeof *inputs; i++) {
+            m4_error err = {{0}};
+            assert_int_equal(readers[r].read(inputs[i].path, &err), -1);
+            char expected[512];
+            snprintf(expected, sizeof expected, "%s: %s %s", inputs[i].path, readers[r].what, inputs[i].kind);
+            m4t_assert_contains(err.msg, expected);
+        }
+    alarm(0);
+    free(fifo), free(zero);
+}
+
+/* Issue #18, fault 2: tekken.json has a size limit like every other input. */
+static void tokenizer_file_over_the_size_limit_is_refused(void **state) {
+    fixture *f = *state;
+    char *path = m4t_join(f->dir, "tekken.json");
+    FILE *file = fopen(path, "wb");
+    assert_non_null(file);
+    assert_int_equal(ftruncate(fileno(file), (off_t)M4_TOKENIZER_MAX_BYTES + 1), 0); /* sparse: fast */
+    fclose(file);
+    m4_tokenizer *tok;
+    m4_error err = {{0}};
+    assert_int_equal(m4_tokenizer_load(path, &tok, &err), -1);
+    m4t_assert_contains(err.msg, "more than the 67108864-byte limit (M4_TOKENIZER_MAX_BYTES)");
+    free(path);
+}
+
 static void replace_dataset(const char *path, const char *dataset, bool as_int, int ndim, const hsize_t *dims) {
     hid_t file = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
     assert_true(file >= 0);
@@ -465,7 +537,7 @@ static int entries_in(const char *dir) {
 
 /* Reported in issue #9: the writers wrote FILE.tmp and renamed it over FILE, so a file of that
  * name (someone else's, or another writer's) was overwritten, then renamed away. Now the
- * temporary file has a unique name (mkstemp) and nothing else in the folder is touched. */
+ * temporary file has a unique name (created exclusively) and nothing else in the folder is touched. */
 static void report_writers_leave_a_file_named_like_the_old_temporary_alone(void **state) {
     fixture *f = *state;
     char *json = m4t_join(f->dir, "r.json"), *xml = m4t_join(f->dir, "r.xml");
@@ -474,8 +546,10 @@ static void report_writers_leave_a_file_named_like_the_old_temporary_alone(void 
     m4t_write_text(xml_tmp, "not ours either");
     m4_report r = small_report();
     m4_error err = {{0}};
+    const mode_t saved_umask = umask(022); /* the mode checked below */
     if (m4_report_write_json(&r, json, &err) != 0) fail_msg("%s", err.msg);
     if (m4_report_write_junit(&r, xml, &err) != 0) fail_msg("%s", err.msg);
+    umask(saved_umask);
     char *text = read_text(json_tmp);
     assert_non_null(text);
     assert_string_equal(text, "not ours");
@@ -523,10 +597,11 @@ static void report_write_error_leaves_the_previous_report(void **state) {
 
     assert_int_equal(json_rc, -1);
     m4t_assert_contains(json_err.msg, json);
-    m4t_assert_contains(json_err.msg, "cannot write the JSON report: write error (File too large)");
+    m4t_assert_contains(json_err.msg, "cannot write the JSON report: file too large (EFBIG");
+    m4t_assert_contains(json_err.msg, "after 64 bytes: nothing written");
     assert_int_equal(xml_rc, -1);
     m4t_assert_contains(xml_err.msg, xml);
-    m4t_assert_contains(xml_err.msg, "cannot write the JUnit report: write error (File too large)");
+    m4t_assert_contains(xml_err.msg, "cannot write the JUnit report: file too large (EFBIG");
     char *text = read_text(json);
     assert_string_equal(text, "previous JSON report");
     free(text);
@@ -556,6 +631,8 @@ int main(void) {
         T(weights_patch_merger_width_overflow_is_refused),
         T(config_file_over_the_size_limit_is_refused),
         T(index_over_the_size_limit_is_refused),
+        T(inputs_that_are_not_regular_files_are_refused),
+        T(tokenizer_file_over_the_size_limit_is_refused),
         T(conform_golden_shape_mismatch_is_an_error_row),
         T(conform_golden_short_attention_mask_is_refused),
         T(conform_golden_buffer_over_the_limit_is_an_error_row),

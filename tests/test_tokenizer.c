@@ -729,7 +729,7 @@ static void test_missing_file(void **state) {
     m4_error err = {{0}};
     assert_int_not_equal(m4_tokenizer_load("/nonexistent/dir/tekken.json", &tok, &err), 0);
     assert_null(tok);
-    m4t_assert_contains(err.msg, "/nonexistent/dir/tekken.json: cannot open: No such file");
+    m4t_assert_contains(err.msg, "/nonexistent/dir/tekken.json: cannot open the tokenizer file: No such file");
 }
 
 /* The tiny file itself is valid (so each bad case fails for its own reason only). */
