@@ -420,7 +420,7 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     if (N > 0 && !(positions = malloc(sizeof *positions * (size_t)S))) {
-        cli_error(CMD, "out of memory");
+        cli_error(CMD, "out of memory for the prompt's positions (%zu bytes)", sizeof *positions * (size_t)S);
         goto done;
     }
     for (int64_t i = 0; positions && i < S; i++) positions[i] = N + i;
@@ -438,7 +438,8 @@ int cmd_run(int argc, char **argv) {
     if (im.n > 0) {
         embeds = malloc(sizeof(float) * (size_t)(S * cfg->hidden_size));
         if (!embeds) {
-            cli_error(CMD, "out of memory");
+            cli_error(CMD, "out of memory for the prompt's embeddings (%zu bytes)",
+                      sizeof(float) * (size_t)(S * cfg->hidden_size));
             goto done;
         }
         if (cli_prompt_embeds(&gen, &model, ids.v, S, &im.batch, embeds, &err)) {
@@ -470,7 +471,7 @@ int cmd_run(int argc, char **argv) {
     out = malloc(sizeof *out * (size_t)opt.max_new_tokens);
     m4_generate_stats stats;
     if (!out) {
-        cli_error(CMD, "out of memory");
+        cli_error(CMD, "out of memory (%zu bytes)", sizeof *out * (size_t)opt.max_new_tokens);
         goto done;
     }
     watch.start = cli_now_seconds();

@@ -83,7 +83,7 @@ static void print_help(void) {
 
 typedef struct {
     const char *model_dir, *tokenizer, *file, *prompt, *chat;
-    const char **inputs;         /* the TEXTs, or with --decode the LISTs; [n_inputs] */
+    char **inputs;               /* the TEXTs, or with --decode the LISTs; [n_inputs] */
     int n_inputs;
     const char *images[CLI_PROMPT_MAX_IMAGES];
     int n_images;
@@ -91,15 +91,15 @@ typedef struct {
     m4_reasoning_effort effort;
 } tokenize_args;
 
-/* Returns CLI_OK, CLI_USAGE (message printed), or -1 for --help (printed). a->inputs is malloc'ed. */
+/* Returns CLI_OK, CLI_USAGE (message printed), or -1 for --help (printed). The TEXTs or LISTs are
+ * gathered at the front of argv[1..] (as getopt permutes it): a->inputs points there. */
 static int parse_args(int argc, char **argv, tokenize_args *a) {
-    *a = (tokenize_args){.effort = M4_REASONING_NONE};
-    if (!(a->inputs = calloc((size_t)argc, sizeof *a->inputs))) return cli_usage_error(CMD, "out of memory");
+    *a = (tokenize_args){.effort = M4_REASONING_NONE, .inputs = argv + 1};
     bool options_end = false;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (options_end || o[0] != '-' || o[1] == '\0') {      /* a TEXT or LIST ("-" too) */
-            a->inputs[a->n_inputs++] = o;
+            a->inputs[a->n_inputs++] = argv[i];   /* into argv[1 + n_inputs], at or before i: read already */
             continue;
         }
         if (cli_is_help(o)) {
@@ -170,7 +170,7 @@ static int read_text(const char *path, char **out, size_t *len) {
     char *buf = malloc(cap);
     for (;;) {
         if (!buf) {
-            cli_error(CMD, "standard input: out of memory");
+            cli_error(CMD, "standard input: out of memory (%zu bytes)", cap);
             return -1;
         }
         if (n > (size_t)MAX_TEXT_BYTES) {
@@ -399,10 +399,7 @@ static int encode_template(const tokenize_args *a, const m4_tokenizer *tok) {
 int cmd_tokenize(int argc, char **argv) {
     tokenize_args a;
     int rc = parse_args(argc, argv, &a);
-    if (rc != CLI_OK) {
-        free(a.inputs);
-        return rc == -1 ? CLI_OK : rc;
-    }
+    if (rc != CLI_OK) return rc == -1 ? CLI_OK : rc;
     char path[4096];
     if (a.model_dir) snprintf(path, sizeof path, "%s/tekken.json", a.model_dir);
     else snprintf(path, sizeof path, "%s", a.tokenizer);
@@ -447,6 +444,5 @@ int cmd_tokenize(int argc, char **argv) {
     rc = CLI_OK;
 done:
     m4_tokenizer_free(tok);
-    free(a.inputs);
     return rc;
 }

@@ -6,6 +6,8 @@
 
 #include "backend.h"
 #include "cli.h"
+#include "files.h"
+#include "signals.h"
 
 #ifndef M4_VERSION
 #define M4_VERSION "unknown"
@@ -50,6 +52,13 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, "Try 'mistral4%s%s --help'.\n", cmd ? " " : "", cmd ? cmd : "");
     return CLI_USAGE;
+}
+
+int cli_check_output(const char *cmd, const char *option, const char *path) {
+    char why[4200];
+    if (!path || cli_output_problem(path, why, sizeof why) == 0) return CLI_OK;
+    cli_error(cmd, "%s %s: %s", option, path, why);
+    return CLI_FAILED;
 }
 
 int cli_is_help(const char *arg) { return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0; }
@@ -133,6 +142,7 @@ static int help_command(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    cli_install_signal_handlers();
     if (argc < 2) {
         print_usage(stderr);
         return CLI_USAGE;

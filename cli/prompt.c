@@ -13,7 +13,7 @@ static int add_image_path(const char *cmd, cli_prompt_images *im, const char *pa
         return -1;
     }
     if (!(im->paths[im->n] = strdup(path))) {
-        cli_error(cmd, "out of memory");
+        cli_error(cmd, "out of memory (%zu bytes)", strlen(path) + 1);
         return -1;
     }
     im->n++;
@@ -29,7 +29,10 @@ static int preprocess_images(const char *cmd, cli_prompt_images *im, const m4_co
     m4_image *decoded = calloc((size_t)im->n, sizeof *decoded);
     m4_error err;
     int rc = -1;
-    if (!decoded) return -1;
+    if (!decoded) {
+        cli_error(cmd, "out of memory (%zu bytes)", (size_t)im->n * sizeof *decoded);
+        return -1;
+    }
     if (m4_image_options_check(&im->opt, &err)) {
         cli_error(cmd, "the model's image settings: %s", err.msg);
         goto done;

@@ -31,7 +31,7 @@ int m4_golden_open(const char *path, m4_golden **out, m4_error *err) {
     m4_golden *g = calloc(1, sizeof *g);
     if (!g) {
         H5Fclose(file);
-        return m4_fail(err, "%s: out of memory", path);
+        return m4_fail(err, "%s: out of memory (%zu bytes)", path, sizeof *g);
     }
     g->file = file;
     snprintf(g->path, sizeof g->path, "%s", path);
@@ -158,7 +158,7 @@ int m4_golden_read(const m4_golden *g, const char *path, bool as_int, m4_array *
     size_t bytes = (size_t)(out->numel ? out->numel : 1) * (as_int ? sizeof(int64_t) : sizeof(float));
     void *data = malloc(bytes);
     if (!data) {
-        rc = m4_fail(err, "%s: out of memory reading \"%s\"", g->path, path);
+        rc = m4_fail(err, "%s: out of memory reading \"%s\" (%zu bytes)", g->path, path, bytes);
         goto done;
     }
     /* HDF5 converts the stored type (float64, int32, …) to the memory type. */

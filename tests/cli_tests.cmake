@@ -76,6 +76,27 @@ m4_cli_test(cli_inspect_bad_context EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --con
   CHECKS "STDERR_1=--context wants a whole number")
 m4_cli_test(cli_inspect_context_no_value EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --context
   CHECKS "STDERR_1=--context needs a value")
+# issue #18: --gpus and --context refuse what is not a whole number in range, naming it
+m4_cli_test(cli_inspect_context_negative EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --context -5 --gpus 2
+  CHECKS "STDERR_1=^mistral4 inspect: --context wants a whole number from 1 to 4294967296, not '-5'"
+         "STDERR_2=mistral4 inspect --help")
+m4_cli_test(cli_inspect_context_huge EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus 2 --context 4294967297
+  CHECKS "STDERR_1=--context wants a whole number from 1 to 4294967296, not '4294967297'")
+m4_cli_test(cli_inspect_context_past_int64 EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --context=99999999999999999999999
+  CHECKS "STDERR_1=--context wants a whole number from 1 to 4294967296, not '99999999999999999999999'")
+m4_cli_test(cli_inspect_context_not_a_number EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --context 4k
+  CHECKS "STDERR_1=--context wants a whole number from 1 to 4294967296, not '4k'")
+m4_cli_test(cli_inspect_gpus_zero EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus 0
+  CHECKS "STDERR_1=^mistral4 inspect: --gpus wants a whole number from 1 to 1024, not '0'"
+         "STDERR_2=mistral4 inspect --help")
+m4_cli_test(cli_inspect_gpus_not_a_number EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus abc
+  CHECKS "STDERR_1=--gpus wants a whole number from 1 to 1024, not 'abc'")
+m4_cli_test(cli_inspect_gpus_negative EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus=-3
+  CHECKS "STDERR_1=--gpus wants a whole number from 1 to 1024, not '-3'")
+m4_cli_test(cli_inspect_gpus_huge EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus 99999999999999999999999
+  CHECKS "STDERR_1=--gpus wants a whole number from 1 to 1024, not '99999999999999999999999'")
+m4_cli_test(cli_inspect_gpus_no_value EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus
+  CHECKS "STDERR_1=--gpus needs a value")
 
 # ---- inspect: failures of the work
 m4_cli_test(cli_inspect_missing_path EXPECT_RC 1 ARGS inspect ${CMAKE_CURRENT_BINARY_DIR}/no-such-model
@@ -105,6 +126,29 @@ m4_cli_test(cli_inspect_published_json EXPECT_RC 0 ARGS inspect ${M4_FIXTURE} --
          "JSON_5=params.fp8_scales=19008" "JSON_6=per_token.context=8192"
          "JSON_7=source.kind=config" "JSON_8=tensors.0.name=model.language_model.embed_tokens.weight"
          "JSON_9=config.text.num_experts_per_tok=4")
+# issue #18: the expert-parallel plan; the figures are worked out by hand in tests/test_inspect.c
+# (test_published_gpu_plan). 128 experts over 3 GPUs: the 43-expert GPUs decide the fit.
+m4_cli_test(cli_inspect_gpus_plan EXPECT_RC 0 ARGS inspect ${M4_FIXTURE} --gpus 3
+  CHECKS "STDOUT_1=Expert-parallel plan: 3 GPUs, context 4096, batch 1"
+         "STDOUT_2=experts +of the 128 routed experts of every MoE layer, GPUs 0..1: 43 each. GPU 2: 42 each"
+         "STDOUT_3=largest GPU \\(43 experts\\) +44.01 GB +40.99 GiB +84.88 GB +79.05 GiB"
+         "STDOUT_4=fits H100 80 GB \\(78 GiB usable\\) +yes +no"
+         "STDOUT_5=per decoded token +36 all-reduces of 8,192 bytes = 294,912 bytes"
+         "STDOUT_6=2\\*\\(N-1\\)/N of it, 393,216 bytes"
+         "STDOUT_7=   3 +43 +44.01 GB +yes +yes +84.88 GB +no +yes"
+         "STDOUT_8=fewest GPUs: as stored H100 2, H200 1. bf16 H100 4, H200 2")
+m4_cli_test(cli_inspect_gpus_json EXPECT_RC 0 ARGS inspect ${M4_FIXTURE} --gpus 3 --json
+  CHECKS "JSON_1=gpu_plan.cache_bytes=94371840"
+         "JSON_2=gpu_plan.storage.0.largest_gpu_bytes=44009710016"
+         "JSON_3=gpu_plan.storage.0.bytes_per_expert=905970240"
+         "JSON_4=gpu_plan.storage.1.largest_gpu_bytes=84882126848"
+         "JSON_5=gpu_plan.storage.1.fits.H100=OFF"
+         "JSON_6=gpu_plan.storage.1.fewest_gpus.H100=4"
+         "JSON_7=gpu_plan.storage.1.per_gpu.2.experts=42"
+         "JSON_8=gpu_plan.storage.1.per_gpu.2.first_expert=86"
+         "JSON_9=gpu_plan.communication.message_bytes_per_token=294912")
+m4_cli_test(cli_inspect_gpus_more_than_experts EXPECT_RC 1 ARGS inspect ${M4_FIXTURE} --gpus 129
+  CHECKS "STDERR_1=^mistral4 inspect: .*: 129 GPUs: expert parallelism gives each GPU at least one of the 128 routed experts")
 m4_cli_test(cli_inspect_all_layers EXPECT_RC 0 ARGS inspect ${M4_FIXTURE} --all-layers
   CHECKS "STDOUT_1=model.language_model.layers.35.mlp.experts.down_proj "
          "STDOUT_2=model.vision_tower.transformer.layers.23.ffn_norm.weight")
@@ -138,6 +182,14 @@ if(TEST test_inspect)
   m4_cli_test(cli_inspect_checkpoint_json EXPECT_RC 0 ARGS inspect ${M4_TINY_CHECKPOINT} --json
     FIXTURES m4_inspect_tiny_checkpoint
     CHECKS "JSON_1=source.kind=checkpoint" "JSON_2=source.shards=1" "JSON_3=source.dtypes=on_disk")
+  # issue #18: the plan from the dtypes on disk; layer 0 is dense, so 2 MoE layers of 4 experts
+  m4_cli_test(cli_inspect_checkpoint_gpus EXPECT_RC 0 ARGS inspect ${M4_TINY_CHECKPOINT} --gpus 4 --json
+    FIXTURES m4_inspect_tiny_checkpoint
+    CHECKS "JSON_1=gpu_plan.communication.moe_layers=2" "JSON_2=gpu_plan.storage.0.bytes_per_expert=3088"
+           "JSON_3=gpu_plan.storage.0.per_gpu.3.first_expert=3")
+  m4_cli_test(cli_inspect_checkpoint_more_gpus_than_experts EXPECT_RC 1 ARGS inspect ${M4_TINY_CHECKPOINT} --gpus 5
+    FIXTURES m4_inspect_tiny_checkpoint
+    CHECKS "STDERR_1=inspect-tiny-checkpoint: 5 GPUs: expert parallelism gives each GPU at least one of the 4 routed experts \\(1 .. 4 GPUs\\)")
 endif()
 
 # ---- conform ---------------------------------------------------------------------------------
@@ -156,7 +208,47 @@ m4_cli_test(cli_conform_wrong_weights EXPECT_RC 1 ARGS conform --model ${PROJECT
   CHECKS "STDOUT_1=first divergence: text.embed_tokens")
 m4_cli_test(cli_conform_usage EXPECT_RC 2 ARGS conform --backend nope --case ${M4_TINY_CASE}
   CHECKS "STDERR_1=unknown backend")
-m4_cli_test(cli_conform_help EXPECT_RC 0 ARGS conform --help CHECKS "STDOUT_1=teacher-forced")
+m4_cli_test(cli_conform_help EXPECT_RC 0 ARGS conform --help CHECKS "STDOUT_1=teacher-forced"
+  "STDOUT_2=--no-progress" "STDOUT_3=Bundled cases \\(--case [^\n]*/golden/cases/NAME\\):"
+  "STDOUT_4=\n  text_tiny +text model: MLA" "STDOUT_5=\n  preprocess +images only, no model")
+# Every bundled case is listed with its line (a case added without one says so).
+file(GLOB m4_bundled_cases LIST_DIRECTORIES true RELATIVE ${PROJECT_SOURCE_DIR}/golden/cases ${PROJECT_SOURCE_DIR}/golden/cases/*)
+set(m4_case_checks "")
+set(m4_case_index 1)
+foreach(m4_case ${m4_bundled_cases})
+  list(APPEND m4_case_checks "STDOUT_${m4_case_index}=\n  ${m4_case} +[^ (]")
+  math(EXPR m4_case_index "${m4_case_index} + 1")
+endforeach()
+m4_cli_test(cli_conform_help_lists_cases EXPECT_RC 0 ARGS conform --help CHECKS ${m4_case_checks})
+# --case: a folder that does not exist, and the image-only preprocess case, each said for what it is
+m4_cli_test(cli_conform_case_missing EXPECT_RC 1 ARGS conform --case ${PROJECT_SOURCE_DIR}/golden/cases/no_such_case
+  CHECKS "STDERR_1=--case [^\n]*/golden/cases/no_such_case: no such folder")
+m4_cli_test(cli_conform_case_images_only EXPECT_RC 1 ARGS conform --case ${PROJECT_SOURCE_DIR}/golden/cases/preprocess
+  CHECKS "STDERR_1=golden/cases/preprocess: an image-preprocessing case \\(images and preprocess.h5, no model/\\)"
+         "STDERR_2=mistral4 preprocess IMAGE")
+# The table's legend, blank times on stage rows, and "wrote PATH" for both reports.
+m4_cli_test(cli_conform_legend_and_wrote EXPECT_RC 0
+  ARGS conform --case ${M4_TINY_CASE} --only text.layers.0.self_attn*
+       --report ${CMAKE_CURRENT_BINARY_DIR}/conform-legend.json --junit ${CMAKE_CURRENT_BINARY_DIR}/conform-legend.xml
+  CHECKS "STDOUT_1=\nbudget%: rel L2 as a share of the row's budget \\(float32"
+         "STDOUT_2=\nBlank time: a stage row" "STDOUT_3=\nsoftmax scale mscale2: the MLA scale rule"
+         "STDOUT_4=self_attn.q_rot +\\[[0-9, ]+\\] +[0-9.e+-]+ +[0-9.e+-]+ +[0-9.]+ +[0-9.]+ +PASS"
+         "STDOUT_5=\nwrote [^\n]*conform-legend.json\n" "STDOUT_6=\nwrote [^\n]*conform-legend.xml\n")
+m4_cli_test(cli_conform_no_legend EXPECT_RC 0 ARGS conform --case ${M4_TINY_CASE} --only text.norm --no-legend
+  CHECKS "STDOUT_1=1 passed[^\n]*\n$")
+# Progress when stderr is not a terminal: none unless --progress, then one plain line per row
+# with its number of the total; --progress and --no-progress together are a usage error.
+m4_cli_test(cli_conform_progress_lines EXPECT_RC 0 ARGS conform --case ${M4_TINY_CASE} --only text.layers.0.mlp* --progress
+  CHECKS "STDERR_1=^\\[1/4\\] text.layers.0.mlp.gate +PASS\n" "STDERR_2=\n\\[4/4\\] text.layers.0.mlp +PASS\n$")
+# On a terminal: one line rewritten in place, never a newline (tests/progress_terminal.sh).
+find_program(M4_SCRIPT script)
+if(M4_SCRIPT)
+  add_test(NAME cli_conform_progress_terminal
+    COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/progress_terminal.sh $<TARGET_FILE:mistral4> ${M4_TINY_CASE})
+  set_tests_properties(cli_conform_progress_terminal PROPERTIES LABELS cpu TIMEOUT 60)
+endif()
+m4_cli_test(cli_conform_progress_contradiction EXPECT_RC 2 ARGS conform --case ${M4_TINY_CASE} --progress --no-progress
+  CHECKS "STDERR_1=--progress and --no-progress contradict")
 m4_cli_test(cli_conform_candidate_not_hdf5 EXPECT_RC 1
   ARGS conform --golden ${M4_TINY_CASE}/text_tiny.h5 --candidate ${PROJECT_SOURCE_DIR}/README.md
   CHECKS "STDERR_1=candidate: .*README.md: missing or not an HDF5 file")
@@ -459,22 +551,38 @@ m4_cli_test(cli_tokenize_decode_prompt EXPECT_RC 2 ARGS tokenize --tokenizer ${M
 m4_cli_test(cli_tokenize_unknown_option EXPECT_RC 2 ARGS tokenize --tokenizer ${M4_TEKKEN} --frobnicate
   CHECKS "STDERR_1=unknown option '--frobnicate'")
 
-# ---- conform --report / --junit to a path that cannot be written (issue #9): exit status 1, a
-# message naming the path, and nothing left behind — not the report, not its temporary file (the
-# writers write FILE.tmp-XXXXXX and rename it). A missing folder for the JSON report, an existing
-# folder as the JUnit path. (Permissions are not tested: CI may run as root.)
+# ---- conform --report / --junit to a path that cannot be written (issues #9, #18): refused before
+# any row runs (nothing on stdout: no table, no summary), exit status 1, a message naming the option,
+# the path and why, for both options, and nothing left behind. A missing folder for the JSON report,
+# an existing folder as the JUnit path. (Permissions are not tested: CI may run as root.)
 add_test(NAME cli_conform_report_unwritable
-  COMMAND sh -c "d=$(mktemp -d); mkdir \"$d/adir\"; \"$0\" conform --case \"$1\" --quiet --report \"$d/missing/r.json\" --junit \"$d/adir\" >/dev/null 2>\"$d/err\"; rc=$?; ok=1; [ $rc -eq 1 ] || { echo \"exit $rc, expected 1\"; ok=0; }; grep -q 'missing/r.json: cannot write the JSON report' \"$d/err\" || { echo 'no JSON report message'; ok=0; }; grep -q 'adir: cannot write the JUnit report' \"$d/err\" || { echo 'no JUnit report message'; ok=0; }; left=$(cd \"$d\" && find . -mindepth 1 ! -name err ! -name adir); [ -z \"$left\" ] || { echo \"left behind: $left\"; ok=0; }; [ -z \"$(ls -A \"$d/adir\")\" ] || { echo 'written into adir'; ok=0; }; cat \"$d/err\"; rm -rf \"$d\"; [ $ok -eq 1 ]"
+  COMMAND sh -c "d=$(mktemp -d); mkdir \"$d/adir\"; \"$0\" conform --case \"$1\" --quiet --report \"$d/missing/r.json\" --junit \"$d/adir\" >\"$d/out\" 2>\"$d/err\"; rc=$?; ok=1; [ $rc -eq 1 ] || { echo \"exit $rc, expected 1\"; ok=0; }; [ ! -s \"$d/out\" ] || { echo 'the rows ran:'; cat \"$d/out\"; ok=0; }; grep -q -- '--report .*missing/r.json: the folder .*missing does not exist' \"$d/err\" || { echo 'no JSON report message'; ok=0; }; grep -q -- '--junit .*adir: it is a folder' \"$d/err\" || { echo 'no JUnit report message'; ok=0; }; left=$(cd \"$d\" && find . -mindepth 1 ! -name err ! -name out ! -name adir); [ -z \"$left\" ] || { echo \"left behind: $left\"; ok=0; }; [ -z \"$(ls -A \"$d/adir\")\" ] || { echo 'written into adir'; ok=0; }; cat \"$d/err\"; rm -rf \"$d\"; [ $ok -eq 1 ]"
           $<TARGET_FILE:mistral4> ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny)
 set_tests_properties(cli_conform_report_unwritable PROPERTIES LABELS cpu TIMEOUT 60)
 
-# ---- preprocess --out goes through the same writer as the reports (m4_write_atomically): the
-# file is complete and readable like one fopen makes (0644; mkstemp's 0600 was kept before), for
-# both formats, and nothing else is left in the folder.
+# ---- preprocess --out goes through the same writer as the reports (m4_write_atomically,
+# loader/m4_output.c): the file is complete, for both formats, nothing else is left in the folder,
+# and its mode is 0666 less the umask, as for any file a program creates (mkstemp's 0600 was kept
+# before issue #9, then a fixed 0644 until issue #18).
 add_test(NAME cli_preprocess_out_mode
-  COMMAND sh -c "d=$(mktemp -d); umask 022; ok=1; for f in p.h5 p.json; do \"$0\" preprocess \"$1\" --quiet --out \"$d/$f\" || ok=0; [ \"$(stat -c %a \"$d/$f\")\" = 644 ] || { echo \"$f mode $(stat -c %a \"$d/$f\")\"; ok=0; }; done; [ \"$(ls -A \"$d\" | wc -l)\" -eq 2 ] || { ls -A \"$d\"; ok=0; }; rm -rf \"$d\"; [ $ok -eq 1 ]"
+  COMMAND sh -c "d=$(mktemp -d); ok=1; for m in 022:644 027:640 002:664; do for f in p.h5 p.json; do (umask \"\${m%%:*}\" && \"$0\" preprocess \"$1\" --quiet --out \"$d/$f\") || ok=0; [ \"$(stat -c %a \"$d/$f\")\" = \"\${m#*:}\" ] || { echo \"umask \${m%%:*}: $f mode $(stat -c %a \"$d/$f\")\"; ok=0; }; done; [ \"$(ls -A \"$d\" | wc -l)\" -eq 2 ] || { ls -A \"$d\"; ok=0; }; rm -f \"$d\"/*; done; rm -rf \"$d\"; [ $ok -eq 1 ]"
           $<TARGET_FILE:mistral4> ${PROJECT_SOURCE_DIR}/golden/cases/fp8/image0_rgb_30x19.png)
 set_tests_properties(cli_preprocess_out_mode PROPERTIES LABELS cpu TIMEOUT 60)
+
+# ---- preprocess --out in a folder that does not exist: refused before any image is decoded
+m4_cli_test(cli_preprocess_out_missing_folder EXPECT_RC 1
+  ARGS preprocess ${PROJECT_SOURCE_DIR}/golden/cases/fp8/image0_rgb_30x19.png --out /nonexistent-dir/p.h5
+  CHECKS "STDERR_1=^mistral4 preprocess: --out /nonexistent-dir/p.h5: the folder /nonexistent-dir does not exist\n$")
+
+# ---- a full disk (issue #18): a 4 KiB tmpfs in a private user + mount namespace (`unshare -rm`;
+# skipped, exit 77, where the kernel allows no user namespaces). Each output fails with the cause
+# and how far it got, exit status 1, and nothing is left on the tmpfs: HDF5 and JSON
+# `preprocess --out`, and the conformance JSON report.
+add_test(NAME cli_output_full_disk
+  COMMAND sh -c "unshare -rm true 2>/dev/null || exit 77; d=$(mktemp -d); unshare -rm sh -c 'mount -t tmpfs -o size=4k none \"$2\" && for f in p.h5 p.json; do \"$0\" preprocess \"$1\" --quiet --out \"$2/$f\"; echo \"rc=$?\"; done; \"$0\" conform --case \"$3\" --quiet --report \"$2/r.json\" >/dev/null; echo \"rc=$?\"; echo \"left: $(ls -A \"$2\")\"' \"$0\" \"$1\" \"$d\" \"$2\" >\"$d.out\" 2>&1; cat \"$d.out\"; ok=1; [ \"$(grep -c '^rc=1$' \"$d.out\")\" -eq 3 ] || ok=0; for f in p.h5 p.json; do grep -q \"$d/$f: cannot write the output: disk full (ENOSPC) after [0-9]* bytes: nothing written\" \"$d.out\" || ok=0; done; grep -q \"$d/r.json: cannot write the JSON report: disk full (ENOSPC) after [0-9]* bytes: nothing written\" \"$d.out\" || ok=0; grep -q '^left: $' \"$d.out\" || ok=0; rm -rf \"$d\" \"$d.out\"; [ $ok -eq 1 ]"
+          $<TARGET_FILE:mistral4> ${PROJECT_SOURCE_DIR}/golden/cases/fp8/image0_rgb_30x19.png
+          ${PROJECT_SOURCE_DIR}/golden/cases/text_tiny)
+set_tests_properties(cli_output_full_disk PROPERTIES LABELS cpu TIMEOUT 60 SKIP_RETURN_CODE 77)
 
 # ---- bench: end-to-end generation timing (the reference on the tiny models) -------------------
 m4_cli_test(cli_bench_help EXPECT_RC 0 ARGS bench --help
@@ -506,7 +614,8 @@ m4_cli_test(cli_bench_bad_backend EXPECT_RC 2
   ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --backend tpu CHECKS "STDERR_1=unknown backend 'tpu'")
 m4_cli_test(cli_bench_out_unwritable EXPECT_RC 1
   ARGS bench --model ${M4_RUN_CASES}/text_tiny/model --prompt 4 --gen 2 --repeat 1 --out /nonexistent-dir/b.json
-  CHECKS "STDERR_1=/nonexistent-dir/b.json: cannot write the benchmark result")
+  CHECKS "STDERR_1=--out /nonexistent-dir/b.json: the folder /nonexistent-dir does not exist"
+         "STDERR_2=^mistral4 bench: --out")  # refused before the model opens: nothing else on stderr
 # --out writes the same JSON as --json prints: the file is read back by a second command
 add_test(NAME cli_bench_out
   COMMAND sh -c "d=$(mktemp -d); \"$0\" bench --model \"$1\" --prompt 4 --gen 2 --repeat 1 --out \"$d/b.json\" >/dev/null 2>\"$d/err\" && grep -q 'wrote' \"$d/err\" && grep -q '\"schema\": \"mistral4-bench/1\"' \"$d/b.json\" && grep -q '\"prompt_tokens\": 4' \"$d/b.json\"; rc=$?; ls \"$d\" | grep -q tmp && rc=1; rm -rf \"$d\"; exit $rc"
