@@ -28,6 +28,11 @@ __attribute__((format(printf, 2, 3)))
 #endif
 int cli_usage_error(const char *cmd, const char *fmt, ...);
 
+/* Refuses an output path before the work starts: CLI_OK when `path` (the value of `option`) can
+ * be written (files.h: cli_output_problem), else "mistral4 <cmd>: OPTION PATH: why" and CLI_FAILED.
+ * A NULL path (option not given) is CLI_OK. */
+int cli_check_output(const char *cmd, const char *option, const char *path);
+
 /* true when `arg` is -h or --help */
 int cli_is_help(const char *arg);
 
@@ -41,6 +46,7 @@ const char *cli_version(void);
 int cmd_inspect(int argc, char **argv);
 int cmd_conform(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 

@@ -11,9 +11,9 @@
 #include <string.h>
 
 #include "cli.h"
-#include "conform.h"
 #include "generate.h"
 #include "generation.h"
+#include "m4_output.h"
 
 #define CMD "bench"
 #define MAX_LENGTHS 32
@@ -38,7 +38,8 @@ static void print_help(void) {
            "  --repeat N        timed runs per length (default 3)\n"
            "  --warmup N        untimed runs per length first (default 1)\n"
            "  --json            print the result as JSON instead of the table\n"
-           "  --out FILE        also write the JSON to FILE (complete or not at all)\n"
+           "  --out FILE        also write the JSON to FILE (complete or not at all; its folder must\n"
+           "                    exist and be writable, checked before the model is opened)\n"
            "  -h, --help        show this help\n"
            "\n"
            "Columns (medians over the timed runs):\n"
@@ -140,7 +141,9 @@ static int bench_length(const bench_args *a, const m4_model *model, const cli_ge
     json_t *row_runs = json_array();
     int rc = CLI_FAILED;
     if (!ids || !out || !prefill || !decode || !row_runs) {
-        cli_error(CMD, "out of memory");
+        cli_error(CMD, "out of memory (%zu bytes for a prompt of %lld tokens)",
+                  sizeof *ids * (size_t)S + sizeof *out * (size_t)a->gen + 2 * sizeof *prefill * (size_t)a->repeat,
+                  (long long)S);
         goto done;
     }
     for (int64_t i = 0; i < S; i++) ids[i] = (i * 7919 + 17) % V;   /* synthetic, deterministic */
@@ -188,6 +191,7 @@ int cmd_bench(int argc, char **argv) {
     bench_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc != CLI_OK) return rc == -1 ? CLI_OK : rc;
+    if (cli_check_output(CMD, "--out", a.out) != CLI_OK) return CLI_FAILED;
 
     m4_model model;
     m4_error err = {{0}};

@@ -1,4 +1,4 @@
-/* cmd_inspect.c — `mistral4 inspect PATH [--json] [--context N] [--all-layers]`: renders the
+/* cmd_inspect.c — `mistral4 inspect PATH [--json] [--context N] [--all-layers] [--gpus N]`: renders the
  * accounting of inspect.c as text or JSON. All numbers come from inspect.h; this file only
  * formats them. */
 #include <inttypes.h>
@@ -16,18 +16,23 @@
 #define CMD "inspect"
 #define DEFAULT_CONTEXT 4096
 #define MAX_CONTEXT ((int64_t)1 << 32)
+/* --gpus: a bound for parsing only; the plan itself allows 1 .. n_routed_experts GPUs */
+#define MAX_GPUS 1024
+/* the fit table lists N = 1 .. FIT_TABLE_ROWS (and --gpus N beyond) */
+#define FIT_TABLE_ROWS 8
 
 typedef struct {
     const char *path;
     bool json, all_layers;
     int64_t context;
+    int64_t gpus;                /* 0: no --gpus plan */
 } inspect_options;
 
 /* ---- help -------------------------------------------------------------------------------------- */
 
 static void print_help(void) {
     printf(
-        "Usage: mistral4 inspect PATH [--json] [--context N] [--all-layers]\n"
+        "Usage: mistral4 inspect PATH [--json] [--context N] [--all-layers] [--gpus N]\n"
         "\n"
         "Prints what a Mistral 4 model holds and what one text token costs: the configuration,\n"
         "the module tree (tensor names, shapes, dtypes, parameters), parameter counts by part,\n"
@@ -46,6 +51,10 @@ static void print_help(void) {
         "  --context N     context length T for the per-token costs (default %d, 1..2^32)\n"
         "  --all-layers    list every layer's tensors instead of one layer per group of identical\n"
         "                  layers (\"x 36 layers\")\n"
+        "  --gpus N        add a plan for N GPUs (1..n_routed_experts): the routed experts split\n"
+        "                  across them, everything else replicated; bytes per GPU (weights as\n"
+        "                  stored and in bf16, + the latent cache at --context), the all-reduce\n"
+        "                  bytes per token, and which N fit an H100 and an H200 (docs/SCALING.md)\n"
         "  -h, --help      show this help\n"
         "\n"
         "Definitions:\n"
@@ -94,12 +103,22 @@ static void print_help(void) {
         "                   cache_bytes}], total_flops, total_weight_bytes, total_cache_bytes,\n"
         "                   total_bytes, flops_per_byte, attention_flops,\n"
         "                   attention_flops_absorbed}; components with no work are left out\n"
+        "  gpu_plan        (--gpus only) {gpus, context, cache_dtype, cache_bytes, cards[{name,\n"
+        "                   memory, usable_bytes}], storage[{name: \"as_stored\"|\"bf16\",\n"
+        "                   replicated{text, vision, projector, total}, bytes_per_expert,\n"
+        "                   largest_gpu_bytes, fits{<card>: bool}, fewest_gpus{<card>: n|null},\n"
+        "                   per_gpu[{rank, first_expert, experts, weight_bytes, cache_bytes,\n"
+        "                   total_bytes}]}], communication{collective: \"all_reduce\",\n"
+        "                   moe_layers, message_bytes_per_layer, message_bytes_per_token,\n"
+        "                   bus_bytes_per_gpu_per_decoded_token,\n"
+        "                   bus_bytes_per_gpu_per_prefill_token}}\n"
         "  <part> is one of the loader's part names (m4_part_name).\n"
         "\n"
         "Examples:\n"
         "  mistral4 inspect /models/Mistral-Small-4-119B-2603\n"
         "  mistral4 inspect tests/fixtures/mistral-small-4-119b-2603.config.json --context 262144\n"
         "  mistral4 inspect config.json --json | python3 -m json.tool\n"
+        "  mistral4 inspect config.json --gpus 2 --context 32768\n"
         "\n"
         "Exit status: 0 success, 1 PATH could not be read or is not a valid model, 2 usage error.\n",
         DEFAULT_CONTEXT);
@@ -107,12 +126,12 @@ static void print_help(void) {
 
 /* ---- arguments --------------------------------------------------------------------------------- */
 
-static int parse_context(const char *text, int64_t *out) {
+/* `option`'s value: a whole number in 1 .. max (strtoll saturates, so a huge one is refused too). */
+static int parse_count(const char *option, const char *text, int64_t max, int64_t *out) {
     char *end = NULL;
     long long v = strtoll(text, &end, 10);
-    if (!*text || *end || v < 1 || v > MAX_CONTEXT)
-        return cli_usage_error(CMD, "--context wants a whole number from 1 to %" PRId64 ", not '%s'",
-                               MAX_CONTEXT, text);
+    if (!*text || *end || v < 1 || v > max)
+        return cli_usage_error(CMD, "%s wants a whole number from 1 to %" PRId64 ", not '%s'", option, max, text);
     *out = v;
     return CLI_OK;
 }
@@ -131,9 +150,14 @@ static int parse_args(int argc, char **argv, inspect_options *opt) {
             opt->all_layers = true;
         } else if (strcmp(a, "--context") == 0) {
             if (i + 1 >= argc) return cli_usage_error(CMD, "--context needs a value");
-            if (parse_context(argv[++i], &opt->context) != CLI_OK) return CLI_USAGE;
+            if (parse_count("--context", argv[++i], MAX_CONTEXT, &opt->context) != CLI_OK) return CLI_USAGE;
         } else if (strncmp(a, "--context=", 10) == 0) {
-            if (parse_context(a + 10, &opt->context) != CLI_OK) return CLI_USAGE;
+            if (parse_count("--context", a + 10, MAX_CONTEXT, &opt->context) != CLI_OK) return CLI_USAGE;
+        } else if (strcmp(a, "--gpus") == 0) {
+            if (i + 1 >= argc) return cli_usage_error(CMD, "--gpus needs a value");
+            if (parse_count("--gpus", argv[++i], MAX_GPUS, &opt->gpus) != CLI_OK) return CLI_USAGE;
+        } else if (strncmp(a, "--gpus=", 7) == 0) {
+            if (parse_count("--gpus", a + 7, MAX_GPUS, &opt->gpus) != CLI_OK) return CLI_USAGE;
         } else if (a[0] == '-' && a[1] != '\0') {
             return cli_usage_error(CMD, "unknown option '%s'", a);
         } else if (opt->path) {
@@ -558,6 +582,177 @@ static void print_cost(const inspect_cost *c, const m4_config *cfg) {
            fmt_si((double)c->attention_flops, "FLOP", w, sizeof w));
 }
 
+/* ---- the expert-parallel plan (--gpus; definitions in inspect.h) ------------------------------ */
+
+typedef struct {
+    int64_t gpus, context, cache_bytes;
+    m4_dtype cache_dtype;
+    inspect_weight_split split[INSPECT_STORAGE_COUNT];
+    inspect_gpu_share largest[INSPECT_STORAGE_COUNT];  /* GPU 0 */
+    inspect_gpu_share smallest[INSPECT_STORAGE_COUNT]; /* GPU N−1 */
+    int64_t fewest[INSPECT_STORAGE_COUNT][INSPECT_GPU_CARD_COUNT];
+    inspect_expert_comm comm;
+} gpu_plan;
+
+/* The cache is the one inspect_per_token counted for the same context. */
+static int build_gpu_plan(const inspect_input *in, const inspect_cost *cost, int64_t gpus, gpu_plan *plan,
+                          m4_error *err) {
+    memset(plan, 0, sizeof *plan);
+    plan->gpus = gpus;
+    plan->context = cost->context;
+    plan->cache_dtype = cost->cache_dtype;
+    plan->cache_bytes = cost->rows[INSPECT_COST_KV_CACHE].cache_bytes;
+    for (int s = 0; s < INSPECT_STORAGE_COUNT; s++) {
+        inspect_weight_split *w = &plan->split[s];
+        if (inspect_split_weights(&in->config, in->specs, in->dtypes, in->n, (inspect_storage)s, w, err) != 0 ||
+            inspect_gpu_share_of(w, plan->cache_bytes, gpus, 0, &plan->largest[s], err) != 0 ||
+            inspect_gpu_share_of(w, plan->cache_bytes, gpus, gpus - 1, &plan->smallest[s], err) != 0)
+            return -1;
+        for (int c = 0; c < INSPECT_GPU_CARD_COUNT; c++)
+            plan->fewest[s][c] = inspect_fewest_gpus(w, plan->cache_bytes, inspect_gpu_cards[c].usable_bytes);
+    }
+    inspect_expert_comm_of(&in->config, in->specs, in->n, gpus, &plan->comm);
+    return 0;
+}
+
+/* The column heading of a storage in text output. */
+static const char *storage_label(inspect_storage s) { return s == INSPECT_STORAGE_BF16 ? "bf16" : "as stored"; }
+
+static double gib(int64_t bytes) { return (double)bytes / (double)(1LL << 30); }
+
+/* One row of the plan: a label and the bytes under each storage. */
+static void plan_bytes_row(const char *label, const int64_t bytes[INSPECT_STORAGE_COUNT]) {
+    char b[INSPECT_STORAGE_COUNT][32];
+    printf("  %-32s", label);
+    for (int s = 0; s < INSPECT_STORAGE_COUNT; s++)
+        printf("  %10s %7.2f GiB", fmt_si((double)bytes[s], "B", b[s], sizeof b[s]), gib(bytes[s]));
+    putchar('\n');
+}
+
+/* "GPU 2" or "GPUs 0..1" */
+static char *gpu_range(int64_t first, int64_t last, char *buf, size_t size) {
+    if (first == last)
+        snprintf(buf, size, "GPU %" PRId64, first);
+    else
+        snprintf(buf, size, "GPUs %" PRId64 "..%" PRId64, first, last);
+    return buf;
+}
+
+/* "GPUs 0..1: 43 each; GPU 2: 42" (GPUs 0 .. E mod N − 1 hold one expert more) */
+static void print_expert_blocks(const gpu_plan *p) {
+    const int64_t experts = p->split[0].experts, more = experts % p->gpus;
+    char range[2][48];
+    printf("  experts    of the %" PRId64 " routed experts of every MoE layer, ", experts);
+    if (p->gpus == 1) {
+        printf("GPU 0: all\n");
+        return;
+    }
+    if (more == 0) {
+        printf("%s: %" PRId64 " each\n", gpu_range(0, p->gpus - 1, range[0], sizeof range[0]), p->largest[0].experts);
+        return;
+    }
+    printf("%s: %" PRId64 " each; %s: %" PRId64 " each\n", gpu_range(0, more - 1, range[0], sizeof range[0]),
+           p->largest[0].experts, gpu_range(more, p->gpus - 1, range[1], sizeof range[1]), p->smallest[0].experts);
+}
+
+static void print_gpu_plan(const gpu_plan *p) {
+    char b[3][48];
+    printf("\nExpert-parallel plan: %" PRId64 " GPU%s, context %" PRId64 ", batch 1 (docs/SCALING.md)\n", p->gpus,
+           p->gpus == 1 ? "" : "s", p->context);
+    printf("  The routed experts are split across the GPUs in contiguous blocks (GPU r holds experts\n"
+           "  r*q + min(r, m) onwards, q = E / N, m = E mod N); every GPU holds a copy of the rest:\n"
+           "  embeddings, attention (MLA) with the whole latent cache, norms, router, shared expert,\n"
+           "  dense MLP, lm_head, vision tower and projector. Bytes = weights + latent cache;\n"
+           "  activations, workspaces and the CUDA context are not counted.\n");
+    print_expert_blocks(p);
+    enum { TEXT, VISION, PROJECTOR, EXPERT, CACHE, LARGEST, SMALLEST, ROWS };
+    char label[ROWS][64] = {"replicated: text", "replicated: vision tower", "replicated: projector",
+                            "one routed expert (all layers)"};
+    snprintf(label[CACHE], sizeof label[CACHE], "latent cache (%s)", m4_dtype_name(p->cache_dtype));
+    snprintf(label[LARGEST], sizeof label[LARGEST], "largest GPU (%" PRId64 " experts)", p->largest[0].experts);
+    snprintf(label[SMALLEST], sizeof label[SMALLEST], "smallest GPU (%" PRId64 " experts)", p->smallest[0].experts);
+    int64_t bytes[ROWS][INSPECT_STORAGE_COUNT];
+    for (int s = 0; s < INSPECT_STORAGE_COUNT; s++) {
+        bytes[TEXT][s] = p->split[s].replicated_text;
+        bytes[VISION][s] = p->split[s].replicated_vision;
+        bytes[PROJECTOR][s] = p->split[s].replicated_projector;
+        bytes[EXPERT][s] = p->split[s].per_expert;
+        bytes[CACHE][s] = p->cache_bytes;
+        bytes[LARGEST][s] = p->largest[s].total_bytes;
+        bytes[SMALLEST][s] = p->smallest[s].total_bytes;
+    }
+    printf("  %-32s", "bytes");
+    for (int s = 0; s < INSPECT_STORAGE_COUNT; s++) printf("  %22s", storage_label((inspect_storage)s));
+    putchar('\n');
+    for (int r = 0; r < ROWS; r++) plan_bytes_row(label[r], bytes[r]);
+    for (int c = 0; c < INSPECT_GPU_CARD_COUNT; c++) {
+        const inspect_gpu_card *card = &inspect_gpu_cards[c];
+        snprintf(b[0], sizeof b[0], "fits %s %s (%.0f GiB usable)", card->name, card->memory, gib(card->usable_bytes));
+        printf("  %-32s", b[0]);
+        for (int s = 0; s < INSPECT_STORAGE_COUNT; s++)
+            printf("  %22s", yes_no(p->largest[s].total_bytes <= card->usable_bytes));
+        putchar('\n');
+    }
+
+    const inspect_expert_comm *m = &p->comm;
+    printf("  Communication (bf16 activations): after each of the %" PRId64 " MoE layers one all-reduce (sum)\n"
+           "  combines the GPUs' partial routed outputs: hidden_size %" PRId64 " x 2 = %s bytes per token.\n",
+           m->moe_layers, m->hidden_size, fmt_count(m->message_bytes_per_layer, b[0], sizeof b[0]));
+    printf("  per decoded token  %" PRId64 " all-reduces of %s bytes = %s bytes; each GPU sends (and receives)\n"
+           "                     2*(N-1)/N of it, %s bytes (ring all-reduce: NCCL's bus bytes)\n",
+           m->moe_layers, fmt_count(m->message_bytes_per_layer, b[0], sizeof b[0]),
+           fmt_count(m->message_bytes, b[1], sizeof b[1]), fmt_count((int64_t)(m->bus_bytes_per_gpu + 0.5), b[2], sizeof b[2]));
+    printf("  per prefill token  the same bytes: a prompt of P tokens runs %" PRId64 " all-reduces of P x %s bytes\n",
+           m->moe_layers, fmt_count(m->message_bytes_per_layer, b[0], sizeof b[0]));
+}
+
+/* One row of the fit table: the largest of N GPUs' shares against each card. */
+static void print_fit_row(const gpu_plan *p, int64_t gpus) {
+    inspect_gpu_share largest[INSPECT_STORAGE_COUNT];
+    m4_error err;
+    for (int s = 0; s < INSPECT_STORAGE_COUNT; s++) {
+        if (inspect_gpu_share_of(&p->split[s], p->cache_bytes, gpus, 0, &largest[s], &err) != 0) {
+            printf("  %5" PRId64 " %s\n", gpus, err.msg);
+            return;
+        }
+    }
+    char b[32];
+    printf("  %5" PRId64 " %8" PRId64, gpus, largest[0].experts);
+    for (int s = 0; s < INSPECT_STORAGE_COUNT; s++) {
+        printf(" %12s", fmt_si((double)largest[s].total_bytes, "B", b, sizeof b));
+        for (int c = 0; c < INSPECT_GPU_CARD_COUNT; c++)
+            printf(" %5s", yes_no(largest[s].total_bytes <= inspect_gpu_cards[c].usable_bytes));
+    }
+    putchar('\n');
+}
+
+/* N = 1 .. FIT_TABLE_ROWS (at most E), and the plan's N beyond, then the fewest per card. */
+static void print_fit_table(const gpu_plan *p) {
+    const int64_t experts = p->split[0].experts;
+    printf("\nGPUs needed at context %" PRId64 " (the largest GPU's weights + cache against usable memory)\n",
+           p->context);
+    printf("  %5s %8s", "N", "experts");
+    for (int s = 0; s < INSPECT_STORAGE_COUNT; s++) {
+        printf(" %12s", storage_label((inspect_storage)s));
+        for (int c = 0; c < INSPECT_GPU_CARD_COUNT; c++) printf(" %5s", inspect_gpu_cards[c].name);
+    }
+    putchar('\n');
+    for (int64_t gpus = 1; gpus <= FIT_TABLE_ROWS && gpus <= experts; gpus++) print_fit_row(p, gpus);
+    if (p->gpus > FIT_TABLE_ROWS) print_fit_row(p, p->gpus);
+    printf("  fewest GPUs:");
+    for (int s = 0; s < INSPECT_STORAGE_COUNT; s++) {
+        printf("%s %s", s ? ";" : "", storage_label((inspect_storage)s));
+        for (int c = 0; c < INSPECT_GPU_CARD_COUNT; c++) {
+            printf("%s %s ", c ? "," : "", inspect_gpu_cards[c].name);
+            if (p->fewest[s][c])
+                printf("%" PRId64, p->fewest[s][c]);
+            else
+                printf("none (not even %" PRId64 ")", experts);
+        }
+    }
+    putchar('\n');
+}
+
 /* ---- JSON -------------------------------------------------------------------------------------- */
 
 static json_t *jint(int64_t v) { return json_integer((json_int_t)v); }
@@ -687,10 +882,58 @@ static json_t *json_cost(const inspect_cost *c) {
                      "attention_flops_absorbed", (json_int_t)c->attention_flops_absorbed);
 }
 
-static int print_json(const inspect_input *in, const inspect_params *p, const inspect_active *a, const inspect_cost *c) {
+static json_t *json_gpu_share(const inspect_gpu_share *g, int64_t rank) {
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "rank", (json_int_t)rank, "first_expert",
+                     (json_int_t)g->first_expert, "experts", (json_int_t)g->experts, "weight_bytes",
+                     (json_int_t)g->weight_bytes, "cache_bytes", (json_int_t)g->cache_bytes, "total_bytes",
+                     (json_int_t)g->total_bytes);
+}
+
+static json_t *json_gpu_storage(const gpu_plan *p, inspect_storage s) {
+    const inspect_weight_split *w = &p->split[s];
+    json_t *fits = json_object(), *fewest = json_object(), *per_gpu = json_array();
+    for (int c = 0; c < INSPECT_GPU_CARD_COUNT; c++) {
+        const inspect_gpu_card *card = &inspect_gpu_cards[c];
+        json_object_set_new(fits, card->name, json_boolean(p->largest[s].total_bytes <= card->usable_bytes));
+        json_object_set_new(fewest, card->name, p->fewest[s][c] ? jint(p->fewest[s][c]) : json_null());
+    }
+    for (int64_t rank = 0; rank < p->gpus; rank++) {
+        inspect_gpu_share g;
+        m4_error ignored; /* ranks 0 .. N−1 of an N that build_gpu_plan accepted */
+        if (inspect_gpu_share_of(w, p->cache_bytes, p->gpus, rank, &g, &ignored) == 0)
+            json_array_append_new(per_gpu, json_gpu_share(&g, rank));
+    }
+    return json_pack("{s:s, s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:o, s:o, s:o}", "name", inspect_storage_name(s),
+                     "replicated", "text", (json_int_t)w->replicated_text, "vision", (json_int_t)w->replicated_vision,
+                     "projector", (json_int_t)w->replicated_projector, "total", (json_int_t)w->replicated,
+                     "bytes_per_expert", (json_int_t)w->per_expert, "largest_gpu_bytes",
+                     (json_int_t)p->largest[s].total_bytes, "fits", fits, "fewest_gpus", fewest, "per_gpu", per_gpu);
+}
+
+static json_t *json_gpu_plan(const gpu_plan *p) {
+    json_t *cards = json_array(), *storage = json_array();
+    for (int c = 0; c < INSPECT_GPU_CARD_COUNT; c++)
+        json_array_append_new(cards, json_pack("{s:s, s:s, s:I}", "name", inspect_gpu_cards[c].name, "memory",
+                                               inspect_gpu_cards[c].memory, "usable_bytes",
+                                               (json_int_t)inspect_gpu_cards[c].usable_bytes));
+    for (int s = 0; s < INSPECT_STORAGE_COUNT; s++) json_array_append_new(storage, json_gpu_storage(p, (inspect_storage)s));
+    const inspect_expert_comm *m = &p->comm;
+    return json_pack("{s:I, s:I, s:s, s:I, s:o, s:o, s:{s:s, s:I, s:I, s:I, s:f, s:f}}", "gpus", (json_int_t)p->gpus,
+                     "context", (json_int_t)p->context, "cache_dtype", m4_dtype_name(p->cache_dtype), "cache_bytes",
+                     (json_int_t)p->cache_bytes, "cards", cards, "storage", storage, "communication", "collective",
+                     "all_reduce", "moe_layers", (json_int_t)m->moe_layers, "message_bytes_per_layer",
+                     (json_int_t)m->message_bytes_per_layer, "message_bytes_per_token", (json_int_t)m->message_bytes,
+                     "bus_bytes_per_gpu_per_decoded_token", m->bus_bytes_per_gpu,
+                     "bus_bytes_per_gpu_per_prefill_token", m->bus_bytes_per_gpu);
+}
+
+/* plan: NULL without --gpus */
+static int print_json(const inspect_input *in, const inspect_params *p, const inspect_active *a, const inspect_cost *c,
+                      const gpu_plan *plan) {
     json_t *root = json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:o}", "path", in->path, "source", json_source(in),
                              "config", json_config(&in->config), "tensors", json_tensors(in), "params", json_params(p),
                              "active", json_active(a), "per_token", json_cost(c));
+    if (root && plan) json_object_set_new(root, "gpu_plan", json_gpu_plan(plan));
     char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
     if (!text) {
@@ -720,9 +963,11 @@ int cmd_inspect(int argc, char **argv) {
     inspect_params params;
     inspect_active active;
     inspect_cost cost;
+    gpu_plan plan;
     inspect_count_params(in.specs, in.n, &params);
     if (inspect_active_params(&in.config, in.specs, in.n, &active, &err) != 0 ||
-        inspect_per_token(&in.config, in.specs, in.dtypes, in.n, opt.context, in.dense_dtype, &cost, &err) != 0) {
+        inspect_per_token(&in.config, in.specs, in.dtypes, in.n, opt.context, in.dense_dtype, &cost, &err) != 0 ||
+        (opt.gpus && build_gpu_plan(&in, &cost, opt.gpus, &plan, &err) != 0)) {
         cli_error(CMD, "%s: %s", opt.path, err.msg);
         inspect_close(&in);
         return CLI_FAILED;
@@ -730,13 +975,17 @@ int cmd_inspect(int argc, char **argv) {
 
     rc = CLI_OK;
     if (opt.json) {
-        rc = print_json(&in, &params, &active, &cost);
+        rc = print_json(&in, &params, &active, &cost, opt.gpus ? &plan : NULL);
     } else {
         print_header(&in);
         if (print_tree(&in, opt.all_layers)) {
             print_params(&params);
             print_active(&active, &params, in.config.text.hidden_size);
             print_cost(&cost, &in.config);
+            if (opt.gpus) {
+                print_gpu_plan(&plan);
+                print_fit_table(&plan);
+            }
         } else {
             rc = CLI_FAILED;
         }

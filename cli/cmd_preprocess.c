@@ -12,8 +12,8 @@
 #include <hdf5_hl.h>
 
 #include "cli.h"
-#include "conform.h" /* m4_write_atomically */
 #include "image.h"
+#include "m4_output.h"
 
 #define CMD "preprocess"
 #define SCHEMA "mistral4-preprocess/1"
@@ -32,7 +32,8 @@ static void print_help(void) {
         "\n"
         "Options:\n"
         "  --out FILE          also write the result: FILE.h5 (HDF5) or FILE.json, chosen by the\n"
-        "                      extension; written to a temporary name and renamed when complete\n"
+        "                      extension; written to a temporary name and renamed when complete;\n"
+        "                      its folder must exist and be writable (checked before any work)\n"
         "  --patch N           vision patch size (default 14)\n"
         "  --merge N           spatial merge size (default 2)\n"
         "  --longest-edge N    longest side after resizing (default 1540)\n"
@@ -66,7 +67,6 @@ typedef struct {
     int64_t *token_grid;     /* [n, 2] */
     int64_t *tokens;         /* [n_tokens] */
     int64_t n_tokens;
-    bool json;               /* write JSON (a .json name), else HDF5 */
 } result;
 
 static bool ends_with(const char *s, const char *suffix) {
@@ -86,7 +86,9 @@ static int parse_positive(const char *opt, const char *text, int64_t *out) {
 
 /* ---- HDF5 ---------------------------------------------------------------------------------- */
 
-static int write_h5(const char *path, const result *r) {
+/* The HDF5 file at `path` (m4_write_atomically's temporary file). */
+static int write_h5(const char *path, const void *content) {
+    const result *r = content;
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) return -1;
     const m4_pixel_batch *b = r->batch;
@@ -135,9 +137,9 @@ static void json_int_pairs(FILE *out, const int64_t *v, int n) {
     fputc(']', out);
 }
 
-static int write_json(const char *path, const result *r) {
-    FILE *out = fopen(path, "w");
-    if (!out) return -1;
+/* The JSON document into `out` (m4_write_stream_atomically checks its flush and close). */
+static int write_json(FILE *out, const void *content) {
+    const result *r = content;
     const m4_pixel_batch *b = r->batch;
     fprintf(out, "{\n  \"schema\": \"%s\",\n  \"patch_size\": %lld,\n  \"spatial_merge_size\": %lld,\n"
                  "  \"longest_edge\": %lld,\n  \"files\": [",
@@ -162,15 +164,7 @@ static int write_json(const char *path, const result *r) {
         fprintf(out, "%s%.9g", i == 0 ? "" : (i % 16 == 0 ? ",\n    " : ", "), (double)b->pixel_values[i]);
     }
     fputs("]\n}\n", out);
-    int bad = ferror(out);
-    if (fclose(out) != 0) bad = 1;
-    return bad ? -1 : 0;
-}
-
-/* The output file at `tmp` (m4_write_atomically's temporary file): HDF5, or JSON for a .json name. */
-static int fill_output(const char *tmp, const void *content) {
-    const result *r = content;
-    return r->json ? write_json(tmp, r) : write_h5(tmp, r);
+    return ferror(out) ? -1 : 0;
 }
 
 /* ---- the command ----------------------------------------------------------------------------- */
@@ -223,6 +217,10 @@ int cmd_preprocess(int argc, char **argv) {
         free(files);
         return cli_usage_error(CMD, "--out %s: the name must end in .h5, .hdf5 or .json", out_path);
     }
+    if (cli_check_output(CMD, "--out", out_path) != CLI_OK) {
+        free(files);
+        return CLI_FAILED;
+    }
     m4_error err = {{0}};
     if (m4_image_options_check(&opt, &err) != 0) {
         free(files);
@@ -239,7 +237,7 @@ int cmd_preprocess(int argc, char **argv) {
     m4_image_token_ids ids;
     m4_image_token_ids_default(&ids);
     if (!images || !source_sizes || !grid) {
-        cli_error(CMD, "out of memory");
+        cli_error(CMD, "out of memory (%zu bytes for %d images)", (size_t)n * (sizeof *images + 4 * sizeof(int64_t)), n);
         goto done;
     }
     for (int i = 0; i < n; i++) {
@@ -263,7 +261,8 @@ int cmd_preprocess(int argc, char **argv) {
     }
     tokens = malloc(sizeof *tokens * (size_t)n_tokens);
     if (!tokens) {
-        cli_error(CMD, "out of memory");
+        cli_error(CMD, "out of memory (%zu bytes for %lld image tokens)", sizeof *tokens * (size_t)n_tokens,
+                  (long long)n_tokens);
         goto done;
     }
     for (int i = 0, at = 0; i < n; i++) {
@@ -289,8 +288,11 @@ int cmd_preprocess(int argc, char **argv) {
     }
     if (out_path) {
         result r = {.n = n, .files = files, .opt = &opt, .batch = &batch, .source_sizes = source_sizes,
-                    .token_grid = grid, .tokens = tokens, .n_tokens = n_tokens, .json = ends_with(out_path, ".json")};
-        if (m4_write_atomically(out_path, "output", fill_output, &r, &err) != 0) {
+                    .token_grid = grid, .tokens = tokens, .n_tokens = n_tokens};
+        const int failed = ends_with(out_path, ".json")
+                               ? m4_write_stream_atomically(out_path, "output", write_json, &r, &err)
+                               : m4_write_atomically(out_path, "output", write_h5, &r, &err);
+        if (failed) {
             cli_error(CMD, "%s", err.msg);
             goto done;
         }

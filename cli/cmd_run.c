@@ -19,6 +19,7 @@
 #include "generate.h"
 #include "generation.h"
 #include "image.h"
+#include "prompt.h"
 #include "tokenizer.h"
 
 #define CMD "run"
@@ -42,7 +43,8 @@ static void print_help(void) {
         "                       (or {\"messages\": [...]}), each {\"role\": \"system\"|\"user\"|\"assistant\",\n"
         "                       \"content\": TEXT or [chunks]}; chunks {\"type\": \"text\", \"text\": …},\n"
         "                       {\"type\": \"image\", \"path\": FILE} (relative to the JSON file's folder),\n"
-        "                       {\"type\": \"thinking\", \"thinking\": …}. It must end with a user message.\n"
+        "                       {\"type\": \"thinking\", \"thinking\": …}. Roles in an order mistral-common\n"
+        "                       accepts (docs/INPUTS.md §8): it ends with a user (or system) message.\n"
         "  --ids LIST           token ids, comma separated, used as they are (no template, no <s>\n"
         "                       added); special tokens may be written as their text (needs\n"
         "                       tekken.json): '<s>,[INST],1044,[/INST]'. With --image, each [IMG] is\n"
@@ -73,6 +75,12 @@ static void print_help(void) {
         "  --top-p P            sample among the most likely tokens holding P of the probability\n"
         "                       (default 1: all); order as HF: temperature, top-k, top-p\n"
         "  --seed S             the sampler's random seed (default 0; same seed, same tokens)\n"
+        "  --start-position N   the prompt's first position id (default 0): its S tokens take\n"
+        "                       positions N..N+S-1 and the new tokens follow, as in a golden case made\n"
+        "                       with make-golden --positions N; N+S must fit max_position_embeddings\n"
+        "  --print-prompt       print the ids the prompt feeds (after the template and the images'\n"
+        "                       expansion) and their positions on stderr, then generate as usual\n"
+        "                       (`mistral4 tokenize` gives the ids without loading the model)\n"
         "  --scale-rule RULE    the MLA softmax scale (MODEL.md §0.1): base (default) is\n"
         "                       qk_head_dim^-0.5, the model's intended math (vLLM, SGLang, NeMo);\n"
         "                       mscale2 multiplies it by mscale(factor, mscale_all_dim)^2, as\n"
@@ -156,7 +164,8 @@ typedef struct {
     const char *model_dir, *prompt, *chat, *ids;
     const char *images[MAX_IMAGES];
     int n_images;
-    bool raw;
+    bool raw, print_prompt;
+    int64_t start_position;  /* the prompt's first position id */
     m4_reasoning_effort effort;
     int64_t max_tokens;
     m4_sampling sampling;
@@ -193,9 +202,14 @@ static int parse_args(int argc, char **argv, run_args *a) {
             a->raw = true;
             continue;
         }
+        if (strcmp(o, "--print-prompt") == 0) {
+            a->print_prompt = true;
+            continue;
+        }
         static const char *const with_value[] = {"--model", "--prompt", "--chat", "--ids", "--image",
                                                  "--reasoning", "--max-tokens", "--temperature", "--top-k",
-                                                 "--top-p", "--seed", "--scale-rule", "--backend"};
+                                                 "--top-p", "--seed", "--scale-rule", "--backend",
+                                                 "--start-position"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= strcmp(o, with_value[k]) == 0;
         if (!known) return cli_usage_error(CMD, "unknown option '%s'", o);
@@ -227,6 +241,8 @@ static int parse_args(int argc, char **argv, run_args *a) {
         } else if (strcmp(o, "--seed") == 0) {
             if (cli_parse_count(CMD, o, v, 0, INT64_MAX, &n)) return CLI_USAGE;
             a->seed = (uint64_t)n;
+        } else if (strcmp(o, "--start-position") == 0) {
+            if (cli_parse_count(CMD, o, v, 0, INT64_MAX, &a->start_position)) return CLI_USAGE;
         } else if (strcmp(o, "--scale-rule") == 0) {
             if (strcmp(v, "base") == 0) a->rule = M4_SOFTMAX_SCALE_BASE;
             else if (strcmp(v, "mscale2") == 0) a->rule = M4_SOFTMAX_SCALE_MSCALE2;
@@ -246,65 +262,8 @@ static int parse_args(int argc, char **argv, run_args *a) {
 
 /* ---- the prompt ---------------------------------------------------------------------------- */
 
-/* The images of the prompt, decoded and preprocessed as one batch, with each one's token grid. */
-typedef struct {
-    int n;
-    char *paths[MAX_IMAGES];        /* owned */
-    m4_image_options opt;
-    m4_pixel_batch batch;
-    int64_t rows[MAX_IMAGES], cols[MAX_IMAGES];
-} prompt_images;
-
-static int add_image_path(prompt_images *im, const char *path) {
-    if (im->n == MAX_IMAGES) {
-        cli_error(CMD, "at most %d images (the conversation's and --image's together)", MAX_IMAGES);
-        return -1;
-    }
-    if (!(im->paths[im->n] = strdup(path))) {
-        cli_error(CMD, "out of memory");
-        return -1;
-    }
-    im->n++;
-    return 0;
-}
-
-static int load_images(prompt_images *im, const m4_config *cfg) {
-    m4_image_options_default(&im->opt);
-    im->opt.patch_size = cfg->vision.patch_size;
-    im->opt.merge = cfg->spatial_merge_size;
-    im->opt.longest_edge = cfg->vision.image_size;
-    m4_image *decoded = calloc((size_t)im->n, sizeof *decoded);
-    m4_error err;
-    int rc = -1;
-    if (!decoded) return -1;
-    if (m4_image_options_check(&im->opt, &err)) {
-        cli_error(CMD, "the model's image settings: %s", err.msg);
-        goto done;
-    }
-    for (int i = 0; i < im->n; i++)
-        if (m4_image_load(im->paths[i], &decoded[i], &err)) {
-            cli_error(CMD, "%s", err.msg);
-            goto done;
-        }
-    if (m4_image_preprocess(&im->opt, decoded, im->n, &im->batch, &err)) {
-        cli_error(CMD, "%s", err.msg);
-        goto done;
-    }
-    for (int i = 0; i < im->n; i++)
-        if (m4_image_token_grid(&im->opt, im->batch.image_sizes[2 * i], im->batch.image_sizes[2 * i + 1],
-                                &im->rows[i], &im->cols[i], &err)) {
-            cli_error(CMD, "%s: %s", im->paths[i], err.msg);
-            goto done;
-        }
-    rc = 0;
-done:
-    for (int i = 0; i < im->n; i++) m4_image_free(&decoded[i]);
-    free(decoded);
-    return rc;
-}
-
 /* --ids with images: each [IMG] placeholder becomes its image's block (m4_image_expand_placeholders). */
-static int expand_placeholders(const m4_config *cfg, const prompt_images *im, idlist *ids) {
+static int expand_placeholders(const m4_config *cfg, const cli_prompt_images *im, idlist *ids) {
     m4_image_token_ids tid;
     m4_image_token_ids_default(&tid);
     tid.img = cfg->image_token_index;
@@ -321,9 +280,9 @@ static int expand_placeholders(const m4_config *cfg, const prompt_images *im, id
 }
 
 static int build_prompt(const run_args *a, const m4_model *model, const m4_tokenizer *tok, idlist *ids,
-                        prompt_images *im) {
-    const m4_config *cfg = &model->config;
-    m4_error err;
+                        cli_prompt_images *im) {
+    const cli_prompt_spec spec = {.prompt = a->prompt, .chat = a->chat, .raw = a->raw, .effort = a->effort,
+                                  .images = a->images, .n_images = a->n_images};
     m4_chat_file conv = {0};
     m4_token_ids tids = {0};
     int rc = -1;
@@ -331,75 +290,14 @@ static int build_prompt(const run_args *a, const m4_model *model, const m4_token
         cli_error(CMD, "%s/tekken.json not found: --prompt and --chat need the tokenizer (use --ids)", a->model_dir);
         return -1;
     }
-    if (a->chat) {                                   /* room for the --image chunks after the file's */
-        if (m4_chat_file_read(a->chat, MAX_IMAGES, &conv, &err)) {
-            cli_error(CMD, "%s", err.msg);
-            goto done;
-        }
-        for (int i = 0; i < conv.n_images; i++)
-            if (add_image_path(im, conv.image_paths[i])) goto done;
-    }
-    const int from_file = im->n;
-    for (int i = 0; i < a->n_images; i++)
-        if (add_image_path(im, a->images[i])) goto done;
-    if (im->n > 0) {
-        if (!cfg->multimodal) {
-            cli_error(CMD, "images need a multimodal model; %s is %s (text only)", a->model_dir, cfg->architecture);
-            goto done;
-        }
-        if (load_images(im, cfg)) goto done;
-    }
-
+    if (cli_prompt_load_images(CMD, &spec, &model->config, a->model_dir, &conv, im)) goto done;
     if (a->ids) {
         if (parse_id_list(a->ids, tok, true, ids) != CLI_OK) goto done;
-        if (im->n > 0 && expand_placeholders(cfg, im, ids)) goto done;
+        if (im->n > 0 && expand_placeholders(&model->config, im, ids)) goto done;
         rc = 0;
         goto done;
     }
-    if (a->raw) {
-        int32_t bos;
-        if (m4_tokenizer_special_id(tok, "<s>", &bos, &err) || m4_token_ids_push(&tids, bos, &err) ||
-            m4_tokenizer_encode(tok, a->prompt, strlen(a->prompt), &tids, &err)) {
-            cli_error(CMD, "%s", err.msg);
-            goto done;
-        }
-    } else {
-        m4_chat_chunk prompt_chunks[MAX_IMAGES + 1];
-        m4_chat_message one = {.role = M4_ROLE_USER, .chunks = prompt_chunks};
-        const m4_chat_message *messages = &one;
-        size_t n_messages = 1;
-        if (a->prompt) {                                   /* the images, then the text */
-            for (int i = 0; i < im->n; i++)
-                prompt_chunks[i] = (m4_chat_chunk){.kind = M4_CHUNK_IMAGE, .rows = im->rows[i], .cols = im->cols[i]};
-            prompt_chunks[im->n] = (m4_chat_chunk){.kind = M4_CHUNK_TEXT, .text = a->prompt};
-            one.n_chunks = (size_t)im->n + 1;
-        } else {
-            /* the file's image chunks hold their image's index in rows: now its token grid */
-            for (size_t k = 0; k < conv.n_chunks; k++)
-                if (conv.chunks[k].kind == M4_CHUNK_IMAGE) {
-                    const int64_t i = conv.chunks[k].rows;
-                    conv.chunks[k].rows = im->rows[i], conv.chunks[k].cols = im->cols[i];
-                }
-            /* --image files join the last message, which must be the user's (its chunks are the
-             * last of conv.chunks, so they can grow in place) */
-            if (im->n > from_file) {
-                m4_chat_message *u = &conv.messages[conv.n_messages - 1];
-                if (u->role != M4_ROLE_USER) {
-                    cli_error(CMD, "%s: --image needs the conversation to end with a user message", a->chat);
-                    goto done;
-                }
-                for (int i = from_file; i < im->n; i++)
-                    conv.chunks[conv.n_chunks++] =
-                        (m4_chat_chunk){.kind = M4_CHUNK_IMAGE, .rows = im->rows[i], .cols = im->cols[i]};
-                u->n_chunks += (size_t)(im->n - from_file);
-            }
-            messages = conv.messages, n_messages = conv.n_messages;
-        }
-        if (m4_chat_encode(tok, messages, n_messages, a->effort, &tids, &err)) {
-            cli_error(CMD, "%s%s%s", a->chat ? a->chat : "", a->chat ? ": " : "", err.msg);
-            goto done;
-        }
-    }
+    if (cli_prompt_encode(CMD, &spec, tok, &conv, im, &tids)) goto done;
     for (size_t i = 0; i < tids.n; i++)
         if (push(ids, tids.ids[i])) goto done;
     rc = 0;
@@ -447,6 +345,25 @@ static int on_token(void *user, int64_t row, int64_t index, int64_t token) {
     return 0;
 }
 
+/* --print-prompt: the ids fed and their positions on stderr, and as text when there is a tokenizer
+ * (special tokens written as their string). */
+static void print_prompt(const m4_tokenizer *tok, const idlist *ids, int64_t first_position) {
+    fprintf(stderr, "mistral4 run: the prompt: %zu tokens at positions %lld..%lld:\n", ids->n,
+            (long long)first_position, (long long)(first_position + (int64_t)ids->n - 1));
+    for (size_t i = 0; i < ids->n; i++) fprintf(stderr, "%s%lld", i ? " " : "", (long long)ids->v[i]);
+    fputc('\n', stderr);
+    m4_token_ids as32 = {0};
+    char *text = NULL;
+    size_t len;
+    m4_error err;
+    int failed = !tok;
+    for (size_t i = 0; !failed && i < ids->n; i++) failed = m4_token_ids_push(&as32, (int32_t)ids->v[i], &err);
+    if (!failed && m4_tokenizer_decode(tok, as32.ids, as32.n, M4_SPECIAL_KEEP, &text, &len, &err) == 0)
+        fprintf(stderr, "mistral4 run: the prompt as text: %.*s\n", (int)len, text);
+    free(text);
+    m4_token_ids_free(&as32);
+}
+
 /* ---- the command ------------------------------------------------------------------------------ */
 
 int cmd_run(int argc, char **argv) {
@@ -458,9 +375,9 @@ int cmd_run(int argc, char **argv) {
     m4_tokenizer *tok = NULL;
     m4_error err = {{0}};
     idlist ids = {0};
-    prompt_images im = {0};
+    cli_prompt_images im = {0};
     float *embeds = NULL;
-    int64_t *out = NULL;
+    int64_t *out = NULL, *positions = NULL;   /* positions: [S] with --start-position, else NULL */
     cli_generator gen = {0};              /* the backend, and its session with --backend cuda-* */
     stream s = {.think = -1, .end_think = -1};
     rc = CLI_FAILED;
@@ -494,12 +411,26 @@ int cmd_run(int argc, char **argv) {
                   (long long)S, (long long)P);
         goto done;
     }
+    const int64_t N = a.start_position;                  /* the prompt takes positions N..N+S-1 */
+    if (N > P - S) {
+        cli_error(CMD, "--start-position %lld: the prompt's %lld tokens would take positions %lld..%lld, past the "
+                       "model's max_position_embeddings (%lld: positions 0..%lld); at most %lld here",
+                  (long long)N, (long long)S, (long long)N, (long long)(N + S - 1), (long long)P, (long long)(P - 1),
+                  (long long)(P - S));
+        goto done;
+    }
+    if (N > 0 && !(positions = malloc(sizeof *positions * (size_t)S))) {
+        cli_error(CMD, "out of memory for the prompt's positions (%zu bytes)", sizeof *positions * (size_t)S);
+        goto done;
+    }
+    for (int64_t i = 0; positions && i < S; i++) positions[i] = N + i;
+    if (a.print_prompt) print_prompt(tok, &ids, N);
     m4_generate_options opt = m4_generate_defaults(&model);
     opt.max_new_tokens = a.max_tokens;
-    if (S + opt.max_new_tokens - 1 > P) {                /* the last token is never forwarded */
-        opt.max_new_tokens = P - S + 1;
-        fprintf(stderr, "mistral4 run: at most %lld new tokens fit in max_position_embeddings (%lld)\n",
-                (long long)opt.max_new_tokens, (long long)P);
+    if (opt.max_new_tokens > P - N - S + 1) {             /* the last token is never forwarded */
+        opt.max_new_tokens = P - N - S + 1;
+        fprintf(stderr, "mistral4 run: at most %lld new tokens fit in max_position_embeddings (%lld)%s\n",
+                (long long)opt.max_new_tokens, (long long)P, N > 0 ? " after --start-position" : "");
     }
     opt.sampling = a.sampling;
     opt.scale_rule = a.rule;
@@ -507,7 +438,8 @@ int cmd_run(int argc, char **argv) {
     if (im.n > 0) {
         embeds = malloc(sizeof(float) * (size_t)(S * cfg->hidden_size));
         if (!embeds) {
-            cli_error(CMD, "out of memory");
+            cli_error(CMD, "out of memory for the prompt's embeddings (%zu bytes)",
+                      sizeof(float) * (size_t)(S * cfg->hidden_size));
             goto done;
         }
         if (cli_prompt_embeds(&gen, &model, ids.v, S, &im.batch, embeds, &err)) {
@@ -533,13 +465,13 @@ int cmd_run(int argc, char **argv) {
     snprintf(prefill_what, sizeof prefill_what, "prefill of %lld tokens", (long long)S);
     cli_layer_watch watch = {.cmd = CMD, .what = prefill_what, .start = cli_now_seconds()};
     opt.prefill_progress = (m4_progress){.layer_done = cli_on_layer, .user = &watch};
-    m4_prompt prompt = {.batch = 1, .length = S, .ids = ids.v, .inputs_embeds = embeds};
+    m4_prompt prompt = {.batch = 1, .length = S, .ids = ids.v, .inputs_embeds = embeds, .position_ids = positions};
     m4_rng rng;
     m4_rng_seed(&rng, a.seed);
     out = malloc(sizeof *out * (size_t)opt.max_new_tokens);
     m4_generate_stats stats;
     if (!out) {
-        cli_error(CMD, "out of memory");
+        cli_error(CMD, "out of memory (%zu bytes)", sizeof *out * (size_t)opt.max_new_tokens);
         goto done;
     }
     watch.start = cli_now_seconds();
@@ -574,9 +506,8 @@ int cmd_run(int argc, char **argv) {
 done:
     cli_backend_close(&gen);
     if (s.have_detok) m4_detokenizer_free(&s.detok);
-    for (int i = 0; i < im.n; i++) free(im.paths[i]);
-    m4_pixel_batch_free(&im.batch);
-    free(ids.v), free(embeds), free(out);
+    cli_prompt_images_free(&im);
+    free(ids.v), free(embeds), free(out), free(positions);
     m4_tokenizer_free(tok);
     m4_model_close(&model);
     return rc;

@@ -34,20 +34,32 @@ int cli_parse_count(const char *cmd, const char *opt, const char *value, int64_t
     return CLI_OK;
 }
 
+static bool is_list_space(char c) { return c == ' ' || c == '\t' || c == '\n'; }
+
+/* The number of items (runs of characters other than commas and spaces) in [from, to). */
+static size_t items_in(const char *from, const char *to) {
+    size_t n = 0;
+    for (const char *p = from; p < to; p++)
+        n += p[0] != ',' && !is_list_space(p[0]) && (p == from || p[-1] == ',' || is_list_space(p[-1]));
+    return n;
+}
+
 int cli_list_next(const char *cmd, const char *opt, const char *list, const char **cursor, const char **item,
                   size_t *len) {
-    if (!*cursor) return 0; /* past the last item */
-    const char *start = *cursor, *comma = strchr(start, ','), *end = comma ? comma : start + strlen(start);
-    *cursor = comma ? comma + 1 : NULL;
-    while (start < end && *start == ' ') start++;
-    while (end > start && end[-1] == ' ') end--;
-    if (start == end) {
-        size_t position = 1; /* the empty item's, counted from 1: commas before it + 1 */
-        for (const char *p = list; p < start; p++) position += *p == ',';
-        return cli_usage_error(cmd, "%s: item %zu of '%s' is empty (items are separated by single commas)", opt,
-                               position, list);
-    }
-    *item = start, *len = (size_t)(end - start);
+    const char *p = *cursor;
+    /* after the first item, a comma may separate it from this one (spaces alone also do) */
+    bool after_comma = false;
+    while (is_list_space(*p)) p++;
+    if (*p == ',' && items_in(list, p) > 0) after_comma = true, p++;
+    while (is_list_space(*p)) p++;
+    if (*p == ',' || (*p == '\0' && (after_comma || items_in(list, p) == 0)))
+        return cli_usage_error(cmd, "%s: item %zu of '%s' is empty (items are separated by commas or spaces)", opt,
+                               items_in(list, p) + 1, list);
+    if (*p == '\0') return 0;
+    const char *end = p;
+    while (*end && *end != ',' && !is_list_space(*end)) end++;
+    *item = p, *len = (size_t)(end - p);
+    *cursor = end;
     return 1;
 }
 

@@ -81,7 +81,7 @@ static int open_config(const char *config_path, inspect_input *in, m4_error *err
     set_dense_dtype(in);
     if (m4_weight_specs(&in->config, NULL, &in->specs, &in->n, err) != 0) return -1;
     in->dtypes = calloc(in->n ? in->n : 1, sizeof *in->dtypes);
-    if (!in->dtypes) return m4_fail(err, "%s: out of memory", config_path);
+    if (!in->dtypes) return m4_fail(err, "%s: out of memory (%zu bytes)", config_path, in->n * sizeof *in->dtypes);
     for (size_t i = 0; i < in->n; i++) in->dtypes[i] = inspect_inferred_dtype(&in->specs[i], in->dense_dtype);
     return 0;
 }
@@ -104,7 +104,7 @@ static int open_checkpoint(const char *dir, inspect_input *in, m4_error *err) {
     in->dtypes = calloc(n_all ? n_all : 1, sizeof *in->dtypes);
     if (!in->specs || !in->dtypes) {
         free(all);
-        return m4_fail(err, "%s: out of memory", dir);
+        return m4_fail(err, "%s: out of memory (%zu bytes)", dir, n_all * (sizeof *in->specs + sizeof *in->dtypes));
     }
     for (size_t i = 0; i < n_all; i++) {
         const m4_tensor *t = m4_find_spec_tensor(ck, &in->config, &all[i], NULL);
@@ -125,7 +125,7 @@ int inspect_open(const char *path, inspect_input *in, m4_error *err) {
     if (!S_ISDIR(st.st_mode)) return open_config(path, in, err);
 
     char *config_path = join_path(path, "config.json");
-    if (!config_path) return m4_fail(err, "%s: out of memory", path);
+    if (!config_path) return m4_fail(err, "%s: out of memory (%zu bytes)", path, strlen(path) + sizeof "/config.json");
     int rc;
     if (stat(config_path, &st) != 0)
         rc = m4_fail(err, "'%s' holds no config.json (expected a checkpoint folder or a config.json file)",
@@ -167,6 +167,14 @@ void inspect_count_params(const m4_tensor_spec *specs, size_t n, inspect_params 
 
 /* ---- active parameters ------------------------------------------------------------------------ */
 
+/* A routed stack and its per-expert scales lead with E: [E, …]. */
+static int check_routed_shape(const m4_config *cfg, const m4_tensor_spec *s, m4_error *err) {
+    const int64_t experts = cfg->text.n_routed_experts;
+    if (s->ndim < 1 || s->shape[0] != experts)
+        return m4_fail(err, "%s: leading dimension is not n_routed_experts (%lld)", s->name, (long long)experts);
+    return 0;
+}
+
 /* Elements of `s` one text token reads: k/E of a routed stack, one embedding row, else all.
  * Vision and projector tensors are not read per text token (0). */
 static int active_numel(const m4_config *cfg, const m4_tensor_spec *s, int64_t *out, m4_error *err) {
@@ -175,9 +183,7 @@ static int active_numel(const m4_config *cfg, const m4_tensor_spec *s, int64_t *
         *out = 0;
     } else if (inspect_is_routed(s)) {
         int64_t experts = cfg->text.n_routed_experts, k = cfg->text.num_experts_per_tok;
-        if (s->ndim < 1 || s->shape[0] != experts)
-            return m4_fail(err, "%s: leading dimension is not n_routed_experts (%lld)", s->name,
-                           (long long)experts);
+        if (check_routed_shape(cfg, s, err) != 0) return -1;
         if (k < 0 || k > experts)
             return m4_fail(err, "num_experts_per_tok %lld is outside 0..n_routed_experts %lld",
                            (long long)k, (long long)experts);
@@ -350,6 +356,102 @@ int inspect_per_token(const m4_config *cfg, const m4_tensor_spec *specs, const m
                        "config's sizes are too large to count them in 64 bits", (long long)context);
     }
     return 0;
+}
+
+/* ---- expert parallelism over N GPUs --------------------------------------------------------- */
+
+const char *inspect_storage_name(inspect_storage s) {
+    return s == INSPECT_STORAGE_BF16 ? "bf16" : "as_stored";
+}
+
+/* Bytes of `s` stored as `storage`; `stored` is its dtype in the checkpoint (or inferred). A bf16
+ * copy has no FP8 scales. */
+static int64_t storage_bytes(const m4_tensor_spec *s, m4_dtype stored, inspect_storage storage) {
+    if (storage == INSPECT_STORAGE_AS_STORED) return inspect_numel(s) * (int64_t)m4_dtype_size(stored);
+    const bool scale = s->kind == M4_SPEC_SCALE || s->kind == M4_SPEC_ACT_SCALE;
+    return scale ? 0 : inspect_numel(s) * (int64_t)m4_dtype_size(M4_DTYPE_BF16);
+}
+
+/* Plain sums: as for the parameter counts, at most ~45,000 tensors of at most 2^40 elements of at
+ * most 8 bytes stay below 2^59. */
+int inspect_split_weights(const m4_config *cfg, const m4_tensor_spec *specs, const m4_dtype *dtypes,
+                          size_t n, inspect_storage storage, inspect_weight_split *out, m4_error *err) {
+    memset(out, 0, sizeof *out);
+    out->experts = cfg->text.n_routed_experts;
+    for (size_t i = 0; i < n; i++) {
+        const m4_tensor_spec *s = &specs[i];
+        const int64_t bytes = storage_bytes(s, dtypes[i], storage);
+        if (inspect_is_routed(s)) {
+            if (check_routed_shape(cfg, s, err) != 0) return -1;
+            out->per_expert += bytes / out->experts;
+        } else if (s->part == M4_PART_VISION) {
+            out->replicated_vision += bytes;
+        } else if (s->part == M4_PART_PROJECTOR) {
+            out->replicated_projector += bytes;
+        } else {
+            out->replicated_text += bytes;
+        }
+    }
+    out->replicated = out->replicated_text + out->replicated_vision + out->replicated_projector;
+    return 0;
+}
+
+int inspect_gpu_share_of(const inspect_weight_split *w, int64_t cache_bytes, int64_t gpus, int64_t rank,
+                         inspect_gpu_share *out, m4_error *err) {
+    memset(out, 0, sizeof *out);
+    if (gpus < 1 || gpus > w->experts)
+        return m4_fail(err, "%lld GPUs: expert parallelism gives each GPU at least one of the %lld routed experts "
+                       "(1 .. %lld GPUs)", (long long)gpus, (long long)w->experts, (long long)w->experts);
+    if (rank < 0 || rank >= gpus)
+        return m4_fail(err, "GPU %lld of %lld: ranks are 0 .. %lld", (long long)rank, (long long)gpus,
+                       (long long)gpus - 1);
+    /* contiguous blocks: the first E mod N GPUs hold one expert more */
+    const int64_t q = w->experts / gpus, m = w->experts % gpus;
+    out->first_expert = rank * q + (rank < m ? rank : m);
+    out->experts = q + (rank < m ? 1 : 0);
+    bool overflow = false;
+    out->weight_bytes = add(w->replicated, mul(out->experts, w->per_expert, &overflow), &overflow);
+    out->cache_bytes = cache_bytes;
+    out->total_bytes = add(out->weight_bytes, cache_bytes, &overflow);
+    if (overflow) {
+        memset(out, 0, sizeof *out);
+        return m4_fail(err, "the bytes of one GPU's share exceed 2^63 - 1");
+    }
+    return 0;
+}
+
+/* Usable memory: what the lent machines' own description gives (an H100 80 GB leaves about 78 GiB
+ * to allocate, an H200 141 GB about 139 GiB), the rest going to the CUDA context and reserves. */
+const inspect_gpu_card inspect_gpu_cards[INSPECT_GPU_CARD_COUNT] = {
+    {"H100", "80 GB", 78LL << 30},
+    {"H200", "141 GB", 139LL << 30},
+};
+
+int64_t inspect_fewest_gpus(const inspect_weight_split *w, int64_t cache_bytes, int64_t usable_bytes) {
+    for (int64_t gpus = 1; gpus <= w->experts; gpus++) {
+        inspect_gpu_share largest; /* GPU 0 holds the largest share */
+        m4_error ignored;
+        if (inspect_gpu_share_of(w, cache_bytes, gpus, 0, &largest, &ignored) == 0 &&
+            largest.total_bytes <= usable_bytes)
+            return gpus;
+    }
+    return 0;
+}
+
+void inspect_expert_comm_of(const m4_config *cfg, const m4_tensor_spec *specs, size_t n, int64_t gpus,
+                            inspect_expert_comm *out) {
+    memset(out, 0, sizeof *out);
+    out->gpus = gpus;
+    int last_layer = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (specs[i].part != M4_PART_ROUTED_EXPERTS || specs[i].layer == last_layer) continue;
+        out->moe_layers++;
+        last_layer = specs[i].layer;
+    }
+    out->hidden_size = cfg->text.hidden_size;
+    out->message_bytes_per_layer = out->hidden_size * (int64_t)m4_dtype_size(M4_DTYPE_BF16);
+    out->message_bytes = out->moe_layers * out->message_bytes_per_layer;
+    out->bus_bytes_per_gpu = 2.0 * (double)(gpus - 1) / (double)gpus * (double)out->message_bytes;
 }
 
 /* ---- softmax scale --------------------------------------------------------------------------- */

@@ -151,4 +151,81 @@ typedef struct {
 
 void inspect_softmax(const m4_config *cfg, inspect_softmax_scale *out);
 
+/* ---- expert parallelism over N GPUs (docs/SCALING.md) ------------------------------------------
+ *
+ * The plan: the routed experts are split across N GPUs (expert parallel) in contiguous blocks, the
+ * same block in every MoE layer: GPU r holds experts [r·q + min(r, m), … + q + (r < m)) with
+ * q = E / N and m = E mod N, so GPUs 0 .. m−1 hold one expert more than the rest and GPU 0 always
+ * holds the largest share. Everything else is replicated on every GPU: embeddings, attention (MLA)
+ * with the whole latent cache, norms, router, shared expert, dense MLP, lm_head, the vision tower
+ * and the projector. Bytes are storage bytes (weights as stored, or all bf16) plus the latent
+ * cache at context T for batch 1; activations, workspaces and the CUDA context are not counted. */
+
+/* How the weights are stored: as the checkpoint (or config) has them (FP8 codes + their float32
+ * scales, the rest in its dtype), or every weight in bf16 (a dequantised copy: no scales). */
+typedef enum { INSPECT_STORAGE_AS_STORED, INSPECT_STORAGE_BF16, INSPECT_STORAGE_COUNT } inspect_storage;
+
+/* "as_stored", "bf16" (the JSON spelling). */
+const char *inspect_storage_name(inspect_storage s);
+
+/* The weight bytes of a model, split into what every GPU holds and what one routed expert adds. */
+typedef struct {
+    int64_t replicated_text;      /* every text tensor but the routed experts (their scales too) */
+    int64_t replicated_vision, replicated_projector;
+    int64_t replicated;           /* the three above */
+    int64_t per_expert;           /* one routed expert over all MoE layers: its slice of every
+                                     expert stack and its per-expert FP8 scales */
+    int64_t experts;              /* E = n_routed_experts */
+} inspect_weight_split;
+
+/* dtypes[i] is the storage dtype of specs[i] (used for INSPECT_STORAGE_AS_STORED). */
+int inspect_split_weights(const m4_config *cfg, const m4_tensor_spec *specs, const m4_dtype *dtypes,
+                          size_t n, inspect_storage storage, inspect_weight_split *out, m4_error *err);
+
+/* One GPU's share at N GPUs. */
+typedef struct {
+    int64_t first_expert, experts;  /* routed experts [first_expert, first_expert + experts) */
+    int64_t weight_bytes;           /* replicated + experts × per_expert */
+    int64_t cache_bytes;            /* the whole latent cache (attention is replicated) */
+    int64_t total_bytes;            /* weight_bytes + cache_bytes: what must fit */
+} inspect_gpu_share;
+
+/* GPU `rank`'s share (0 ≤ rank < gpus ≤ E). cache_bytes: the latent cache at the plan's context,
+ * inspect_cost.rows[INSPECT_COST_KV_CACHE].cache_bytes (the bytes one decode token reads). */
+int inspect_gpu_share_of(const inspect_weight_split *w, int64_t cache_bytes, int64_t gpus, int64_t rank,
+                         inspect_gpu_share *out, m4_error *err);
+
+/* A GPU model and the memory a plan may fill on it. */
+typedef struct {
+    const char *name;             /* "H100" */
+    const char *memory;           /* as sold: "80 GB" */
+    int64_t usable_bytes;         /* what CUDA leaves to allocate, about: 78 GiB of the H100's 80 GB */
+} inspect_gpu_card;
+
+#define INSPECT_GPU_CARD_COUNT 2
+extern const inspect_gpu_card inspect_gpu_cards[INSPECT_GPU_CARD_COUNT];
+
+/* The fewest GPUs (1 .. E) whose largest share fits usable_bytes; 0 when even E GPUs do not. */
+int64_t inspect_fewest_gpus(const inspect_weight_split *w, int64_t cache_bytes, int64_t usable_bytes);
+
+/* The collective of the plan, per token (batch 1, bf16 activations). Attention is replicated, so
+ * every GPU holds every token's hidden state: each GPU runs the router (the same choice
+ * everywhere), applies only its own experts to the tokens routed to them, and one all-reduce
+ * (sum) per MoE layer combines the partial routed outputs, [tokens, hidden_size] in bf16. A
+ * prefill token costs the same bytes as a decoded one; a prompt of P tokens sends them in
+ * moe_layers all-reduces of P × message_bytes_per_layer, a decode step in moe_layers all-reduces
+ * of one token's. */
+typedef struct {
+    int64_t gpus;
+    int64_t moe_layers;                /* layers holding routed experts: one all-reduce each */
+    int64_t hidden_size;               /* the all-reduce's row: one token's hidden state */
+    int64_t message_bytes_per_layer;   /* hidden_size × 2 (bf16) */
+    int64_t message_bytes;             /* × moe_layers: the all-reduce payload of one token */
+    double bus_bytes_per_gpu;          /* ring all-reduce: each GPU sends (and receives)
+                                          2·(N−1)/N × message_bytes per token (NCCL's bus bytes) */
+} inspect_expert_comm;
+
+void inspect_expert_comm_of(const m4_config *cfg, const m4_tensor_spec *specs, size_t n, int64_t gpus,
+                            inspect_expert_comm *out);
+
 #endif

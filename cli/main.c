@@ -6,6 +6,8 @@
 
 #include "backend.h"
 #include "cli.h"
+#include "files.h"
+#include "signals.h"
 
 #ifndef M4_VERSION
 #define M4_VERSION "unknown"
@@ -26,6 +28,7 @@ static const cli_command commands[] = {
     {"inspect", "print a model's config, module tree, parameter counts and per-token cost", cmd_inspect},
     {"conform", "check an implementation against golden Hugging Face activations", cmd_conform},
     {"preprocess", "decode images and compute Pixtral pixel values, image sizes and image tokens", cmd_preprocess},
+    {"tokenize", "text, a prompt or a conversation (+ images) to token ids, and ids to text", cmd_tokenize},
     {"run", "generate text from a prompt, a conversation or token ids (+ images)", cmd_run},
     {"bench", "time generation end to end (prefill and decode tokens/s) on a backend", cmd_bench},
 };
@@ -49,6 +52,13 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, "Try 'mistral4%s%s --help'.\n", cmd ? " " : "", cmd ? cmd : "");
     return CLI_USAGE;
+}
+
+int cli_check_output(const char *cmd, const char *option, const char *path) {
+    char why[4200];
+    if (!path || cli_output_problem(path, why, sizeof why) == 0) return CLI_OK;
+    cli_error(cmd, "%s %s: %s", option, path, why);
+    return CLI_FAILED;
 }
 
 int cli_is_help(const char *arg) { return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0; }
@@ -132,6 +142,7 @@ static int help_command(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    cli_install_signal_handlers();
     if (argc < 2) {
         print_usage(stderr);
         return CLI_USAGE;

@@ -1,4 +1,4 @@
-# `cmake --install`: the command, the plugin ABI's public header, and what lets an outside project
+# `cmake --install`: the command, the plugin ABI's public header, the bundled golden cases, and what lets an outside project
 # find them the usual way: a CMake package (find_package(mistral4): mistral4::plugin, an INTERFACE
 # target with the include folder, and mistral4::mistral4, the command) and a pkg-config file
 # (mistral4.pc). Both are relocatable: the prefix given to `cmake --install --prefix` works.
@@ -9,6 +9,8 @@ set_target_properties(mistral4 PROPERTIES INSTALL_RPATH_USE_LINK_PATH TRUE)
 install(TARGETS mistral4 EXPORT mistral4Targets RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(TARGETS m4_plugin_api EXPORT mistral4Targets)
 install(FILES ${PROJECT_SOURCE_DIR}/include/mistral4/plugin.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/mistral4)
+# the bundled golden cases (14 MB), where an installed `mistral4 conform --help` finds and lists them
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/golden/cases/ DESTINATION ${CMAKE_INSTALL_DATADIR}/mistral4/cases)
 
 set(m4_cmake_dir ${CMAKE_INSTALL_LIBDIR}/cmake/mistral4)
 install(EXPORT mistral4Targets NAMESPACE mistral4:: DESTINATION ${m4_cmake_dir})

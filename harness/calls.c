@@ -76,7 +76,9 @@ static void check_sin_table(m4_result *res, void *const *got, m4_array *want) {
 /* rows × half of cos and of sin, or NULL with err set. */
 static float *alloc_half_tables(int64_t rows, int64_t half, m4_error *err) {
     float *t = malloc(sizeof(float) * (size_t)(2 * rows * half > 0 ? 2 * rows * half : 1));
-    if (!t) m4_fail(err, "out of memory for the rotary tables (%lld rows)", (long long)rows);
+    if (!t)
+        m4_fail(err, "out of memory for the rotary tables (%lld rows, %zu bytes)", (long long)rows,
+                sizeof(float) * (size_t)(2 * rows * half));
     return t;
 }
 

@@ -53,6 +53,7 @@ typedef struct {
     m4_array pixels, image_sizes;
     m4_pixel_batch px;
     m4_patch_grid *grids;   /* [px.n] */
+    size_t rows;            /* rows the case runs (count_row), for progress */
     call_run last;
 } run_ctx;
 
@@ -68,7 +69,7 @@ static m4_result *new_result(run_ctx *c, const m4_component *comp, const char *n
         size_t cap = r->cap ? 2 * r->cap : 64;
         m4_result *grown = realloc(r->results, cap * sizeof *grown);
         if (!grown) {
-            m4_fail(err, "out of memory for the report's rows (%zu rows)", cap);
+            m4_fail(err, "out of memory for the report's rows (%zu rows, %zu bytes)", cap, cap * sizeof *grown);
             return NULL;
         }
         r->results = grown;
@@ -167,7 +168,9 @@ static void *alloc_buffer(const run_ctx *c, const char *group, const char *datas
         return NULL;
     }
     void *p = malloc((size_t)(n > 0 ? n : 1) * size); /* n ≤ 2^27: no size_t overflow */
-    if (!p) m4_fail(err, "out of memory for dataset \"%s/%s\" (%lld %s)", group, dataset, (long long)n, unit);
+    if (!p)
+        m4_fail(err, "out of memory for dataset \"%s/%s\" (%lld %s, %zu bytes)", group, dataset, (long long)n, unit,
+                (size_t)(n > 0 ? n : 1) * size);
     return p;
 }
 
@@ -313,6 +316,7 @@ static void run_call(run_ctx *c, const m4_component *comp, int layer, const char
     }
     const int row = m4_component_compared_output(comp); /* the output this row compares */
     const bool shared = shared_call(c, call);
+    res->stage = row > 0;
     m4_array want[M4_MAX_OUTPUTS] = {{0}};
     m4_error e = {{0}};
     call_run *run = &c->last;
@@ -333,7 +337,7 @@ static void run_call(run_ctx *c, const m4_component *comp, int layer, const char
         snprintf(res->message, sizeof res->message, "golden: %s", e.msg);
         res->status = M4_RESULT_ERROR;
     } else {
-        if (row > 0) snprintf(res->message, sizeof res->message, "stage of the %s call", strrchr(group, '.') + 1);
+        if (res->stage) snprintf(res->message, sizeof res->message, "stage of the %s call", strrchr(group, '.') + 1);
         compare(res, run->out[row], &want[row]);
         if (call->check) call->check(res, run->out, want);
         if (call->note)
@@ -350,15 +354,29 @@ static bool selected(const run_ctx *c, const char *name) {
     return !c->opt->only || fnmatch(c->opt->only, name, 0) == 0;
 }
 
-/* Runs registry row `comp` for one instance (layer = -1 for non-layer rows). */
+/* Whether registry row `comp` runs in this case for one instance (layer = -1 for non-layer rows):
+ * selected by --only, held by the golden, and of the case's kind; fills its instance name and group. */
+static bool row_in_case(const run_ctx *c, const m4_component *comp, int layer, char name[128], char group[128]) {
+    m4_component_instance(comp->name, layer, name, 128);
+    m4_component_instance(comp->group, layer, group, 128);
+    if (!selected(c, name) || !golden_holds(c, group, comp->dataset)) return false; /* not in this case */
+    if (comp->images_only && !c->multimodal_inputs) return false; /* `text` = `model` */
+    if (comp->vision && (!c->grids || m4_component_instances(comp, &c->cs.model->config) == 0))
+        return false; /* a text-only model, or a case without images */
+    return true;
+}
+
+/* Counts the rows of the case (the progress callback's total). */
+static int count_row(run_ctx *c, const m4_component *comp, int layer, m4_error *err) {
+    char name[128], group[128];
+    if (row_in_case(c, comp, layer, name, group)) c->rows++;
+    return 0;
+}
+
+/* Runs registry row `comp` for one instance when it is in the case. */
 static int run_row(run_ctx *c, const m4_component *comp, int layer, m4_error *err) {
     char name[128], group[128];
-    m4_component_instance(comp->name, layer, name, sizeof name);
-    m4_component_instance(comp->group, layer, group, sizeof group);
-    if (!selected(c, name) || !golden_holds(c, group, comp->dataset)) return 0; /* not in this case */
-    if (comp->images_only && !c->multimodal_inputs) return 0; /* `text` = `model` */
-    if (comp->vision && (!c->grids || m4_component_instances(comp, &c->cs.model->config) == 0))
-        return 0; /* a text-only model, or a case without images */
+    if (!row_in_case(c, comp, layer, name, group)) return 0;
     m4_result *res = new_result(c, comp, name, err);
     if (!res) return -1;
     run_call(c, comp, layer, group, res);
@@ -374,7 +392,7 @@ static int run_row(run_ctx *c, const m4_component *comp, int layer, m4_error *er
     if (r->first_divergence < 0 && (res->status == M4_RESULT_FAIL || res->status == M4_RESULT_ERROR))
         r->first_divergence = (int)(r->n - 1);
     r->total_ms += res->time_ms;
-    if (c->opt->progress) c->opt->progress(res, r->n, c->opt->progress_user);
+    if (c->opt->progress) c->opt->progress(res, r->n, c->rows, c->opt->progress_user);
     return 0;
 }
 
@@ -387,6 +405,28 @@ static int check_mask_values(const run_ctx *c, m4_error *err) {
                            m4_golden_path(c->golden), (long long)(i / c->cs.dims.S), (long long)(i % c->cs.dims.S),
                            (long long)c->mask.i64[i]);
     return 0;
+}
+
+/* Calls visit on every registry row in model order: a row of layer blocks ({i} text or {j} vision
+ * layers) once per layer, the block's rows layer by layer; stops at the first that returns non-zero. */
+static int visit_rows(run_ctx *c, int (*visit)(run_ctx *c, const m4_component *comp, int layer, m4_error *err),
+                      m4_error *err) {
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < m4_component_count;) {
+        char hole = m4_component_layer_placeholder(&m4_components[i]);
+        if (!hole) {
+            rc = visit(c, &m4_components[i], -1, err);
+            i++;
+            continue;
+        }
+        size_t end = i;
+        while (end < m4_component_count && m4_component_layer_placeholder(&m4_components[end]) == hole) end++;
+        int layers = (int)m4_component_instances(&m4_components[i], &c->cs.model->config);
+        for (int layer = 0; rc == 0 && layer < layers; layer++)
+            for (size_t j = i; rc == 0 && j < end; j++) rc = visit(c, &m4_components[j], layer, err);
+        i = end;
+    }
+    return rc;
 }
 
 static int read_inputs(run_ctx *c, m4_error *err) {
@@ -433,8 +473,8 @@ static int read_inputs(run_ctx *c, m4_error *err) {
                        (long long)cfg->vision.num_channels);
     c->grids = malloc(sizeof *c->grids * (size_t)c->px.n); /* n ≤ the limit: pixel_values was read */
     if (!c->grids)
-        return m4_fail(err, "out of memory for the patch grids of inputs/pixel_values (%lld images)",
-                       (long long)c->px.n);
+        return m4_fail(err, "out of memory for the patch grids of inputs/pixel_values (%lld images, %zu bytes)",
+                       (long long)c->px.n, sizeof *c->grids * (size_t)c->px.n);
     if (m4_ref_patch_grids(&cfg->vision, &c->px, c->grids, &d->P, err))
         return m4_fail_context(err, "%s", m4_golden_path(c->golden));
     c->cs.grids = c->grids;
@@ -469,7 +509,9 @@ static int read_provenance(run_ctx *c, m4_error *err) {
  * it cannot be. */
 static int read_recorded_config(const m4_golden *file, m4_config *cfg, m4_error *err) {
     char *json = malloc(M4_GOLDEN_MAX_ATTR_BYTES + 1);
-    if (!json) return m4_fail(err, "out of memory for the config_json of %s", m4_golden_path(file));
+    if (!json)
+        return m4_fail(err, "out of memory for the config_json of %s (%zu bytes)", m4_golden_path(file),
+                       (size_t)M4_GOLDEN_MAX_ATTR_BYTES + 1);
     char source[600];
     snprintf(source, sizeof source, "%s (config_json)", m4_golden_path(file));
     int rc = m4_golden_attr(file, "config_json", json, M4_GOLDEN_MAX_ATTR_BYTES + 1, err) ||
@@ -569,7 +611,7 @@ int m4_conform_run(const m4_conform_options *opt, m4_report *report, m4_error *e
      * no backend runs), else what the model's config must match. */
     m4_config *recorded = malloc(sizeof *recorded);
     if (!recorded) {
-        m4_fail(err, "out of memory for the config_json of %s", opt->golden_path);
+        m4_fail(err, "out of memory for the config_json of %s (%zu bytes)", opt->golden_path, sizeof *recorded);
         goto done;
     }
     if (read_recorded_config(golden, recorded, err)) goto done;
@@ -588,29 +630,15 @@ int m4_conform_run(const m4_conform_options *opt, m4_report *report, m4_error *e
     } else {
         goto done;
     }
-    if (!candidate && !opt->model_broken_on_purpose && check_same_model(report, recorded, &c.cs.model->config, "the model", c.cs.model->config.source,
-                                       report->warnings, sizeof report->warnings, err))
+    if (!candidate && !opt->model_broken_on_purpose &&
+        check_same_model(report, recorded, &c.cs.model->config, "the model", c.cs.model->config.source,
+                         report->warnings, sizeof report->warnings, err))
         goto done;
     if (read_provenance(&c, err) || read_inputs(&c, err)) goto done;
     if (candidate ? check_candidate_case(&c, err) : opt->backend->open(c.cs.model, &c.cs.state, err)) goto done;
     if (!candidate && opt->backend->describe_paths)
         opt->backend->describe_paths(report->backend_paths, sizeof report->backend_paths, 0);
-    rc = 0;
-    for (size_t i = 0; rc == 0 && i < m4_component_count;) {
-        char hole = m4_component_layer_placeholder(&m4_components[i]);
-        if (!hole) {
-            rc = run_row(&c, &m4_components[i], -1, err);
-            i++;
-            continue;
-        }
-        /* the block of per-layer rows ({i} text or {j} vision layers), run layer by layer */
-        size_t end = i;
-        while (end < m4_component_count && m4_component_layer_placeholder(&m4_components[end]) == hole) end++;
-        int layers = (int)m4_component_instances(&m4_components[i], &c.cs.model->config);
-        for (int layer = 0; rc == 0 && layer < layers; layer++)
-            for (size_t j = i; rc == 0 && j < end; j++) rc = run_row(&c, &m4_components[j], layer, err);
-        i = end;
-    }
+    rc = visit_rows(&c, count_row, err) || visit_rows(&c, run_row, err) ? -1 : 0;
     if (!candidate) opt->backend->close(c.cs.state);
 done:
     free(recorded);

@@ -31,6 +31,8 @@ typedef struct {
     double time_ms;           /* wall time of the backend call that produced it */
     double device_ms;         /* its device time (CUDA events) for device backends, else -1 */
     double flops, bytes;      /* registry cost of that call */
+    bool stage;               /* a later output of its group's shared call (calls.h): the call's time
+                                 and cost are reported on the group's own row, not here */
     m4_result_status status;
     char message[1200];
 } m4_result;
@@ -55,8 +57,9 @@ typedef struct {
     char warnings[1024];
 } m4_report;
 
-/* Progress is reported per component through this callback (NULL for silence). */
-typedef void (*m4_progress_fn)(const m4_result *r, size_t done, void *user);
+/* Progress is reported per component through this callback (NULL for silence): row `done` of the
+ * `total` rows the case runs (counted before the first runs). */
+typedef void (*m4_progress_fn)(const m4_result *r, size_t done, size_t total, void *user);
 
 typedef struct {
     const char *model_dir;    /* checkpoint folder the golden was made with */
@@ -87,18 +90,5 @@ void m4_report_free(m4_report *report);
 void m4_report_print_table(const m4_report *r, FILE *out);
 int m4_report_write_json(const m4_report *r, const char *path, m4_error *err);
 int m4_report_write_junit(const m4_report *r, const char *path, m4_error *err);
-/* Writes `path` so that a reader never sees half of it: fill(tmp, content) writes a new temporary
- * file beside it (mkstemp: a unique name in the same folder, so no existing file is overwritten
- * and the rename stays on one file system; mode 0644, as fopen creates a file under umask 022),
- * which is renamed over `path` only when fill returned 0. On failure the temporary file is
- * removed, `path` is left as it was, and the message says which step failed and why
- * ("PATH: cannot write the WHAT: write error (CAUSE)"). `fill` returns 0, or -1 with errno set to
- * the cause where there is one. The one writer of every file the project writes (reports,
- * benchmark results, `mistral4 preprocess --out`). */
-int m4_write_atomically(const char *path, const char *what, int (*fill)(const char *tmp, const void *content),
-                       const void *content, m4_error *err);
-/* Any JSON document (a jansson json_t *), written the same way; `what` names the document in the
- * error ("benchmark result"). */
-int m4_write_json_file(const void *json_root, const char *path, const char *what, m4_error *err);
 
 #endif

@@ -34,7 +34,7 @@ static int open_file(const char *path, bool variable_strings, m4_golden **out, m
     if (!g || !copy) {
         free(g), free(copy);
         H5Fclose(file);
-        return m4_fail(err, "%s: out of memory", path);
+        return m4_fail(err, "%s: out of memory (%zu bytes)", path, sizeof *g);
     }
     g->file = file;
     g->path = copy;
@@ -265,7 +265,7 @@ int m4_golden_read(const m4_golden *g, const char *path, bool as_int, m4_array *
     size_t bytes = (size_t)(out->numel ? out->numel : 1) * (as_int ? sizeof(int64_t) : sizeof(float));
     void *data = malloc(bytes);
     if (!data) {
-        rc = m4_fail(err, "%s: out of memory reading \"%s\"", g->path, path);
+        rc = m4_fail(err, "%s: out of memory reading \"%s\" (%zu bytes)", g->path, path, bytes);
         goto done;
     }
     /* HDF5 converts the stored type (one of check_type's three) to the memory type. */

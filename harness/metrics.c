@@ -21,10 +21,16 @@ m4_comparison m4_compare_f32(const float *got, const float *want, int64_t n, dou
         got2 += g * g;
         dot += g * w;
     }
+    c.pass = c.nonfinite_mismatch == 0;
+    if (!c.pass) { /* a NaN output (or a misplaced Inf) has no distance: the finite pairs alone
+                      would read as perfect when every element is NaN */
+        c.max_abs = c.rel_l2 = c.cosine = c.budget_pct = NAN;
+        return c;
+    }
     c.rel_l2 = want2 > 0 ? sqrt(diff2 / want2) : sqrt(diff2);
     c.cosine = (got2 > 0 && want2 > 0) ? dot / sqrt(got2 * want2) : (got2 == want2 ? 1.0 : 0.0);
     c.budget_pct = tolerance > 0 ? 100.0 * c.rel_l2 / tolerance : (c.rel_l2 > 0 ? INFINITY : 0);
-    c.pass = c.nonfinite_mismatch == 0 && c.rel_l2 <= tolerance;
+    c.pass = c.rel_l2 <= tolerance;
     return c;
 }
 

@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* When any position is a non-finite mismatch (nonfinite_mismatch > 0), max_abs, rel_l2, cosine
+ * and budget_pct are NaN: the output has no distance to the golden (reports print NaN, JSON null). */
 typedef struct {
     int64_t n;              /* elements compared */
     double max_abs;         /* max |got − want| over finite pairs */

@@ -1,18 +1,24 @@
 /* report.c — the conformance report as a terminal table, JSON and JUnit XML. */
-#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "conform.h"
+#include "m4_output.h"
 
 static void print_rule(FILE *out, int width) {
     for (int i = 0; i < width; i++) fputc('-', out);
     fputc('\n', out);
+}
+
+/* One metric of the table in `buf` (16 bytes) by `format`; "NaN" for a NaN (glibc would print
+ * "nan" or "-nan"): a row whose output had NaN where the golden did not (metrics.h). */
+static const char *metric(char *buf, const char *format, double v) {
+    if (isnan(v)) return "NaN";
+    snprintf(buf, 16, format, v);
+    return buf;
 }
 
 void m4_report_print_table(const m4_report *r, FILE *out) {
@@ -30,16 +36,18 @@ void m4_report_print_table(const m4_report *r, FILE *out) {
     print_rule(out, width);
     for (size_t i = 0; i < r->n; i++) {
         const m4_result *x = &r->results[i];
-        if (x->status == M4_RESULT_PASS || x->status == M4_RESULT_FAIL)
-        {
-            fprintf(out, "%-*s  %-16s %10.2e %10.2e %10.7f %8.1f %10.3f", name_width, x->name,
-                    x->shape, x->cmp.max_abs, x->cmp.rel_l2, x->cmp.cosine, x->cmp.budget_pct, x->time_ms);
-            if (device) fprintf(out, " %10.4f", x->device_ms);
+        if (x->status == M4_RESULT_PASS || x->status == M4_RESULT_FAIL) {
+            char max_abs[16], rel_l2[16], cosine[16], budget[16], time[16], device_ms[16];
+            fprintf(out, "%-*s  %-16s %10s %10s %10s %8s %10s", name_width, x->name, x->shape,
+                    metric(max_abs, "%.2e", x->cmp.max_abs), metric(rel_l2, "%.2e", x->cmp.rel_l2),
+                    metric(cosine, "%.7f", x->cmp.cosine), metric(budget, "%.1f", x->cmp.budget_pct),
+                    x->stage ? "" : metric(time, "%.3f", x->time_ms));
+            if (device) fprintf(out, " %10s", x->stage ? "" : metric(device_ms, "%.4f", x->device_ms));
             fprintf(out, "  %s", m4_result_status_name(x->status));
-        }
-        else
+        } else {
             fprintf(out, "%-*s  %-16s %10s %10s %10s %8s %10s%s  %s", name_width, x->name, "-", "-",
                     "-", "-", "-", "-", device ? "          -" : "", m4_result_status_name(x->status));
+        }
         if (x->status != M4_RESULT_PASS && x->message[0]) fprintf(out, "  (%s)", x->message);
         else if (x->topk_mismatches == 0) fprintf(out, "  (top-k sets identical)");
         if ((int)i == r->first_divergence) fprintf(out, "  <- first divergence");
@@ -56,68 +64,6 @@ void m4_report_print_table(const m4_report *r, FILE *out) {
 
 /* JSON numbers cannot be NaN/Inf: such metrics become null. */
 static json_t *number(double v) { return isfinite(v) ? json_real(v) : json_null(); }
-
-int m4_write_atomically(const char *path, const char *what, int (*fill)(const char *tmp, const void *content),
-                       const void *content, m4_error *err) {
-    size_t size = strlen(path) + sizeof ".tmp-XXXXXX";
-    char *tmp = malloc(size);
-    if (!tmp) return m4_fail(err, "%s: cannot write the %s: out of memory", path, what);
-    snprintf(tmp, size, "%s.tmp-XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int cause = errno;
-        free(tmp);
-        return m4_fail(err, "%s: cannot write the %s: cannot create a temporary file beside it (%s)", path,
-                       what, strerror(cause));
-    }
-    const char *failed = NULL; /* the step that failed */
-    int cause = 0;
-    /* mkstemp creates the file 0600; what we write is readable like a file fopen creates (umask 022). */
-    if (fchmod(fd, 0644) != 0) failed = "cannot set the temporary file's mode", cause = errno;
-    close(fd);
-    errno = 0;
-    if (!failed && fill(tmp, content) != 0) failed = "write error", cause = errno;
-    if (!failed && rename(tmp, path) != 0) failed = "cannot rename the temporary file over it", cause = errno;
-    if (failed) unlink(tmp);
-    free(tmp);
-    if (failed)
-        return m4_fail(err, "%s: cannot write the %s: %s (%s)", path, what, failed,
-                       cause ? strerror(cause) : "unknown cause");
-    return 0;
-}
-
-/* A document written through a stdio stream: fill(f, content) then flush and close; -1 (errno
- * from the step that failed) when any of them failed. */
-typedef struct {
-    int (*fill)(FILE *f, const void *content);
-    const void *content;
-} stream_writer;
-
-static int fill_stream(const char *tmp, const void *writer) {
-    const stream_writer *w = writer;
-    FILE *f = fopen(tmp, "w"); /* the temporary file exists: its mode stays */
-    if (!f) return -1;
-    errno = 0;
-    int rc = w->fill(f, w->content) != 0 || fflush(f) != 0 || ferror(f) ? -1 : 0;
-    int cause = errno;
-    if (fclose(f) != 0 && rc == 0) return -1;
-    errno = cause;
-    return rc;
-}
-
-static int write_stream_atomically(const char *path, const char *what, int (*fill)(FILE *f, const void *content),
-                                   const void *content, m4_error *err) {
-    const stream_writer w = {fill, content};
-    return m4_write_atomically(path, what, fill_stream, &w, err);
-}
-
-static int fill_json(FILE *f, const void *root) {
-    return json_dumpf(root, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-}
-
-int m4_write_json_file(const void *json_root, const char *path, const char *what, m4_error *err) {
-    return write_stream_atomically(path, what, fill_json, json_root, err);
-}
 
 int m4_report_write_json(const m4_report *r, const char *path, m4_error *err) {
     json_t *root = json_object(), *rows = json_array();
@@ -212,5 +158,5 @@ static int fill_junit(FILE *f, const void *content) {
 }
 
 int m4_report_write_junit(const m4_report *r, const char *path, m4_error *err) {
-    return write_stream_atomically(path, "JUnit report", fill_junit, r, err);
+    return m4_write_stream_atomically(path, "JUnit report", fill_junit, r, err);
 }

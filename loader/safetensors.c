@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdbool.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "m4_faults.h"
 #include "m4_file.h"
 
 typedef struct {
@@ -44,9 +47,10 @@ static int is_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static int file_exists(const char *path) {
+/* Anything at all is there (a FIFO or a folder too: opening it then says what it is instead). */
+static int exists(const char *path) {
     struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    return stat(path, &st) == 0;
 }
 
 static int ends_with(const char *s, const char *suffix) {
@@ -140,7 +144,7 @@ static int push_tensor(m4_checkpoint *c, m4_tensor **out, m4_error *err) {
     if (c->n_tensors == c->cap_tensors) {
         size_t cap = c->cap_tensors ? 2 * c->cap_tensors : 256;
         m4_tensor *grown = realloc(c->tensors, cap * sizeof *grown);
-        if (!grown) return m4_fail(err, "%s: out of memory", c->path);
+        if (!grown) return m4_fail(err, "%s: out of memory for the tensor list (%zu bytes)", c->path, cap * sizeof *grown);
         c->tensors = grown;
         c->cap_tensors = cap;
     }
@@ -176,11 +180,11 @@ static int check_tiling(const char *file, span *spans, size_t n, const m4_tensor
 /* Maps one .safetensors file and appends its tensors to c. */
 static int open_shard(m4_checkpoint *c, const char *path, m4_error *err) {
     shard *grown = realloc(c->shards, (c->n_shards + 1) * sizeof *grown);
-    if (!grown) return m4_fail(err, "%s: out of memory", path);
+    if (!grown) return m4_fail(err, "%s: out of memory (%zu bytes)", path, (c->n_shards + 1) * sizeof *grown);
     c->shards = grown;
     shard *s = &c->shards[c->n_shards];
     memset(s, 0, sizeof *s);
-    if (!(s->path = strdup(path))) return m4_fail(err, "%s: out of memory", path);
+    if (!(s->path = strdup(path))) return m4_fail(err, "%s: out of memory (%zu bytes)", path, strlen(path) + 1);
     c->n_shards++;
 
     size_t file_size;
@@ -199,6 +203,12 @@ static int open_shard(m4_checkpoint *c, const char *path, m4_error *err) {
         return m4_fail(err, "%s: mmap failed: %s", path, strerror(errno));
     }
     s->map_len = (size_t)size;
+    /* registered so that a read after the file shrank is reported by name (SIGBUS, cli/signals.c) */
+    if (m4_faults_track_mapping(s->map, s->map_len, s->path) != 0) {
+        munmap(s->map, s->map_len);
+        s->map = NULL;
+        return m4_fail(err, "%s: out of memory (%zu bytes)", path, strlen(path) + 1 + 4 * sizeof(void *));
+    }
     const uint8_t *bytes = s->map;
     uint64_t header_len = 0;
     for (int i = 0; i < 8; i++) header_len |= (uint64_t)bytes[i] << (8 * i);
@@ -225,7 +235,7 @@ static int open_shard(m4_checkpoint *c, const char *path, m4_error *err) {
     }
     spans = malloc((json_object_size(root) + 1) * sizeof *spans);
     if (!spans) {
-        rc = m4_fail(err, "%s: out of memory", path);
+        rc = m4_fail(err, "%s: out of memory (%zu bytes)", path, (json_object_size(root) + 1) * sizeof *spans);
         goto done;
     }
     const char *key;
@@ -242,7 +252,7 @@ static int open_shard(m4_checkpoint *c, const char *path, m4_error *err) {
         uint64_t begin, end;
         if ((rc = push_tensor(c, &t, err)) != 0) goto done;
         if (!(t->name = strdup(key))) {
-            rc = m4_fail(err, "%s: out of memory", path);
+            rc = m4_fail(err, "%s: out of memory (%zu bytes)", path, strlen(key) + 1);
             goto done;
         }
         if ((rc = parse_entry(path, key, value, 8 + header_len, data_len, t, &begin, &end, err)) != 0) goto done;
@@ -275,6 +285,40 @@ static int safe_shard_name(const char *name) {
     return name[0] && name[0] != '/' && strstr(name, "..") == NULL;
 }
 
+/* `path` is `folder` or inside it (both resolved: no "..", no links). */
+static bool inside(const char *path, const char *folder) {
+    const size_t n = strlen(folder);
+    return strncmp(path, folder, n) == 0 && (path[n] == 0 || path[n] == '/' || folder[n - 1] == '/');
+}
+
+/* When `folder` (resolved) is a Hugging Face hub cache snapshot, …/REPO/snapshots/REV, writes
+ * …/REPO/blobs into `blobs` (PATH_MAX bytes) and returns true. */
+static bool hub_cache_blobs(const char *folder, char *blobs) {
+    const char *rev = strrchr(folder, '/');
+    if (!rev || rev == folder) return false;
+    const size_t parent = (size_t)(rev - folder); /* …/REPO/snapshots */
+    static const char snapshots[] = "/snapshots";
+    const size_t s = sizeof snapshots - 1;
+    if (parent <= s || strncmp(folder + parent - s, snapshots, s) != 0) return false;
+    return snprintf(blobs, PATH_MAX, "%.*s/blobs", (int)(parent - s), folder) < PATH_MAX;
+}
+
+/* Opens a shard found through a checkpoint folder (listed by its index, or its model.safetensors)
+ * after checking where it really is: inside the folder, or, when the folder is a hub cache
+ * snapshot (whose files are links ../../blobs/SHA256), in that repo's blobs/. A link anywhere
+ * else is refused, so a checkpoint folder cannot make the tool read a file it does not hold. */
+static int open_shard_of_folder(m4_checkpoint *c, const char *dir, const char *shard_path, m4_error *err) {
+    char folder[PATH_MAX], real[PATH_MAX], blobs[PATH_MAX];
+    if (!realpath(dir, folder)) return m4_fail(err, "%s: cannot resolve the checkpoint folder: %s", dir, strerror(errno));
+    if (!realpath(shard_path, real)) return m4_fail(err, "%s: cannot resolve the shard: %s", shard_path, strerror(errno));
+    struct stat st;
+    if (!inside(real, folder) && !(hub_cache_blobs(folder, blobs) && inside(real, blobs)))
+        return m4_fail(err, "%s: the shard is a link to %s (%s), outside the checkpoint folder %s (refused: only "
+                            "a Hugging Face cache snapshot's links into its repo's blobs/ folder may leave it)",
+                       shard_path, real, stat(real, &st) == 0 ? m4_file_kind(st.st_mode) : "unreadable", folder);
+    return open_shard(c, shard_path, err);
+}
+
 static int open_index(m4_checkpoint *c, const char *index_path, m4_error *err) {
     char *text;
     size_t size;
@@ -292,7 +336,7 @@ static int open_index(m4_checkpoint *c, const char *index_path, m4_error *err) {
     size_t n_names = 0;
     json_t *map = json_object_get(root, "weight_map");
     if (!dir) {
-        rc = m4_fail(err, "%s: out of memory", index_path);
+        rc = m4_fail(err, "%s: out of memory (%zu bytes)", index_path, strlen(index_path) + 1);
         goto done;
     }
     char *slash = strrchr(dir, '/');
@@ -303,7 +347,7 @@ static int open_index(m4_checkpoint *c, const char *index_path, m4_error *err) {
     }
     shard_names = calloc(json_object_size(map), sizeof *shard_names);
     if (!shard_names) {
-        rc = m4_fail(err, "%s: out of memory", index_path);
+        rc = m4_fail(err, "%s: out of memory (%zu bytes)", index_path, json_object_size(map) * sizeof *shard_names);
         goto done;
     }
     const char *key;
@@ -322,16 +366,16 @@ static int open_index(m4_checkpoint *c, const char *index_path, m4_error *err) {
         shard_names[n_names++] = (char *)file;
         char *shard_path = path_join(dir, file);
         if (!shard_path) {
-            rc = m4_fail(err, "%s: out of memory", index_path);
+            rc = m4_fail(err, "%s: out of memory (%zu bytes)", index_path, strlen(dir) + strlen(file) + 2);
             goto done;
         }
-        if (!file_exists(shard_path)) {
+        if (!exists(shard_path)) {
             rc = m4_fail(err, "%s: shard \"%s\" is listed in the index but missing (%s)",
                          index_path, file, shard_path);
             free(shard_path);
             goto done;
         }
-        rc = open_shard(c, shard_path, err);
+        rc = open_shard_of_folder(c, dir, shard_path, err);
         free(shard_path);
         if (rc != 0) goto done;
     }
@@ -370,8 +414,8 @@ static int resolve_folder(const char *dir, char **out, m4_error *err) {
     static const char *candidates[] = {"model.safetensors.index.json", "model.safetensors"};
     for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
         char *p = path_join(dir, candidates[i]);
-        if (!p) return m4_fail(err, "%s: out of memory", dir);
-        if (file_exists(p)) {
+        if (!p) return m4_fail(err, "%s: out of memory (%zu bytes)", dir, strlen(dir) + strlen(candidates[i]) + 2);
+        if (exists(p)) {
             *out = p;
             return 0;
         }
@@ -385,19 +429,23 @@ int m4_checkpoint_open(const char *path, m4_checkpoint **out, m4_error *err) {
     m4_checkpoint *c = calloc(1, sizeof *c);
     if (!c || !(c->path = strdup(path))) {
         free(c);
-        return m4_fail(err, "%s: out of memory", path);
+        return m4_fail(err, "%s: out of memory (%zu bytes)", path, sizeof *c + strlen(path) + 1);
     }
     char *entry = NULL;
+    const bool folder = is_dir(path);
     int rc;
-    if (is_dir(path)) {
+    if (folder) {
         rc = resolve_folder(path, &entry, err);
-    } else if (!file_exists(path)) {
+    } else if (!exists(path)) {
         rc = m4_fail(err, "%s: no such file or folder", path);
     } else {
         entry = strdup(path);
-        rc = entry ? 0 : m4_fail(err, "%s: out of memory", path);
+        rc = entry ? 0 : m4_fail(err, "%s: out of memory (%zu bytes)", path, strlen(path) + 1);
     }
-    if (rc == 0) rc = ends_with(entry, ".json") ? open_index(c, entry, err) : open_shard(c, entry, err);
+    if (rc == 0)
+        rc = ends_with(entry, ".json") ? open_index(c, entry, err)
+             : folder                  ? open_shard_of_folder(c, path, entry, err)
+                                       : open_shard(c, entry, err); /* a file named by the user */
     free(entry);
     if (rc == 0) rc = sort_and_check_unique(c, path, err);
     if (rc != 0) {
@@ -414,7 +462,7 @@ int m4_checkpoint_make_resident(m4_checkpoint *c, m4_error *err) {
     size_t *spans = calloc(c->n_shards ? c->n_shards : 1, sizeof *spans);
     if (!copies || !spans) {
         free(copies), free(spans);
-        return m4_fail(err, "%s: out of memory", c->path);
+        return m4_fail(err, "%s: out of memory (%zu bytes)", c->path, 2 * (c->n_shards ? c->n_shards : 1) * sizeof(void *));
     }
     /* 1. every shard copied, 2 MiB-aligned (a huge page maps only an aligned 2 MiB) */
     for (size_t i = 0; i < c->n_shards; i++) {
@@ -447,6 +495,7 @@ int m4_checkpoint_make_resident(m4_checkpoint *c, m4_error *err) {
             }
         }
     for (size_t i = 0; i < c->n_shards; i++) {
+        m4_faults_forget_mapping(c->shards[i].map);
         munmap(c->shards[i].map, c->shards[i].map_len);
         c->shards[i].map = copies[i];
     }
@@ -458,7 +507,10 @@ void m4_checkpoint_close(m4_checkpoint *c) {
     if (!c) return;
     for (size_t i = 0; i < c->n_tensors; i++) free((char *)c->tensors[i].name);
     for (size_t i = 0; i < c->n_shards; i++) {
-        if (c->shards[i].map) munmap(c->shards[i].map, c->shards[i].map_len);
+        if (c->shards[i].map) {
+            m4_faults_forget_mapping(c->shards[i].map); /* (a resident copy was never registered) */
+            munmap(c->shards[i].map, c->shards[i].map_len);
+        }
         free(c->shards[i].path);
     }
     free(c->tensors);

@@ -46,7 +46,8 @@ static m4_tensor_spec *add(spec_list *l, m4_part part, m4_spec_kind kind, int nd
         size_t cap = l->cap ? 2 * l->cap : 512;
         m4_tensor_spec *grown = realloc(l->specs, cap * sizeof *grown);
         if (!grown) {
-            l->failed = m4_fail(l->err, "%s: out of memory listing tensors", l->cfg->source);
+            l->failed = m4_fail(l->err, "%s: out of memory listing tensors (%zu bytes)", l->cfg->source,
+                                cap * sizeof *grown);
             return &l->discard;
         }
         l->specs = grown;
@@ -229,7 +230,9 @@ int m4_weight_specs(const m4_config *cfg, m4_weights *w, m4_tensor_spec **specs,
         w->vision_layers = calloc((size_t)cfg->vision.num_hidden_layers, sizeof *w->vision_layers);
     if (!w->layers || (cfg->multimodal && !w->vision_layers)) {
         free(w->layers), free(w->vision_layers);
-        return m4_fail(err, "%s: out of memory", cfg->source);
+        return m4_fail(err, "%s: out of memory (%zu bytes for the layer tables)", cfg->source,
+                       (size_t)t->num_hidden_layers * sizeof *w->layers +
+                           (cfg->multimodal ? (size_t)cfg->vision.num_hidden_layers * sizeof *w->vision_layers : 0));
     }
     spec_list l = {.cfg = cfg, .layer = -1, .err = err};
     const char *prefix = cfg->multimodal ? "model.language_model." : "model.";
@@ -359,7 +362,7 @@ static int bind_one(const m4_config *cfg, const m4_tensor_spec *s, const m4_tens
             float **dst = s->kind == M4_SPEC_SCALE ? &s->experts->scales : &s->experts->activation_scales;
             int64_t E = s->shape[0];
             if (!(*dst = malloc((size_t)E * sizeof **dst)))
-                return m4_fail(err, "%s: out of memory", t->file);
+                return m4_fail(err, "%s: out of memory (%zu bytes)", t->file, (size_t)E * sizeof **dst);
             return read_floats(t, *dst, E, err);
         }
     }
@@ -379,7 +382,9 @@ int m4_model_bind(m4_model *model, const m4_config *cfg, m4_checkpoint *ckpt, m4
     size_t n_tensors = m4_checkpoint_tensor_count(ckpt);
     bool *claimed = calloc(n_tensors ? n_tensors : 1, sizeof *claimed);
     bool *found = calloc(n ? n : 1, sizeof *found);
-    int rc = (claimed && found) ? 0 : m4_fail(err, "%s: out of memory", m4_checkpoint_path(ckpt));
+    int rc = (claimed && found) ? 0
+                                : m4_fail(err, "%s: out of memory (%zu bytes)", m4_checkpoint_path(ckpt),
+                                          (n_tensors + n) * sizeof(bool));
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const m4_tensor_spec *s = &specs[i];
         bool legacy;

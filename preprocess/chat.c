@@ -170,14 +170,30 @@ static int encode_piece(const m4_tokenizer *tok, const specials *sp, const piece
     return c->closed ? m4_token_ids_push(out, sp->end_think, err) : 0;
 }
 
+/* The order of roles as mistral-common's v15 validator checks it
+ * (MistralRequestValidator._validate_message_list_structure, before merging), its rules in its
+ * order and with its wording, so a refusal reads the same here and there
+ * (tests/fixtures/chat_refusals/role_orders.json): at least one message; a lone message is a
+ * system or user one; a longer conversation does not end with an assistant message (a system
+ * message may end it); a system message never follows an assistant message. Tool messages and
+ * assistant prefixes, which the rules also name, are not part of this template. */
+static int validate_roles(const m4_chat_message *messages, size_t n, m4_error *err) {
+    if (n == 0) return m4_fail(err, "chat: Conversation must have at least one message");
+    if (n == 1 && messages[0].role == M4_ROLE_ASSISTANT)
+        return m4_fail(err, "chat: Conversation must start with a user message or system message");
+    if (n > 1 && messages[n - 1].role == M4_ROLE_ASSISTANT)
+        return m4_fail(err, "chat: Expected last role User or Tool (or Assistant with prefix) for serving but "
+                            "got %s", role_name(messages[n - 1].role));
+    for (size_t i = 1; i < n; i++)
+        if (messages[i - 1].role == M4_ROLE_ASSISTANT && messages[i].role == M4_ROLE_SYSTEM)
+            return m4_fail(err, "chat: message %zu: Unexpected role '%s' after role '%s'", i,
+                           role_name(messages[i].role), role_name(messages[i - 1].role));
+    return 0;
+}
+
 /* Checks which chunk kinds a role may hold (system: text; user: text, images; assistant: text,
- * thinking) and the order of roles (mistral-common's validator, after merging). */
+ * thinking), after merging. */
 static int validate(const turn *turns, size_t n, m4_error *err) {
-    if (turns[0].role == M4_ROLE_ASSISTANT)
-        return m4_fail(err, "chat: the conversation must start with a system or user message");
-    if (turns[n - 1].role != M4_ROLE_USER)
-        return m4_fail(err, "chat: the conversation must end with a user message (got %s) for the "
-                            "model to answer it", role_name(turns[n - 1].role));
     for (size_t i = 0; i < n; i++)
         for (size_t k = 0; k < turns[i].n; k++) {
             const m4_chat_chunk_kind kind = turns[i].pieces[k].kind;
@@ -197,9 +213,8 @@ static int validate(const turn *turns, size_t n, m4_error *err) {
 
 int m4_chat_encode(const m4_tokenizer *tok, const m4_chat_message *messages, size_t n_messages,
                    m4_reasoning_effort effort, m4_token_ids *out, m4_error *err) {
-    if (n_messages == 0) return m4_fail(err, "chat: the conversation is empty");
     specials sp;
-    if (lookup_specials(tok, &sp, err)) return -1;
+    if (validate_roles(messages, n_messages, err) || lookup_specials(tok, &sp, err)) return -1;
     turn *turns = NULL;
     size_t n = 0;
     if (normalise(messages, n_messages, &turns, &n, err)) return -1;

@@ -55,11 +55,16 @@ typedef enum { M4_REASONING_NONE, M4_REASONING_HIGH } m4_reasoning_effort;
 /* "none" / "high" → effort; anything else is an error. */
 int m4_reasoning_effort_parse(const char *s, m4_reasoning_effort *effort, m4_error *err);
 
-/* Appends the ids of the whole conversation, ready for the model to answer (it must end with a
- * user message), to *out. Fails on an empty conversation, a conversation that does not start
- * with a system or user message or does not end with a user message, images outside user
- * messages, thinking outside assistant messages, a special token the tokenizer lacks, or text
- * the tokenizer refuses. */
+/* Appends the ids of the whole conversation, ready for the model to answer, to *out. The order
+ * of roles is checked as mistral-common's v15 validator checks it, refusals worded as it words
+ * them (tests/fixtures/chat_refusals/role_orders.json): an empty conversation ("Conversation must
+ * have at least one message"), a lone assistant message, a conversation of more than one message
+ * ending with an assistant message ("Expected last role User or Tool … but got assistant"), a
+ * system message right after an assistant message ("Unexpected role 'system' after role
+ * 'assistant'"). So a conversation may start with an assistant message when more follow, and may
+ * end with a system message, as mistral-common allows. Fails also on images outside user
+ * messages, thinking outside assistant messages, a special token the tokenizer lacks, or text the
+ * tokenizer refuses. */
 int m4_chat_encode(const m4_tokenizer *tok, const m4_chat_message *messages, size_t n_messages,
                    m4_reasoning_effort effort, m4_token_ids *out, m4_error *err);
 

@@ -8,6 +8,7 @@
 #include "chat.h"
 #include "testutil.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,16 +192,72 @@ static void expect_error(const m4_tokenizer *tok, const m4_chat_message *m, size
     m4_token_ids_free(&ids);
 }
 
+/* The role orders of tests/fixtures/chat_refusals/role_orders.json (generate.py there, with
+ * mistral-common's v15 validator): every order of 0 to 4 system/user/assistant messages, each
+ * message the text of its role's initial and index ("s0", "u1" …). The template accepts exactly
+ * the orders mistral-common accepts, with its ids, and refuses the others with its message. */
+static void test_role_orders_match_mistral_common(void **state) {
+    (void)state;
+    m4_tokenizer *tok = load_synthetic();
+    char *path = m4t_source_path("tests/fixtures/chat_refusals/role_orders.json");
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) fail_msg("%s: line %d: %s", path, jerr.line, jerr.text);
+    json_t *orders = json_object_get(root, "orders");
+    assert_true(json_array_size(orders) >= 121);
+    size_t refused = 0;
+    for (size_t k = 0; k < json_array_size(orders); k++) {
+        json_t *order = json_array_get(orders, k), *roles = json_object_get(order, "roles");
+        const size_t n = json_array_size(roles);
+        m4_chat_message m[8];
+        m4_chat_chunk chunks[8];
+        char texts[8][24], name[96] = "";
+        assert_true(n <= 8);
+        for (size_t i = 0; i < n; i++) {
+            const char *role = json_string_value(json_array_get(roles, i));
+            snprintf(texts[i], sizeof texts[i], "%c%zu", role[0], i);
+            chunks[i] = TEXT(texts[i]);
+            m[i] = (m4_chat_message){.role = role[0] == 's' ? M4_ROLE_SYSTEM : role[0] == 'u' ? M4_ROLE_USER
+                                                                                               : M4_ROLE_ASSISTANT,
+                                     .chunks = &chunks[i], .n_chunks = 1};
+            strncat(name, role, sizeof name - strlen(name) - 2), strcat(name, " ");
+        }
+        m4_token_ids ids = {0};
+        m4_error err = {{0}};
+        const int rc = m4_chat_encode(tok, m, n, M4_REASONING_NONE, &ids, &err);
+        if (json_is_true(json_object_get(order, "accepted"))) {
+            if (rc) fail_msg("[%s] mistral-common accepts it, we refuse: %s", name, err.msg);
+            json_t *want = json_object_get(order, "ids");
+            int32_t w[256];
+            assert_true(json_array_size(want) <= 256);
+            for (size_t i = 0; i < json_array_size(want); i++) w[i] = (int32_t)json_integer_value(json_array_get(want, i));
+            assert_ids(&ids, w, json_array_size(want), name);
+        } else {
+            const char *message = json_string_value(json_object_get(order, "message"));
+            if (rc == 0) fail_msg("[%s] mistral-common refuses it (%s), we accept it", name, message);
+            if (!strstr(err.msg, message)) fail_msg("[%s] we say '%s', mistral-common '%s'", name, err.msg, message);
+            refused++;
+        }
+        m4_token_ids_free(&ids);
+    }
+    assert_true(refused > 0 && refused < json_array_size(orders));
+    json_decref(root);
+    free(path);
+    m4_tokenizer_free(tok);
+}
+
 static void test_errors(void **state) {
     (void)state;
     m4_tokenizer *tok = load_synthetic();
     const m4_chat_chunk img = {.kind = M4_CHUNK_IMAGE, .rows = 1, .cols = 1};
     const m4_chat_chunk think = {.kind = M4_CHUNK_THINKING, .text = "x", .closed = 1};
-    expect_error(tok, NULL, 0, "empty");
-    const m4_chat_message a[] = {MSG(M4_ROLE_ASSISTANT, TEXT("hi")), MSG(M4_ROLE_USER, TEXT("x"))};
-    expect_error(tok, a, 2, "must start with a system or user message");
+    expect_error(tok, NULL, 0, "Conversation must have at least one message");
     const m4_chat_message b[] = {MSG(M4_ROLE_USER, TEXT("x")), MSG(M4_ROLE_ASSISTANT, TEXT("y"))};
-    expect_error(tok, b, 2, "must end with a user message (got assistant)");
+    expect_error(tok, b, 2, "Expected last role User or Tool (or Assistant with prefix) for serving but got assistant");
+    /* the example: accepted before */
+    const m4_chat_message a[] = {MSG(M4_ROLE_USER, TEXT("x")), MSG(M4_ROLE_ASSISTANT, TEXT("y")),
+                                 MSG(M4_ROLE_SYSTEM, TEXT("z")), MSG(M4_ROLE_USER, TEXT("w"))};
+    expect_error(tok, a, 4, "message 2: Unexpected role 'system' after role 'assistant'");
     const m4_chat_message c[] = {MSG(M4_ROLE_SYSTEM, img), MSG(M4_ROLE_USER, TEXT("x"))};
     expect_error(tok, c, 2, "images are only allowed in user messages (found one in a system message)");
     const m4_chat_message c2[] = {MSG(M4_ROLE_USER, TEXT("x")), MSG(M4_ROLE_ASSISTANT, img),
@@ -334,6 +391,7 @@ int main(void) {
         cmocka_unit_test(test_system_merge_history),
         cmocka_unit_test(test_thinking_history_and_split),
         cmocka_unit_test(test_images),
+        cmocka_unit_test(test_role_orders_match_mistral_common),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_tokenizer_without_settings_tokens),
         cmocka_unit_test(test_null_text_after_text_does_not_leak),

@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,6 +195,60 @@ static void reports_are_written_and_complete(void **state) {
     close_case(&c);
 }
 
+/* The report as m4_report_write_json writes it, read back (the caller json_decref's it). */
+static json_t *written_json(const m4_report *r) {
+    char *dir = m4t_tempdir(), *path = m4t_join(dir, "r.json");
+    m4_error err;
+    if (m4_report_write_json(r, path, &err) != 0) fail_msg("%s", err.msg);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) fail_msg("%s: %s", path, jerr.text);
+    m4t_rmtree(dir);
+    free(dir), free(path);
+    return root;
+}
+
+/* The table as m4_report_print_table prints it (the caller frees it). */
+static char *table_text(const m4_report *r) {
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    m4_report_print_table(r, f);
+    const long size = ftell(f);
+    rewind(f);
+    char *text = calloc(1, (size_t)size + 1);
+    assert_non_null(text);
+    assert_int_equal(fread(text, 1, (size_t)size, f), size);
+    fclose(f);
+    return text;
+}
+
+/* A row whose output is all NaN reports NaN, not the perfect numbers of its (absent) finite
+ * pairs: "NaN" in the table, null in the JSON, and FAIL (fault item 6 of issue #18). */
+static void nan_row_reports_nan(void **state) {
+    golden_case c;
+    open_case("text_tiny", &c);
+    c.model.config.text.rms_norm_eps = NAN; /* rsqrt(mean(x²) + NaN): every output is NaN */
+    m4_report r;
+    run(&c, "text.layers.0.input_layernorm", &r);
+    assert_int_equal(r.n, 1);
+    assert_int_equal(r.results[0].status, M4_RESULT_FAIL);
+    json_t *root = written_json(&r);
+    json_t *row = json_array_get(json_object_get(root, "results"), 0);
+    for (const char *const *key = (const char *const[]){"max_abs", "rel_l2", "cosine", "budget_pct", NULL}; *key; key++)
+        if (!json_is_null(json_object_get(row, *key))) fail_msg("JSON %s of an all-NaN row is not null", *key);
+    json_decref(root);
+    char *table = table_text(&r);
+    const char *line = strstr(table, "text.layers.0.input_layernorm");
+    assert_non_null(line);
+    char row_text[512];
+    snprintf(row_text, sizeof row_text, "%.*s", (int)strcspn(line, "\n"), line);
+    free(table);
+    if (!strstr(row_text, "NaN        NaN        NaN      NaN") || strstr(row_text, "1.0000000"))
+        fail_msg("the table's row does not say NaN: %s", row_text);
+    m4_report_free(&r);
+    close_case(&c);
+}
+
 /* A backend's describe_paths reaches the report (backend_paths) and the table's first line. */
 static void describe_paths_for_test(char *buf, size_t size, int table) {
     snprintf(buf, size, table ? "the whole table" : "flash on, graphs off");
@@ -209,24 +264,15 @@ static void backend_paths_are_reported(void **state) {
     m4_error err = {{0}};
     if (m4_conform_run(&opt, &r, &err) != 0) fail_msg("%s", err.msg);
     assert_string_equal(r.backend_paths, "flash on, graphs off");
-    char *dir = m4t_tempdir(), *json_path = m4t_join(dir, "r.json"), *table_path = m4t_join(dir, "table.txt");
-    assert_int_equal(m4_report_write_json(&r, json_path, &err), 0);
-    json_error_t jerr;
-    json_t *root = json_load_file(json_path, 0, &jerr);
-    assert_non_null(root);
+    json_t *root = written_json(&r);
     assert_string_equal(json_string_value(json_object_get(root, "backend_paths")), "flash on, graphs off");
     json_decref(root);
-    FILE *f = fopen(table_path, "w+");
-    assert_non_null(f);
-    m4_report_print_table(&r, f);
-    rewind(f);
-    char line[256] = {0};
-    assert_non_null(fgets(line, sizeof line, f));
-    fclose(f);
+    char *table = table_text(&r);
+    char line[256];
+    snprintf(line, sizeof line, "%.*s", (int)strcspn(table, "\n") + 1, table);
+    free(table);
     assert_string_equal(line, "ref paths: flash on, graphs off\n");
     m4_report_free(&r);
-    m4t_rmtree(dir);
-    free(dir), free(json_path), free(table_path);
     close_case(&c);
 }
 
@@ -339,6 +385,7 @@ int main(void) {
         cmocka_unit_test(broken_vision_rope_is_named),
         cmocka_unit_test(broken_projector_eps_is_named),
         cmocka_unit_test(reports_are_written_and_complete),
+        cmocka_unit_test(nan_row_reports_nan),
         cmocka_unit_test(mismatched_golden_is_refused),
         cmocka_unit_test(backend_paths_are_reported),
         cmocka_unit_test(calls_are_named_by_their_rows),

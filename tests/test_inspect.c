@@ -165,6 +165,173 @@ static void test_published_per_token(void **state) {
     free(dtypes);
 }
 
+/* Issue #18: `inspect --gpus N`, the expert-parallel plan of the published config, against bytes
+ * worked out by hand from the config's fields (dtypes as the config implies them: FP8 linears
+ * F8_E4M3 codes with F32 weight_scale_inv and activation_scale scalars, per-expert scales [E]
+ * and [E,1,1], the rest bf16 since "dtype" is bfloat16 and lm_head, vision tower and projector
+ * are in modules_to_not_convert):
+ *   D = hidden_size 4096, V = vocab_size 131072, L = 36 layers, all MoE (first_k_dense_replace 0),
+ *   E = 128 routed experts, F = moe_intermediate_size 2048, 1 shared expert, Rq = 1024,
+ *   Rkv = 256, dr = qk_rope 64, dn = qk_nope 64, dv = 128, H = 32 heads.
+ *
+ * Weights as stored, replicated on every GPU, per text layer:
+ *   FP8 q_a Rq·D 4,194,304 + q_b H·(dn+dr)·Rq 4,194,304 + kv_a (Rkv+dr)·D 1,310,720
+ *       + kv_b H·(dn+dv)·Rkv 1,572,864 + o D·H·dv 16,777,216                       28,049,408
+ *   bf16 q_a and kv_a norms (Rq + Rkv)·2                                                 2,560
+ *   bf16 input and post-attention norms 2·D·2                                           16,384
+ *   bf16 router E·D·2                                                                1,048,576
+ *   FP8 shared expert gate, up, down 3·F·D                                          25,165,824
+ *   F32 scalars of those 8 FP8 linears, 8 × (scale_inv + activation_scale) × 4              64
+ *                                                                             sum   54,282,816
+ *   × 36 layers = 1,954,181,376; + final norm D·2 8,192 + embed V·D·2 1,073,741,824
+ *   + lm_head V·D·2 1,073,741,824                                       text = 4,101,673,216
+ *   vision tower bf16: patch conv 1024·3·14·14 602,112 + ln_pre 1024 + 24 layers × (2·1024
+ *     norms + 4·1024² attention + 3·4096·1024 MLP = 16,779,264) = 403,305,472 × 2 = 806,610,944
+ *   projector bf16: norm 1024 + merger 1024·(1024·2²) + linear_1 4096·1024 + linear_2 4096²
+ *     = 25,166,848 × 2 = 50,333,696
+ *   replicated = 4,101,673,216 + 806,610,944 + 50,333,696 = 4,958,617,856
+ * One routed expert, per layer: FP8 gate_up 2F·D 16,777,216 + down D·F 8,388,608, F32 scale_inv
+ *   and activation_scale of both stacks 4 × 4 = 16 → 25,165,840; × 36 = 905,970,240
+ *   (all 128: 115,964,190,720; with the replicated 120,922,808,576 ≈ the published 121 GB)
+ * In bf16 (2 bytes a weight, no scales): 119,401,317,952 params − 19,008 scales = 119,401,298,944
+ *   → 238,802,597,888 bytes; one expert 25,165,824 × 2 × 36 = 1,811,939,328, all 128
+ *   231,928,233,984; replicated = 238,802,597,888 − 231,928,233,984 = 6,874,363,904, of which
+ *   vision 806,610,944 and projector 50,333,696 as above, text 6,017,419,264
+ * Latent cache at T = 4096, bf16: L·T·(Rkv + dr)·2 = 36 · 4096 · 320 · 2 = 94,371,840
+ * Usable: H100 78 GiB = 83,751,862,272; H200 139 GiB = 149,250,113,536.
+ * Shares (largest GPU = ceil(E/N) experts):
+ *   N=1 as stored 4,958,617,856 + 128 · 905,970,240 + 94,371,840 = 121,017,180,416: H200 only
+ *   N=2 as stored + 64 experts = 63,035,085,056: fits an H100
+ *   N=3 bf16, 43 experts: 6,874,363,904 + 43 · 1,811,939,328 + 94,371,840 = 84,882,126,848 >
+ *       83,751,862,272, while the 42-expert GPU 2 would fit (83,070,187,520): no H100
+ *   N=4 bf16, 32: 64,950,794,240 fits an H100; N=2 bf16, 64: 122,932,852,736 fits an H200;
+ *   N=1 bf16 238,896,969,728 fits neither.
+ * All-reduce: one per MoE layer of D · 2 = 8,192 bytes per token; 36 layers = 294,912 bytes; each
+ *   GPU's ring traffic 2(N−1)/N of it: N=2 294,912, N=4 442,368, N=5 471,859.2. */
+#define PLAN_REPLICATED 4958617856LL
+#define PLAN_PER_EXPERT 905970240LL
+#define PLAN_BF16_REPLICATED 6874363904LL
+#define PLAN_BF16_PER_EXPERT 1811939328LL
+#define PLAN_CACHE 94371840LL
+#define H100_USABLE 83751862272LL
+#define H200_USABLE 149250113536LL
+
+static void test_published_gpu_plan(void **state) {
+    const fixture *f = *state;
+    m4_dtype *dtypes = calloc(f->n, sizeof *dtypes);
+    assert_non_null(dtypes);
+    for (size_t i = 0; i < f->n; i++) dtypes[i] = inspect_inferred_dtype(&f->specs[i], M4_DTYPE_BF16);
+    m4_error err = {{0}};
+
+    /* the cache is the one the per-token cost counts */
+    inspect_cost c;
+    if (inspect_per_token(&f->cfg, f->specs, dtypes, f->n, 4096, M4_DTYPE_BF16, &c, &err) != 0) fail_msg("%s", err.msg);
+    const int64_t cache = c.rows[INSPECT_COST_KV_CACHE].cache_bytes;
+    assert_int_equal(cache, PLAN_CACHE);
+
+    /* by hand above: text, vision, projector, replicated, one expert, all weights */
+    const inspect_weight_split want[INSPECT_STORAGE_COUNT] = {
+        [INSPECT_STORAGE_AS_STORED] = {4101673216LL, 806610944LL, 50333696LL, PLAN_REPLICATED, PLAN_PER_EXPERT, 128},
+        [INSPECT_STORAGE_BF16] = {6017419264LL, 806610944LL, 50333696LL, PLAN_BF16_REPLICATED, PLAN_BF16_PER_EXPERT,
+                                  128},
+    };
+    const int64_t all_weights[INSPECT_STORAGE_COUNT] = {120922808576LL, 238802597888LL};
+    inspect_weight_split split[INSPECT_STORAGE_COUNT];
+    for (int s = 0; s < INSPECT_STORAGE_COUNT; s++) {
+        inspect_weight_split *got = &split[s];
+        if (inspect_split_weights(&f->cfg, f->specs, dtypes, f->n, (inspect_storage)s, got, &err) != 0)
+            fail_msg("%s", err.msg);
+        assert_int_equal(got->replicated_text, want[s].replicated_text);
+        assert_int_equal(got->replicated_vision, want[s].replicated_vision);
+        assert_int_equal(got->replicated_projector, want[s].replicated_projector);
+        assert_int_equal(got->replicated, want[s].replicated);
+        assert_int_equal(got->per_expert, want[s].per_expert);
+        assert_int_equal(got->experts, want[s].experts);
+        assert_int_equal(got->replicated + 128 * got->per_expert, all_weights[s]);
+    }
+    const inspect_weight_split *w = &split[INSPECT_STORAGE_AS_STORED], *b = &split[INSPECT_STORAGE_BF16];
+
+    const struct {
+        const inspect_weight_split *w;
+        int64_t gpus, rank, first, experts, total;
+        bool h100, h200;
+    } shares[] = {
+        {w, 1, 0, 0, 128, 121017180416LL, false, true},
+        {w, 2, 0, 0, 64, 63035085056LL, true, true},
+        {w, 2, 1, 64, 64, 63035085056LL, true, true},
+        {b, 1, 0, 0, 128, 238896969728LL, false, false},
+        {b, 2, 1, 64, 64, 122932852736LL, false, true},
+        {b, 3, 0, 0, 43, 84882126848LL, false, true},  /* the largest share decides: no H100 */
+        {b, 3, 1, 43, 43, 84882126848LL, false, true},
+        {b, 3, 2, 86, 42, 83070187520LL, true, true},  /* the smallest alone would fit */
+        {b, 4, 3, 96, 32, 64950794240LL, true, true},
+        /* 128 = 5·25 + 3: GPUs 0..2 hold 26, GPUs 3..4 hold 25 */
+        {w, 5, 2, 52, 26, PLAN_REPLICATED + 26 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
+        {w, 5, 3, 78, 25, PLAN_REPLICATED + 25 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
+        {w, 5, 4, 103, 25, PLAN_REPLICATED + 25 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
+        /* 128 = 6·21 + 2 and 7·18 + 2 */
+        {w, 6, 1, 22, 22, PLAN_REPLICATED + 22 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
+        {w, 6, 2, 44, 21, PLAN_REPLICATED + 21 * PLAN_PER_EXPERT + PLAN_CACHE, true, true},
+        {b, 7, 6, 110, 18, PLAN_BF16_REPLICATED + 18 * PLAN_BF16_PER_EXPERT + PLAN_CACHE, true, true},
+        {w, 128, 127, 127, 1, PLAN_REPLICATED + PLAN_PER_EXPERT + PLAN_CACHE, true, true},
+    };
+    for (size_t i = 0; i < sizeof shares / sizeof shares[0]; i++) {
+        inspect_gpu_share g;
+        if (inspect_gpu_share_of(shares[i].w, cache, shares[i].gpus, shares[i].rank, &g, &err) != 0)
+            fail_msg("%s", err.msg);
+        assert_int_equal(g.first_expert, shares[i].first);
+        assert_int_equal(g.experts, shares[i].experts);
+        assert_int_equal(g.cache_bytes, PLAN_CACHE);
+        assert_int_equal(g.weight_bytes + g.cache_bytes, g.total_bytes);
+        assert_int_equal(g.total_bytes, shares[i].total);
+        assert_int_equal(g.total_bytes <= H100_USABLE, shares[i].h100);
+        assert_int_equal(g.total_bytes <= H200_USABLE, shares[i].h200);
+    }
+
+    assert_string_equal(inspect_gpu_cards[0].name, "H100");
+    assert_int_equal(inspect_gpu_cards[0].usable_bytes, H100_USABLE);
+    assert_string_equal(inspect_gpu_cards[1].name, "H200");
+    assert_int_equal(inspect_gpu_cards[1].usable_bytes, H200_USABLE);
+    assert_int_equal(inspect_fewest_gpus(w, cache, H100_USABLE), 2);
+    assert_int_equal(inspect_fewest_gpus(w, cache, H200_USABLE), 1);
+    assert_int_equal(inspect_fewest_gpus(b, cache, H100_USABLE), 4);
+    assert_int_equal(inspect_fewest_gpus(b, cache, H200_USABLE), 2);
+    assert_int_equal(inspect_fewest_gpus(w, cache, PLAN_REPLICATED), 0); /* not even one expert each */
+
+    inspect_expert_comm m;
+    inspect_expert_comm_of(&f->cfg, f->specs, f->n, 2, &m);
+    assert_int_equal(m.moe_layers, 36);
+    assert_int_equal(m.hidden_size, 4096);
+    assert_int_equal(m.message_bytes_per_layer, 8192);
+    assert_int_equal(m.message_bytes, 294912);
+    assert_float_equal(m.bus_bytes_per_gpu, 294912.0, 0.0);
+    inspect_expert_comm_of(&f->cfg, f->specs, f->n, 4, &m);
+    assert_float_equal(m.bus_bytes_per_gpu, 442368.0, 0.0);
+    inspect_expert_comm_of(&f->cfg, f->specs, f->n, 5, &m);
+    assert_float_equal(m.bus_bytes_per_gpu, 471859.2, 1e-6);
+    inspect_expert_comm_of(&f->cfg, f->specs, f->n, 1, &m);
+    assert_float_equal(m.bus_bytes_per_gpu, 0.0, 0.0);
+    free(dtypes);
+}
+
+/* N outside 1 .. E and a rank outside 0 .. N−1 are refused with the reason. */
+static void test_gpu_share_errors(void **state) {
+    (void)state;
+    const inspect_weight_split w = {.replicated = 10, .per_expert = 3, .experts = 128};
+    inspect_gpu_share g;
+    m4_error err = {{0}};
+    assert_int_equal(inspect_gpu_share_of(&w, 0, 0, 0, &g, &err), -1);
+    m4t_assert_contains(err.msg, "0 GPUs");
+    assert_int_equal(inspect_gpu_share_of(&w, 0, 129, 0, &g, &err), -1);
+    m4t_assert_contains(err.msg, "129 GPUs: expert parallelism gives each GPU at least one of the 128 routed experts");
+    assert_int_equal(inspect_gpu_share_of(&w, 0, 4, 4, &g, &err), -1);
+    m4t_assert_contains(err.msg, "GPU 4 of 4");
+    const inspect_weight_split huge = {.replicated = INT64_MAX - 8, .per_expert = 3, .experts = 4};
+    assert_int_equal(inspect_gpu_share_of(&huge, 0, 1, 0, &g, &err), -1);
+    m4t_assert_contains(err.msg, "exceed 2^63 - 1");
+    assert_int_equal(g.total_bytes, 0);
+}
+
 static void test_softmax_scale(void **state) {
     const fixture *f = *state;
     inspect_softmax_scale s;
@@ -357,6 +524,19 @@ static void test_tiny_checkpoint(void **state) {
         fail_msg("%s", err.msg);
     assert_int_equal(c.rows[INSPECT_COST_NORMS].weight_bytes, 4 * a.by_part[M4_PART_NORM]);
 
+    /* the --gpus plan: one expert's bytes come from the dtypes on disk (per MoE layer: FP8
+     * gate_up 2F·D = 2·16·32 = 1024 and down D·F = 512, each stack's F32 scale_inv, no
+     * activation scales on disk), and layer 0 is dense: 2 MoE layers, 2 all-reduces of D·2 */
+    inspect_weight_split w;
+    if (inspect_split_weights(&ck.config, ck.specs, ck.dtypes, ck.n, INSPECT_STORAGE_AS_STORED, &w, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(w.experts, 4);
+    assert_int_equal(w.per_expert, 2 * (1024 + 512 + 2 * 4));
+    inspect_expert_comm m;
+    inspect_expert_comm_of(&ck.config, ck.specs, ck.n, 4, &m);
+    assert_int_equal(m.moe_layers, 2);
+    assert_int_equal(m.message_bytes_per_layer, 32 * 2);
+
     inspect_close(&ck);
     inspect_close(&fromcfg);
     free(config_path);
@@ -444,6 +624,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_published_params, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_published_active, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_published_per_token, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_published_gpu_plan, fixture_setup, fixture_teardown),
+        cmocka_unit_test(test_gpu_share_errors),
         cmocka_unit_test_setup_teardown(test_softmax_scale, fixture_setup, fixture_teardown),
         cmocka_unit_test(test_dtype_names),
         cmocka_unit_test(test_tiny_checkpoint),

@@ -818,6 +818,100 @@ static void shard_in_subfolder(void **state) {
     free(sub);
 }
 
+/* A shard that is there but is not a file is named for what it is, not "missing" (#18 fault 7):
+ * a FIFO (opened without blocking) and a folder behind an index; a FIFO model.safetensors and a
+ * character device linked in as one are not "no model.safetensors … in this folder". */
+static void shard_that_is_not_a_file_is_named(void **state) {
+    fixture *f = *state;
+    three v = {1, 2, 3};
+    write_shard(f->dir, "s1.safetensors", "a", NULL, &v);
+    char *fifo = m4t_join(f->dir, "s2.safetensors"), *folder = m4t_join(f->dir, "s3.safetensors");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(mkdir(folder, 0700), 0);
+    write_index(f->dir, "{\"a\": \"s1.safetensors\", \"b\": \"s2.safetensors\"}");
+    expect_open_fails(f->dir, fifo, "is a FIFO (named pipe), not a regular file", NULL);
+    write_index(f->dir, "{\"a\": \"s1.safetensors\", \"b\": \"s3.safetensors\"}");
+    expect_open_fails(f->dir, folder, "is a folder, not a regular file", NULL);
+
+    char *alone = m4t_join(f->dir, "alone"), *single = m4t_join(alone, "model.safetensors");
+    assert_int_equal(mkdir(alone, 0700), 0);
+    assert_int_equal(mkfifo(single, 0600), 0);
+    expect_open_fails(alone, single, "is a FIFO (named pipe), not a regular file", NULL);
+    assert_int_equal(unlink(single), 0);
+    assert_int_equal(symlink("/dev/zero", single), 0);
+    expect_open_fails(alone, single, "/dev/zero (a character device)", NULL);
+    free(fifo), free(folder), free(alone), free(single);
+}
+
+/* A shard linked from outside the checkpoint folder is refused (#18 fault 8), by an index and as a
+ * folder's model.safetensors; a link between the folder's own files is fine. */
+static void shard_linked_outside_the_folder_is_refused(void **state) {
+    fixture *f = *state;
+    three v = {1, 2, 3};
+    char *model = m4t_join(f->dir, "model"), *elsewhere = m4t_join(f->dir, "elsewhere");
+    assert_int_equal(mkdir(model, 0700), 0);
+    assert_int_equal(mkdir(elsewhere, 0700), 0);
+    write_shard(elsewhere, "s1.safetensors", "a", NULL, &v);
+    write_shard(model, "real.safetensors", "b", NULL, &v);
+    char *s1 = m4t_join(model, "s1.safetensors"), *s2 = m4t_join(model, "s2.safetensors");
+    assert_int_equal(symlink("../elsewhere/s1.safetensors", s1), 0);
+    assert_int_equal(symlink("real.safetensors", s2), 0); /* inside: fine */
+    write_index(model, "{\"a\": \"s1.safetensors\", \"b\": \"s2.safetensors\"}");
+    expect_open_fails(model, s1, "is a link to", "elsewhere/s1.safetensors (a regular file)",
+                      "outside the checkpoint folder", "blobs/", NULL);
+    write_index(model, "{\"b\": \"s2.safetensors\"}");
+    m4_checkpoint *c = open_ok(model);
+    assert_int_equal(m4_checkpoint_tensor_count(c), 1);
+    m4_checkpoint_close(c);
+
+    char *single = m4t_join(elsewhere, "model.safetensors"), *index = m4t_join(elsewhere, "model.safetensors.index.json");
+    assert_int_equal(symlink(s2, single), 0); /* elsewhere/model.safetensors -> model/s2 -> model/real */
+    expect_open_fails(elsewhere, single, "outside the checkpoint folder", NULL);
+    free(model), free(elsewhere), free(s1), free(s2), free(single), free(index);
+}
+
+/* The Hugging Face hub cache: models--ORG--NAME/snapshots/REV/FILE -> ../../blobs/SHA256. Loading
+ * from a snapshot folder works, sharded and single-file; a link from a snapshot out of its repo's
+ * blobs/ (into another repo's) is still refused. */
+static void hub_cache_snapshot_loads(void **state) {
+    fixture *f = *state;
+    three v = {1, 2, 3};
+    char *repo = m4t_join(f->dir, "models--org--name"), *blobs = m4t_join(repo, "blobs"),
+         *snapshots = m4t_join(repo, "snapshots"), *rev = m4t_join(snapshots, "0123abcd"),
+         *other = m4t_join(f->dir, "models--org--other");
+    assert_int_equal(mkdir(repo, 0700), 0);
+    assert_int_equal(mkdir(blobs, 0700), 0);
+    assert_int_equal(mkdir(snapshots, 0700), 0);
+    assert_int_equal(mkdir(rev, 0700), 0);
+    assert_int_equal(mkdir(other, 0700), 0);
+    write_shard(blobs, "5a1e", "a", NULL, &v);
+    write_shard(blobs, "b10b", "b", NULL, &v);
+    write_index(blobs, "{\"a\": \"model-00001-of-00002.safetensors\", \"b\": \"model-00002-of-00002.safetensors\"}");
+    char *link1 = m4t_join(rev, "model-00001-of-00002.safetensors"), *link2 = m4t_join(rev, "model-00002-of-00002.safetensors"),
+         *index = m4t_join(rev, "model.safetensors.index.json");
+    assert_int_equal(symlink("../../blobs/5a1e", link1), 0);
+    assert_int_equal(symlink("../../blobs/b10b", link2), 0);
+    assert_int_equal(symlink("../../blobs/model.safetensors.index.json", index), 0);
+    m4_checkpoint *c = open_ok(rev);
+    assert_int_equal(m4_checkpoint_tensor_count(c), 2);
+    m4_checkpoint_close(c);
+
+    assert_int_equal(unlink(link2), 0);
+    write_shard(other, "b10b", "b", NULL, &v);
+    assert_int_equal(symlink("../../../models--org--other/b10b", link2), 0);
+    expect_open_fails(rev, link2, "outside the checkpoint folder", NULL);
+
+    assert_int_equal(unlink(index), 0); /* the single-file form */
+    assert_int_equal(unlink(link1), 0), assert_int_equal(unlink(link2), 0);
+    char *single = m4t_join(rev, "model.safetensors");
+    assert_int_equal(symlink("../../blobs/5a1e", single), 0);
+    c = open_ok(rev);
+    assert_int_equal(m4_checkpoint_tensor_count(c), 1);
+    m4_checkpoint_close(c);
+    free(repo), free(blobs), free(snapshots), free(rev), free(other), free(link1), free(link2), free(index),
+        free(single);
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
@@ -856,6 +950,9 @@ int main(void) {
         T(bad_index_json),
         T(bad_shard_behind_index),
         T(shard_in_subfolder),
+        T(shard_that_is_not_a_file_is_named),
+        T(shard_linked_outside_the_folder_is_refused),
+        T(hub_cache_snapshot_loads),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

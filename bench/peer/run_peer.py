@@ -2,8 +2,9 @@
 """The interleaved timing of scripts/peer-llama-cpp: the reference (`mistral4 bench --backend
 ref`) and llama.cpp (`llama-bench`) decoding on the same synthetic one-layer checkpoint.
 
-For each variant (bf16: our bf16/ against the bf16 GGUF; fp8: our fp8/ against the q8_0 GGUF; one
-variant at a time, so that its two models stay in the page cache), each round and each thread
+For each variant (bf16: our bf16/ against the bf16 GGUF; fp8: our fp8/ against the q8_0 GGUF;
+fp8-bf16-head: our fp8/ against q8_0 with a bf16 lm_head, as the published FP8 checkpoint keeps
+it; one variant at a time, so that its two models stay in the page cache), each round and each thread
 count it runs ours, then llama.cpp, one after the other. Ours: prompt 1,
 --gen GEN+1 (GEN decode steps, cache 1 … GEN), one warm-up run, median ms/token of the timed run;
 llama.cpp: `-p 0 -n GEN` (GEN tokens from an empty cache, after its own warm-up). Each row of the
@@ -116,7 +117,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--gen", type=int, default=32)
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--variants", default="bf16,fp8")
+    ap.add_argument("--variants", default="bf16,fp8,fp8-bf16-head")
     ap.add_argument("--baseline-mistral4", metavar="BIN",
                     help="also time this (older) mistral4 binary, as rows ref-baseline/… (before and after in one run)")
     ap.add_argument("--baseline-label", metavar="TEXT", help="what the baseline binary is, for the result and chart")
@@ -124,7 +125,11 @@ def main():
                     help="before each run on 2+ threads, wait (at most 2 min) for the 1-minute load average < L")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
-    variants = {"bf16": ("bf16", "model-bf16.gguf"), "fp8": ("fp8", "model-q8_0.gguf")}
+    # variant: (our checkpoint folder, llama.cpp's GGUF). fp8-bf16-head: the same fp8/ against q8_0
+    # with llama.cpp's output matrix kept bf16, as the published FP8 checkpoint keeps its lm_head
+    # (the same bytes per token on both sides); fp8: against llama.cpp's own q8_0, lm_head included.
+    variants = {"bf16": ("bf16", "model-bf16.gguf"), "fp8": ("fp8", "model-q8_0.gguf"),
+                "fp8-bf16-head": ("fp8", "model-q8_0-bf16-head.gguf")}
     chosen = [v for v in args.variants.split(",")]
 
     def experts_read(K, E):
