@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "format.h"
+#include "generation.h"
 #include "inspect.h"
 
 #define CMD "inspect"
@@ -126,16 +127,6 @@ static void print_help(void) {
 
 /* ---- arguments --------------------------------------------------------------------------------- */
 
-/* `option`'s value: a whole number in 1 .. max (strtoll saturates, so a huge one is refused too). */
-static int parse_count(const char *option, const char *text, int64_t max, int64_t *out) {
-    char *end = NULL;
-    long long v = strtoll(text, &end, 10);
-    if (!*text || *end || v < 1 || v > max)
-        return cli_usage_error(CMD, "%s wants a whole number from 1 to %" PRId64 ", not '%s'", option, max, text);
-    *out = v;
-    return CLI_OK;
-}
-
 /* Returns CLI_OK with *opt filled, CLI_USAGE after a message, or -1 when help was printed. */
 static int parse_args(int argc, char **argv, inspect_options *opt) {
     *opt = (inspect_options){.context = DEFAULT_CONTEXT};
@@ -150,14 +141,14 @@ static int parse_args(int argc, char **argv, inspect_options *opt) {
             opt->all_layers = true;
         } else if (strcmp(a, "--context") == 0) {
             if (i + 1 >= argc) return cli_usage_error(CMD, "--context needs a value");
-            if (parse_count("--context", argv[++i], MAX_CONTEXT, &opt->context) != CLI_OK) return CLI_USAGE;
+            if (cli_parse_count(CMD, "--context", argv[++i], 1, MAX_CONTEXT, &opt->context) != CLI_OK) return CLI_USAGE;
         } else if (strncmp(a, "--context=", 10) == 0) {
-            if (parse_count("--context", a + 10, MAX_CONTEXT, &opt->context) != CLI_OK) return CLI_USAGE;
+            if (cli_parse_count(CMD, "--context", a + 10, 1, MAX_CONTEXT, &opt->context) != CLI_OK) return CLI_USAGE;
         } else if (strcmp(a, "--gpus") == 0) {
             if (i + 1 >= argc) return cli_usage_error(CMD, "--gpus needs a value");
-            if (parse_count("--gpus", argv[++i], MAX_GPUS, &opt->gpus) != CLI_OK) return CLI_USAGE;
+            if (cli_parse_count(CMD, "--gpus", argv[++i], 1, MAX_GPUS, &opt->gpus) != CLI_OK) return CLI_USAGE;
         } else if (strncmp(a, "--gpus=", 7) == 0) {
-            if (parse_count("--gpus", a + 7, MAX_GPUS, &opt->gpus) != CLI_OK) return CLI_USAGE;
+            if (cli_parse_count(CMD, "--gpus", a + 7, 1, MAX_GPUS, &opt->gpus) != CLI_OK) return CLI_USAGE;
         } else if (a[0] == '-' && a[1] != '\0') {
             return cli_usage_error(CMD, "unknown option '%s'", a);
         } else if (opt->path) {

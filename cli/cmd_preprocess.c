@@ -12,6 +12,7 @@
 #include <hdf5_hl.h>
 
 #include "cli.h"
+#include "generation.h"
 #include "image.h"
 #include "m4_output.h"
 
@@ -72,16 +73,6 @@ typedef struct {
 static bool ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
     return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-static int parse_positive(const char *opt, const char *text, int64_t *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (errno || *end || end == text || v <= 0 || v > M4_IMAGE_MAX_SIDE)
-        return cli_usage_error(CMD, "%s needs a whole number in 1..%d, not '%s'", opt, M4_IMAGE_MAX_SIDE, text);
-    *out = v;
-    return 0;
 }
 
 /* ---- HDF5 ---------------------------------------------------------------------------------- */
@@ -196,7 +187,7 @@ int cmd_preprocess(int argc, char **argv) {
             const char *value = argv[++i];
             if (!target) {
                 out_path = value;
-            } else if (parse_positive(a, value, target) != 0) {
+            } else if (cli_parse_count(CMD, a, value, 1, M4_IMAGE_MAX_SIDE, target) != CLI_OK) {
                 free(files);
                 return CLI_USAGE;
             }

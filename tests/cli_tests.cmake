@@ -78,23 +78,23 @@ m4_cli_test(cli_inspect_context_no_value EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} 
   CHECKS "STDERR_1=--context needs a value")
 # issue #18: --gpus and --context refuse what is not a whole number in range, naming it
 m4_cli_test(cli_inspect_context_negative EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --context -5 --gpus 2
-  CHECKS "STDERR_1=^mistral4 inspect: --context wants a whole number from 1 to 4294967296, not '-5'"
+  CHECKS "STDERR_1=^mistral4 inspect: --context wants a whole number in 1..4294967296, got '-5'"
          "STDERR_2=mistral4 inspect --help")
 m4_cli_test(cli_inspect_context_huge EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus 2 --context 4294967297
-  CHECKS "STDERR_1=--context wants a whole number from 1 to 4294967296, not '4294967297'")
+  CHECKS "STDERR_1=--context wants a whole number in 1..4294967296, got '4294967297'")
 m4_cli_test(cli_inspect_context_past_int64 EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --context=99999999999999999999999
-  CHECKS "STDERR_1=--context wants a whole number from 1 to 4294967296, not '99999999999999999999999'")
+  CHECKS "STDERR_1=--context wants a whole number in 1..4294967296, got '99999999999999999999999'")
 m4_cli_test(cli_inspect_context_not_a_number EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --context 4k
-  CHECKS "STDERR_1=--context wants a whole number from 1 to 4294967296, not '4k'")
+  CHECKS "STDERR_1=--context wants a whole number in 1..4294967296, got '4k'")
 m4_cli_test(cli_inspect_gpus_zero EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus 0
-  CHECKS "STDERR_1=^mistral4 inspect: --gpus wants a whole number from 1 to 1024, not '0'"
+  CHECKS "STDERR_1=^mistral4 inspect: --gpus wants a whole number in 1..1024, got '0'"
          "STDERR_2=mistral4 inspect --help")
 m4_cli_test(cli_inspect_gpus_not_a_number EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus abc
-  CHECKS "STDERR_1=--gpus wants a whole number from 1 to 1024, not 'abc'")
+  CHECKS "STDERR_1=--gpus wants a whole number in 1..1024, got 'abc'")
 m4_cli_test(cli_inspect_gpus_negative EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus=-3
-  CHECKS "STDERR_1=--gpus wants a whole number from 1 to 1024, not '-3'")
+  CHECKS "STDERR_1=--gpus wants a whole number in 1..1024, got '-3'")
 m4_cli_test(cli_inspect_gpus_huge EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus 99999999999999999999999
-  CHECKS "STDERR_1=--gpus wants a whole number from 1 to 1024, not '99999999999999999999999'")
+  CHECKS "STDERR_1=--gpus wants a whole number in 1..1024, got '99999999999999999999999'")
 m4_cli_test(cli_inspect_gpus_no_value EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus
   CHECKS "STDERR_1=--gpus needs a value")
 
@@ -649,3 +649,11 @@ add_test(NAME cli_bench_out
   COMMAND sh -c "d=$(mktemp -d); \"$0\" bench --model \"$1\" --prompt 4 --gen 2 --repeat 1 --out \"$d/b.json\" >/dev/null 2>\"$d/err\" && grep -q 'wrote' \"$d/err\" && grep -q '\"schema\": \"mistral4-bench/1\"' \"$d/b.json\" && grep -q '\"prompt_tokens\": 4' \"$d/b.json\"; rc=$?; ls \"$d\" | grep -q tmp && rc=1; rm -rf \"$d\"; exit $rc"
           $<TARGET_FILE:mistral4> ${M4_RUN_CASES}/text_tiny/model)
 set_tests_properties(cli_bench_out PROPERTIES LABELS cpu TIMEOUT 60)
+
+# Issue #18, fault 8: every whole-number option goes through cli_parse_count, which refuses a '+'
+# sign and leading spaces (strtoll took both: `--gpus +2`, `--longest-edge ' 64'` were accepted).
+m4_cli_test(cli_inspect_gpus_plus_sign EXPECT_RC 2 ARGS inspect ${M4_FIXTURE} --gpus +2
+  CHECKS "STDERR_1=--gpus wants a whole number in 1..1024, got '\\+2'")
+m4_cli_test(cli_preprocess_size_leading_space EXPECT_RC 2
+  ARGS preprocess ${PROJECT_SOURCE_DIR}/golden/cases/fp8/image0_rgb_30x19.png --longest-edge " 64"
+  CHECKS "STDERR_1=--longest-edge wants a whole number in 1..65535, got ' 64'")
