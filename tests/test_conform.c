@@ -17,6 +17,7 @@ typedef struct {
 } golden_case;
 
 static void open_case(const char *name, golden_case *c) {
+    *c = (golden_case){0};
     char rel[256];
     snprintf(rel, sizeof rel, "golden/cases/%s/model", name);
     c->model_dir = m4t_source_path(rel);
