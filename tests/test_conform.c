@@ -229,6 +229,7 @@ static void nan_row_reports_nan(void **state) {
     golden_case c;
     open_case("text_tiny", &c);
     c.model.config.text.rms_norm_eps = NAN; /* rsqrt(mean(x²) + NaN): every output is NaN */
+    c.broken = true;
     m4_report r;
     run(&c, "text.layers.0.input_layernorm", &r);
     assert_int_equal(r.n, 1);
