@@ -71,6 +71,7 @@ int m4_report_write_json(const m4_report *r, const char *path, m4_error *err) {
     json_object_set_new(root, "backend", json_string(r->backend));
     json_object_set_new(root, "backend_paths", r->backend_paths[0] ? json_string(r->backend_paths) : json_null());
     json_object_set_new(root, "candidate", r->candidate_path[0] ? json_string(r->candidate_path) : json_null());
+    json_object_set_new(root, "warnings", r->warnings[0] ? json_string(r->warnings) : json_null());
     json_object_set_new(root, "case", json_string(r->case_name));
     json_object_set_new(root, "golden", json_string(r->golden_path));
     json_object_set_new(root, "model", json_string(r->model_path));

@@ -238,6 +238,7 @@ static void nan_row_reports_nan(void **state) {
     json_t *row = json_array_get(json_object_get(root, "results"), 0);
     for (const char *const *key = (const char *const[]){"max_abs", "rel_l2", "cosine", "budget_pct", NULL}; *key; key++)
         if (!json_is_null(json_object_get(row, *key))) fail_msg("JSON %s of an all-NaN row is not null", *key);
+    assert_true(json_is_null(json_object_get(root, "warnings"))); /* none: null, not "" */
     json_decref(root);
     char *table = table_text(&r);
     const char *line = strstr(table, "text.layers.0.input_layernorm");

@@ -780,6 +780,17 @@ static void conform_golden_other_eos_ids_only_warn(void **state) {
     m4t_assert_contains(r.warnings, golden);
     m4t_assert_contains(r.warnings, "was made with eos_token_id = [2, 7], the model has [2] (the model: ");
     m4t_assert_contains(r.warnings, "fields the forward pass does not read");
+    /* a CI job reads it from the JSON report too */
+    char *json = m4t_join(f->dir, "r.json");
+    if (m4_report_write_json(&r, json, &err) != 0) fail_msg("%s", err.msg);
+    json_error_t jerr;
+    json_t *root = json_load_file(json, 0, &jerr);
+    assert_non_null(root);
+    const char *warnings = json_string_value(json_object_get(root, "warnings"));
+    assert_non_null(warnings);
+    assert_string_equal(warnings, r.warnings);
+    json_decref(root);
+    free(json);
     m4_report_free(&r);
     free(golden);
 }
