@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "generation.h"
 #include "m4_file.h"
 #include "prompt.h"
 #include "tokenizer.h"
@@ -199,43 +200,32 @@ static int read_text(const char *path, char **out, size_t *len) {
     return 0;
 }
 
-static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-
-/* A list of ids: whole numbers separated by commas and/or white space ("1,2, 3", "1 2\n3"); an empty
- * item ("1,,2", a trailing comma) is refused. `what` names the list in messages. */
+/* A list of ids: whole numbers separated by commas and/or white space ("1,2, 3", "1 2\n3"), split by
+ * cli_list_split (an empty item, "1,,2" or a trailing comma, is refused). `what` names the list in
+ * messages; the list itself is not quoted (it may be a whole file). */
 static int parse_ids(const char *s, const char *what, m4_token_ids *out) {
-    m4_error err;
-    const char *p = s;
-    bool need_item = false;                      /* after a comma, an id must follow */
-    for (;;) {
-        while (is_space(*p)) p++;
-        if (*p == '\0') break;
-        if (*p == ',') {
-            if (need_item || out->n == 0) {
-                cli_error(CMD, "%s: an empty item (a comma with no id before it)", what);
-                return -1;
-            }
-            p++, need_item = true;
-            continue;
-        }
-        const char *item = p;
-        while (*p >= '0' && *p <= '9') p++;
-        const long long v = p > item && p - item <= 10 ? strtoll(item, NULL, 10) : -1;
-        if (v < 0 || v > INT32_MAX || (*p && *p != ',' && !is_space(*p))) {
-            int len = 0;
-            while (item[len] && item[len] != ',' && !is_space(item[len]) && len < 40) len++;
+    const char *cursor = s, *item;
+    size_t len;
+    int more;
+    while ((more = cli_list_split(s, &cursor, &item, &len)) == 1) {
+        int64_t v = 0;
+        size_t digits = 0;
+        while (digits < len && digits <= 10 && item[digits] >= '0' && item[digits] <= '9')
+            v = 10 * v + (item[digits++] - '0');
+        if (digits != len || v > INT32_MAX) {
             cli_error(CMD, "%s: '%.*s' is not a token id (ids are whole numbers separated by commas or spaces)",
-                      what, len ? len : 1, item);
+                      what, (int)(len < 40 ? len : 40), item);
             return -1;
         }
+        m4_error err;
         if (m4_token_ids_push(out, (int32_t)v, &err)) {
             cli_error(CMD, "%s", err.msg);
             return -1;
         }
-        need_item = false;
     }
-    if (need_item || out->n == 0) {
-        cli_error(CMD, "%s: %s", what, out->n == 0 ? "no token ids" : "an empty item (a comma with no id after it)");
+    if (more < 0) {
+        if (s[strspn(s, " \t\n\r")] == '\0') cli_error(CMD, "%s: no token ids", what);
+        else cli_error(CMD, "%s: item %zu is empty (items are separated by commas or spaces)", what, len);
         return -1;
     }
     return 0;

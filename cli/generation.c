@@ -34,7 +34,7 @@ int cli_parse_count(const char *cmd, const char *opt, const char *value, int64_t
     return CLI_OK;
 }
 
-static bool is_list_space(char c) { return c == ' ' || c == '\t' || c == '\n'; }
+static bool is_list_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 /* The number of items (runs of characters other than commas and spaces) in [from, to). */
 static size_t items_in(const char *from, const char *to) {
@@ -44,23 +44,32 @@ static size_t items_in(const char *from, const char *to) {
     return n;
 }
 
-int cli_list_next(const char *cmd, const char *opt, const char *list, const char **cursor, const char **item,
-                  size_t *len) {
+int cli_list_split(const char *list, const char **cursor, const char **item, size_t *len) {
     const char *p = *cursor;
     /* after the first item, a comma may separate it from this one (spaces alone also do) */
     bool after_comma = false;
     while (is_list_space(*p)) p++;
     if (*p == ',' && items_in(list, p) > 0) after_comma = true, p++;
     while (is_list_space(*p)) p++;
-    if (*p == ',' || (*p == '\0' && (after_comma || items_in(list, p) == 0)))
-        return cli_usage_error(cmd, "%s: item %zu of '%s' is empty (items are separated by commas or spaces)", opt,
-                               items_in(list, p) + 1, list);
+    if (*p == ',' || (*p == '\0' && (after_comma || items_in(list, p) == 0))) {
+        *len = items_in(list, p) + 1;
+        return -1;
+    }
     if (*p == '\0') return 0;
     const char *end = p;
     while (*end && *end != ',' && !is_list_space(*end)) end++;
     *item = p, *len = (size_t)(end - p);
     *cursor = end;
     return 1;
+}
+
+int cli_list_next(const char *cmd, const char *opt, const char *list, const char **cursor, const char **item,
+                  size_t *len) {
+    const int more = cli_list_split(list, cursor, item, len);
+    if (more < 0)
+        return cli_usage_error(cmd, "%s: item %zu of '%s' is empty (items are separated by commas or spaces)", opt,
+                               *len, list);
+    return more;
 }
 
 double cli_now_seconds(void) {

@@ -17,11 +17,15 @@
 int cli_parse_backend(const char *cmd, const char *value, const char **out);
 /* A whole number in [min, max] for option `opt`; else a usage error (CLI_USAGE). */
 int cli_parse_count(const char *cmd, const char *opt, const char *value, int64_t min, int64_t max, int64_t *out);
-/* A list option's value ("1,331, 439", "16 32"), one item at a time: items are separated by a
- * comma, white space or both. Start with *cursor = list; each call sets *item and *len to the next
- * item, moves *cursor past it and returns 1; after the last item it returns 0. An empty item
- * (between two commas, or a comma at either end: "1,,2", "1,", "") is a usage error naming its
- * position (returns CLI_USAGE, message printed): it is never skipped. */
+/* A list ("1,331, 439", "16 32", a file of token ids), one item at a time: items are separated by
+ * a comma, white space or both. Start with *cursor = list; each call sets *item and *len to the
+ * next item, moves *cursor past it and returns 1; after the last item it returns 0. An empty item
+ * (between two commas, or a comma at either end: "1,,2", "1,", "") is never skipped: the call
+ * returns -1 with *len set to that item's number (1-based), for the caller's message. */
+int cli_list_split(const char *list, const char **cursor, const char **item, size_t *len);
+
+/* cli_list_split for a list option's value: an empty item is a usage error naming the option, the
+ * item's number and the list (returns CLI_USAGE, message printed). */
 int cli_list_next(const char *cmd, const char *opt, const char *list, const char **cursor, const char **item,
                   size_t *len);
 

@@ -488,9 +488,9 @@ m4_cli_test(cli_tokenize_decode_json EXPECT_RC 0
 m4_cli_test(cli_tokenize_decode_skip_special EXPECT_RC 0
   ARGS tokenize --tokenizer ${M4_TEKKEN} --decode --json --skip-special 1,3,22177,4 CHECKS "JSON_1=text=Hello")
 m4_cli_test(cli_tokenize_decode_empty_item EXPECT_RC 1 ARGS tokenize --tokenizer ${M4_TEKKEN} --decode 1,,2
-  CHECKS "STDERR_1=LIST 1: an empty item \\(a comma with no id before it\\)")
+  CHECKS "STDERR_1=LIST 1: item 2 is empty \\(items are separated by commas or spaces\\)")
 m4_cli_test(cli_tokenize_decode_trailing_comma EXPECT_RC 1 ARGS tokenize --tokenizer ${M4_TEKKEN} --decode 1,2,
-  CHECKS "STDERR_1=LIST 1: an empty item \\(a comma with no id after it\\)")
+  CHECKS "STDERR_1=LIST 1: item 3 is empty \\(items are separated by commas or spaces\\)")
 m4_cli_test(cli_tokenize_decode_not_an_id EXPECT_RC 1 ARGS tokenize --tokenizer ${M4_TEKKEN} --decode 1,-2
   CHECKS "STDERR_1=LIST 1: '-2' is not a token id")
 m4_cli_test(cli_tokenize_decode_out_of_range EXPECT_RC 1 ARGS tokenize --tokenizer ${M4_TEKKEN} --decode 131072
