@@ -32,6 +32,10 @@
 #include "kernels/norm.cuh"
 #include "paths.h"
 
+extern "C" {
+#include "m4_output.h" /* --out: written whole or not at all */
+}
+
 namespace {
 
 struct row {
@@ -715,15 +719,23 @@ int main(int argc, char **argv) {
 
     char device[300];
     snprintf(device, sizeof device, "%s, %d SMs, sm_%d%d", prop.name, prop.multiProcessorCount, prop.major, prop.minor);
-    FILE *f = out ? fopen(out, "w") : stdout;
-    if (!f) {
-        fprintf(stderr, "m4_gpu_bench: cannot write %s\n", out);
-        return 1;
-    }
-    write_json(b, f, device, commit);
-    if (out && fclose(f) != 0) {
-        fprintf(stderr, "m4_gpu_bench: writing %s failed\n", out);
-        return 1;
+    if (!out) {
+        write_json(b, stdout, device, commit);
+    } else {
+        struct document {
+            const bench *b;
+            const char *device, *commit;
+        } doc = {&b, device, commit};
+        const auto fill = [](FILE *f, const void *content) {
+            const document *d = static_cast<const document *>(content);
+            write_json(*d->b, f, d->device, d->commit);
+            return 0; /* the writer checks the stream's error state, flush and close */
+        };
+        m4_error err = {};
+        if (m4_write_stream_atomically(out, "GPU benchmark result", fill, &doc, &err) != 0) {
+            fprintf(stderr, "m4_gpu_bench: %s\n", err.msg);
+            return 1;
+        }
     }
     curandDestroyGenerator(b.rng);
     cublasDestroy(b.st.cublas);
