@@ -10,7 +10,7 @@ runs=${1:-3}
 work=$(mktemp -d "${TMPDIR:-/tmp}/m4-measure-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -I"$root/loader" \
-   "$root/tests/measure_open.c" "$root"/loader/{m4_error,dtype,config,safetensors,weights}.c \
+   "$root/tests/measure_open.c" "$root"/loader/*.c \
    $(pkg-config --cflags --libs jansson) -lm -o "$work/measure_open"
 fixture="$root/tests/fixtures/mistral-small-4-119b-2603.config.json"
 
