@@ -27,25 +27,7 @@
 #include "signals.h"
 #include "weights.h"
 
-typedef struct {
-    char *dir;
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    if (!f) return -1;
-    f->dir = m4t_tempdir();
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    m4t_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
+typedef m4t_dir_fixture fixture; /* one fresh temporary folder per test */
 
 /* Entries of `dir` (without . and ..); the first one's name into `first` when there is one. */
 static int entries_in(const char *dir, char first[256]) {
@@ -318,7 +300,7 @@ static void out_of_memory_says_how_much(void **state) {
 }
 
 int main(void) {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, m4t_dir_setup, m4t_dir_teardown)
     const struct CMUnitTest tests[] = {
         T(sigint_mid_write_leaves_no_file),
         T(sigterm_mid_write_leaves_no_file),

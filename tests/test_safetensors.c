@@ -15,25 +15,7 @@
 /* ------------------------------------------------------------------------------------------------
  * Helpers */
 
-typedef struct {
-    char *dir;
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    if (!f) return -1;
-    f->dir = m4t_tempdir();
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    m4t_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
+typedef m4t_dir_fixture fixture; /* one fresh temporary folder per test */
 
 /* Opening `path` must fail, leave *out NULL, and say each of the (NULL-terminated) phrases. */
 static void expect_open_fails(const char *path, ...) {
@@ -913,7 +895,7 @@ static void hub_cache_snapshot_loads(void **state) {
 }
 
 int main(void) {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, m4t_dir_setup, m4t_dir_teardown)
     const struct CMUnitTest tests[] = {
         T(single_file_by_file_and_folder),
         T(single_file_any_name),

@@ -582,25 +582,7 @@ static void check_bound(const m4_model *m, const dims *d, const gen_set *s, bool
 /* ------------------------------------------------------------------------------------------------
  * Round trips */
 
-typedef struct {
-    char *dir;
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    if (!f) return -1;
-    f->dir = m4t_tempdir();
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    m4t_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
+typedef m4t_dir_fixture fixture; /* one fresh temporary folder per test */
 
 static void round_trip(const char *dir, dims d, store_mode mode, bool legacy, int shards) {
     write_config(dir, &d);
@@ -975,7 +957,7 @@ static void published_parameter_count(void **state) {
 }
 
 int main(void) {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, m4t_dir_setup, m4t_dir_teardown)
     const struct CMUnitTest tests[] = {
         T(bare_f32),
         T(bare_bf16),

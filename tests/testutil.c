@@ -23,6 +23,22 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 
 void m4t_rmtree(const char *dir) { nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
+int m4t_dir_setup(void **state) {
+    m4t_dir_fixture *f = calloc(1, sizeof *f);
+    if (!f) return -1;
+    f->dir = m4t_tempdir();
+    *state = f;
+    return 0;
+}
+
+int m4t_dir_teardown(void **state) {
+    m4t_dir_fixture *f = *state;
+    m4t_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
 char *m4t_join(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
     char *p = malloc(n);

@@ -23,6 +23,14 @@ typedef struct {
 char *m4t_tempdir(void);
 void m4t_rmtree(const char *dir);
 
+/* A CMocka fixture that is one fresh temporary folder: m4t_dir_setup makes it (*state: an
+ * m4t_dir_fixture *), m4t_dir_teardown removes it with everything in it. */
+typedef struct {
+    char *dir;
+} m4t_dir_fixture;
+int m4t_dir_setup(void **state);
+int m4t_dir_teardown(void **state);
+
 /* dir + "/" + name, malloc'd. */
 char *m4t_join(const char *dir, const char *name);
 
