@@ -143,28 +143,26 @@ def main():
     samples = {}      # (impl, variant, threads) -> [(ms, load)]
     llama_meta = None
     start_load = os.getloadavg()
+    def timed(impl, label, rnd, v, t, run):
+        """One interleaved run: waits for quiet if asked, records (ms/token, 1-min load) and says so."""
+        wait_quiet(args.wait_quiet, t)
+        l0 = load1()
+        ms, extra = run()
+        samples.setdefault((impl, v, t), []).append((ms, l0))
+        print(f"run_peer: round {rnd + 1} threads {t} {v}: {label} {ms:.1f} ms/token (load {l0:.2f})",
+              file=sys.stderr, flush=True)
+        return extra
+
     for v in chosen:               # one variant at a time: its two models stay in the page cache
+        ours_dir, gguf = args.models / variants[v][0], args.models / variants[v][1]
         for rnd in range(args.rounds):
             for t in threads:
-                wait_quiet(args.wait_quiet, t)
-                l0 = load1()
-                ms, steps = run_ours(args.mistral4, args.models / variants[v][0], t, args.gen)
-                samples.setdefault(("ref", v, t), []).append((ms, l0))
-                print(f"run_peer: round {rnd + 1} threads {t} {v}: ours {ms:.1f} ms/token (load {l0:.2f})",
-                      file=sys.stderr, flush=True)
+                timed("ref", "ours", rnd, v, t, lambda: run_ours(args.mistral4, ours_dir, t, args.gen))
                 if args.baseline_mistral4:
-                    wait_quiet(args.wait_quiet, t)
-                    l0 = load1()
-                    ms, _ = run_ours(args.baseline_mistral4, args.models / variants[v][0], t, args.gen)
-                    samples.setdefault(("ref-baseline", v, t), []).append((ms, l0))
-                    print(f"run_peer: round {rnd + 1} threads {t} {v}: baseline {ms:.1f} ms/token (load {l0:.2f})",
-                          file=sys.stderr, flush=True)
-                wait_quiet(args.wait_quiet, t)
-                l0 = load1()
-                ms, llama_meta = run_llama(args.llama_bench, args.models / variants[v][1], t, args.gen)
-                samples.setdefault(("llama.cpp", v, t), []).append((ms, l0))
-                print(f"run_peer: round {rnd + 1} threads {t} {v}: llama.cpp {ms:.1f} ms/token (load {l0:.2f})",
-                      file=sys.stderr, flush=True)
+                    timed("ref-baseline", "baseline", rnd, v, t,
+                          lambda: run_ours(args.baseline_mistral4, ours_dir, t, args.gen))
+                llama_meta = timed("llama.cpp", "llama.cpp", rnd, v, t,
+                                   lambda: run_llama(args.llama_bench, gguf, t, args.gen))
 
     rows = []
     for t in threads:
